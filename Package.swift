@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "sparsetrain",
+    products: [
+        .executable(name: "sparsetrain", targets: ["SparseTrainCLI"]),
+        .library(name: "Comm", targets: ["Comm"]),
+        .library(name: "Tensor", targets: ["Tensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(
+            name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        // OpenMPI handles (macros) as C functions Swift can call.
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+
+        // Communication: Communicator, MPI and local implementations, packed masked reducer.
+        .target(name: "Comm", dependencies: ["CMPI", "CMPIShim"]),
+        // Numeric kernels: GEMM seam over OpenBLAS, random numbers, parallel loops.
+        .target(
+            name: "Tensor", dependencies: ["COpenBLAS"],
+            linkerSettings: [.linkedLibrary("m")]),
+
+        .executableTarget(
+            name: "SparseTrainCLI",
+            dependencies: [
+                "Comm", "Tensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "CommTests", dependencies: ["Comm"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
+        .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
+    ]
+)

@@ -1,0 +1,305 @@
+/// Packed masked gradient allreduce over a flat gradient buffer, in buckets, non-blocking.
+///
+/// Only active entries travel: for each masked segment the reducer keeps the list of active
+/// positions, gathers those gradient values (and the values of small dense segments) into one
+/// packed buffer, allreduces it and scatters back. Large dense segments, and masked segments whose
+/// mask is all ones, are reduced in place without copying. Bytes per step are therefore exactly
+/// `4 × (active masked entries + dense entries)`.
+///
+/// Buckets are formed in reverse segment order (the order backward finishes layers), closing a
+/// packed bucket once it reaches `bucketCapBytes`. During backward call `segmentReady(_:)` as
+/// each segment's gradient is final; a bucket starts (non-blocking) once all its segments are
+/// ready and all earlier buckets have started, so the start order is the same on every rank.
+/// `finishStep()` starts what is left, waits for everything and scatters.
+///
+/// After `finishStep()` active entries hold the sum (`.sum`) or mean (`.average`) over ranks.
+/// Inactive entries of masked segments keep their local values: the optimizer multiplies by the
+/// mask, so they never reach the weights.
+public final class GradientReducer {
+    /// What the reduced gradient holds.
+    public enum Result: String, Sendable {
+        /// Sum over ranks (pair it with a loss normalised by the global batch).
+        case sum
+        /// Mean over ranks (one extra scale of in-place buckets).
+        case average
+    }
+
+    /// How one bucket travels.
+    public enum Transport: Equatable, Sendable {
+        /// Gathered into `packed[range]`, reduced there, scattered back.
+        case packed(Range<Int>)
+        /// Reduced in place in the gradient buffer over this range.
+        case inPlace(Range<Int>)
+    }
+
+    /// A group of segments reduced by one collective call.
+    public struct Bucket: Sendable {
+        /// Indices into `segments`, in the order they were added (reverse layer order).
+        public let segmentIndices: [Int]
+        public let transport: Transport
+        /// Number of Float elements this bucket reduces.
+        public var elementCount: Int {
+            switch transport { case .packed(let r), .inPlace(let r): return r.count }
+        }
+    }
+
+    /// How one segment enters its bucket.
+    private enum Entry {
+        case none                      // masked with no active entry
+        case whole(packedAt: Int)      // contiguous copy of the whole segment
+        case indexed(packedAt: Int)    // gather through `activeOffsets[segment]`
+        case inPlace                   // its own in-place bucket
+    }
+
+    public let segments: [BufferSegment]
+    public let result: Result
+    public private(set) var buckets: [Bucket] = []
+    /// Elements in the packed buffer.
+    public let packedCount: Int
+    /// Elements reduced per step (packed + in place).
+    public let elementsPerStep: Int
+    /// Bytes passed to allreduce per step: `4 × elementsPerStep`.
+    public var bytesPerStep: Int { elementsPerStep * MemoryLayout<Float>.stride }
+    /// Bytes passed to allreduce since this reducer was built.
+    public private(set) var bytesReduced: Int = 0
+
+    private let communicator: Communicator
+    private let entries: [Entry]
+    private let activeOffsets: [[Int32]]
+    private let bucketOfSegment: [Int]
+    private let packed: UnsafeMutableBufferPointer<Float>
+
+    // Per-step state.
+    private var gradients: UnsafeMutableBufferPointer<Float>?
+    private var pending: [Int] = []
+    private var requests: [CommRequest?] = []
+    private var nextToStart = 0
+
+    /// Builds the index lists and buckets for `mask` and checks, collectively, that every rank
+    /// has the same layout and active counts.
+    /// - Parameters:
+    ///   - segments: tiling of the gradient buffer, in layer (forward) order.
+    ///   - mask: 0/1 mask with the same layout (only masked segments are read).
+    ///   - bucketCapBytes: a packed bucket closes once it holds this many bytes.
+    ///   - inPlaceMinElements: dense segments at least this large are reduced in place.
+    public init(
+        segments: [BufferSegment], mask: UnsafeBufferPointer<Float>, communicator: Communicator,
+        result: Result = .average, bucketCapBytes: Int = 4 << 20, inPlaceMinElements: Int = 1 << 16
+    ) throws {
+        try segments.validateTiling(total: mask.count)
+        self.segments = segments
+        self.result = result
+        self.communicator = communicator
+
+        // Active positions of each masked segment, relative to its offset.
+        var offsets = [[Int32]](repeating: [], count: segments.count)
+        var activeCounts = [Int](repeating: 0, count: segments.count)
+        for (i, s) in segments.enumerated() {
+            guard s.masked else { activeCounts[i] = s.count; continue }
+            guard s.count <= Int(Int32.max) else {
+                throw CommError.invalidArgument("segment '\(s.name)' exceeds 2^31 elements")
+            }
+            let m = UnsafeBufferPointer(rebasing: mask[s.range])
+            var list: [Int32] = []
+            list.reserveCapacity(m.count / 4)
+            for j in 0..<m.count where m[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
+            activeCounts[i] = list.count
+            if list.count < s.count { offsets[i] = list }
+        }
+        activeOffsets = offsets
+
+        // Buckets in reverse order.
+        var entries = [Entry](repeating: .none, count: segments.count)
+        var bucketOf = [Int](repeating: -1, count: segments.count)
+        var buckets: [Bucket] = []
+        var open: [Int] = []
+        var openStart = 0
+        var packedEnd = 0
+        func closeOpen() {
+            guard !open.isEmpty else { return }
+            for i in open { bucketOf[i] = buckets.count }
+            buckets.append(Bucket(segmentIndices: open, transport: .packed(openStart..<packedEnd)))
+            open = []
+            openStart = packedEnd
+        }
+        for i in segments.indices.reversed() {
+            let s = segments[i]
+            let active = activeCounts[i]
+            if active == s.count && s.count >= inPlaceMinElements {
+                closeOpen()
+                entries[i] = .inPlace
+                bucketOf[i] = buckets.count
+                buckets.append(Bucket(segmentIndices: [i], transport: .inPlace(s.range)))
+                continue
+            }
+            if active == 0 {
+                entries[i] = .none
+            } else if active == s.count {
+                entries[i] = .whole(packedAt: packedEnd)
+            } else {
+                entries[i] = .indexed(packedAt: packedEnd)
+            }
+            packedEnd += active
+            open.append(i)
+            if (packedEnd - openStart) * MemoryLayout<Float>.stride >= bucketCapBytes { closeOpen() }
+        }
+        closeOpen()
+        self.entries = entries
+        self.bucketOfSegment = bucketOf
+        self.buckets = buckets
+        self.packedCount = packedEnd
+        self.elementsPerStep = activeCounts.reduce(0, +)
+        self.packed = .allocate(capacity: max(packedEnd, 1))
+        self.packed.initialize(repeating: 0)
+
+        try verifyLayout(activeCounts: activeCounts)
+    }
+
+    deinit {
+        requests.forEach { try? $0?.wait() }
+        packed.deallocate()
+    }
+
+    /// Checks that all ranks agree on segment names, sizes and active counts.
+    private func verifyLayout(activeCounts: [Int]) throws {
+        let comm = communicator
+        try comm.verifySameCount(segments.count, operation: "gradient reducer layout")
+        let keys = segments.indices.map { i -> Int64 in
+            let s = segments[i]
+            let text = "\(s.name)|\(s.count)|\(s.masked)|\(activeCounts[i])"
+            return Int64(bitPattern: checksum64(text))
+        }
+        let (lo, hi) = try comm.minMax(keys)
+        if let bad = keys.indices.first(where: { lo[$0] != hi[$0] }) {
+            let s = segments[bad]
+            throw CommError.layoutMismatch(
+                "segment '\(s.name)' (\(s.count) elements, \(activeCounts[bad]) active on rank "
+                    + "\(comm.rank)) differs on another rank")
+        }
+    }
+
+    // MARK: - One step
+
+    /// Starts a step over `gradients` (same layout as the segments).
+    public func beginStep(gradients: UnsafeMutableBufferPointer<Float>) {
+        precondition(gradients.count == segments.last.map { $0.offset + $0.count } ?? 0,
+                     "gradient buffer does not match the reducer's layout")
+        precondition(self.gradients == nil, "beginStep called twice without finishStep")
+        self.gradients = gradients
+        pending = buckets.map(\.segmentIndices.count)
+        requests = Array(repeating: nil, count: buckets.count)
+        nextToStart = 0
+    }
+
+    /// Marks segment `index`'s gradient as final; starts buckets that are complete.
+    public func segmentReady(_ index: Int) throws {
+        let b = bucketOfSegment[index]
+        pending[b] -= 1
+        precondition(pending[b] >= 0, "segment \(segments[index].name) marked ready twice")
+        while nextToStart < buckets.count && pending[nextToStart] == 0 {
+            try start(nextToStart)
+            nextToStart += 1
+        }
+        // Drive progress of buckets in flight (shared-memory transports progress only in MPI calls).
+        for r in requests.prefix(nextToStart) { _ = try r?.test() }
+    }
+
+    /// Starts every bucket not yet started, waits for all, and scatters the results back.
+    public func finishStep() throws {
+        guard let g = gradients else { preconditionFailure("finishStep without beginStep") }
+        defer { gradients = nil }
+        while nextToStart < buckets.count {
+            try start(nextToStart)
+            nextToStart += 1
+        }
+        let scale = result == .average ? 1 / Float(communicator.size) : 1
+        for (b, bucket) in buckets.enumerated() {
+            try requests[b]?.wait()
+            requests[b] = nil
+            switch bucket.transport {
+            case .packed:
+                for i in bucket.segmentIndices { scatter(segment: i, into: g, scale: scale) }
+            case .inPlace(let r):
+                if scale != 1 { scaleInPlace(g.baseAddress! + r.lowerBound, r.count, scale) }
+            }
+        }
+    }
+
+    /// Reduces all segments of `gradients` in one call (no overlap with backward).
+    public func reduce(gradients: UnsafeMutableBufferPointer<Float>) throws {
+        beginStep(gradients: gradients)
+        try finishStep()
+    }
+
+    private func start(_ b: Int) throws {
+        let g = gradients!
+        let bucket = buckets[b]
+        let region: UnsafeMutableBufferPointer<Float>
+        switch bucket.transport {
+        case .packed(let r):
+            for i in bucket.segmentIndices { gather(segment: i, from: g) }
+            region = UnsafeMutableBufferPointer(rebasing: packed[r])
+        case .inPlace(let r):
+            region = UnsafeMutableBufferPointer(rebasing: g[r])
+        }
+        bytesReduced += region.count * MemoryLayout<Float>.stride
+        requests[b] = try communicator.startAllreduce(region, op: .sum)
+    }
+
+    // MARK: - Kernels
+
+    private func gather(segment i: Int, from g: UnsafeMutableBufferPointer<Float>) {
+        let src = g.baseAddress! + segments[i].offset
+        switch entries[i] {
+        case .whole(let at):
+            (packed.baseAddress! + at).update(from: src, count: segments[i].count)
+        case .indexed(let at):
+            let dst = packed.baseAddress! + at
+            activeOffsets[i].withUnsafeBufferPointer { idx in
+                let n = idx.count
+                var k = 0
+                while k < n {
+                    dst[k] = src[Int(idx[k])]
+                    k &+= 1
+                }
+            }
+        case .none, .inPlace:
+            break
+        }
+    }
+
+    private func scatter(segment i: Int, into g: UnsafeMutableBufferPointer<Float>, scale: Float) {
+        let dst = g.baseAddress! + segments[i].offset
+        switch entries[i] {
+        case .whole(let at):
+            let src = packed.baseAddress! + at
+            if scale == 1 {
+                dst.update(from: src, count: segments[i].count)
+            } else {
+                for k in 0..<segments[i].count { dst[k] = src[k] * scale }
+            }
+        case .indexed(let at):
+            let src = packed.baseAddress! + at
+            activeOffsets[i].withUnsafeBufferPointer { idx in
+                let n = idx.count
+                var k = 0
+                while k < n {
+                    dst[Int(idx[k])] = src[k] * scale
+                    k &+= 1
+                }
+            }
+        case .none, .inPlace:
+            break
+        }
+    }
+}
+
+/// `p[0..<n] *= s`.
+@inline(__always)
+private func scaleInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ s: Float) {
+    var i = 0
+    while i < n {
+        p[i] *= s
+        i &+= 1
+    }
+}

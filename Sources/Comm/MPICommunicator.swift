@@ -1,0 +1,182 @@
+import CMPI
+import CMPIShim
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// `MPI_COMM_WORLD` as a `Communicator`. This value owns MPI's lifetime: its initializer calls
+/// `MPI_Init_thread` (funneled: only the thread that made it calls MPI) and `finalize()` or
+/// `deinit` calls `MPI_Finalize`. `MPI_ERRORS_RETURN` is installed, so every failed MPI call
+/// becomes a thrown `CommError.mpi` carrying `MPI_Error_string` instead of killing the job.
+///
+/// One per process: MPI cannot be initialized twice, nor again after it was finalized.
+public final class MPICommunicator: Communicator, @unchecked Sendable {
+    public let rank: Int
+    public let size: Int
+    private let comm: MPI_Comm
+    private var finalized = false
+
+    /// True when this process was started by an MPI launcher (`mpirun`, `srun --mpi=pmix`),
+    /// judged from the environment the launcher sets.
+    public static var isLaunchedByMPI: Bool {
+        let names: [String] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"]
+        return names.contains { getenv($0) != nil }
+    }
+
+    public init() throws {
+        var flag: Int32 = 0
+        MPI_Finalized(&flag)
+        if flag != 0 {
+            throw CommError.invalidArgument("MPI was already finalized in this process")
+        }
+        MPI_Initialized(&flag)
+        if flag != 0 {
+            throw CommError.invalidArgument(
+                "MPI is already initialized: create one MPICommunicator per process")
+        }
+        var provided: Int32 = 0
+        try Self.check(
+            MPI_Init_thread(nil, nil, stmpi_thread_funneled(), &provided), "MPI_Init_thread")
+        comm = stmpi_comm_world()
+        try Self.check(
+            MPI_Comm_set_errhandler(comm, stmpi_errors_return()), "MPI_Comm_set_errhandler")
+        var r: Int32 = 0
+        var s: Int32 = 0
+        try Self.check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
+        try Self.check(MPI_Comm_size(comm, &s), "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    deinit { finalize() }
+
+    /// Calls `MPI_Finalize` once; later calls do nothing. No collective may follow.
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        MPI_Finalize()
+    }
+
+    public func barrier() throws {
+        try Self.check(MPI_Barrier(comm), "MPI_Barrier")
+    }
+
+    public func allreduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp, counts: CountCheck
+    ) throws {
+        if counts == .verify { try verifySameCount(buffer.count, operation: "allreduce") }
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        for chunk in Self.chunks(buffer.count) {
+            try Self.check(
+                MPI_Allreduce(
+                    stmpi_in_place(), base + chunk.lowerBound, Int32(chunk.count),
+                    Self.datatype(T.commType), Self.mpiOp(op), comm),
+                "MPI_Allreduce")
+        }
+    }
+
+    public func broadcast<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, root: Int, counts: CountCheck
+    ) throws {
+        guard (0..<size).contains(root) else { throw CommError.invalidRoot(root: root, size: size) }
+        if counts == .verify { try verifySameCount(buffer.count, operation: "broadcast") }
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        for chunk in Self.chunks(buffer.count) {
+            try Self.check(
+                MPI_Bcast(
+                    base + chunk.lowerBound, Int32(chunk.count), Self.datatype(T.commType),
+                    Int32(root), comm),
+                "MPI_Bcast")
+        }
+    }
+
+    public func startAllreduce<T: CommScalar>(
+        _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp
+    ) throws -> CommRequest {
+        guard buffer.count <= Int(Int32.max) else {
+            throw CommError.invalidArgument(
+                "non-blocking allreduce of \(buffer.count) elements exceeds MPI's 32-bit count")
+        }
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return CompletedRequest() }
+        let request = MPIRequest()
+        try Self.check(
+            MPI_Iallreduce(
+                stmpi_in_place(), base, Int32(buffer.count), Self.datatype(T.commType),
+                Self.mpiOp(op), comm, &request.handle),
+            "MPI_Iallreduce")
+        return request
+    }
+
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(comm, code)
+        exit(code)
+    }
+
+    // MARK: - Helpers
+
+    /// Turns an MPI return code into a thrown error with MPI's own description.
+    static func check(_ code: Int32, _ function: String) throws {
+        guard code != stmpi_success() else { return }
+        var text = [CChar](repeating: 0, count: Int(stmpi_max_error_string()) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &text, &length)
+        let message = String(decoding: text.prefix(Int(length)).map { UInt8(bitPattern: $0) },
+                             as: UTF8.self)
+        throw CommError.mpi(function: function, code: code, message: message)
+    }
+
+    /// Splits `count` elements into ranges that fit MPI's 32-bit counts.
+    static func chunks(_ count: Int) -> [Range<Int>] {
+        let step = Int(Int32.max)
+        return stride(from: 0, to: count, by: step).map { $0..<Swift.min($0 + step, count) }
+    }
+
+    static func datatype(_ type: CommType) -> MPI_Datatype {
+        switch type {
+        case .float32: return stmpi_type_float()
+        case .float64: return stmpi_type_double()
+        case .int32: return stmpi_type_int32()
+        case .int64: return stmpi_type_int64()
+        case .uint8: return stmpi_type_uint8()
+        }
+    }
+
+    static func mpiOp(_ op: ReduceOp) -> MPI_Op {
+        switch op {
+        case .sum: return stmpi_op_sum()
+        case .max: return stmpi_op_max()
+        case .min: return stmpi_op_min()
+        }
+    }
+}
+
+/// A non-blocking MPI operation. Waits in `deinit` if still pending, so a dropped request never
+/// leaves MPI writing into memory that was handed back.
+final class MPIRequest: CommRequest {
+    var handle: MPI_Request? = stmpi_request_null()
+    private var done = false
+
+    func wait() throws {
+        guard !done else { return }
+        done = true
+        try MPICommunicator.check(MPI_Wait(&handle, stmpi_status_ignore()), "MPI_Wait")
+    }
+
+    func test() throws -> Bool {
+        guard !done else { return true }
+        var flag: Int32 = 0
+        try MPICommunicator.check(MPI_Test(&handle, &flag, stmpi_status_ignore()), "MPI_Test")
+        if flag != 0 { done = true }
+        return done
+    }
+
+    deinit { try? wait() }
+}
+
+/// The world communicator of this process: MPI when started by a launcher, otherwise local.
+public func makeWorldCommunicator() throws -> Communicator {
+    MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : LocalCommunicator()
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+extension SparseTrain {
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure the speed of the parts of a training step.",
+            subcommands: [BenchAllreduce.self])
+    }
+}

@@ -1,0 +1,164 @@
+import ArgumentParser
+import Comm
+import Foundation
+import Tensor
+
+/// `sparsetrain bench allreduce`: the packed masked gradient reduction against a plain MPI
+/// allreduce of the same number of bytes, and against the dense allreduce it replaces.
+struct BenchAllreduce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce",
+        abstract: "Time the packed masked gradient allreduce (run under mpirun).")
+
+    @Option(help: "Parameters in the flat gradient buffer (default: ResNet-50's 25,557,032).")
+    var params: Int = 25_557_032
+
+    @Option(parsing: .upToNextOption, help: "Mask densities to measure, in (0, 1].")
+    var density: [Double] = [1.0, 0.1, 0.01]
+
+    @Option(help: "Equal masked segments the buffer is split into (ResNet-50 has 54 masked layers).")
+    var segments: Int = 54
+
+    @Option(help: "Timed repetitions per measurement (the median is reported).")
+    var repeats: Int = 20
+
+    @Option(help: "Untimed repetitions before timing.")
+    var warmup: Int = 3
+
+    @Option(help: "Packed bucket size in MiB.")
+    var bucketMiB: Double = 4
+
+    @Option(help: "What the reducer leaves in the gradient: sum or average over ranks.")
+    var result: ReducerResult = .sum
+
+    @Option(help: "Seed of the random mask (the same on every rank).")
+    var seed: UInt64 = 1
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    enum ReducerResult: String, ExpressibleByArgument, CaseIterable {
+        case sum, average
+    }
+
+    func validate() throws {
+        guard params > 0 else { throw ValidationError("--params must be positive") }
+        guard segments > 0, segments <= params else {
+            throw ValidationError("--segments must be between 1 and --params")
+        }
+        guard repeats > 0, warmup >= 0 else {
+            throw ValidationError("--repeats must be positive and --warmup not negative")
+        }
+        guard bucketMiB > 0 else { throw ValidationError("--bucket-mib must be positive") }
+        for d in density where !(d > 0 && d <= 1) {
+            throw ValidationError("--density \(d) is outside (0, 1]")
+        }
+    }
+
+    struct Row: Codable {
+        var density: Double
+        var packed_bytes: Int
+        var dense_bytes: Int
+        var buckets: Int
+        var seconds_packed: Double
+        var seconds_raw: Double
+        var seconds_dense: Double
+        var efficiency: Double
+        var speedup_vs_dense: Double
+    }
+
+    struct Report: Codable {
+        var benchmark = "allreduce"
+        var ranks: Int
+        var params: Int
+        var segments: Int
+        var result: String
+        var repeats: Int
+        var results: [Row]
+    }
+
+    func run() throws {
+        withWorld { comm in
+            let layout = (0..<segments).map { i in
+                let lo = params * i / segments, hi = params * (i + 1) / segments
+                return BufferSegment(name: "segment\(i)", offset: lo, count: hi - lo, masked: true)
+            }
+            let grad = UnsafeMutableBufferPointer<Float>.allocate(capacity: params)
+            let mask = UnsafeMutableBufferPointer<Float>.allocate(capacity: params)
+            defer { grad.deallocate(); mask.deallocate() }
+            var rng = Xoshiro256(seed: seed &+ UInt64(comm.rank) &* 0x9E37_79B9)
+            for i in 0..<params { grad[i] = rng.nextFloat() - 0.5 }
+
+            if comm.rank == 0 && !json {
+                print("allreduce benchmark: \(comm.size) rank(s), \(params) parameters in "
+                    + "\(segments) masked segments, result \(result.rawValue), median of \(repeats)")
+                if comm.size == 1 { print("note: one rank — run under mpirun -np 2 or more to measure transfer") }
+                fflushStdout()
+            }
+
+            // The dense allreduce the packed one replaces.
+            let denseSeconds = try timeCollective(comm) {
+                try comm.allreduce(grad, op: .sum, counts: .trusted)
+            }
+            var rows: [Row] = []
+            for d in density {
+                var maskRng = Xoshiro256(seed: seed)
+                for i in 0..<params { mask[i] = maskRng.nextDouble() < d ? 1 : 0 }
+                try MaskSync.verifyAgreement(
+                    UnsafeBufferPointer(mask), segments: layout, what: "mask", maskedOnly: true,
+                    communicator: comm)
+                let reducer = try GradientReducer(
+                    segments: layout, mask: UnsafeBufferPointer(mask), communicator: comm,
+                    result: result == .sum ? .sum : .average,
+                    bucketCapBytes: Int(bucketMiB * 1_048_576))
+                let packedSeconds = try timeCollective(comm) { try reducer.reduce(gradients: grad) }
+                let raw = UnsafeMutableBufferPointer(rebasing: grad[0..<reducer.elementsPerStep])
+                let rawSeconds = try timeCollective(comm) {
+                    try comm.allreduce(raw, op: .sum, counts: .trusted)
+                }
+                let row = Row(
+                    density: d, packed_bytes: reducer.bytesPerStep, dense_bytes: 4 * params,
+                    buckets: reducer.buckets.count, seconds_packed: packedSeconds,
+                    seconds_raw: rawSeconds, seconds_dense: denseSeconds,
+                    efficiency: rawSeconds / packedSeconds,
+                    speedup_vs_dense: denseSeconds / packedSeconds)
+                rows.append(row)
+            }
+            guard comm.rank == 0 else { return }
+            if json {
+                print(try jsonLine(Report(
+                    ranks: comm.size, params: params, segments: segments,
+                    result: result.rawValue, repeats: repeats, results: rows)))
+            } else {
+                var table = TextTable(
+                    "density", "packed MB", "dense MB", "buckets", "packed ms", "raw ms",
+                    "efficiency", "dense ms", "vs dense")
+                for r in rows {
+                    table.add(
+                        fixed(r.density, 3), fixed(Double(r.packed_bytes) / 1e6, 2),
+                        fixed(Double(r.dense_bytes) / 1e6, 2), "\(r.buckets)",
+                        fixed(r.seconds_packed * 1e3, 3), fixed(r.seconds_raw * 1e3, 3),
+                        fixed(r.efficiency, 2), fixed(r.seconds_dense * 1e3, 3),
+                        fixed(r.speedup_vs_dense, 2) + "x")
+                }
+                print(table.render())
+                print("efficiency = raw / packed (raw: plain MPI_Allreduce of the packed byte count); "
+                    + "vs dense = full-buffer allreduce / packed")
+            }
+        }
+    }
+
+    /// Median over ranks-synchronised repetitions of the slowest rank's time for `body`.
+    private func timeCollective(_ comm: Communicator, _ body: () throws -> Void) throws -> Double {
+        for _ in 0..<warmup { try body() }
+        var times = [Double](repeating: 0, count: repeats)
+        for i in 0..<repeats {
+            try comm.barrier()
+            let t0 = now()
+            try body()
+            times[i] = now() - t0
+        }
+        try comm.allreduce(&times, op: .max, counts: .trusted)
+        return median(times)
+    }
+}

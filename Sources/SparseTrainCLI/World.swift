@@ -1,0 +1,69 @@
+import Comm
+import Foundation
+
+/// Creates the world communicator, runs `body`, and turns any error into one line on stderr and
+/// a non-zero exit, on every rank, without hanging the others.
+///
+/// Errors raised identically on every rank (count and layout mismatches, disagreements, bad
+/// roots) end the job cleanly; any other error on one rank aborts the whole job, since the other
+/// ranks may be waiting in a collective that will never complete.
+func withWorld(_ body: (Communicator) throws -> Void) -> Never {
+    let world: Communicator
+    do {
+        world = try makeWorldCommunicator()
+    } catch {
+        fail("cannot start MPI: \(error)")
+    }
+    do {
+        try body(world)
+    } catch let error as CommError where error.raisedOnEveryRank {
+        if world.rank == 0 { printError("\(error)") }
+        (world as? MPICommunicator)?.finalize()
+        exit(1)
+    } catch {
+        printError(world.size > 1 ? "rank \(world.rank): \(error)" : "\(error)")
+        if world.size > 1 { world.abort(code: 1) }
+        exit(1)
+    }
+    (world as? MPICommunicator)?.finalize()
+    exit(0)
+}
+
+extension CommError {
+    /// True for errors that every rank detects together through a collective check.
+    var raisedOnEveryRank: Bool {
+        switch self {
+        case .countMismatch, .invalidRoot, .disagreement, .layoutMismatch: return true
+        case .mpi, .invalidArgument: return false
+        }
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+}
+
+func fail(_ message: String) -> Never {
+    printError(message)
+    exit(1)
+}
+
+/// Seconds since an arbitrary start, monotonic.
+func now() -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
+}
+
+func median(_ values: [Double]) -> Double {
+    let s = values.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Encodes `value` as one line of JSON with sorted keys.
+func jsonLine<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+func fflushStdout() { fflush(nil) }  // nil flushes every output stream
