@@ -61,6 +61,9 @@ struct BenchAllreduce: ParsableCommand {
         var dense_bytes: Int
         var buckets: Int
         var seconds_packed: Double
+        var seconds_gather: Double
+        var seconds_communicate: Double
+        var seconds_scatter: Double
         var seconds_raw: Double
         var seconds_dense: Double
         var efficiency: Double
@@ -112,6 +115,8 @@ struct BenchAllreduce: ParsableCommand {
                     result: result == .sum ? .sum : .average,
                     bucketCapBytes: Int(bucketMiB * 1_048_576))
                 let packedSeconds = try timeCollective(comm) { try reducer.reduce(gradients: grad) }
+                let calls = Double(warmup + repeats)
+                let phase = reducer.timings
                 let raw = UnsafeMutableBufferPointer(rebasing: grad[0..<reducer.elementsPerStep])
                 let rawSeconds = try timeCollective(comm) {
                     try comm.allreduce(raw, op: .sum, counts: .trusted)
@@ -119,6 +124,9 @@ struct BenchAllreduce: ParsableCommand {
                 let row = Row(
                     density: d, packed_bytes: reducer.bytesPerStep, dense_bytes: 4 * params,
                     buckets: reducer.buckets.count, seconds_packed: packedSeconds,
+                    seconds_gather: phase.gather / calls,
+                    seconds_communicate: phase.communicate / calls,
+                    seconds_scatter: phase.scatter / calls,
                     seconds_raw: rawSeconds, seconds_dense: denseSeconds,
                     efficiency: rawSeconds / packedSeconds,
                     speedup_vs_dense: denseSeconds / packedSeconds)
@@ -131,18 +139,21 @@ struct BenchAllreduce: ParsableCommand {
                     result: result.rawValue, repeats: repeats, results: rows)))
             } else {
                 var table = TextTable(
-                    "density", "packed MB", "dense MB", "buckets", "packed ms", "raw ms",
-                    "efficiency", "dense ms", "vs dense")
+                    "density", "packed MB", "dense MB", "buckets", "packed ms", "gather",
+                    "comm", "scatter", "raw ms", "efficiency", "dense ms", "vs dense")
                 for r in rows {
                     table.add(
                         fixed(r.density, 3), fixed(Double(r.packed_bytes) / 1e6, 2),
                         fixed(Double(r.dense_bytes) / 1e6, 2), "\(r.buckets)",
-                        fixed(r.seconds_packed * 1e3, 3), fixed(r.seconds_raw * 1e3, 3),
+                        fixed(r.seconds_packed * 1e3, 3), fixed(r.seconds_gather * 1e3, 3),
+                        fixed(r.seconds_communicate * 1e3, 3), fixed(r.seconds_scatter * 1e3, 3),
+                        fixed(r.seconds_raw * 1e3, 3),
                         fixed(r.efficiency, 2), fixed(r.seconds_dense * 1e3, 3),
                         fixed(r.speedup_vs_dense, 2) + "x")
                 }
                 print(table.render())
-                print("efficiency = raw / packed (raw: plain MPI_Allreduce of the packed byte count); "
+                print("gather/comm/scatter: mean ms per step on rank 0; efficiency = raw / packed "
+                    + "(raw: plain MPI_Allreduce of the packed byte count); "
                     + "vs dense = full-buffer allreduce / packed")
             }
         }

@@ -1,0 +1,114 @@
+import XCTest
+@testable import Comm
+
+final class GradientReducerTests: XCTestCase {
+    /// conv (masked, large, 30% active) | bn (dense small) | fc (masked, all active, large)
+    /// | fc.bias (dense small) | empty (masked, none active) | big dense
+    let segments = [
+        BufferSegment(name: "conv.weight", offset: 0, count: 100_000, masked: true),
+        BufferSegment(name: "bn.weight", offset: 100_000, count: 16, masked: false),
+        BufferSegment(name: "fc.weight", offset: 100_016, count: 70_000, masked: true),
+        BufferSegment(name: "fc.bias", offset: 170_016, count: 10, masked: false),
+        BufferSegment(name: "empty.weight", offset: 170_026, count: 50, masked: true),
+        BufferSegment(name: "dense.table", offset: 170_076, count: 80_000, masked: false),
+    ]
+    var total: Int { 250_076 }
+
+    func makeMask() -> [Float] {
+        var mask = [Float](repeating: 1, count: total)
+        var s: UInt64 = 99
+        for i in 0..<100_000 {
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            mask[i] = (s >> 33) % 10 < 3 ? 1 : 0
+        }
+        for i in 170_026..<170_076 { mask[i] = 0 }
+        return mask
+    }
+
+    func makeGradients() -> [Float] {
+        (0..<total).map { Float(($0 * 7919) % 1013) * 0.001 - 0.5 }
+    }
+
+    func testBucketsRunInReverseOrderAndCountBytes() throws {
+        let mask = makeMask()
+        let active = Int(mask[0..<100_000].reduce(0, +))
+        let reducer = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: LocalCommunicator(),
+                                bucketCapBytes: 1 << 20, inPlaceMinElements: 60_000)
+        }
+        // Dense table and fc.weight are large and fully active: reduced in place; they are not
+        // adjacent (fc.bias and empty lie between), so they form two buckets.
+        XCTAssertEqual(reducer.buckets.count, 4)
+        XCTAssertEqual(reducer.buckets[0].segmentIndices, [5])
+        XCTAssertEqual(reducer.buckets[0].transport, .inPlace(170_076..<250_076))
+        XCTAssertEqual(reducer.buckets[1].segmentIndices, [4, 3])
+        XCTAssertEqual(reducer.buckets[2].transport, .inPlace(100_016..<170_016))
+        XCTAssertEqual(reducer.buckets[3].segmentIndices, [1, 0])
+        XCTAssertEqual(reducer.elementsPerStep, active + 16 + 70_000 + 10 + 80_000)
+        XCTAssertEqual(reducer.bytesPerStep, 4 * reducer.elementsPerStep)
+        XCTAssertEqual(reducer.packedCount, active + 16 + 10)
+
+        var g = makeGradients()
+        try g.withUnsafeMutableBufferPointer { try reducer.reduce(gradients: $0) }
+        XCTAssertEqual(reducer.bytesReduced, reducer.bytesPerStep)
+    }
+
+    func testAverageOverSimulatedRanksScalesActiveEntriesOnly() throws {
+        let mask = makeMask()
+        let comm = SimulatedCommunicator(size: 4)
+        let reducer = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: comm, result: .average,
+                                bucketCapBytes: 64 << 10, inPlaceMinElements: 60_000)
+        }
+        let original = makeGradients()
+        var g = original
+        try g.withUnsafeMutableBufferPointer { try reducer.reduce(gradients: $0) }
+        // Every rank holds the same values, so the mean equals them; the sum (4x) then x 1/4 is
+        // exact in binary floating point.
+        XCTAssertEqual(g, original)
+
+        let sumReducer = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: comm, result: .sum,
+                                inPlaceMinElements: 60_000)
+        }
+        g = original
+        try g.withUnsafeMutableBufferPointer { try sumReducer.reduce(gradients: $0) }
+        for i in 0..<total {
+            let expected = mask[i] != 0 ? original[i] * 4 : original[i]
+            if g[i] != expected { return XCTFail("entry \(i): \(g[i]) != \(expected)") }
+        }
+    }
+
+    func testStepApiStartsBucketsInOrderAsSegmentsBecomeReady() throws {
+        let mask = makeMask()
+        let comm = SimulatedCommunicator(size: 2)
+        let reducer = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: comm, result: .sum,
+                                bucketCapBytes: 1 << 20, inPlaceMinElements: 60_000)
+        }
+        var g = makeGradients()
+        try g.withUnsafeMutableBufferPointer { grads in
+            reducer.beginStep(gradients: grads)
+            try reducer.segmentReady(5)                  // bucket 0 complete → starts
+            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
+            try reducer.segmentReady(3)                  // bucket 1 still waits for segment 4
+            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
+            try reducer.segmentReady(1)                  // bucket 3 ready but bucket 1, 2 not yet
+            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
+            try reducer.segmentReady(4)
+            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 2)
+            try reducer.finishStep()                     // starts 2 and 3 in order, waits, scatters
+            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 4)
+        }
+        let starts = comm.calls.filter { $0.hasPrefix("start") }
+        XCTAssertEqual(starts, ["start(80000)", "start(10)", "start(70000)",
+                                "start(\(reducer.packedCount - 10))"])
+    }
+
+    func testMaskOfWrongLengthIsRejected() {
+        let mask = [Float](repeating: 1, count: total - 1)
+        XCTAssertThrowsError(try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: LocalCommunicator())
+        })
+    }
+}
