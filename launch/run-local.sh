@@ -5,7 +5,8 @@
 # --threads T OpenBLAS threads per rank (default: cores / ranks, at least 1)
 # --bin PATH  the sparsetrain binary (default: .build/release/sparsetrain, built if missing)
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib/common.sh"
+here=$(repo_root)
 np=2
 threads=""
 bin=""
@@ -27,22 +28,18 @@ if [ -z "$bin" ]; then
   bin="$here/.build/release/sparsetrain"
   if [ ! -x "$bin" ]; then
     echo "run-local.sh: building release binary" >&2
-    (cd "$here" && swift build -c release --product sparsetrain >&2)
+    "$here/launch/build.sh" >&2
   fi
 fi
 [ -x "$bin" ] || { echo "run-local.sh: no executable at $bin" >&2; exit 2; }
 command -v mpirun >/dev/null || { echo "run-local.sh: mpirun not found (apt-get install openmpi-bin)" >&2; exit 2; }
 
-# Shared-memory transport without single-copy (CMA is blocked in containers) and a malloc that
-# keeps large buffers mapped: 2-3x faster large allreduces on these machines (DESIGN.md §6).
-export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296
+mpi_env
 export OPENBLAS_NUM_THREADS="$threads"
-args=(--oversubscribe --mca btl_vader_single_copy_mechanism none
-      -x MALLOC_MMAP_MAX_ -x MALLOC_TRIM_THRESHOLD_ -x OPENBLAS_NUM_THREADS)
+args=("${MPI_LOCAL_ARGS[@]}" -x OPENBLAS_NUM_THREADS)
 for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
-  [ -n "${!v:-}" ] && args+=(-x "$v")
+  if [ -n "${!v:-}" ]; then args+=(-x "$v"); fi
 done
-if [ "$(id -u)" = 0 ]; then args+=(--allow-run-as-root); fi
 # One core per rank when each rank runs one BLAS thread; otherwise let threads float.
 if [ "$threads" -gt 1 ] || [ "$np" -gt "$cores" ]; then args+=(--bind-to none); else args+=(--bind-to core); fi
 exec mpirun "${args[@]}" -np "$np" "$bin" "$@"

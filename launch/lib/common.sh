@@ -1,0 +1,41 @@
+# Shared helpers for the launch scripts. Source it; do not run it.
+
+# Root of the repository.
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# Installs the Debian packages sparsetrain needs when any is missing.
+ensure_system_packages() {
+  local pkgs=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libjpeg62-turbo-dev)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing system packages: ${missing[*]}" >&2
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "error: need root or sudo to install: ${missing[*]}" >&2; return 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >&2
+}
+
+# Fails with a clear message when the Swift toolchain is absent.
+ensure_swift() {
+  command -v swift >/dev/null && return 0
+  [ -x /opt/swift/usr/bin/swift ] && { export PATH="/opt/swift/usr/bin:$PATH"; return 0; }
+  echo "error: Swift 6 toolchain not found: install it from swift.org and put 'swift' on PATH" >&2
+  return 1
+}
+
+# mpirun settings these machines need (DESIGN.md §6): as root, oversubscription, shared memory
+# without single-copy (blocked in containers), and a malloc that keeps large buffers mapped.
+mpi_env() {
+  export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296
+  if [ "$(id -u)" = 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  fi
+}
+MPI_LOCAL_ARGS=(--oversubscribe --mca btl_vader_single_copy_mechanism none
+                -x MALLOC_MMAP_MAX_ -x MALLOC_TRIM_THRESHOLD_)
