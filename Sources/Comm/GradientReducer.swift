@@ -5,7 +5,8 @@ import Dispatch
 /// Only active entries travel: for each masked segment the reducer keeps the list of active
 /// positions, gathers those gradient values (and the values of small dense segments) into one
 /// packed buffer, allreduces it and scatters back. Large dense segments, and masked segments whose
-/// mask is all ones, are reduced in place without copying. Bytes per step are therefore exactly
+/// mask is all ones, are reduced in place without copying (runs of adjacent such segments form
+/// one bucket). Bytes per step are therefore exactly
 /// `4 × (active masked entries + dense entries)`.
 ///
 /// Buckets are formed in reverse segment order (the order backward finishes layers), closing a
@@ -96,7 +97,8 @@ public final class GradientReducer {
     ///   - segments: tiling of the gradient buffer, in layer (forward) order.
     ///   - mask: 0/1 mask with the same layout (only masked segments are read).
     ///   - bucketCapBytes: a packed bucket closes once it holds this many bytes.
-    ///   - inPlaceMinElements: dense segments at least this large are reduced in place.
+    ///   - inPlaceMinElements: runs of adjacent fully active segments at least this large are
+    ///     reduced in place.
     ///   - inPlaceCapElements: adjacent in-place segments merge into one bucket up to this size.
     public init(
         segments: [BufferSegment], mask: UnsafeBufferPointer<Float>, communicator: Communicator,
@@ -144,10 +146,27 @@ public final class GradientReducer {
             openInPlace = nil
             openStart = packedEnd
         }
+        // Runs of consecutive fully active segments (dense ones, masks of all ones) are reduced
+        // in place when the run is large; short runs are packed with their neighbours.
+        var inPlace = [Bool](repeating: false, count: segments.count)
+        var runEnd = segments.count - 1
+        while runEnd >= 0 {
+            var runStart = runEnd + 1
+            var runElements = 0
+            while runStart > 0, segments[runStart - 1].count > 0,
+                activeCounts[runStart - 1] == segments[runStart - 1].count {
+                runStart -= 1
+                runElements += segments[runStart].count
+            }
+            if runElements >= inPlaceMinElements {
+                for k in runStart...runEnd { inPlace[k] = true }
+            }
+            runEnd = min(runStart, runEnd) - 1
+        }
         for i in segments.indices.reversed() {
             let s = segments[i]
             let active = activeCounts[i]
-            if active == s.count && s.count >= inPlaceMinElements {
+            if inPlace[i] {
                 entries[i] = .inPlace
                 if let r = openInPlace, r.lowerBound == s.range.upperBound,
                     r.count + s.count <= max(capElements, inPlaceCapElements) {
@@ -285,7 +304,9 @@ public final class GradientReducer {
         timings.gather += t1 - t0
         defer { timings.communicate += seconds() - t1 }
         bytesReduced += region.count * MemoryLayout<Float>.stride
-        if blocking {
+        if region.isEmpty {
+            return
+        } else if blocking {
             try communicator.allreduce(region, op: .sum, counts: .trusted)
         } else {
             requests[b] = try communicator.startAllreduce(region, op: .sum)

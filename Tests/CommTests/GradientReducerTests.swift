@@ -36,17 +36,20 @@ final class GradientReducerTests: XCTestCase {
             try GradientReducer(segments: segments, mask: $0, communicator: LocalCommunicator(),
                                 bucketCapBytes: 1 << 20, inPlaceMinElements: 60_000)
         }
-        // Dense table and fc.weight are large and fully active: reduced in place; they are not
-        // adjacent (fc.bias and empty lie between), so they form two buckets.
+        // The dense table is large and fully active: in place. bn.weight, fc.weight and fc.bias
+        // are an adjacent fully active run: one in-place bucket. The empty mask and conv are
+        // packed.
         XCTAssertEqual(reducer.buckets.count, 4)
         XCTAssertEqual(reducer.buckets[0].segmentIndices, [5])
         XCTAssertEqual(reducer.buckets[0].transport, .inPlace(170_076..<250_076))
-        XCTAssertEqual(reducer.buckets[1].segmentIndices, [4, 3])
-        XCTAssertEqual(reducer.buckets[2].transport, .inPlace(100_016..<170_016))
-        XCTAssertEqual(reducer.buckets[3].segmentIndices, [1, 0])
+        XCTAssertEqual(reducer.buckets[1].segmentIndices, [4])
+        XCTAssertEqual(reducer.buckets[1].elementCount, 0)
+        XCTAssertEqual(reducer.buckets[2].segmentIndices, [3, 2, 1])
+        XCTAssertEqual(reducer.buckets[2].transport, .inPlace(100_000..<170_026))
+        XCTAssertEqual(reducer.buckets[3].segmentIndices, [0])
         XCTAssertEqual(reducer.elementsPerStep, active + 16 + 70_000 + 10 + 80_000)
         XCTAssertEqual(reducer.bytesPerStep, 4 * reducer.elementsPerStep)
-        XCTAssertEqual(reducer.packedCount, active + 16 + 10)
+        XCTAssertEqual(reducer.packedCount, active)
 
         var g = makeGradients()
         try g.withUnsafeMutableBufferPointer { try reducer.reduce(gradients: $0) }
@@ -91,18 +94,15 @@ final class GradientReducerTests: XCTestCase {
             reducer.beginStep(gradients: grads)
             try reducer.segmentReady(5)                  // bucket 0 complete → starts
             XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
-            try reducer.segmentReady(3)                  // bucket 1 still waits for segment 4
+            try reducer.segmentReady(3)                  // bucket 2 waits for segments 2 and 1
+            try reducer.segmentReady(0)                  // bucket 3 ready, but 1 and 2 are not
             XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
-            try reducer.segmentReady(1)                  // bucket 3 ready but bucket 1, 2 not yet
+            try reducer.segmentReady(4)                  // bucket 1 (nothing to send) done
             XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 1)
-            try reducer.segmentReady(4)
-            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 2)
             try reducer.finishStep()                     // starts 2 and 3 in order, waits, scatters
-            XCTAssertEqual(comm.calls.filter { $0.hasPrefix("start") }.count, 4)
         }
         let starts = comm.calls.filter { $0.hasPrefix("start") }
-        XCTAssertEqual(starts, ["start(80000)", "start(10)", "start(70000)",
-                                "start(\(reducer.packedCount - 10))"])
+        XCTAssertEqual(starts, ["start(80000)", "start(70026)", "start(\(reducer.packedCount))"])
     }
 
     func testMaskOfWrongLengthIsRejected() {
