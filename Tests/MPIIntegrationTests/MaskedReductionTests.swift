@@ -76,7 +76,7 @@ final class MaskedReductionTests: XCTestCase {
         }
         let masked = zip(g, mask).map { $1 != 0 ? $0 : 0 }
         XCTAssertEqual(masked.map(\.bitPattern), expected.map(\.bitPattern))
-        XCTAssertGreaterThan(reducer.buckets.count, 3)
+        XCTAssertGreaterThanOrEqual(reducer.buckets.count, 3, "in-place run plus two packed buckets")
     }
 
     func testMaskBroadcastMakesEveryRankHoldRankZerosMask() throws {
