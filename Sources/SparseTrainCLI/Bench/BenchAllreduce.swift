@@ -25,7 +25,7 @@ struct BenchAllreduce: ParsableCommand {
     @Option(help: "Untimed repetitions before timing.")
     var warmup: Int = 3
 
-    @Option(help: "Packed bucket size in MiB.")
+    @Option(name: .customLong("bucket-mib"), help: "Packed bucket size in MiB.")
     var bucketMiB: Double = 4
 
     @Option(help: "What the reducer leaves in the gradient: sum or average over ranks.")
