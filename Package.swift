@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "sparsetrain", targets: ["SparseTrainCLI"]),
         .library(name: "Comm", targets: ["Comm"]),
         .library(name: "Tensor", targets: ["Tensor"]),
+        .library(name: "NN", targets: ["NN"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,15 +30,19 @@ let package = Package(
             name: "Tensor", dependencies: ["COpenBLAS"],
             linkerSettings: [.linkedLibrary("m")]),
 
+        // Layers as forward/backward pairs, flat parameter store, models, loss, SGD, schedules.
+        .target(name: "NN", dependencies: ["Tensor", "Comm"]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor",
+                "Comm", "Tensor", "NN",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "CommTests", dependencies: ["Comm"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
         .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
     ]

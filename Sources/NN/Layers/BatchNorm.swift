@@ -1,0 +1,187 @@
+import Tensor
+
+/// Batch normalisation per channel (2-d over N·H·W, 1-d over N when H = W = 1).
+///
+/// Training: `x̂ = (x − μ_B)/√(σ²_B + ε)`, `y = γ·x̂ + β`, with biased σ²_B; running statistics
+/// `r ← (1 − m)·r + m·stat` with the unbiased variance, m = 0.1, ε = 1e-5 (PyTorch's values).
+/// Evaluation uses the running statistics. Backward (training):
+/// `dx = γ/(M·√(σ²+ε)) · (M·dy − Σdy − x̂·Σ(dy·x̂))`, M = N·H·W.
+public final class BatchNorm: Layer {
+    public let weight: ParameterRef
+    public let bias: ParameterRef
+    public let channels: Int
+    public let momentum: Float
+    public let eps: Float
+    /// Running mean and variance (checkpointed with the model).
+    public private(set) var runningMean: [Float]
+    public private(set) var runningVar: [Float]
+    public let name: String
+    /// When set, per-channel sums are reduced across ranks before use (synchronised BN):
+    /// called with [Σx…, Σx²…] in forward and [Σdy…, Σdy·x̂…] in backward, and must return
+    /// the sums over all ranks together with the global element count per channel.
+    public var crossReplicaSum: ((inout [Double]) -> Void)?
+    public var crossReplicaCount: Int = 1
+
+    private let store: ParameterStore
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+    private unowned(unsafe) var input: Tensor?
+    private var mean: [Float]
+    private var invStd: [Float]
+
+    public init(_ name: String, store: ParameterStore, channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+        self.name = name
+        self.store = store
+        self.channels = channels
+        self.momentum = momentum
+        self.eps = eps
+        weight = store.register("\(name).weight", shape: [channels], maskable: false, initializer: .ones)
+        bias = store.register("\(name).bias", shape: [channels], maskable: false, initializer: .zeros)
+        runningMean = Array(repeating: 0, count: channels)
+        runningVar = Array(repeating: 1, count: channels)
+        mean = Array(repeating: 0, count: channels)
+        invStd = Array(repeating: 1, count: channels)
+    }
+
+    public var parameterRefs: [ParameterRef] { [weight, bias] }
+    public var batchNorms: [BatchNorm] { [self] }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard s.c == channels else {
+            throw ModelError("batch norm '\(name)' expects \(channels) channels, got \(s.c)")
+        }
+        return s
+    }
+
+    /// Overwrites the running statistics (checkpoint restore).
+    public func setRunningStatistics(mean: [Float], variance: [Float]) {
+        precondition(mean.count == channels && variance.count == channels)
+        runningMean = mean
+        runningVar = variance
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.batchNorm) {
+            input = x
+            let s = x.shape
+            output.reshape(s)
+            let m = s.n * s.plane
+            let gamma = store.value(weight), beta = store.value(bias)
+            if ctx.training {
+                var sums = [Double](repeating: 0, count: 2 * channels)
+                let xP = SendablePointer(x.data)
+                sums.withUnsafeMutableBufferPointer { buf in
+                    let sp = SendablePointer(buf.baseAddress!)
+                    let ch = channels
+                    parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                        for c in range {
+                            let p = xP.pointer + c * m
+                            let mu = sum(p, m) / Float(m)
+                            sp.pointer[c] = Double(mu)
+                            sp.pointer[ch + c] = Double(sumSquaredDeviations(p, m, mean: mu))
+                        }
+                    }
+                }
+                var count = m
+                if let reduce = crossReplicaSum {
+                    // Turn (mean, M2) into (Σx, Σx²) so that sums over ranks combine exactly.
+                    for c in 0..<channels {
+                        let mu = sums[c]
+                        sums[channels + c] += Double(m) * mu * mu
+                        sums[c] = mu * Double(m)
+                    }
+                    reduce(&sums)
+                    count = crossReplicaCount * m
+                    for c in 0..<channels {
+                        let mu = sums[c] / Double(count)
+                        sums[channels + c] -= Double(count) * mu * mu
+                        sums[c] = mu
+                    }
+                }
+                for c in 0..<channels {
+                    let mu = Float(sums[c])
+                    let variance = Float(max(0, sums[channels + c]) / Double(count))
+                    mean[c] = mu
+                    invStd[c] = 1 / (variance + eps).squareRoot()
+                    let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
+                    runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
+                    runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
+                }
+            } else {
+                for c in 0..<channels {
+                    mean[c] = runningMean[c]
+                    invStd[c] = 1 / (runningVar[c] + eps).squareRoot()
+                }
+            }
+            let xP = SendablePointer(x.data), yP = SendablePointer(output.data)
+            let meanC = mean, invC = invStd
+            let g = SendablePointer(gamma), b = SendablePointer(beta)
+            parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                for c in range {
+                    let scale = g.pointer[c] * invC[c]
+                    let shift = b.pointer[c] - meanC[c] * scale
+                    let src = xP.pointer + c * m, dst = yP.pointer + c * m
+                    var i = 0
+                    while i < m { dst[i] = src[i] * scale + shift; i &+= 1 }
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.batchNorm) {
+            guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
+            let s = x.shape
+            let m = s.n * s.plane
+            inputGradient.reshape(s)
+            // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
+            var sums = [Double](repeating: 0, count: 2 * channels)
+            let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)
+            let meanC = mean, invC = invStd, ch = channels
+            sums.withUnsafeMutableBufferPointer { buf in
+                let sp = SendablePointer(buf.baseAddress!)
+                parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                    for c in range {
+                        let d = dyP.pointer + c * m
+                        let sdy = sum(d, m)
+                        let sdyx = dot(d, xP.pointer + c * m, m)
+                        sp.pointer[c] = Double(sdy)
+                        sp.pointer[ch + c] = Double((sdyx - meanC[c] * sdy) * invC[c])
+                    }
+                }
+            }
+            let gw = store.gradient(weight), gb = store.gradient(bias)
+            for c in 0..<channels {
+                gw[c] += Float(sums[channels + c])
+                gb[c] += Float(sums[c])
+            }
+            store.onGradientReady?(bias)
+            store.onGradientReady?(weight)
+            var count = m
+            if let reduce = crossReplicaSum {
+                reduce(&sums)
+                count = crossReplicaCount * m
+            }
+            let gamma = SendablePointer(store.value(weight))
+            let dxP = SendablePointer(inputGradient.data)
+            let sumsC = sums, total = Float(count)
+            parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                for c in range {
+                    let k = gamma.pointer[c] * invC[c]
+                    let sdy = Float(sumsC[c]) / total
+                    let sdyx = Float(sumsC[ch + c]) / total
+                    let mu = meanC[c], inv = invC[c]
+                    let src = xP.pointer + c * m, d = dyP.pointer + c * m, out = dxP.pointer + c * m
+                    var i = 0
+                    while i < m {
+                        let xhat = (src[i] - mu) * inv
+                        out[i] = k * (d[i] - sdy - xhat * sdyx)
+                        i &+= 1
+                    }
+                }
+            }
+            return inputGradient
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Tensor
+
+/// `y = max(x, 0)`; backward `dx = dy · [y > 0]`.
+public final class ReLU: Layer {
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+
+    public init() {}
+
+    public func outputShape(for s: Shape) throws -> Shape { s }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.relu) {
+            output.reshape(x.shape)
+            relu(x.data, output.data, x.count, ctx)
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.relu) {
+            inputGradient.reshape(dy.shape)
+            reluBackward(output.data, dy.data, inputGradient.data, dy.count, ctx)
+            return inputGradient
+        }
+    }
+}
+
+/// `y[i] = x[i] > 0 ? x[i] : 0`, in parallel chunks for large tensors.
+func relu(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ ctx: Context) {
+    let xp = SendablePointer(x), yp = SendablePointer(y)
+    parallelChunks(n, chunks: ctx.chunks(for: n)) { r in
+        let a = xp.pointer, b = yp.pointer
+        var i = r.lowerBound
+        while i < r.upperBound { let v = a[i]; b[i] = v > 0 ? v : 0; i &+= 1 }
+    }
+}
+
+/// `dx[i] = y[i] > 0 ? dy[i] : 0`.
+func reluBackward(_ y: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                  _ dx: UnsafeMutablePointer<Float>, _ n: Int, _ ctx: Context) {
+    let yp = SendablePointer(y), dyp = SendablePointer(dy), dxp = SendablePointer(dx)
+    parallelChunks(n, chunks: ctx.chunks(for: n)) { r in
+        let a = yp.pointer, d = dyp.pointer, o = dxp.pointer
+        var i = r.lowerBound
+        while i < r.upperBound { o[i] = a[i] > 0 ? d[i] : 0; i &+= 1 }
+    }
+}
+
+/// (C, N, H, W) → (C·H·W, N, 1, 1): feature `c·H·W + h·W + w` of image n, as PyTorch's flatten
+/// orders an NCHW tensor. The identity (a copy) when H = W = 1.
+public final class Flatten: Layer {
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+    private var inputShape = Shape(n: 0, c: 0)
+
+    public init() {}
+
+    public func outputShape(for s: Shape) throws -> Shape { Shape(n: s.n, c: s.c * s.plane) }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.flatten) {
+            let s = x.shape
+            inputShape = s
+            output.reshape(Shape(n: s.n, c: s.c * s.plane))
+            let n = s.n, p = s.plane
+            for c in 0..<s.c {
+                for i in 0..<n {
+                    let src = x.data + (c * n + i) * p
+                    for k in 0..<p { output.data[(c * p + k) * n + i] = src[k] }
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.flatten) {
+            let s = inputShape
+            inputGradient.reshape(s)
+            let n = s.n, p = s.plane
+            for c in 0..<s.c {
+                for i in 0..<n {
+                    let dst = inputGradient.data + (c * n + i) * p
+                    for k in 0..<p { dst[k] = dy.data[(c * p + k) * n + i] }
+                }
+            }
+            return inputGradient
+        }
+    }
+}

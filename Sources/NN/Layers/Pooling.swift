@@ -1,0 +1,163 @@
+import Tensor
+
+/// Max pooling with a square window; padding counts as −∞. Backward routes each output
+/// gradient to the input position that won (first one on ties, as PyTorch).
+public final class MaxPool2d: Layer {
+    public let kernelSize: Int, stride: Int, padding: Int
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+    private var argmax: [Int32] = []
+    private var inputShape = Shape(n: 0, c: 0)
+
+    public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
+        self.kernelSize = kernelSize
+        self.stride = stride ?? kernelSize
+        self.padding = padding
+    }
+
+    func geometry(_ s: Shape) -> ConvGeometry {
+        ConvGeometry(channels: s.c, height: s.h, width: s.w, kernelH: kernelSize, kernelW: kernelSize,
+                     stride: stride, padding: padding)
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        let g = geometry(s)
+        guard g.outHeight > 0, g.outWidth > 0 else {
+            throw ModelError("input \(s.h)×\(s.w) is too small for \(kernelSize)×\(kernelSize) max pooling")
+        }
+        return Shape(n: s.n, c: s.c, h: g.outHeight, w: g.outWidth)
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.pool) {
+            let s = x.shape, g = geometry(s)
+            inputShape = s
+            let ho = g.outHeight, wo = g.outWidth
+            output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
+            let planes = s.c * s.n
+            if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+            argmax.withUnsafeMutableBufferPointer { am in
+                for pl in 0..<planes {
+                    let src = x.data + pl * s.plane
+                    let dst = output.data + pl * ho * wo
+                    let idx = am.baseAddress! + pl * ho * wo
+                    for oh in 0..<ho {
+                        for ow in 0..<wo {
+                            var best = -Float.infinity
+                            var at: Int32 = -1
+                            for i in 0..<kernelSize {
+                                let ih = oh * stride - padding + i
+                                guard ih >= 0 && ih < s.h else { continue }
+                                for j in 0..<kernelSize {
+                                    let iw = ow * stride - padding + j
+                                    guard iw >= 0 && iw < s.w else { continue }
+                                    let v = src[ih * s.w + iw]
+                                    if v > best || at < 0 { best = v; at = Int32(ih * s.w + iw) }
+                                }
+                            }
+                            dst[oh * wo + ow] = best
+                            idx[oh * wo + ow] = at
+                        }
+                    }
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.pool) {
+            let s = inputShape
+            inputGradient.reshape(s)
+            inputGradient.zero()
+            let outPlane = dy.shape.plane
+            argmax.withUnsafeBufferPointer { am in
+                for pl in 0..<(s.c * s.n) {
+                    let d = dy.data + pl * outPlane
+                    let dst = inputGradient.data + pl * s.plane
+                    let idx = am.baseAddress! + pl * outPlane
+                    for k in 0..<outPlane { dst[Int(idx[k])] += d[k] }
+                }
+            }
+            return inputGradient
+        }
+    }
+}
+
+/// Average pooling with a square window, no padding. `kernelSize = 0` pools the whole plane
+/// (global average pooling) whatever its size.
+public final class AvgPool2d: Layer {
+    public let kernelSize: Int, stride: Int
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+    private var inputShape = Shape(n: 0, c: 0)
+
+    public init(kernelSize: Int, stride: Int? = nil) {
+        self.kernelSize = kernelSize
+        self.stride = stride ?? kernelSize
+    }
+
+    /// Global average pooling: (C, N, H, W) → (C, N, 1, 1).
+    public static func global() -> AvgPool2d { AvgPool2d(kernelSize: 0) }
+
+    private func window(_ s: Shape) -> (kh: Int, kw: Int, sh: Int, sw: Int) {
+        kernelSize == 0 ? (s.h, s.w, s.h, s.w) : (kernelSize, kernelSize, stride, stride)
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        let (kh, kw, sh, sw) = window(s)
+        guard s.h >= kh, s.w >= kw, s.h > 0, s.w > 0 else {
+            throw ModelError("input \(s.h)×\(s.w) is too small for \(kh)×\(kw) average pooling")
+        }
+        return Shape(n: s.n, c: s.c, h: (s.h - kh) / sh + 1, w: (s.w - kw) / sw + 1)
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.pool) {
+            let s = x.shape
+            inputShape = s
+            let (kh, kw, sh, sw) = window(s)
+            let ho = (s.h - kh) / sh + 1, wo = (s.w - kw) / sw + 1
+            output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
+            let scale = 1 / Float(kh * kw)
+            for pl in 0..<(s.c * s.n) {
+                let src = x.data + pl * s.plane
+                let dst = output.data + pl * ho * wo
+                if ho == 1 && wo == 1 && kh == s.h && kw == s.w {
+                    dst[0] = sum(src, s.plane) * scale
+                    continue
+                }
+                for oh in 0..<ho {
+                    for ow in 0..<wo {
+                        var acc: Float = 0
+                        for i in 0..<kh { for j in 0..<kw { acc += src[(oh * sh + i) * s.w + ow * sw + j] } }
+                        dst[oh * wo + ow] = acc * scale
+                    }
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.pool) {
+            let s = inputShape
+            let (kh, kw, sh, sw) = window(s)
+            let ho = dy.shape.h, wo = dy.shape.w
+            inputGradient.reshape(s)
+            inputGradient.zero()
+            let scale = 1 / Float(kh * kw)
+            for pl in 0..<(s.c * s.n) {
+                let d = dy.data + pl * ho * wo
+                let dst = inputGradient.data + pl * s.plane
+                for oh in 0..<ho {
+                    for ow in 0..<wo {
+                        let g = d[oh * wo + ow] * scale
+                        for i in 0..<kh { for j in 0..<kw { dst[(oh * sh + i) * s.w + ow * sw + j] += g } }
+                    }
+                }
+            }
+            return inputGradient
+        }
+    }
+}

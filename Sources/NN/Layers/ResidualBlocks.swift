@@ -1,0 +1,134 @@
+import Tensor
+
+/// How a residual block's input reaches its output when shapes differ.
+public enum Shortcut: String, Sendable {
+    /// Option A (He et al. 2016, CIFAR): stride-2 subsampling and zero channels, no parameters.
+    case zeroPad
+    /// Option B: 1×1 convolution with stride, then batch norm.
+    case projection
+}
+
+/// Adds a shortcut branch to a main branch and applies ReLU:
+/// `y = relu(main(x) + shortcut(x))`. Used by the basic and bottleneck blocks.
+public final class ResidualBlock: Layer {
+    public let main: Sequential
+    /// nil: identity.
+    public let shortcut: Layer?
+    private let output = Tensor()
+    private let sumGradient = Tensor()
+    private let inputGradient = Tensor()
+
+    public init(main: Sequential, shortcut: Layer?) {
+        self.main = main
+        self.shortcut = shortcut
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        let m = try main.outputShape(for: s)
+        let r = try shortcut?.outputShape(for: s) ?? s
+        guard m == r else { throw ModelError("residual branches disagree: \(m) vs \(r)") }
+        return m
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        let m = main.forward(x, ctx)
+        let r = shortcut?.forward(x, ctx) ?? x
+        return ctx.timed(.add) {
+            output.reshape(m.shape)
+            let a = SendablePointer(m.data), b = SendablePointer(r.data), y = SendablePointer(output.data)
+            parallelChunks(m.count, chunks: ctx.chunks(for: m.count)) { range in
+                var i = range.lowerBound
+                while i < range.upperBound {
+                    let v = a.pointer[i] + b.pointer[i]
+                    y.pointer[i] = v > 0 ? v : 0
+                    i &+= 1
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.add) {
+            sumGradient.reshape(dy.shape)
+            reluBackward(output.data, dy.data, sumGradient.data, dy.count, ctx)
+        }
+        // Shortcut first: in reverse layer order its parameters come after the main branch's.
+        let dShort = shortcut?.backward(sumGradient, ctx) ?? sumGradient
+        let dMain = main.backward(sumGradient, ctx)
+        return ctx.timed(.add) {
+            inputGradient.reshape(dMain.shape)
+            let a = SendablePointer(dMain.data), b = SendablePointer(dShort.data)
+            let o = SendablePointer(inputGradient.data)
+            parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
+                var i = range.lowerBound
+                while i < range.upperBound { o.pointer[i] = a.pointer[i] + b.pointer[i]; i &+= 1 }
+            }
+            return inputGradient
+        }
+    }
+
+    public var parameterRefs: [ParameterRef] { main.parameterRefs + (shortcut?.parameterRefs ?? []) }
+    public var batchNorms: [BatchNorm] { main.batchNorms + (shortcut?.batchNorms ?? []) }
+
+    public func forwardFlops(for s: Shape) -> Double {
+        main.forwardFlops(for: s) + (shortcut?.forwardFlops(for: s) ?? 0)
+    }
+}
+
+/// Option-A shortcut: `y[c + pad, n, h, w] = x[c, n, s·h, s·w]`, zero elsewhere, with
+/// `pad = (Cout − Cin) / 2` channels on each side.
+public final class ZeroPadShortcut: Layer {
+    public let outChannels: Int, stride: Int
+    private let output = Tensor()
+    private let inputGradient = Tensor()
+    private var inputShape = Shape(n: 0, c: 0)
+
+    public init(outChannels: Int, stride: Int) {
+        self.outChannels = outChannels
+        self.stride = stride
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard outChannels >= s.c, (outChannels - s.c) % 2 == 0 else {
+            throw ModelError("zero-pad shortcut cannot map \(s.c) to \(outChannels) channels")
+        }
+        return Shape(n: s.n, c: outChannels, h: (s.h + stride - 1) / stride, w: (s.w + stride - 1) / stride)
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.add) {
+            let s = x.shape
+            inputShape = s
+            let o = try! outputShape(for: s)
+            output.reshape(o)
+            output.zero()
+            let pad = (outChannels - s.c) / 2
+            for c in 0..<s.c {
+                for n in 0..<s.n {
+                    let src = x.data + (c * s.n + n) * s.plane
+                    let dst = output.data + ((c + pad) * s.n + n) * o.plane
+                    for h in 0..<o.h { for w in 0..<o.w { dst[h * o.w + w] = src[h * stride * s.w + w * stride] } }
+                }
+            }
+            return output
+        }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        ctx.timed(.add) {
+            let s = inputShape, o = dy.shape
+            inputGradient.reshape(s)
+            inputGradient.zero()
+            let pad = (outChannels - s.c) / 2
+            for c in 0..<s.c {
+                for n in 0..<s.n {
+                    let dst = inputGradient.data + (c * s.n + n) * s.plane
+                    let src = dy.data + ((c + pad) * s.n + n) * o.plane
+                    for h in 0..<o.h { for w in 0..<o.w { dst[h * stride * s.w + w * stride] = src[h * o.w + w] } }
+                }
+            }
+            return inputGradient
+        }
+    }
+}

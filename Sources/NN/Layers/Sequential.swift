@@ -1,0 +1,33 @@
+/// Layers applied one after another; backward runs them in reverse.
+public final class Sequential: Layer {
+    public private(set) var layers: [Layer]
+
+    public init(_ layers: [Layer] = []) { self.layers = layers }
+
+    public func append(_ layer: Layer) { layers.append(layer) }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        try layers.reduce(s) { try $1.outputShape(for: $0) }
+    }
+
+    public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        layers.reduce(x) { $1.forward($0, ctx) }
+    }
+
+    public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        layers.reversed().reduce(dy) { $1.backward($0, ctx) }
+    }
+
+    public var parameterRefs: [ParameterRef] { layers.flatMap(\.parameterRefs) }
+    public var batchNorms: [BatchNorm] { layers.flatMap(\.batchNorms) }
+
+    public func forwardFlops(for s: Shape) -> Double {
+        var shape = s
+        var total = 0.0
+        for l in layers {
+            total += l.forwardFlops(for: shape)
+            shape = (try? l.outputShape(for: shape)) ?? shape
+        }
+        return total
+    }
+}

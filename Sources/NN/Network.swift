@@ -1,0 +1,80 @@
+import Tensor
+
+/// A model ready to train: its layers, its parameter store, a context, and the input it takes.
+///
+/// Images come in as NCHW floats and are transposed once to the channel-major layout the layers
+/// use; logits come out as (classes, N).
+public final class Network {
+    public let name: String
+    public let store: ParameterStore
+    public let body: Sequential
+    public let ctx = Context()
+    /// Per-image input: channels, height, width.
+    public let inputChannels: Int, inputHeight: Int, inputWidth: Int
+    public let classes: Int
+    private let input = Tensor()
+
+    /// Checks that the layers take `input` and produce `classes` logits, then allocates and
+    /// initialises the parameters from `seed`.
+    public init(
+        name: String, store: ParameterStore, body: Sequential,
+        input: (channels: Int, height: Int, width: Int), classes: Int, seed: UInt64
+    ) throws {
+        self.name = name
+        self.store = store
+        self.body = body
+        inputChannels = input.channels
+        inputHeight = input.height
+        inputWidth = input.width
+        self.classes = classes
+        let out: Shape
+        do {
+            out = try body.outputShape(for: Shape(n: 1, c: input.channels, h: input.height, w: input.width))
+        } catch let error as ModelError {
+            throw ModelError("\(name) cannot take \(input.channels)×\(input.height)×\(input.width) input: \(error)")
+        }
+        guard out == Shape(n: 1, c: classes) else {
+            throw ModelError("\(name) produces \(out) per image, expected \(classes) logits")
+        }
+        store.allocate(seed: seed)
+        // The first layer's input gradient is never used.
+        if let conv = body.layers.first as? Conv2d { conv.needsInputGradient = false }
+        if let linear = body.layers.first as? Linear { linear.needsInputGradient = false }
+    }
+
+    /// Elements of one input image.
+    public var imageSize: Int { inputChannels * inputHeight * inputWidth }
+
+    /// Runs the layers on `batch` NCHW images; returns logits (classes, batch).
+    public func forward(images: UnsafePointer<Float>, batch: Int) -> Tensor {
+        ctx.timed(.input) {
+            let plane = inputHeight * inputWidth
+            input.reshape(Shape(n: batch, c: inputChannels, h: inputHeight, w: inputWidth))
+            for n in 0..<batch {
+                for c in 0..<inputChannels {
+                    (input.data + (c * batch + n) * plane).update(
+                        from: images + (n * inputChannels + c) * plane, count: plane)
+                }
+            }
+        }
+        return body.forward(input, ctx)
+    }
+
+    /// Backward from dL/dlogits; adds into `store.gradients`.
+    public func backward(_ logitsGradient: Tensor) {
+        _ = body.backward(logitsGradient, ctx)
+    }
+
+    /// Forward FLOPs for `batch` images (GEMM work only).
+    public func forwardFlops(batch: Int) -> Double {
+        body.forwardFlops(for: Shape(n: batch, c: inputChannels, h: inputHeight, w: inputWidth))
+    }
+
+    public var batchNorms: [BatchNorm] { body.batchNorms }
+
+    /// Sets training or evaluation mode.
+    public var training: Bool {
+        get { ctx.training }
+        set { ctx.training = newValue }
+    }
+}

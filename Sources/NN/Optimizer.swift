@@ -1,0 +1,85 @@
+import Foundation
+import Tensor
+
+/// SGD with momentum, as PyTorch applies it, followed by the mask:
+/// `g = s·∇ + λ·w`, `v ← μ·v + g`, `d = g + μ·v` (Nesterov) or `v`, `w ← (w − η·d) ⊙ m`,
+/// `v ← v ⊙ m`. After every step masked weights and their momentum are exactly zero.
+/// `s` scales the gradient (1/ranks when ranks summed their gradients).
+public struct SGD: Sendable {
+    public var momentum: Float
+    public var nesterov: Bool
+    public var weightDecay: Float
+
+    public init(momentum: Float = 0.9, nesterov: Bool = false, weightDecay: Float = 5e-4) {
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weightDecay = weightDecay
+    }
+
+    public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1, threads: Int = 1) {
+        let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
+        let v = SendablePointer(store.momentum.baseAddress!), m = SendablePointer(store.mask.baseAddress!)
+        let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
+        parallelChunks(store.count, chunks: store.count > 1 << 18 ? threads : 1) { r in
+            let wp = w.pointer, gp = g.pointer, vp = v.pointer, mp = m.pointer
+            var i = r.lowerBound
+            if nest {
+                while i < r.upperBound {
+                    let grad = gp[i] * s + wd * wp[i]
+                    let vel = mu * vp[i] + grad
+                    wp[i] = (wp[i] - lr * (grad + mu * vel)) * mp[i]
+                    vp[i] = vel * mp[i]
+                    i &+= 1
+                }
+            } else {
+                while i < r.upperBound {
+                    let vel = mu * vp[i] + (gp[i] * s + wd * wp[i])
+                    wp[i] = (wp[i] - lr * vel) * mp[i]
+                    vp[i] = vel * mp[i]
+                    i &+= 1
+                }
+            }
+        }
+    }
+}
+
+/// Learning rate as a function of the (fractional) epoch.
+public struct LearningRateSchedule: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case constant
+        /// ×γ at each milestone epoch reached.
+        case multiStep(milestones: [Double], gamma: Float)
+        /// Cosine from the base rate down to `minimum` at the last epoch.
+        case cosine(minimum: Float)
+    }
+
+    public var base: Float
+    public var kind: Kind
+    public var epochs: Double
+    /// Linear warm-up from 0 over this many epochs.
+    public var warmupEpochs: Double
+
+    public init(base: Float, kind: Kind, epochs: Double, warmupEpochs: Double = 0) {
+        self.base = base
+        self.kind = kind
+        self.epochs = epochs
+        self.warmupEpochs = warmupEpochs
+    }
+
+    /// Rate at fractional epoch `e` (pass the epoch at the end of the step, e.g.
+    /// `(step + 1) / stepsPerEpoch`, so warm-up never yields 0).
+    public func rate(atEpoch e: Double) -> Float {
+        if warmupEpochs > 0 && e < warmupEpochs { return base * Float(e / warmupEpochs) }
+        switch kind {
+        case .constant:
+            return base
+        case .multiStep(let milestones, let gamma):
+            let passed = milestones.filter { e >= $0 }.count
+            return base * Float(pow(Double(gamma), Double(passed)))
+        case .cosine(let minimum):
+            let span = max(epochs - warmupEpochs, 1e-9)
+            let t = min(max((e - warmupEpochs) / span, 0), 1)
+            return minimum + (base - minimum) * Float((1 + cos(Double.pi * t)) / 2)
+        }
+    }
+}

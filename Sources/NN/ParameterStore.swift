@@ -1,0 +1,147 @@
+import Comm
+import Foundation
+import Tensor
+
+/// One parameter tensor's place in the flat buffers.
+public struct ParameterRef: Sendable, Equatable {
+    public let index: Int
+    public let offset: Int
+    public let count: Int
+}
+
+/// How a parameter is initialised.
+public enum ParameterInit: Sendable {
+    case zeros, ones
+    /// Normal(0, std).
+    case normal(std: Float)
+    /// Uniform(−bound, bound).
+    case uniform(bound: Float)
+}
+
+/// Metadata of one named parameter tensor.
+public struct ParameterInfo: Sendable {
+    public let name: String
+    public let shape: [Int]
+    /// Conv and linear weights: may be pruned.
+    public let maskable: Bool
+    public let initializer: ParameterInit
+    public let ref: ParameterRef
+}
+
+/// All parameters of a model in one flat buffer, with gradients, momentum and mask of the same
+/// layout, so masking, packing, allreduce, checkpoints and the optimizer are single passes.
+///
+/// Layers register their tensors while the model is built; `allocate()` then creates the
+/// buffers. Masks are 0/1 floats (1 = active); masked weights are kept exactly zero.
+public final class ParameterStore {
+    public private(set) var parameters: [ParameterInfo] = []
+    public private(set) var count = 0
+    public private(set) var values: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    public private(set) var gradients: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    public private(set) var momentum: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    public private(set) var mask: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    private var allocated = false
+
+    /// Called after a layer's backward has written its parameter gradients (reverse layer order);
+    /// the trainer points it at the gradient reducer to start allreduces early.
+    public var onGradientReady: ((ParameterRef) -> Void)?
+
+    public init() {}
+
+    deinit {
+        if allocated {
+            values.deallocate(); gradients.deallocate(); momentum.deallocate(); mask.deallocate()
+        }
+    }
+
+    /// Registers a parameter tensor and returns its place in the flat buffers.
+    public func register(
+        _ name: String, shape: [Int], maskable: Bool, initializer: ParameterInit
+    ) -> ParameterRef {
+        precondition(!allocated, "parameters registered after allocation")
+        precondition(!parameters.contains { $0.name == name }, "duplicate parameter \(name)")
+        let n = shape.reduce(1, *)
+        let ref = ParameterRef(index: parameters.count, offset: count, count: n)
+        parameters.append(ParameterInfo(
+            name: name, shape: shape, maskable: maskable, initializer: initializer, ref: ref))
+        count += n
+        return ref
+    }
+
+    /// Creates the buffers: values initialised from `seed`, gradients and momentum zero, mask 1.
+    public func allocate(seed: UInt64) {
+        precondition(!allocated, "allocate called twice")
+        allocated = true
+        for b in [\ParameterStore.values, \.gradients, \.momentum, \.mask] {
+            let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+            buf.initialize(repeating: 0)
+            self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
+        }
+        mask.update(repeating: 1)
+        initialize(seed: seed)
+    }
+
+    /// Draws every parameter from its initializer; parameter i uses its own stream, so adding a
+    /// layer does not change the others.
+    public func initialize(seed: UInt64) {
+        for p in parameters {
+            var rng = Xoshiro256(seed: seed ^ (UInt64(p.ref.index) &* 0x9E37_79B9_7F4A_7C15))
+            let v = values.baseAddress! + p.ref.offset
+            switch p.initializer {
+            case .zeros: v.update(repeating: 0, count: p.ref.count)
+            case .ones: v.update(repeating: 1, count: p.ref.count)
+            case .uniform(let bound):
+                for i in 0..<p.ref.count { v[i] = (rng.nextFloat() * 2 - 1) * bound }
+            case .normal(let std):
+                fillNormal(v, p.ref.count, std: std, rng: &rng)
+            }
+        }
+        applyMask()
+    }
+
+    public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { values.baseAddress! + ref.offset }
+    public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + ref.offset }
+    public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { mask.baseAddress! + ref.offset }
+
+    public func zeroGradients() { gradients.update(repeating: 0) }
+
+    /// `w ← w ⊙ m` and `v ← v ⊙ m` over maskable parameters.
+    public func applyMask() {
+        for p in parameters where p.maskable {
+            let o = p.ref.offset
+            for i in o..<(o + p.ref.count) {
+                values[i] *= mask[i]
+                momentum[i] *= mask[i]
+            }
+        }
+    }
+
+    /// The layout as segments for the gradient reducer and mask synchronisation.
+    public var segments: [BufferSegment] {
+        parameters.map { BufferSegment(name: $0.name, offset: $0.ref.offset, count: $0.ref.count, masked: $0.maskable) }
+    }
+
+    /// Parameters of maskable tensors.
+    public var maskableCount: Int { parameters.filter(\.maskable).reduce(0) { $0 + $1.ref.count } }
+
+    /// Active entries of maskable tensors.
+    public var activeMaskableCount: Int {
+        parameters.filter(\.maskable).reduce(0) { acc, p in
+            acc + Int(sum(mask.baseAddress! + p.ref.offset, p.ref.count))
+        }
+    }
+
+    public func info(named name: String) -> ParameterInfo? { parameters.first { $0.name == name } }
+}
+
+/// Fills `p[0..<n]` with Normal(0, std) draws (Box–Muller, two values per pair of uniforms).
+func fillNormal(_ p: UnsafeMutablePointer<Float>, _ n: Int, std: Float, rng: inout Xoshiro256) {
+    var i = 0
+    while i < n {
+        let u1 = max(rng.nextDouble(), 1e-300), u2 = rng.nextDouble()
+        let r = (-2 * log(u1)).squareRoot()
+        p[i] = Float(r * cos(2 * Double.pi * u2)) * std
+        if i + 1 < n { p[i + 1] = Float(r * sin(2 * Double.pi * u2)) * std }
+        i += 2
+    }
+}

@@ -1,0 +1,110 @@
+import XCTest
+@testable import NN
+import Tensor
+
+final class LayerGradientTests: XCTestCase {
+    func testConvolutionBackwardMatchesFiniteDifferences() {
+        let cases: [(cin: Int, cout: Int, k: Int, s: Int, p: Int, h: Int, w: Int, bias: Bool)] = [
+            (3, 4, 3, 1, 1, 5, 6, false),
+            (2, 3, 3, 2, 1, 7, 5, true),
+            (3, 2, 1, 1, 0, 4, 3, false),   // pointwise path
+            (4, 3, 1, 2, 0, 5, 5, false),   // strided 1×1 (ResNet downsample)
+            (1, 2, 5, 2, 2, 9, 8, true),
+            (2, 2, 7, 2, 3, 9, 9, false),   // ImageNet stem shape
+        ]
+        for (i, c) in cases.enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: c.k,
+                              stride: c.s, padding: c.p, bias: c.bias)
+            store.allocate(seed: UInt64(i))
+            GradientCheck().run(conv, store: store, input: Shape(n: 3, c: c.cin, h: c.h, w: c.w), seed: UInt64(i))
+        }
+    }
+
+    func testConvolutionWithSmallColumnBudgetMatchesFiniteDifferences() {
+        let store = ParameterStore()
+        let conv = Conv2d("c", store: store, inChannels: 2, outChannels: 3, kernelSize: 3, padding: 1)
+        store.allocate(seed: 3)
+        // Budget of one image per GEMM: exercises the chunked path.
+        final class SmallBudget: Layer {
+            let inner: Conv2d
+            init(_ inner: Conv2d) { self.inner = inner }
+            func outputShape(for s: Shape) throws -> Shape { try inner.outputShape(for: s) }
+            func forward(_ x: Tensor, _ ctx: Context) -> Tensor { ctx.columnBudget = 18 * 16; return inner.forward(x, ctx) }
+            func backward(_ d: Tensor, _ ctx: Context) -> Tensor { ctx.columnBudget = 18 * 16; return inner.backward(d, ctx) }
+        }
+        GradientCheck().run(SmallBudget(conv), store: store, input: Shape(n: 4, c: 2, h: 4, w: 4))
+    }
+
+    func testLinearBackwardMatchesFiniteDifferences() {
+        let store = ParameterStore()
+        let fc = Linear("fc", store: store, inFeatures: 7, outFeatures: 5)
+        store.allocate(seed: 2)
+        GradientCheck().run(fc, store: store, input: Shape(n: 4, c: 7))
+    }
+
+    func testBatchNormBackwardMatchesFiniteDifferences() {
+        for shape in [Shape(n: 4, c: 3, h: 3, w: 2), Shape(n: 6, c: 5)] {   // 2-d and 1-d
+            let store = ParameterStore()
+            let bn = BatchNorm("bn", store: store, channels: shape.c)
+            store.allocate(seed: 5)
+            // Non-trivial γ, β.
+            for i in 0..<store.count { store.values[i] = 0.5 + Float(i % 3) * 0.3 }
+            GradientCheck(step: 1e-2, tolerance: 3e-2).run(bn, store: store, input: shape)
+        }
+    }
+
+    func testActivationsPoolingAndFlattenMatchFiniteDifferences() {
+        let store = ParameterStore()
+        store.allocate(seed: 0)
+        let s = Shape(n: 2, c: 3, h: 5, w: 6)
+        GradientCheck(step: 1e-3).run(ReLU(), store: store, input: s)
+        GradientCheck(step: 1e-3).run(MaxPool2d(kernelSize: 2), store: store, input: s)
+        GradientCheck(step: 1e-3).run(MaxPool2d(kernelSize: 3, stride: 2, padding: 1), store: store, input: s)
+        GradientCheck().run(AvgPool2d(kernelSize: 2), store: store, input: s)
+        GradientCheck().run(AvgPool2d.global(), store: store, input: s)
+        GradientCheck().run(Flatten(), store: store, input: s)
+        GradientCheck().run(ZeroPadShortcut(outChannels: 7, stride: 2), store: store, input: s)
+    }
+
+    func testResidualBlocksMatchFiniteDifferences() {
+        for projection in [false, true] {
+            let store = ParameterStore()
+            let block = basicBlock(store, "b", 2, 4, 2, shortcut: {
+                projection
+                    ? Sequential([Conv2d("b.downsample.0", store: store, inChannels: 2, outChannels: 4, kernelSize: 1, stride: 2),
+                                  BatchNorm("b.downsample.1", store: store, channels: 4)]) as Layer
+                    : ZeroPadShortcut(outChannels: 4, stride: 2) as Layer
+            })
+            store.allocate(seed: 9)
+            GradientCheck(step: 1e-3, tolerance: 2e-2).run(block, store: store, input: Shape(n: 3, c: 2, h: 6, w: 6))
+        }
+        let store = ParameterStore()
+        let block = bottleneck(store, "b", 8, 2, 1, shortcut: { nil })
+        store.allocate(seed: 4)
+        GradientCheck(step: 1e-3, tolerance: 2e-2).run(block, store: store, input: Shape(n: 3, c: 8, h: 4, w: 4))
+    }
+
+    func testLossGradientMatchesFiniteDifferences() {
+        let ctx = Context()
+        for smoothing: Float in [0, 0.1] {
+            let loss = SoftmaxCrossEntropy(labelSmoothing: smoothing)
+            let logits = Tensor(Shape(n: 5, c: 4))
+            var rng = Xoshiro256(seed: 11)
+            for i in 0..<logits.count { logits.data[i] = rng.nextFloat() * 4 - 2 }
+            let labels: [Int32] = [0, 3, 1, 2, 3]
+            let (_, _) = loss(logits, labels: labels, normalizer: 5, ctx: ctx)
+            let analytic = Array(loss.gradient.buffer)
+            let h: Float = 1e-2
+            for i in 0..<logits.count {
+                let saved = logits.data[i]
+                logits.data[i] = saved + h
+                let plus = loss(logits, labels: labels, normalizer: 5, ctx: ctx).loss
+                logits.data[i] = saved - h
+                let minus = loss(logits, labels: labels, normalizer: 5, ctx: ctx).loss
+                logits.data[i] = saved
+                XCTAssertEqual((plus - minus) / (2 * h), analytic[i], accuracy: 2e-3, "logit \(i) ε=\(smoothing)")
+            }
+        }
+    }
+}
