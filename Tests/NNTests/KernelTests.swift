@@ -1,0 +1,78 @@
+import XCTest
+@testable import NN
+import Tensor
+
+/// Fast kernels against naive references.
+final class KernelTests: XCTestCase {
+    /// Direct convolution on channel-major tensors, accumulated in Double.
+    func naiveConv(_ x: [Float], _ s: Shape, _ w: [Float], cout: Int, k: Int, stride: Int, pad: Int) -> [Float] {
+        let ho = (s.h + 2 * pad - k) / stride + 1, wo = (s.w + 2 * pad - k) / stride + 1
+        var y = [Float](repeating: 0, count: cout * s.n * ho * wo)
+        for o in 0..<cout { for n in 0..<s.n { for oh in 0..<ho { for ow in 0..<wo {
+            var acc = 0.0
+            for c in 0..<s.c { for i in 0..<k { for j in 0..<k {
+                let ih = oh * stride - pad + i, iw = ow * stride - pad + j
+                guard ih >= 0, ih < s.h, iw >= 0, iw < s.w else { continue }
+                acc += Double(x[((c * s.n + n) * s.h + ih) * s.w + iw]) * Double(w[((o * s.c + c) * k + i) * k + j])
+            } } }
+            y[((o * s.n + n) * ho + oh) * wo + ow] = Float(acc)
+        } } } }
+        return y
+    }
+
+    func testConvolutionForwardMatchesDirectConvolution() {
+        let cases = [(3, 5, 3, 1, 1, 7, 9), (2, 4, 3, 2, 1, 9, 8), (5, 3, 1, 1, 0, 4, 5),
+                     (4, 6, 1, 2, 0, 7, 7), (3, 2, 7, 2, 3, 11, 10), (1, 1, 2, 2, 0, 5, 5)]
+        for (t, (cin, cout, k, st, p, h, w)) in cases.enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: k, stride: st, padding: p)
+            store.allocate(seed: UInt64(t))
+            let s = Shape(n: 3, c: cin, h: h, w: w)
+            let x = Tensor(s)
+            var rng = Xoshiro256(seed: UInt64(100 + t))
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1 }
+            let ctx = Context()
+            ctx.columnBudget = t % 2 == 0 ? 1 << 24 : 1   // odd cases: one image per GEMM
+            let y = conv.forward(x, ctx)
+            let expected = naiveConv(Array(x.buffer), s, Array(UnsafeBufferPointer(start: store.value(conv.weight), count: conv.weight.count)),
+                                     cout: cout, k: k, stride: st, pad: p)
+            XCTAssertEqual(y.count, expected.count)
+            for i in 0..<expected.count {
+                if abs(y.data[i] - expected[i]) > 1e-4 * max(1, abs(expected[i])) {
+                    return XCTFail("case \(t) at \(i): \(y.data[i]) vs \(expected[i])")
+                }
+            }
+        }
+    }
+
+    func testCol2imIsTheAdjointOfIm2col() {
+        let g = ConvGeometry(channels: 3, height: 7, width: 6, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
+        let batch = 4, first = 1, count = 2
+        var rng = Xoshiro256(seed: 5)
+        let x = (0..<(g.channels * batch * g.inPlane)).map { _ in rng.nextFloat() - 0.5 }
+        let c = (0..<(g.patchSize * count * g.outPlane)).map { _ in rng.nextFloat() - 0.5 }
+        var col = [Float](repeating: 0, count: c.count)
+        var dx = [Float](repeating: 0, count: x.count)
+        col.withUnsafeMutableBufferPointer { im2col(x, batch: batch, first: first, count: count, geometry: g, col: $0.baseAddress!) }
+        dx.withUnsafeMutableBufferPointer { col2im(c, batch: batch, first: first, count: count, geometry: g, dx: $0.baseAddress!) }
+        let lhs = zip(col, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        XCTAssertEqual(lhs, rhs, accuracy: 1e-4)
+        // Images outside first..<first+count are untouched.
+        XCTAssertTrue(dx[0..<g.inPlane].allSatisfy { $0 == 0 })
+    }
+
+    func testReductionsMatchLoops() {
+        var rng = Xoshiro256(seed: 8)
+        for n in [0, 1, 15, 16, 17, 1000] {
+            let a = (0..<n).map { _ in rng.nextFloat() }, b = (0..<n).map { _ in rng.nextFloat() }
+            let s = a.reduce(0.0) { $0 + Double($1) }
+            let d = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            let mean = Float(n > 0 ? s / Double(n) : 0)
+            let ssd = a.reduce(0.0) { $0 + Double($1 - mean) * Double($1 - mean) }
+            XCTAssertEqual(Double(sum(a, n)), s, accuracy: 1e-3)
+            XCTAssertEqual(Double(dot(a, b, n)), d, accuracy: 1e-3)
+            XCTAssertEqual(Double(sumSquaredDeviations(a, n, mean: mean)), ssd, accuracy: 1e-3)
+        }
+    }
+}
