@@ -1,9 +1,10 @@
 import Dispatch
 import Tensor
 
-/// What a layer is, for the per-type time breakdown of the step benchmark.
+/// What a layer is (or a part of one: `im2col` covers im2col and col2im inside convolutions),
+/// for the per-type time breakdown of the step benchmark.
 public enum LayerKind: String, CaseIterable, Sendable {
-    case conv, linear, batchNorm, relu, pool, add, flatten, loss, input
+    case conv, im2col, linear, batchNorm, relu, pool, add, flatten, loss, input
 }
 
 /// Settings and scratch shared by all layers of one network.

@@ -71,26 +71,32 @@ public final class Conv2d: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) {
+        do {
             input = x
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
             output.reshape(Shape(n: n, c: outChannels, h: g.outHeight, w: g.outWidth))
             let w = store.value(weight)
             if isPointwise {
-                gemm(.none, .none, m: outChannels, n: cols, k: inChannels, a: w, lda: inChannels,
-                     b: x.data, ldb: cols, c: output.data, ldc: cols)
+                ctx.timed(.conv) {
+                    gemm(.none, .none, m: outChannels, n: cols, k: inChannels, a: w, lda: inChannels,
+                         b: x.data, ldb: cols, c: output.data, ldc: cols)
+                }
             } else {
                 let per = chunk(g, batch: n, ctx)
                 ctx.columns.reshape(Shape(n: 1, c: g.patchSize * per * plane))
                 let col = ctx.columns.data
                 for first in Swift.stride(from: 0, to: n, by: per) {
                     let count = min(per, n - first)
-                    im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
-                           threads: ctx.threads)
-                    gemm(.none, .none, m: outChannels, n: count * plane, k: g.patchSize,
-                         a: w, lda: g.patchSize, b: col, ldb: count * plane,
-                         c: output.data + first * plane, ldc: cols)
+                    ctx.timed(.im2col) {
+                        im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
+                               threads: ctx.threads)
+                    }
+                    ctx.timed(.conv) {
+                        gemm(.none, .none, m: outChannels, n: count * plane, k: g.patchSize,
+                             a: w, lda: g.patchSize, b: col, ldb: count * plane,
+                             c: output.data + first * plane, ldc: cols)
+                    }
                 }
             }
             if let bias {
@@ -106,7 +112,7 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) {
+        do {
             guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
@@ -116,11 +122,15 @@ public final class Conv2d: Layer {
                 if !isPointwise { inputGradient.zero() }
             }
             if isPointwise {
-                gemm(.none, .transposed, m: outChannels, n: inChannels, k: cols, a: dy.data,
-                     lda: cols, b: x.data, ldb: cols, beta: 1, c: dw, ldc: inChannels)
+                ctx.timed(.conv) {
+                    gemm(.none, .transposed, m: outChannels, n: inChannels, k: cols, a: dy.data,
+                         lda: cols, b: x.data, ldb: cols, beta: 1, c: dw, ldc: inChannels)
+                }
                 if needsInputGradient {
-                    gemm(.transposed, .none, m: inChannels, n: cols, k: outChannels, a: w,
-                         lda: inChannels, b: dy.data, ldb: cols, c: inputGradient.data, ldc: cols)
+                    ctx.timed(.conv) {
+                        gemm(.transposed, .none, m: inChannels, n: cols, k: outChannels, a: w,
+                             lda: inChannels, b: dy.data, ldb: cols, c: inputGradient.data, ldc: cols)
+                    }
                 }
             } else {
                 let per = chunk(g, batch: n, ctx)
@@ -128,17 +138,25 @@ public final class Conv2d: Layer {
                 let col = ctx.columns.data
                 for first in Swift.stride(from: 0, to: n, by: per) {
                     let count = min(per, n - first)
-                    im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
-                           threads: ctx.threads)
-                    gemm(.none, .transposed, m: outChannels, n: g.patchSize, k: count * plane,
-                         a: dy.data + first * plane, lda: cols, b: col, ldb: count * plane,
-                         beta: 1, c: dw, ldc: g.patchSize)
+                    ctx.timed(.im2col) {
+                        im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
+                               threads: ctx.threads)
+                    }
+                    ctx.timed(.conv) {
+                        gemm(.none, .transposed, m: outChannels, n: g.patchSize, k: count * plane,
+                             a: dy.data + first * plane, lda: cols, b: col, ldb: count * plane,
+                             beta: 1, c: dw, ldc: g.patchSize)
+                    }
                     if needsInputGradient {
-                        gemm(.transposed, .none, m: g.patchSize, n: count * plane, k: outChannels,
-                             a: w, lda: g.patchSize, b: dy.data + first * plane, ldb: cols,
-                             c: col, ldc: count * plane)
-                        col2im(col, batch: n, first: first, count: count, geometry: g,
-                               dx: inputGradient.data, threads: ctx.threads)
+                        ctx.timed(.conv) {
+                            gemm(.transposed, .none, m: g.patchSize, n: count * plane, k: outChannels,
+                                 a: w, lda: g.patchSize, b: dy.data + first * plane, ldb: cols,
+                                 c: col, ldc: count * plane)
+                        }
+                        ctx.timed(.im2col) {
+                            col2im(col, batch: n, first: first, count: count, geometry: g,
+                                   dx: inputGradient.data, threads: ctx.threads)
+                        }
                     }
                 }
             }

@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import NN
+import Tensor
+
+/// `sparsetrain bench step`: one training step (forward, loss, backward, SGD) of a model on
+/// random data, with a per-layer-type breakdown and the sgemm rate of this machine.
+struct BenchStep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "step", abstract: "Time one training step of a model (single process).")
+
+    @Option(help: "Model: \(ModelName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var model: ModelName = .resnet20
+
+    @Option(help: "Images per step.")
+    var batch: Int = 128
+
+    @Option(help: "Threads (OpenBLAS and parallel loops). Default: all cores.")
+    var threads: Int?
+
+    @Option(help: "Output classes (default 10; 1000 for resnet50-imagenet).")
+    var classes: Int?
+
+    @Option(help: "Timed steps (the median is reported).")
+    var steps: Int = 10
+
+    @Option(help: "Untimed steps first.")
+    var warmup: Int = 2
+
+    @Option(name: .customLong("column-mib"), help: "Largest im2col scratch per convolution, in MiB (images are processed in chunks that fit).")
+    var columnMiB: Double?
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
+        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive, --warmup not negative") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        if let c = classes, c < 2 { throw ValidationError("--classes must be at least 2") }
+    }
+
+    struct Report: Codable {
+        var model: String
+        var batch: Int
+        var threads: Int
+        var parameters: Int
+        var images_per_second: Double
+        var seconds_per_step: Double
+        var gflops_effective: Double
+        var sgemm_gflops: Double
+        var forward_gflop_per_image: Double
+        var breakdown_seconds: [String: Double]
+        var peak_rss_mib: Double
+        var blas_core: String
+        var reference_pytorch_images_per_second: String?
+    }
+
+    func run() throws {
+        let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        BLAS.threads = threadCount
+        let net: Network
+        do {
+            net = try buildModel(model, classes: classes ?? (model == .resnet50ImageNet ? 1000 : 10), seed: 1)
+        } catch {
+            fail("\(error)")
+        }
+        net.ctx.threads = threadCount
+        if let mib = columnMiB { net.ctx.columnBudget = max(1, Int(mib * 262_144)) }
+        var rng = Xoshiro256(seed: 7)
+        let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
+        let labels = (0..<batch).map { _ in Int32(rng.nextIndex(below: net.classes)) }
+        let loss = SoftmaxCrossEntropy()
+        let sgd = SGD()
+        var optimizerSeconds = 0.0
+
+        func step() {
+            net.store.zeroGradients()
+            let logits = images.withUnsafeBufferPointer { net.forward(images: $0.baseAddress!, batch: batch) }
+            _ = labels.withUnsafeBufferPointer { loss(logits, labels: $0.baseAddress!, normalizer: Float(batch), ctx: net.ctx) }
+            net.backward(loss.gradient)
+            let t0 = now()
+            sgd.step(net.store, learningRate: 0.01, threads: threadCount)
+            optimizerSeconds += now() - t0
+        }
+        for _ in 0..<warmup { step() }
+        net.ctx.profiling = true
+        net.ctx.resetTimes()
+        optimizerSeconds = 0
+        var times: [Double] = []
+        for _ in 0..<steps {
+            let t0 = now()
+            step()
+            times.append(now() - t0)
+        }
+        let seconds = median(times)
+        let flops = net.forwardFlops(batch: batch)
+        var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / Double(steps) }
+        breakdown["sgd"] = optimizerSeconds / Double(steps)
+        breakdown["other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
+        let sgemm = measureSgemm()
+        let reference: [ModelName: String] = [
+            .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
+        ]
+        let report = Report(
+            model: model.rawValue, batch: batch, threads: threadCount, parameters: net.store.count,
+            images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
+            gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
+            forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
+            peak_rss_mib: peakResidentMiB(), blas_core: BLAS.coreName,
+            reference_pytorch_images_per_second: reference[model])
+        if json {
+            print(try jsonLine(report))
+            return
+        }
+        print("bench step: \(model.rawValue), batch \(batch), \(threadCount) thread(s), "
+            + "\(report.parameters) parameters, OpenBLAS kernel \(report.blas_core), median of \(steps)")
+        var table = TextTable("images/s", "ms/step", "GFLOP/s (3x fwd)", "sgemm GFLOP/s", "of sgemm", "peak RSS MiB")
+        table.add(fixed(report.images_per_second, 1), fixed(seconds * 1e3, 1), fixed(report.gflops_effective, 1),
+                  fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", fixed(report.peak_rss_mib, 0))
+        print(table.render())
+        var parts = TextTable("part", "ms/step", "share")
+        let total = breakdown.values.reduce(0, +)
+        for (k, v) in breakdown.sorted(by: { $0.value > $1.value }) {
+            parts.add(k, fixed(v * 1e3, 2), fixed(100 * v / total, 1) + "%")
+        }
+        print(parts.render())
+        if let r = report.reference_pytorch_images_per_second {
+            print("PyTorch 2.13 CPU on these machines (DESIGN.md §6), same batch and threads: \(r) images/s")
+        }
+    }
+
+    /// sgemm rate on a convolution-shaped product (64 × 32768 × 576), best of 5.
+    private func measureSgemm() -> Double {
+        let m = 64, n = 32768, k = 576
+        let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
+        var c = [Float](repeating: 0, count: m * n)
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t0 = now()
+            c.withUnsafeMutableBufferPointer {
+                gemm(.none, .none, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: $0.baseAddress!, ldc: n)
+            }
+            best = min(best, now() - t0)
+        }
+        return 2 * Double(m * n * k) / best / 1e9
+    }
+}
+
+extension ModelName: ExpressibleByArgument {}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+func peakResidentMiB() -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    else { return .nan }
+    return kb / 1024
+}
