@@ -1,10 +1,9 @@
 import Dispatch
 import Tensor
 
-/// What a layer is (or a part of one: `im2col` covers im2col and col2im inside convolutions),
-/// for the per-type time breakdown of the step benchmark.
+/// What a layer is, for the per-type time breakdown of the step benchmark.
 public enum LayerKind: String, CaseIterable, Sendable {
-    case conv, im2col, linear, batchNorm, relu, pool, add, flatten, loss, input
+    case conv, linear, batchNorm, relu, pool, add, flatten, loss, input
 }
 
 /// Settings and scratch shared by all layers of one network.
@@ -16,10 +15,11 @@ public final class Context {
     /// When true, each leaf layer adds its forward and backward time to `times`.
     public var profiling = false
     public private(set) var times: [LayerKind: Double] = [:]
-    /// Scratch for im2col columns, shared by every convolution.
-    public let columns = Tensor()
-    /// Largest im2col scratch in floats; larger batches run as several GEMMs.
-    public var columnBudget = 1 << 24
+    /// Largest im2col scratch per worker, in floats; a batch runs as chunks of images that fit.
+    public var columnBudget = 1 << 20
+    /// Per-worker scratch (im2col columns) and partial weight gradients, shared by all layers.
+    private var scratch: [Tensor] = []
+    private var partials: [Tensor] = []
 
     public init() {}
 
@@ -37,6 +37,53 @@ public final class Context {
 
     /// Elementwise work below this many elements stays on one thread.
     public func chunks(for elements: Int) -> Int { elements >= 1 << 16 ? threads : 1 }
+
+    /// One scratch buffer of at least `count` floats per worker.
+    func workerScratch(count: Int) -> [SendablePointer<Float>] {
+        while scratch.count < threads { scratch.append(Tensor()) }
+        return scratch.prefix(threads).map { t in
+            if t.count < count { t.reshape(Shape(n: 1, c: count)) }
+            return SendablePointer(t.data)
+        }
+    }
+
+    /// One zeroed accumulator of `count` floats per worker.
+    func workerPartials(count: Int) -> [SendablePointer<Float>] {
+        while partials.count < threads { partials.append(Tensor()) }
+        return partials.prefix(threads).map { t in
+            t.reshape(Shape(n: 1, c: count))
+            t.zero()
+            return SendablePointer(t.data)
+        }
+    }
+
+    /// `target += Σ_workers partial[w]`.
+    func addPartials(_ parts: [SendablePointer<Float>], count: Int, into target: UnsafeMutablePointer<Float>) {
+        for p in parts {
+            var i = 0
+            while i < count { target[i] += p.pointer[i]; i &+= 1 }
+        }
+    }
+
+    /// Splits `0 ..< total` images into chunks of `size` and runs them on `threads` workers
+    /// (chunk k on worker k mod threads, so each worker reuses its scratch). With fewer chunks
+    /// than workers, one worker runs and passes the thread count on (`inner`) to its kernels.
+    /// BLAS runs single-threaded inside the workers (see `BLAS.threads`).
+    func forEachChunk(
+        of total: Int, size: Int, _ body: @Sendable (_ worker: Int, _ first: Int, _ count: Int, _ inner: Int) -> Void
+    ) {
+        let chunks = (total + size - 1) / size
+        let workers = min(threads, chunks)
+        if workers <= 1 {
+            for k in 0..<chunks { body(0, k * size, min(size, total - k * size), threads) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for k in Swift.stride(from: w, to: chunks, by: workers) {
+                body(w, k * size, min(size, total - k * size), 1)
+            }
+        }
+    }
 }
 
 /// Errors found while building a model or feeding it.

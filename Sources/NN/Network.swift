@@ -42,6 +42,13 @@ public final class Network {
         if let linear = body.layers.first as? Linear { linear.needsInputGradient = false }
     }
 
+    /// Runs layers on `threads` workers. Convolutions split the batch into chunks, one per
+    /// worker, so OpenBLAS itself is set to one thread (its threads would compete with ours).
+    public func setThreads(_ threads: Int) {
+        ctx.threads = max(1, threads)
+        BLAS.threads = ctx.threads > 1 ? 1 : BLAS.threads
+    }
+
     /// Elements of one input image.
     public var imageSize: Int { inputChannels * inputHeight * inputWidth }
 

@@ -65,39 +65,28 @@ public final class Conv2d: Layer {
         return 2 * Double(outChannels * g.patchSize * g.outPlane * s.n)
     }
 
-    /// Images per GEMM so the column scratch stays within the context's budget.
+    /// Images per chunk so one worker's column scratch stays within the context's budget
+    /// (small enough to stay in cache between im2col and the GEMM that reads it).
     private func chunk(_ g: ConvGeometry, batch: Int, _ ctx: Context) -> Int {
         max(1, min(batch, ctx.columnBudget / max(1, g.patchSize * g.outPlane)))
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        do {
+        ctx.timed(.conv) {
             input = x
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
             output.reshape(Shape(n: n, c: outChannels, h: g.outHeight, w: g.outWidth))
-            let w = store.value(weight)
-            if isPointwise {
-                ctx.timed(.conv) {
-                    gemm(.none, .none, m: outChannels, n: cols, k: inChannels, a: w, lda: inChannels,
-                         b: x.data, ldb: cols, c: output.data, ldc: cols)
-                }
-            } else {
-                let per = chunk(g, batch: n, ctx)
-                ctx.columns.reshape(Shape(n: 1, c: g.patchSize * per * plane))
-                let col = ctx.columns.data
-                for first in Swift.stride(from: 0, to: n, by: per) {
-                    let count = min(per, n - first)
-                    ctx.timed(.im2col) {
-                        im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
-                               threads: ctx.threads)
-                    }
-                    ctx.timed(.conv) {
-                        gemm(.none, .none, m: outChannels, n: count * plane, k: g.patchSize,
-                             a: w, lda: g.patchSize, b: col, ldb: count * plane,
-                             c: output.data + first * plane, ldc: cols)
-                    }
-                }
+            let w = SendablePointer(store.value(weight)), y = SendablePointer(output.data)
+            let per = chunk(g, batch: n, ctx)
+            let scratch = ctx.workerScratch(count: isPointwise ? 1 : g.patchSize * per * plane)
+            let cout = outChannels, patch = g.patchSize, pointwise = isPointwise
+            let xp = SendablePointer(x.data)
+            ctx.forEachChunk(of: n, size: per) { worker, first, count, inner in
+                let (col, ld) = convColumns(xp, batch: n, g, pointwise: pointwise, first: first,
+                                            count: count, scratch: scratch[worker].pointer, threads: inner)
+                gemm(.none, .none, m: cout, n: count * plane, k: patch, a: w.pointer, lda: patch,
+                     b: col, ldb: ld, c: y.pointer + first * plane, ldc: cols)
             }
             if let bias {
                 let b = store.value(bias)
@@ -112,54 +101,43 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        do {
+        ctx.timed(.conv) {
             guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
-            let w = store.value(weight), dw = store.gradient(weight)
-            if needsInputGradient {
-                inputGradient.reshape(s)
-                if !isPointwise { inputGradient.zero() }
-            }
-            if isPointwise {
-                ctx.timed(.conv) {
-                    gemm(.none, .transposed, m: outChannels, n: inChannels, k: cols, a: dy.data,
-                         lda: cols, b: x.data, ldb: cols, beta: 1, c: dw, ldc: inChannels)
-                }
-                if needsInputGradient {
-                    ctx.timed(.conv) {
-                        gemm(.transposed, .none, m: inChannels, n: cols, k: outChannels, a: w,
-                             lda: inChannels, b: dy.data, ldb: cols, c: inputGradient.data, ldc: cols)
+            let wCount = weight.count
+            let needDx = needsInputGradient
+            if needDx { inputGradient.reshape(s) }
+            let w = SendablePointer(store.value(weight))
+            let d = SendablePointer(dy.data), dx = SendablePointer(inputGradient.data)
+            let per = chunk(g, batch: n, ctx)
+            let scratch = ctx.workerScratch(count: isPointwise ? 1 : g.patchSize * per * plane)
+            let partials = ctx.workerPartials(count: wCount)
+            let cout = outChannels, patch = g.patchSize, pointwise = isPointwise
+            let inPlane = s.plane, cin = s.c
+            let xp = SendablePointer(x.data)
+            ctx.forEachChunk(of: n, size: per) { worker, first, count, inner in
+                let (col, ld) = convColumns(xp, batch: n, g, pointwise: pointwise, first: first,
+                                            count: count, scratch: scratch[worker].pointer, threads: inner)
+                // dW (this worker's partial) += dY_chunk · colᵀ
+                gemm(.none, .transposed, m: cout, n: patch, k: count * plane,
+                     a: d.pointer + first * plane, lda: cols, b: col, ldb: ld,
+                     beta: 1, c: partials[worker].pointer, ldc: patch)
+                guard needDx else { return }
+                if pointwise {
+                    gemm(.transposed, .none, m: cin, n: count * plane, k: cout, a: w.pointer, lda: cin,
+                         b: d.pointer + first * plane, ldb: cols, c: dx.pointer + first * inPlane, ldc: cols)
+                } else {
+                    // dcol = Wᵀ · dY_chunk, then scatter-add into this chunk's images of dX.
+                    gemm(.transposed, .none, m: patch, n: count * plane, k: cout, a: w.pointer, lda: patch,
+                         b: d.pointer + first * plane, ldb: cols, c: col, ldc: count * plane)
+                    for c in 0..<cin {
+                        (dx.pointer + (c * n + first) * inPlane).update(repeating: 0, count: count * inPlane)
                     }
-                }
-            } else {
-                let per = chunk(g, batch: n, ctx)
-                ctx.columns.reshape(Shape(n: 1, c: g.patchSize * per * plane))
-                let col = ctx.columns.data
-                for first in Swift.stride(from: 0, to: n, by: per) {
-                    let count = min(per, n - first)
-                    ctx.timed(.im2col) {
-                        im2col(x.data, batch: n, first: first, count: count, geometry: g, col: col,
-                               threads: ctx.threads)
-                    }
-                    ctx.timed(.conv) {
-                        gemm(.none, .transposed, m: outChannels, n: g.patchSize, k: count * plane,
-                             a: dy.data + first * plane, lda: cols, b: col, ldb: count * plane,
-                             beta: 1, c: dw, ldc: g.patchSize)
-                    }
-                    if needsInputGradient {
-                        ctx.timed(.conv) {
-                            gemm(.transposed, .none, m: g.patchSize, n: count * plane, k: outChannels,
-                                 a: w, lda: g.patchSize, b: dy.data + first * plane, ldb: cols,
-                                 c: col, ldc: count * plane)
-                        }
-                        ctx.timed(.im2col) {
-                            col2im(col, batch: n, first: first, count: count, geometry: g,
-                                   dx: inputGradient.data, threads: ctx.threads)
-                        }
-                    }
+                    col2im(col, batch: n, first: first, count: count, geometry: g, dx: dx.pointer, threads: inner)
                 }
             }
+            ctx.addPartials(partials, count: wCount, into: store.gradient(weight))
             if let bias {
                 let db = store.gradient(bias)
                 for o in 0..<outChannels { db[o] += sum(dy.data + o * cols, cols) }
@@ -169,4 +147,17 @@ public final class Conv2d: Layer {
             return inputGradient
         }
     }
+}
+
+/// Where chunk `first ..< first + count` of a convolution's column matrix lives, with its
+/// leading dimension: the input itself for pointwise convolutions, else `scratch` after im2col.
+@inline(__always)
+private func convColumns(
+    _ x: SendablePointer<Float>, batch: Int, _ g: ConvGeometry, pointwise: Bool, first: Int, count: Int,
+    scratch: UnsafeMutablePointer<Float>, threads: Int
+) -> (UnsafeMutablePointer<Float>, Int) {
+    let plane = g.outPlane
+    if pointwise { return (x.pointer + first * plane, batch * plane) }
+    im2col(x.pointer, batch: batch, first: first, count: count, geometry: g, col: scratch, threads: threads)
+    return (scratch, count * plane)
 }

@@ -30,6 +30,11 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("column-mib"), help: "Largest im2col scratch per convolution, in MiB (images are processed in chunks that fit).")
     var columnMiB: Double?
 
+    @Option(help: ArgumentHelp(
+        "Python with torch installed: also time PyTorch on the same step in this run (resnet20, vgg16).",
+        valueName: "python"))
+    var pytorch: String?
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
@@ -54,6 +59,8 @@ struct BenchStep: ParsableCommand {
         var peak_rss_mib: Double
         var blas_core: String
         var reference_pytorch_images_per_second: String?
+        var pytorch_images_per_second: Double?
+        var speedup_vs_pytorch: Double?
     }
 
     func run() throws {
@@ -65,7 +72,7 @@ struct BenchStep: ParsableCommand {
         } catch {
             fail("\(error)")
         }
-        net.ctx.threads = threadCount
+        net.setThreads(threadCount)
         if let mib = columnMiB { net.ctx.columnBudget = max(1, Int(mib * 262_144)) }
         var rng = Xoshiro256(seed: 7)
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
@@ -98,7 +105,8 @@ struct BenchStep: ParsableCommand {
         var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / Double(steps) }
         breakdown["sgd"] = optimizerSeconds / Double(steps)
         breakdown["other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
-        let sgemm = measureSgemm()
+        let sgemm = measureSgemm(threads: threadCount)
+        let torch = try pytorch.map { try runPyTorch($0, threads: threadCount) }
         let reference: [ModelName: String] = [
             .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
         ]
@@ -108,7 +116,8 @@ struct BenchStep: ParsableCommand {
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
             peak_rss_mib: peakResidentMiB(), blas_core: BLAS.coreName,
-            reference_pytorch_images_per_second: reference[model])
+            reference_pytorch_images_per_second: reference[model],
+            pytorch_images_per_second: torch, speedup_vs_pytorch: torch.map { Double(batch) / seconds / $0 })
         if json {
             print(try jsonLine(report))
             return
@@ -125,13 +134,54 @@ struct BenchStep: ParsableCommand {
             parts.add(k, fixed(v * 1e3, 2), fixed(100 * v / total, 1) + "%")
         }
         print(parts.render())
-        if let r = report.reference_pytorch_images_per_second {
-            print("PyTorch 2.13 CPU on these machines (DESIGN.md §6), same batch and threads: \(r) images/s")
+        if let t = torch {
+            print("PyTorch in this run (launch/reference/pytorch_step.py): \(fixed(t, 1)) images/s; "
+                + "sparsetrain is \(fixed(Double(batch) / seconds / t, 2))x")
+        } else if let r = report.reference_pytorch_images_per_second {
+            print("PyTorch 2.13 CPU on the AVX-512 machines of DESIGN.md §6, same batch and threads: \(r) images/s "
+                + "(pass --pytorch PYTHON to time it on this machine)")
         }
     }
 
-    /// sgemm rate on a convolution-shaped product (64 × 32768 × 576), best of 5.
-    private func measureSgemm() -> Double {
+    /// Runs the PyTorch reference step with `python`; returns its images per second.
+    private func runPyTorch(_ python: String, threads: Int) throws -> Double {
+        guard model == .resnet20 || model == .vgg16 else {
+            throw ValidationError("--pytorch supports resnet20 and vgg16")
+        }
+        // The script lives in the repository: look in the working directory, then above the binary.
+        let relative = "launch/reference/pytorch_step.py"
+        var candidates = [FileManager.default.currentDirectoryPath]
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        while dir.path != "/" { candidates.append(dir.path); dir = dir.deletingLastPathComponent() }
+        guard let root = candidates.first(where: {
+            FileManager.default.fileExists(atPath: $0 + "/" + relative)
+        }) else {
+            throw ValidationError("cannot find \(relative): run from the repository")
+        }
+        let script = root + "/" + relative
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, "--model", model.rawValue, "--batch", "\(batch)",
+                             "--threads", "\(threads)", "--steps", "\(steps)", "--warmup", "\(warmup)"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let rate = object["images_per_second"] as? Double
+        else { throw ValidationError("the PyTorch reference run failed (\(python))") }
+        return rate
+    }
+
+    /// sgemm rate with `threads` OpenBLAS threads on a convolution-shaped product
+    /// (64 × 32768 × 576), best of 5.
+    private func measureSgemm(threads: Int) -> Double {
+        let saved = BLAS.threads
+        BLAS.threads = threads
+        defer { BLAS.threads = saved }
         let m = 64, n = 32768, k = 576
         let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
         var c = [Float](repeating: 0, count: m * n)
