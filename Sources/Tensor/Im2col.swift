@@ -63,6 +63,35 @@ private func im2colRow(
     // Valid ow range: 0 <= ow*s - p + j < w.
     let owLo = max(0, (p - j + s - 1) / s)
     let owHi = min(wo, (w - 1 + p - j) / s + 1)
+    if s == 1 && ho == h && wo == w {
+        // "Same" convolution: output position q reads input q + shift; one contiguous copy
+        // per image, then zero the rows and columns that fall outside the image.
+        let shift = (i &- p) &* w &+ (j &- p)
+        let ohLo = max(0, p &- i), ohHi = min(ho, h &+ p &- i)
+        var o = out
+        for n in first..<(first &+ count) {
+            let plane = x + (c &* batch &+ n) &* h &* w
+            o.update(repeating: 0, count: ohLo &* wo)
+            let lo = ohLo &* wo, hi = ohHi &* wo
+            if hi > lo {
+                let src = plane + (lo &+ shift)
+                var q = 0
+                let len = hi &- lo
+                let dst = o + lo
+                while q < len { dst[q] = src[q]; q &+= 1 }
+                for oh in ohLo..<ohHi {
+                    let row = o + oh &* wo
+                    var ow = 0
+                    while ow < owLo { row[ow] = 0; ow &+= 1 }
+                    ow = owHi
+                    while ow < wo { row[ow] = 0; ow &+= 1 }
+                }
+            }
+            (o + hi).update(repeating: 0, count: (ho &- ohHi) &* wo)
+            o = o + ho &* wo
+        }
+        return
+    }
     var o = out
     for n in first..<(first &+ count) {
         let plane = x + (c &* batch &+ n) &* h &* w
@@ -89,14 +118,15 @@ private func im2colRow(
 
 /// col2im: the adjoint of `im2col`. Adds every entry of `col` into the position of `dx` it was
 /// read from (`dx` must be zeroed by the caller for the images `first ..< first + count`).
+/// Entries of `col` that im2col would have set to zero (padding) may be overwritten with zero.
 public func col2im(
-    _ col: UnsafePointer<Float>, batch: Int, first: Int, count: Int, geometry g: ConvGeometry,
+    _ col: UnsafeMutablePointer<Float>, batch: Int, first: Int, count: Int, geometry g: ConvGeometry,
     dx: UnsafeMutablePointer<Float>, threads: Int = 1
 ) {
     let cols = count &* g.outPlane
     let khkw = g.kernelH &* g.kernelW
     let dxP = SendablePointer(dx)
-    let colP = SendablePointer(UnsafeMutablePointer(mutating: col))
+    let colP = SendablePointer(col)
     // Rows of one channel write the same planes: split the work by channel.
     parallelChunks(g.channels, chunks: g.patchSize &* cols > 1 << 18 ? threads : 1) { range in
         for c in range {
@@ -120,6 +150,33 @@ private func col2imRow(
     let ho = g.outHeight, wo = g.outWidth, h = g.height, w = g.width, s = g.stride, p = g.padding
     let owLo = max(0, (p - j + s - 1) / s)
     let owHi = min(wo, (w - 1 + p - j) / s + 1)
+    if s == 1 && ho == h && wo == w {
+        // "Same" convolution: zero the entries that came from outside the image (they would
+        // land on a neighbouring row), then one contiguous add per image.
+        let shift = (i &- p) &* w &+ (j &- p)
+        let ohLo = max(0, p &- i), ohHi = min(ho, h &+ p &- i)
+        var o = src
+        for n in first..<(first &+ count) {
+            let plane = dx + (c &* batch &+ n) &* h &* w
+            for oh in ohLo..<ohHi {
+                let row = o + oh &* wo
+                var ow = 0
+                while ow < owLo { row[ow] = 0; ow &+= 1 }
+                ow = owHi
+                while ow < wo { row[ow] = 0; ow &+= 1 }
+            }
+            let lo = ohLo &* wo, hi = ohHi &* wo
+            if hi > lo {
+                let dst = plane + (lo &+ shift)
+                let from = o + lo
+                var q = 0
+                let len = hi &- lo
+                while q < len { dst[q] += from[q]; q &+= 1 }
+            }
+            o = o + ho &* wo
+        }
+        return
+    }
     var o = src
     for n in first..<(first &+ count) {
         let plane = dx + (c &* batch &+ n) &* h &* w

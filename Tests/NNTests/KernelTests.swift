@@ -46,20 +46,30 @@ final class KernelTests: XCTestCase {
     }
 
     func testCol2imIsTheAdjointOfIm2col() {
-        let g = ConvGeometry(channels: 3, height: 7, width: 6, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
-        let batch = 4, first = 1, count = 2
-        var rng = Xoshiro256(seed: 5)
-        let x = (0..<(g.channels * batch * g.inPlane)).map { _ in rng.nextFloat() - 0.5 }
-        let c = (0..<(g.patchSize * count * g.outPlane)).map { _ in rng.nextFloat() - 0.5 }
-        var col = [Float](repeating: 0, count: c.count)
-        var dx = [Float](repeating: 0, count: x.count)
-        col.withUnsafeMutableBufferPointer { im2col(x, batch: batch, first: first, count: count, geometry: g, col: $0.baseAddress!) }
-        dx.withUnsafeMutableBufferPointer { col2im(c, batch: batch, first: first, count: count, geometry: g, dx: $0.baseAddress!) }
-        let lhs = zip(col, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        XCTAssertEqual(lhs, rhs, accuracy: 1e-4)
-        // Images outside first..<first+count are untouched.
-        XCTAssertTrue(dx[0..<g.inPlane].allSatisfy { $0 == 0 })
+        let geometries = [
+            ConvGeometry(channels: 3, height: 7, width: 6, kernelH: 3, kernelW: 3, stride: 2, padding: 1),
+            ConvGeometry(channels: 2, height: 5, width: 6, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+            ConvGeometry(channels: 2, height: 6, width: 4, kernelH: 5, kernelW: 5, stride: 1, padding: 2),
+            ConvGeometry(channels: 2, height: 6, width: 5, kernelH: 3, kernelW: 3, stride: 1, padding: 0),
+        ]
+        for g in geometries {
+            let batch = 4, first = 1, count = 2
+            var rng = Xoshiro256(seed: 5)
+            let x = (0..<(g.channels * batch * g.inPlane)).map { _ in rng.nextFloat() - 0.5 }
+            let c = (0..<(g.patchSize * count * g.outPlane)).map { _ in rng.nextFloat() - 0.5 }
+            var col = [Float](repeating: 0, count: c.count)
+            var dx = [Float](repeating: 0, count: x.count)
+            col.withUnsafeMutableBufferPointer { im2col(x, batch: batch, first: first, count: count, geometry: g, col: $0.baseAddress!) }
+            var scratch = c
+            scratch.withUnsafeMutableBufferPointer { s in
+                dx.withUnsafeMutableBufferPointer { col2im(s.baseAddress!, batch: batch, first: first, count: count, geometry: g, dx: $0.baseAddress!) }
+            }
+            let lhs = zip(col, c).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertEqual(lhs, rhs, accuracy: 1e-4, "\(g)")
+            // Images outside first..<first+count are untouched.
+            XCTAssertTrue(dx[0..<g.inPlane].allSatisfy { $0 == 0 })
+        }
     }
 
     func testReductionsMatchLoops() {
