@@ -72,6 +72,19 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testMaxPoolTilingPathMatchesNaiveMax() {
+        let s = Shape(n: 3, c: 2, h: 6, w: 8)
+        let x = Tensor(s)
+        var rng = Xoshiro256(seed: 12)
+        for i in 0..<x.count { x.data[i] = Float(rng.nextIndex(below: 5)) }   // many ties
+        let y = MaxPool2d(kernelSize: 2).forward(x, Context())
+        for pl in 0..<(s.c * s.n) { for oh in 0..<3 { for ow in 0..<4 {
+            let p = x.data + pl * 48
+            let m = max(p[2 * oh * 8 + 2 * ow], p[2 * oh * 8 + 2 * ow + 1], p[(2 * oh + 1) * 8 + 2 * ow], p[(2 * oh + 1) * 8 + 2 * ow + 1])
+            XCTAssertEqual(y.data[pl * 12 + oh * 4 + ow], m)
+        } } }
+    }
+
     func testReductionsMatchLoops() {
         var rng = Xoshiro256(seed: 8)
         for n in [0, 1, 15, 16, 17, 1000] {

@@ -60,6 +60,8 @@ final class LayerGradientTests: XCTestCase {
         let s = Shape(n: 2, c: 3, h: 5, w: 6)
         GradientCheck(step: 1e-3).run(ReLU(), store: store, input: s)
         GradientCheck(step: 1e-3).run(MaxPool2d(kernelSize: 2), store: store, input: s)
+        // Even planes take the 2×2 tiling path.
+        GradientCheck(step: 1e-3).run(MaxPool2d(kernelSize: 2), store: store, input: Shape(n: 2, c: 3, h: 4, w: 6))
         GradientCheck(step: 1e-3).run(MaxPool2d(kernelSize: 3, stride: 2, padding: 1), store: store, input: s)
         GradientCheck().run(AvgPool2d(kernelSize: 2), store: store, input: s)
         GradientCheck().run(AvgPool2d.global(), store: store, input: s)

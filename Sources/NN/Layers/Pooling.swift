@@ -28,6 +28,11 @@ public final class MaxPool2d: Layer {
         return Shape(n: s.n, c: s.c, h: g.outHeight, w: g.outWidth)
     }
 
+    /// 2×2 windows with stride 2 and no padding tile an even-sized plane exactly.
+    private func isTiling2x2(_ s: Shape) -> Bool {
+        kernelSize == 2 && stride == 2 && padding == 0 && s.h % 2 == 0 && s.w % 2 == 0
+    }
+
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.pool) {
             let s = x.shape, g = geometry(s)
@@ -36,6 +41,19 @@ public final class MaxPool2d: Layer {
             output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
             let planes = s.c * s.n
             if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+            if isTiling2x2(s) {
+                argmax.withUnsafeMutableBufferPointer { am in
+                    let xp = SendablePointer(x.data), yp = SendablePointer(output.data)
+                    let ip = SendablePointer(am.baseAddress!)
+                    parallelChunks(planes, chunks: ctx.chunks(for: s.count)) { range in
+                        for pl in range {
+                            maxPool2x2Plane(xp.pointer + pl * s.plane, h: s.h, w: s.w,
+                                            out: yp.pointer + pl * ho * wo, index: ip.pointer + pl * ho * wo)
+                        }
+                    }
+                }
+                return output
+            }
             argmax.withUnsafeMutableBufferPointer { am in
                 for pl in 0..<planes {
                     let src = x.data + pl * s.plane
@@ -69,6 +87,32 @@ public final class MaxPool2d: Layer {
         ctx.timed(.pool) {
             let s = inputShape
             inputGradient.reshape(s)
+            if isTiling2x2(s) {
+                // Every input belongs to exactly one window: write all four, no zeroing pass.
+                let ho = s.h / 2, wo = s.w / 2
+                argmax.withUnsafeBufferPointer { am in
+                    let dp = SendablePointer(dy.data), gp = SendablePointer(inputGradient.data)
+                    let ip = SendablePointer(UnsafeMutablePointer(mutating: am.baseAddress!))
+                    parallelChunks(s.c * s.n, chunks: ctx.chunks(for: s.count)) { range in
+                        for pl in range {
+                            let d = dp.pointer + pl * ho * wo, idx = ip.pointer + pl * ho * wo
+                            let dst = gp.pointer + pl * s.plane
+                            for oh in 0..<ho {
+                                for ow in 0..<wo {
+                                    let k = oh * wo + ow, at = Int(idx[k])
+                                    let base = 2 * oh * s.w + 2 * ow
+                                    let v = d[k]
+                                    dst[base] = at == base ? v : 0
+                                    dst[base + 1] = at == base + 1 ? v : 0
+                                    dst[base + s.w] = at == base + s.w ? v : 0
+                                    dst[base + s.w + 1] = at == base + s.w + 1 ? v : 0
+                                }
+                            }
+                        }
+                    }
+                }
+                return inputGradient
+            }
             inputGradient.zero()
             let outPlane = dy.shape.plane
             argmax.withUnsafeBufferPointer { am in
@@ -80,6 +124,28 @@ public final class MaxPool2d: Layer {
                 }
             }
             return inputGradient
+        }
+    }
+}
+
+/// 2×2 stride-2 max over one plane; `index` gets the winner's offset in the plane (first of
+/// ties in row-major window order, as the general path).
+@inline(__always)
+private func maxPool2x2Plane(
+    _ x: UnsafeMutablePointer<Float>, h: Int, w: Int, out: UnsafeMutablePointer<Float>,
+    index: UnsafeMutablePointer<Int32>
+) {
+    let wo = w / 2
+    for oh in 0..<(h / 2) {
+        let r0 = x + 2 * oh * w
+        for ow in 0..<wo {
+            let base = 2 * oh * w + 2 * ow
+            var best = r0[2 * ow], at = base
+            if r0[2 * ow + 1] > best { best = r0[2 * ow + 1]; at = base + 1 }
+            if r0[w + 2 * ow] > best { best = r0[w + 2 * ow]; at = base + w }
+            if r0[w + 2 * ow + 1] > best { best = r0[w + 2 * ow + 1]; at = base + w + 1 }
+            out[oh * wo + ow] = best
+            index[oh * wo + ow] = Int32(at)
         }
     }
 }
