@@ -27,8 +27,11 @@ timeout 600 mpirun "${MPI_LOCAL_ARGS[@]}" -np 2 "$bin" "$suites" 2>&1 | tee "$lo
 echo "== command line under mpirun -np 2"
 timeout 300 launch/run-local.sh -np 2 --bin "$(swift build --show-bin-path)/sparsetrain" -- \
   bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | tee "$log/cli.txt" || true
+"$(swift build --show-bin-path)/sparsetrain" bench step --model resnet20 --batch 8 --steps 1 --warmup 0 \
+  --json | tee "$log/step.txt" || true
 cli_ok=0
-grep -q '"ranks":2' "$log/cli.txt" && grep -q '"packed_bytes":1200000,' "$log/cli.txt" && cli_ok=1
+grep -q '"ranks":2' "$log/cli.txt" && grep -q '"packed_bytes":1200000,' "$log/cli.txt" &&
+  grep -q '"images_per_second"' "$log/step.txt" && cli_ok=1
 
 # One closing line for the whole run, from XCTest's bundle summaries
 # ("Executed N tests, with S tests skipped and F failures"); MPI results count once per rank.
