@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Comm", targets: ["Comm"]),
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "NN", targets: ["NN"]),
+        .library(name: "Sparsity", targets: ["Sparsity"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,16 +34,20 @@ let package = Package(
         // Layers as forward/backward pairs, flat parameter store, models, loss, SGD, schedules.
         .target(name: "NN", dependencies: ["Tensor", "Comm"]),
 
+        // Masks: layerwise densities, ER drawing, flow preservation.
+        .target(name: "Sparsity", dependencies: ["NN", "Tensor"]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN",
+                "Comm", "Tensor", "NN", "Sparsity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "CommTests", dependencies: ["Comm"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
+        .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "NN", "Tensor"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
         .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
     ]
