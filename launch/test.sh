@@ -29,9 +29,12 @@ timeout 300 launch/run-local.sh -np 2 --bin "$(swift build --show-bin-path)/spar
   bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | tee "$log/cli.txt" || true
 "$(swift build --show-bin-path)/sparsetrain" bench step --model resnet20 --batch 8 --steps 1 --warmup 0 \
   --json | tee "$log/step.txt" || true
+"$(swift build --show-bin-path)/sparsetrain" densities --model vgg16 --sparsity 0.9 --method balanced \
+  --json | tee "$log/densities.txt" || true
 cli_ok=0
 grep -q '"ranks":2' "$log/cli.txt" && grep -q '"packed_bytes":1200000,' "$log/cli.txt" &&
-  grep -q '"images_per_second"' "$log/step.txt" && cli_ok=1
+  grep -q '"images_per_second"' "$log/step.txt" &&
+  grep -q '"total_nnz":1471558,' "$log/densities.txt" && cli_ok=1
 
 # One closing line for the whole run, from XCTest's bundle summaries
 # ("Executed N tests, with S tests skipped and F failures"); MPI results count once per rank.

@@ -67,3 +67,10 @@ func jsonLine<T: Encodable>(_ value: T) throws -> String {
 }
 
 func fflushStdout() { fflush(nil) }  // nil flushes every output stream
+
+/// A bad argument or input: printed by the argument parser as one line `Error: …`, exit code 1
+/// (a `ValidationError` would add the whole usage text).
+struct InputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

@@ -42,16 +42,16 @@ struct BenchAllreduce: ParsableCommand {
     }
 
     func validate() throws {
-        guard params > 0 else { throw ValidationError("--params must be positive") }
+        guard params > 0 else { throw InputError("--params must be positive") }
         guard segments > 0, segments <= params else {
-            throw ValidationError("--segments must be between 1 and --params")
+            throw InputError("--segments must be between 1 and --params")
         }
         guard repeats > 0, warmup >= 0 else {
-            throw ValidationError("--repeats must be positive and --warmup not negative")
+            throw InputError("--repeats must be positive and --warmup not negative")
         }
-        guard bucketMiB > 0 else { throw ValidationError("--bucket-mib must be positive") }
+        guard bucketMiB > 0 else { throw InputError("--bucket-mib must be positive") }
         for d in density where !(d > 0 && d <= 1) {
-            throw ValidationError("--density \(d) is outside (0, 1]")
+            throw InputError("--density \(d) is outside (0, 1]")
         }
     }
 

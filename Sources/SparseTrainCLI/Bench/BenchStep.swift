@@ -9,17 +9,14 @@ struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "step", abstract: "Time one training step of a model (single process).")
 
-    @Option(help: "Model: \(ModelName.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var model: ModelName = .resnet20
+    @OptionGroup var modelOptions: ModelOptions
+    var model: ModelName { modelOptions.model }
 
     @Option(help: "Images per step.")
     var batch: Int = 128
 
     @Option(help: "Threads (OpenBLAS and parallel loops). Default: all cores.")
     var threads: Int?
-
-    @Option(help: "Output classes (default 10; 1000 for resnet50-imagenet).")
-    var classes: Int?
 
     @Option(help: "Timed steps (the median is reported).")
     var steps: Int = 10
@@ -39,10 +36,9 @@ struct BenchStep: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard batch > 0 else { throw ValidationError("--batch must be positive") }
-        guard steps > 0, warmup >= 0 else { throw ValidationError("--steps must be positive, --warmup not negative") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
-        if let c = classes, c < 2 { throw ValidationError("--classes must be at least 2") }
+        guard batch > 0 else { throw InputError("--batch must be positive") }
+        guard steps > 0, warmup >= 0 else { throw InputError("--steps must be positive, --warmup not negative") }
+        if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
     }
 
     struct Report: Codable {
@@ -66,12 +62,7 @@ struct BenchStep: ParsableCommand {
     func run() throws {
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         BLAS.threads = threadCount
-        let net: Network
-        do {
-            net = try buildModel(model, classes: classes ?? (model == .resnet50ImageNet ? 1000 : 10), seed: 1)
-        } catch {
-            fail("\(error)")
-        }
+        let net = try modelOptions.build()
         net.setThreads(threadCount)
         if let mib = columnMiB { net.ctx.columnBudget = max(1, Int(mib * 262_144)) }
         var rng = Xoshiro256(seed: 7)
@@ -146,7 +137,7 @@ struct BenchStep: ParsableCommand {
     /// Runs the PyTorch reference step with `python`; returns its images per second.
     private func runPyTorch(_ python: String, threads: Int) throws -> Double {
         guard model == .resnet20 || model == .vgg16 else {
-            throw ValidationError("--pytorch supports resnet20 and vgg16")
+            throw InputError("--pytorch supports resnet20 and vgg16")
         }
         // The script lives in the repository: look in the working directory, then above the binary.
         let relative = "launch/reference/pytorch_step.py"
@@ -156,7 +147,7 @@ struct BenchStep: ParsableCommand {
         guard let root = candidates.first(where: {
             FileManager.default.fileExists(atPath: $0 + "/" + relative)
         }) else {
-            throw ValidationError("cannot find \(relative): run from the repository")
+            throw InputError("cannot find \(relative): run from the repository")
         }
         let script = root + "/" + relative
         let process = Process()
@@ -172,7 +163,7 @@ struct BenchStep: ParsableCommand {
         guard process.terminationStatus == 0,
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let rate = object["images_per_second"] as? Double
-        else { throw ValidationError("the PyTorch reference run failed (\(python))") }
+        else { throw InputError("the PyTorch reference run failed (\(python))") }
         return rate
     }
 
@@ -197,7 +188,6 @@ struct BenchStep: ParsableCommand {
     }
 }
 
-extension ModelName: ExpressibleByArgument {}
 
 /// Peak resident set size of this process (VmHWM), in MiB.
 func peakResidentMiB() -> Double {

@@ -1,0 +1,196 @@
+import ArgumentParser
+import Foundation
+import NN
+import Sparsity
+
+extension DensityMethod: ExpressibleByArgument {}
+extension MaskDraw: ExpressibleByArgument {}
+extension FlowPreservation: ExpressibleByArgument {}
+
+extension SparseTrain {
+    /// `sparsetrain densities`: per-layer densities of a random ER mask, optionally drawn.
+    struct Densities: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per-layer densities of a layerwise sparsity method (and, with --draw, the mask).")
+
+        @OptionGroup var modelOptions: ModelOptions
+
+        @Option(help: "Global sparsity in [0, 1): the fraction of maskable weights removed.")
+        var sparsity: Double
+
+        @Option(help: "Method: \(DensityMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
+        var method: DensityMethod = .erk
+
+        @Option(help: "JSON file {\"layer.name\": density, …} for --method file.")
+        var densityFile: String?
+
+        @Flag(help: "Keep the first maskable layer dense.")
+        var denseFirst = false
+
+        @Flag(help: "Keep the last maskable layer (the classifier) dense.")
+        var denseLast = false
+
+        @Flag(help: "Also draw the mask and report realised counts and flow repairs.")
+        var draw = false
+
+        @Option(help: "Seed of the mask.")
+        var seed: UInt64 = 0
+
+        @Option(help: "How the mask is drawn: count (exact) or bernoulli.")
+        var maskDraw: MaskDraw = .count
+
+        @Option(help: "Flow preservation after drawing: none, random-addition, rejection.")
+        var flow: FlowPreservation = .none
+
+        @Flag(help: "With random-addition: remove one other weight per weight added.")
+        var keepCount = false
+
+        @Option(help: "Write an SVG of the per-layer densities of every method side by side.")
+        var svg: String?
+
+        @Flag(help: "Print one JSON object instead of a table.")
+        var json = false
+
+        func validate() throws {
+            guard sparsity.isFinite, sparsity >= 0, sparsity < 1 else {
+                throw InputError("--sparsity \(sparsity) is outside [0, 1)")
+            }
+            if method == .file && densityFile == nil { throw InputError("--method file needs --density-file") }
+            if !draw && (flow != .none || keepCount) { throw InputError("--flow and --keep-count need --draw") }
+            if keepCount && flow != .randomAddition { throw InputError("--keep-count applies to --flow random-addition") }
+        }
+
+        struct LayerRow: Codable {
+            var name: String
+            var shape: [Int]
+            var params: Int
+            var density: Double
+            var nnz: Int
+            var realized_nnz: Int?
+            var dead_outputs: Int?
+            var dead_inputs: Int?
+            var edges_added: Int?
+            var edges_removed: Int?
+        }
+
+        struct Report: Codable {
+            var model: String
+            var method: String
+            var sparsity: Double
+            var layers: [LayerRow]
+            var total_params: Int
+            var total_nnz: Int
+            var total_density: Double
+            var realized_nnz: Int?
+            var realized_density: Double?
+        }
+
+        func options() throws -> DensityOptions {
+            var o = DensityOptions(keepFirstDense: denseFirst, keepLastDense: denseLast)
+            if let path = densityFile { o.fileDensities = try readDensityFile(path) }
+            return o
+        }
+
+        func run() throws {
+            let net = try modelOptions.build()
+            let layers = MaskableLayer.all(in: net.store)
+            let density = 1 - sparsity
+            let opts = try options()
+            let densities = try compute(layers, density: density, method: method, opts)
+            let nnz = nonZeroCounts(layers, densities: densities, density: density)
+            var rows = zip(layers, zip(densities, nnz)).map { l, dn in
+                LayerRow(name: l.name, shape: l.shape, params: l.count, density: Double(dn.1) / Double(l.count), nnz: dn.1)
+            }
+            let total = layers.reduce(0) { $0 + $1.count }
+            var report = Report(model: modelOptions.model.rawValue, method: method.rawValue, sparsity: sparsity,
+                                layers: rows, total_params: total, total_nnz: nnz.reduce(0, +),
+                                total_density: Double(nnz.reduce(0, +)) / Double(total))
+            if draw {
+                drawMasks(layers, densities: densities, nonZeros: nnz, mode: maskDraw, seed: seed, into: net.store.mask)
+                let before = layers.map { deadUnits($0, mask: net.store.mask.baseAddress!) }
+                let repairs = preserveFlow(layers, densities: densities, method: flow, keepCount: keepCount,
+                                           seed: seed, mask: net.store.mask)
+                let active = activeCounts(layers, mask: UnsafeBufferPointer(net.store.mask))
+                for i in rows.indices {
+                    rows[i].realized_nnz = active[i]
+                    rows[i].dead_outputs = before[i].outputs.count
+                    rows[i].dead_inputs = before[i].inputs.count
+                    rows[i].edges_added = repairs[i].edgesAdded
+                    rows[i].edges_removed = repairs[i].edgesRemoved
+                }
+                report.layers = rows
+                report.realized_nnz = active.reduce(0, +)
+                report.realized_density = Double(active.reduce(0, +)) / Double(total)
+            }
+            if let svg { try writeChart(layers, density: density, opts, to: svg) }
+            if json {
+                print(try jsonLine(report))
+            } else {
+                printTable(report)
+            }
+        }
+
+        private func compute(_ layers: [MaskableLayer], density: Double, method: DensityMethod,
+                             _ opts: DensityOptions) throws -> [Double] {
+            do { return try layerwiseDensities(layers, density: density, method: method, options: opts) } catch let e as SparsityError {
+                throw InputError(e.description)
+            }
+        }
+
+        private func printTable(_ r: Report) {
+            print("\(r.model), \(r.method), sparsity \(r.sparsity)" + (draw ? ", mask drawn (\(maskDraw.rawValue), seed \(seed), flow \(flow.rawValue))" : ""))
+            var t = draw
+                ? TextTable("layer", "shape", "params", "density", "nnz", "drawn", "dead out", "dead in", "added", "removed")
+                : TextTable("layer", "shape", "params", "density", "nnz")
+            for row in r.layers {
+                let shape = row.shape.map(String.init).joined(separator: "x")
+                if draw {
+                    t.add(row.name, shape, "\(row.params)", fixed(row.density, 5), "\(row.nnz)", "\(row.realized_nnz!)",
+                          "\(row.dead_outputs!)", "\(row.dead_inputs!)", "\(row.edges_added!)", "\(row.edges_removed!)")
+                } else {
+                    t.add(row.name, shape, "\(row.params)", fixed(row.density, 5), "\(row.nnz)")
+                }
+            }
+            if draw {
+                t.add("total", "", "\(r.total_params)", fixed(r.total_density, 5), "\(r.total_nnz)", "\(r.realized_nnz!)",
+                      "\(r.layers.reduce(0) { $0 + $1.dead_outputs! })", "\(r.layers.reduce(0) { $0 + $1.dead_inputs! })",
+                      "\(r.layers.reduce(0) { $0 + $1.edges_added! })", "\(r.layers.reduce(0) { $0 + $1.edges_removed! })")
+            } else {
+                t.add("total", "", "\(r.total_params)", fixed(r.total_density, 5), "\(r.total_nnz)")
+            }
+            print(t.render())
+        }
+
+        /// Fig. 7 of the paper: the per-layer densities of every method, side by side.
+        private func writeChart(_ layers: [MaskableLayer], density: Double, _ opts: DensityOptions, to path: String) throws {
+            let methods: [DensityMethod] = [.uniform, .erk, .er, .balanced, .pyramidal]
+            var series: [(String, [Double])] = []
+            for m in methods { series.append((m.rawValue, try compute(layers, density: density, method: m, opts))) }
+            let title = "\(modelOptions.model.rawValue): layerwise density at sparsity \(sparsity)"
+            let svg = barChartSVG(title: title, categories: layers.map(\.name), series: series, yLabel: "density")
+            do {
+                try Data(svg.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            } catch {
+                throw InputError("cannot write \(path): \(error.localizedDescription)")
+            }
+        }
+    }
+}
+
+/// Reads `{"layer.name": density, …}`.
+func readDensityFile(_ path: String) throws -> [String: Double] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw InputError("cannot read density file \(path)")
+    }
+    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw InputError("density file \(path) is not a JSON object of layer names to densities")
+    }
+    var out: [String: Double] = [:]
+    for (k, v) in object {
+        guard let d = (v as? NSNumber)?.doubleValue else {
+            throw InputError("density file \(path): value for '\(k)' is not a number")
+        }
+        out[k] = d
+    }
+    return out
+}

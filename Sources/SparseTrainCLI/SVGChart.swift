@@ -1,0 +1,46 @@
+/// A grouped bar chart as a standalone SVG document: one group per category (layer), one bar per
+/// series (method), values in [0, 1] on a linear axis.
+func barChartSVG(title: String, categories: [String], series: [(String, [Double])], yLabel: String) -> String {
+    let colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+    let left = 60.0, right = 20.0, top = 40.0, bottom = 150.0
+    let groupWidth = max(24.0, Double(series.count) * 6 + 6)
+    let width = left + right + groupWidth * Double(categories.count)
+    let height = 420.0
+    let plotH = height - top - bottom
+    var s = """
+    <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="10">
+    <rect width="100%" height="100%" fill="white"/>
+    <text x="\(left)" y="20" font-size="14">\(escape(title))</text>
+
+    """
+    for tick in stride(from: 0.0, through: 1.0, by: 0.25) {
+        let y = top + plotH * (1 - tick)
+        s += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(width - right)\" y2=\"\(y)\" stroke=\"#ddd\"/>\n"
+        s += "<text x=\"\(left - 6)\" y=\"\(y + 3)\" text-anchor=\"end\">\(tick)</text>\n"
+    }
+    s += "<text x=\"14\" y=\"\(top + plotH / 2)\" transform=\"rotate(-90 14 \(top + plotH / 2))\" text-anchor=\"middle\">\(escape(yLabel))</text>\n"
+    let barW = (groupWidth - 6) / Double(max(series.count, 1))
+    for (c, name) in categories.enumerated() {
+        let x0 = left + Double(c) * groupWidth + 3
+        for (k, (_, values)) in series.enumerated() {
+            let v = max(0, min(1, values[c]))
+            let h = plotH * v
+            s += "<rect x=\(q(x0 + Double(k) * barW)) y=\(q(top + plotH - h)) width=\(q(barW)) height=\(q(h)) fill=\"\(colors[k % colors.count])\"/>\n"
+        }
+        let lx = x0 + groupWidth / 2
+        s += "<text x=\(q(lx)) y=\(q(top + plotH + 8)) transform=\"rotate(60 \(lx) \(top + plotH + 8))\">\(escape(name))</text>\n"
+    }
+    for (k, (label, _)) in series.enumerated() {
+        let x = left + Double(k) * 90
+        s += "<rect x=\(q(x)) y=\"\(height - 18)\" width=\"10\" height=\"10\" fill=\"\(colors[k % colors.count])\"/>"
+        s += "<text x=\(q(x + 14)) y=\"\(height - 9)\">\(escape(label))</text>\n"
+    }
+    return s + "</svg>\n"
+}
+
+private func q(_ v: Double) -> String { "\"\((v * 10).rounded() / 10)\"" }
+
+private func escape(_ text: String) -> String {
+    text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+        .replacingOccurrences(of: ">", with: "&gt;")
+}
