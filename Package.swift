@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "NN", targets: ["NN"]),
         .library(name: "Sparsity", targets: ["Sparsity"]),
+        .library(name: "Theory", targets: ["Theory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -37,10 +38,13 @@ let package = Package(
         // Masks: layerwise densities, ER drawing, flow preservation.
         .target(name: "Sparsity", dependencies: ["NN", "Tensor"]),
 
+        // The paper's theory: width bounds, the constructive proof, subset-sum experiments.
+        .target(name: "Theory", dependencies: ["NN", "Tensor"]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN", "Sparsity",
+                "Comm", "Tensor", "NN", "Sparsity", "Theory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -48,6 +52,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "NN", "Tensor"]),
+        .testTarget(name: "TheoryTests", dependencies: ["Theory", "NN", "Tensor"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
         .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
     ]
