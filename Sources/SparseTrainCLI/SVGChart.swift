@@ -1,3 +1,5 @@
+import Foundation
+
 /// A grouped bar chart as a standalone SVG document: one group per category (layer), one bar per
 /// series (method), values in [0, 1] on a linear axis.
 func barChartSVG(title: String, categories: [String], series: [(String, [Double])], yLabel: String) -> String {
@@ -43,4 +45,36 @@ private func q(_ v: Double) -> String { "\"\((v * 10).rounded() / 10)\"" }
 private func escape(_ text: String) -> String {
     text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
         .replacingOccurrences(of: ">", with: "&gt;")
+}
+
+/// A line chart with a logarithmic y axis, as a standalone SVG document.
+func lineChartSVG(title: String, x: [Double], y: [Double], xLabel: String, yLabel: String) -> String {
+    let width = 640.0, height = 400.0, left = 70.0, right = 20.0, top = 40.0, bottom = 50.0
+    let plotW = width - left - right, plotH = height - top - bottom
+    let x0 = x.min() ?? 0, x1 = x.max() ?? 1
+    let ly = y.map { log10(max($0, 1e-12)) }
+    let y0 = (ly.min() ?? 0).rounded(.down), y1 = (ly.max() ?? 1).rounded(.up)
+    func px(_ v: Double) -> Double { left + plotW * (v - x0) / max(x1 - x0, 1e-12) }
+    func py(_ v: Double) -> Double { top + plotH * (1 - (v - y0) / max(y1 - y0, 1e-12)) }
+    var s = """
+    <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="11">
+    <rect width="100%" height="100%" fill="white"/>
+    <text x="\(left)" y="22" font-size="14">\(title)</text>
+
+    """
+    var e = y0
+    while e <= y1 {
+        let yy = py(e)
+        s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(width - right)\" y2=\"\(yy)\" stroke=\"#ddd\"/>"
+        s += "<text x=\"\(left - 6)\" y=\"\(yy + 4)\" text-anchor=\"end\">1e\(Int(e))</text>\n"
+        e += 1
+    }
+    for t in stride(from: x0, through: x1 + 1e-9, by: (x1 - x0) / 5) {
+        s += "<text x=\"\(px(t))\" y=\"\(height - bottom + 16)\" text-anchor=\"middle\">\(String(format: "%.2f", t))</text>\n"
+    }
+    let points = zip(x, ly).map { "\(String(format: "%.1f", px($0))),\(String(format: "%.1f", py($1)))" }.joined(separator: " ")
+    s += "<polyline points=\"\(points)\" fill=\"none\" stroke=\"#4C72B0\" stroke-width=\"2\"/>\n"
+    s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 12)\" text-anchor=\"middle\">\(xLabel)</text>\n"
+    s += "<text x=\"16\" y=\"\(top + plotH / 2)\" transform=\"rotate(-90 16 \(top + plotH / 2))\" text-anchor=\"middle\">\(yLabel)</text>\n"
+    return s + "</svg>\n"
 }
