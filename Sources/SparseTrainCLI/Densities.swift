@@ -24,6 +24,9 @@ extension SparseTrain {
         @Option(help: "JSON file {\"layer.name\": density, …} for --method file.")
         var densityFile: String?
 
+        @Option(help: "Synflow rounds for --method er-synflow.")
+        var synflowRounds: Int = 100
+
         @Flag(help: "Keep the first maskable layer dense.")
         var denseFirst = false
 
@@ -58,6 +61,7 @@ extension SparseTrain {
             if method == .file && densityFile == nil { throw InputError("--method file needs --density-file") }
             if !draw && (flow != .none || keepCount) { throw InputError("--flow and --keep-count need --draw") }
             if keepCount && flow != .randomAddition { throw InputError("--keep-count applies to --flow random-addition") }
+            if synflowRounds < 1 { throw InputError("--synflow-rounds must be at least 1") }
         }
 
         struct LayerRow: Codable {
@@ -87,7 +91,7 @@ extension SparseTrain {
 
         func options() throws -> DensityOptions {
             var o = DensityOptions(keepFirstDense: denseFirst, keepLastDense: denseLast)
-            if let path = densityFile { o.fileDensities = try readDensityFile(path) }
+            if let path = densityFile { o.layerRatios = try readDensityFile(path) }
             return o
         }
 
@@ -95,7 +99,11 @@ extension SparseTrain {
             let net = try modelOptions.build()
             let layers = MaskableLayer.all(in: net.store)
             let density = 1 - sparsity
-            let opts = try options()
+            var opts = try options()
+            if method == .erSynflow {
+                let ratios = try synflowLayerDensities(net, layers: layers, density: density, rounds: synflowRounds)
+                opts.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
+            }
             let densities = try compute(layers, density: density, method: method, opts)
             let nnz = nonZeroCounts(layers, densities: densities, density: density)
             var rows = zip(layers, zip(densities, nnz)).map { l, dn in
@@ -163,7 +171,7 @@ extension SparseTrain {
 
         /// Fig. 7 of the paper: the per-layer densities of every method, side by side.
         private func writeChart(_ layers: [MaskableLayer], density: Double, _ opts: DensityOptions, to path: String) throws {
-            let methods: [DensityMethod] = [.uniform, .erk, .er, .balanced, .pyramidal]
+            let methods: [DensityMethod] = [.uniform, .erk, .er, .balanced, .pyramidal] + (method == .erSynflow ? [.erSynflow] : [])
             var series: [(String, [Double])] = []
             for m in methods { series.append((m.rawValue, try compute(layers, density: density, method: m, opts))) }
             let title = "\(modelOptions.model.rawValue): layerwise density at sparsity \(sparsity)"

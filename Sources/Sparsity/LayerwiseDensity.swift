@@ -14,18 +14,21 @@ public enum DensityMethod: String, CaseIterable, Sendable {
     case pyramidal
     /// Densities read from a JSON file `{"layer.name": density, …}` (rescaled to the target).
     case file
+    /// Ratios of a Synflow mask at the target density (pass them in `DensityOptions.layerRatios`,
+    /// from `synflowLayerDensities`), with random masks drawn at those densities.
+    case erSynflow = "er-synflow"
 }
 
 /// Options shared by all methods.
 public struct DensityOptions: Sendable {
     public var keepFirstDense = false
     public var keepLastDense = false
-    /// Per-layer densities for `.file` (or a pruner's ratios), by layer name.
-    public var fileDensities: [String: Double]? = nil
-    public init(keepFirstDense: Bool = false, keepLastDense: Bool = false, fileDensities: [String: Double]? = nil) {
+    /// Per-layer densities for `.file` and the pruner-based methods, by layer name.
+    public var layerRatios: [String: Double]? = nil
+    public init(keepFirstDense: Bool = false, keepLastDense: Bool = false, layerRatios: [String: Double]? = nil) {
         self.keepFirstDense = keepFirstDense
         self.keepLastDense = keepLastDense
-        self.fileDensities = fileDensities
+        self.layerRatios = layerRatios
     }
 }
 
@@ -54,7 +57,7 @@ public func layerwiseDensities(
     switch method {
     case .pyramidal:
         return try pyramidal(m: m, budget: budget, fixed: fixed)
-    case .uniform, .erk, .er, .balanced, .file:
+    case .uniform, .erk, .er, .balanced, .file, .erSynflow:
         let scores: [Double] = try layers.enumerated().map { (i, l) in
             switch method {
             case .uniform: return 1
@@ -63,18 +66,19 @@ public func layerwiseDensities(
                 return d / m[i]
             case .er: return Double(l.outUnits + l.inUnits) / Double(l.outUnits * l.inUnits)
             case .balanced: return 1 / m[i]
-            case .file:
-                guard let d = options.fileDensities?[l.name] else {
-                    throw SparsityError("density file has no entry for layer '\(l.name)'")
+            case .file, .erSynflow:
+                let source = method == .file ? "density file" : "pruner ratios"
+                guard let d = options.layerRatios?[l.name] else {
+                    throw SparsityError("\(source) has no entry for layer '\(l.name)'")
                 }
                 guard d.isFinite, d >= 0, d <= 1 else {
-                    throw SparsityError("density file gives layer '\(l.name)' density \(d), outside [0, 1]")
+                    throw SparsityError("\(source) give layer '\(l.name)' density \(d), outside [0, 1]")
                 }
                 return d
             default: preconditionFailure()
             }
         }
-        if method == .file, let file = options.fileDensities {
+        if method == .file || method == .erSynflow, let file = options.layerRatios {
             let known = Set(layers.map(\.name))
             if let extra = file.keys.sorted().first(where: { !known.contains($0) }) {
                 throw SparsityError("density file names layer '\(extra)', which the model does not have")

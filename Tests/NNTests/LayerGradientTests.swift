@@ -54,6 +54,15 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testBatchNormInEvaluationModeMatchesFiniteDifferences() {
+        let store = ParameterStore()
+        let bn = BatchNorm("bn", store: store, channels: 3)
+        store.allocate(seed: 5)
+        for i in 0..<store.count { store.values[i] = 0.7 - Float(i % 4) * 0.3 }
+        bn.setRunningStatistics(mean: [0.1, -0.2, 0.3], variance: [0.5, 2, 1.5])
+        GradientCheck(training: false).run(bn, store: store, input: Shape(n: 4, c: 3, h: 2, w: 3))
+    }
+
     func testActivationsPoolingAndFlattenMatchFiniteDifferences() {
         let store = ParameterStore()
         store.allocate(seed: 0)

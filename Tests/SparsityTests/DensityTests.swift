@@ -79,15 +79,15 @@ final class DensityTests: XCTestCase {
     func testFileDensitiesAreCheckedAgainstTheModel() throws {
         let layers = Self.layersByModel[.resnet20]!
         var file = Dictionary(uniqueKeysWithValues: layers.map { ($0.name, 0.5) })
-        let d = try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(fileDensities: file))
+        let d = try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(layerRatios: file))
         for p in d { XCTAssertEqual(p, 0.2, accuracy: 1e-12) }   // equal ratios rescaled to the target
         file["no.such.layer"] = 0.3
-        XCTAssertThrowsError(try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(fileDensities: file))) {
+        XCTAssertThrowsError(try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(layerRatios: file))) {
             XCTAssertTrue("\($0)".contains("'no.such.layer'"), "\($0)")
         }
         file["no.such.layer"] = nil
         file[layers[3].name] = nil
-        XCTAssertThrowsError(try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(fileDensities: file))) {
+        XCTAssertThrowsError(try layerwiseDensities(layers, density: 0.2, method: .file, options: .init(layerRatios: file))) {
             XCTAssertTrue("\($0)".contains("no entry for layer '\(layers[3].name)'"), "\($0)")
         }
     }

@@ -4,7 +4,8 @@ import Tensor
 ///
 /// Training: `x̂ = (x − μ_B)/√(σ²_B + ε)`, `y = γ·x̂ + β`, with biased σ²_B; running statistics
 /// `r ← (1 − m)·r + m·stat` with the unbiased variance, m = 0.1, ε = 1e-5 (PyTorch's values).
-/// Evaluation uses the running statistics. Backward (training):
+/// Evaluation uses the running statistics (and backward is then the per-channel affine map).
+/// Backward (training):
 /// `dx = γ/(M·√(σ²+ε)) · (M·dy − Σdy − x̂·Σ(dy·x̂))`, M = N·H·W.
 public final class BatchNorm: Layer {
     public let weight: ParameterRef
@@ -158,6 +159,19 @@ public final class BatchNorm: Layer {
             }
             store.onGradientReady?(bias)
             store.onGradientReady?(weight)
+            if !ctx.training {
+                // Evaluation mode is an affine map per channel: dx = γ / √(r_var + ε) · dy.
+                let gamma = SendablePointer(store.value(weight)), dxP = SendablePointer(inputGradient.data)
+                parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                    for c in range {
+                        let k = gamma.pointer[c] * invC[c]
+                        let d = dyP.pointer + c * m, out = dxP.pointer + c * m
+                        var i = 0
+                        while i < m { out[i] = k * d[i]; i &+= 1 }
+                    }
+                }
+                return inputGradient
+            }
             var count = m
             if let reduce = crossReplicaSum {
                 reduce(&sums)
