@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "NN", targets: ["NN"]),
         .library(name: "Sparsity", targets: ["Sparsity"]),
         .library(name: "Theory", targets: ["Theory"]),
+        .library(name: "Datasets", targets: ["Datasets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,6 +23,11 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg62-turbo-dev"])]),
+        // JPEG decoding with libjpeg's longjmp errors caught in C.
+        .target(name: "CJPEGShim", dependencies: ["CJPEG"]),
         // OpenMPI handles (macros) as C functions Swift can call.
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
 
@@ -41,10 +47,13 @@ let package = Package(
         // The paper's theory: width bounds, the constructive proof, subset-sum experiments.
         .target(name: "Theory", dependencies: ["NN", "Tensor"]),
 
+        // Data: CIFAR binary, ImageFolder JPEG, synthetic; transforms; sharded prefetching loader.
+        .target(name: "Datasets", dependencies: ["CJPEGShim", "Tensor"]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN", "Sparsity", "Theory",
+                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -53,6 +62,7 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "NN", "Tensor"]),
         .testTarget(name: "TheoryTests", dependencies: ["Theory", "NN", "Tensor"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensor"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
         .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
     ]
