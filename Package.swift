@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
 
         // Communication: Communicator, MPI and local implementations, packed masked reducer.
-        .target(name: "Comm", dependencies: ["CMPI", "CMPIShim"]),
+        .target(name: "Comm", dependencies: ["CMPI", "CMPIShim", "Tensor"]),
         // Numeric kernels: GEMM seam over OpenBLAS, random numbers, parallel loops.
         .target(
             name: "Tensor", dependencies: ["COpenBLAS"],
@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .testTarget(name: "CommTests", dependencies: ["Comm"]),
+        .testTarget(name: "CommTests", dependencies: ["Comm", "Tensor"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "NN", "Tensor"]),

@@ -1,3 +1,4 @@
+import Tensor
 import Dispatch
 
 /// Packed masked gradient allreduce over a flat gradient buffer, in buckets, non-blocking.

@@ -1,3 +1,4 @@
+import Tensor
 /// Mask broadcast (bit-packed) and cross-rank agreement checks.
 ///
 /// Masks live in a Float buffer with the layout of the parameters: 1 = active, 0 = pruned.

@@ -77,7 +77,8 @@ public final class DataLoader: @unchecked Sendable {
     private var finished = false
     private var cancelled = false
     private var worker: Thread?
-    /// Smallest number of ready batches seen when the trainer asked for one (0 = it waited).
+    /// Smallest number of ready batches seen when the trainer asked for one (0 = it waited;
+    /// the end-of-epoch call does not count).
     public private(set) var minimumReady = Int.max
     public private(set) var skipped = 0
 
@@ -128,7 +129,7 @@ public final class DataLoader: @unchecked Sendable {
     public func next() throws -> Batch? {
         lock.lock()
         defer { lock.unlock() }
-        minimumReady = min(minimumReady, queue.count)
+        if !(queue.isEmpty && finished) { minimumReady = min(minimumReady, queue.count) }
         while queue.isEmpty && !finished { lock.wait() }
         guard !queue.isEmpty else { return nil }
         let r = queue.removeFirst()

@@ -1,5 +1,6 @@
 import XCTest
 @testable import Comm
+import Tensor
 
 final class CommunicatorTests: XCTestCase {
     func testLocalCollectivesAreIdentity() throws {
