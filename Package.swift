@@ -11,9 +11,12 @@ let package = Package(
         .library(name: "Sparsity", targets: ["Sparsity"]),
         .library(name: "Theory", targets: ["Theory"]),
         .library(name: "Datasets", targets: ["Datasets"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -50,10 +53,20 @@ let package = Package(
         // Data: CIFAR binary, ImageFolder JPEG, synthetic; transforms; sharded prefetching loader.
         .target(name: "Datasets", dependencies: ["CJPEGShim", "Tensor"]),
 
+        // The training run: config, distributed loop, checkpoints, metrics.
+        .target(
+            name: "Training",
+            dependencies: [
+                "Comm", "Tensor", "NN", "Sparsity", "Datasets",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets",
+                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets", "Training",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -63,7 +76,8 @@ let package = Package(
         .testTarget(name: "SparsityTests", dependencies: ["Sparsity", "NN", "Tensor"]),
         .testTarget(name: "TheoryTests", dependencies: ["Theory", "NN", "Tensor"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensor"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Comm", "NN", "Tensor"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
-        .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor"]),
+        .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor", "Training", "NN"]),
     ]
 )

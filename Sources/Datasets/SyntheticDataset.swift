@@ -10,13 +10,18 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
     public let height: Int
     public let classNames: [String]
     public let seed: UInt64
+    /// Sample i is the generator's sample `firstSample + i`: a test split uses the same classes
+    /// (prototypes) with different samples.
+    public let firstSample: Int
     /// Pixel noise (standard deviation in 0…255 units).
     public let noise: Float
     private let prototypes: [[Float]]   // per class (H, W, 3) in 0…255
 
-    public init(count: Int, classes: Int = 10, width: Int = 32, height: Int = 32, seed: UInt64 = 0, noise: Float = 40) {
+    public init(count: Int, classes: Int = 10, width: Int = 32, height: Int = 32, seed: UInt64 = 0, noise: Float = 40,
+                firstSample: Int = 0) {
         precondition(count > 0 && classes >= 2 && width > 0 && height > 0)
         self.count = count
+        self.firstSample = firstSample
         self.width = width
         self.height = height
         self.seed = seed
@@ -46,12 +51,12 @@ public final class SyntheticDataset: ImageDataset, @unchecked Sendable {
     }
 
     public func label(at index: Int) -> Int {
-        var rng = Xoshiro256(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+        var rng = Xoshiro256(seed: seed &+ UInt64(index + firstSample) &* 0x9E37_79B9_7F4A_7C15)
         return rng.nextIndex(below: classNames.count)
     }
 
     public func image(at index: Int) throws -> RGBImage {
-        var rng = Xoshiro256(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+        var rng = Xoshiro256(seed: seed &+ UInt64(index + firstSample) &* 0x9E37_79B9_7F4A_7C15)
         let proto = prototypes[rng.nextIndex(below: classNames.count)]
         let dx = rng.nextIndex(below: 5) - 2, dy = rng.nextIndex(below: 5) - 2
         var pixels = [UInt8](repeating: 0, count: width * height * 3)

@@ -3,7 +3,8 @@ import Tensor
 
 /// SGD with momentum, as PyTorch applies it, followed by the mask:
 /// `g = s·∇ + λ·w`, `v ← μ·v + g`, `d = g + μ·v` (Nesterov) or `v`, `w ← (w − η·d) ⊙ m`,
-/// `v ← v ⊙ m`. After every step masked weights and their momentum are exactly zero.
+/// `v ← v ⊙ m`. After every step masked weights and their momentum are exactly +0 (selected,
+/// not multiplied: `x · 0` could be −0, whose bits would differ between ranks).
 /// `s` scales the gradient (1/ranks when ranks summed their gradients).
 public struct SGD: Sendable {
     public var momentum: Float
@@ -27,15 +28,17 @@ public struct SGD: Sendable {
                 while i < r.upperBound {
                     let grad = gp[i] * s + wd * wp[i]
                     let vel = mu * vp[i] + grad
-                    wp[i] = (wp[i] - lr * (grad + mu * vel)) * mp[i]
-                    vp[i] = vel * mp[i]
+                    let keep = mp[i] != 0
+                    wp[i] = keep ? wp[i] - lr * (grad + mu * vel) : 0
+                    vp[i] = keep ? vel : 0
                     i &+= 1
                 }
             } else {
                 while i < r.upperBound {
                     let vel = mu * vp[i] + (gp[i] * s + wd * wp[i])
-                    wp[i] = (wp[i] - lr * vel) * mp[i]
-                    vp[i] = vel * mp[i]
+                    let keep = mp[i] != 0
+                    wp[i] = keep ? wp[i] - lr * vel : 0
+                    vp[i] = keep ? vel : 0
                     i &+= 1
                 }
             }

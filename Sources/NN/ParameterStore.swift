@@ -109,9 +109,9 @@ public final class ParameterStore {
     public func applyMask() {
         for p in parameters where p.maskable {
             let o = p.ref.offset
-            for i in o..<(o + p.ref.count) {
-                values[i] *= mask[i]
-                momentum[i] *= mask[i]
+            for i in o..<(o + p.ref.count) where mask[i] == 0 {
+                values[i] = 0
+                momentum[i] = 0
             }
         }
     }

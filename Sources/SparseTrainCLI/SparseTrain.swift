@@ -9,5 +9,5 @@ struct SparseTrain: ParsableCommand {
             Run under mpirun (or launch/run-local.sh) for several ranks; without a launcher it \
             runs as a single process.
             """,
-        subcommands: [Densities.self, TheoryCommand.self, PrepareData.self, Bench.self, Info.self])
+        subcommands: [Train.self, Eval.self, Compare.self, Densities.self, TheoryCommand.self, PrepareData.self, Bench.self, Info.self])
 }

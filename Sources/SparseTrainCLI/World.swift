@@ -20,6 +20,11 @@ func withWorld(_ body: (Communicator) throws -> Void) -> Never {
         if world.rank == 0 { printError("\(error)") }
         (world as? MPICommunicator)?.finalize()
         exit(1)
+    } catch let failure as AgreedFailure {
+        // Every rank knows (see `agreed`): the first failing rank reports, all finish cleanly.
+        if let error = failure.report { printError("\(error)") }
+        (world as? MPICommunicator)?.finalize()
+        exit(1)
     } catch {
         printError(world.size > 1 ? "rank \(world.rank): \(error)" : "\(error)")
         if world.size > 1 { world.abort(code: 1) }

@@ -1,0 +1,204 @@
+import ArgumentParser
+import Comm
+import Foundation
+import Logging
+import Training
+
+extension SparseTrain {
+    /// `sparsetrain train`: a sparse-to-sparse run across the MPI ranks.
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Train a random ER-sparse network (run under mpirun or launch/run-local.sh for several ranks).",
+            discussion: "Settings come from --config (YAML) and --set key=value; unknown keys are errors that list the valid ones.")
+
+        @Option(help: "YAML config file.")
+        var config: String?
+
+        @Option(name: .customLong("set"), help: ArgumentHelp("Override a setting, e.g. --set epochs=5 (repeatable).", valueName: "key=value"))
+        var overrides: [String] = []
+
+        @Option(help: "Run directory (overrides the config's output).")
+        var output: String?
+
+        @Option(help: "Continue the run in this directory from its last checkpoint.")
+        var resume: String?
+
+        @Flag(help: "Replace a run already in the output directory.")
+        var overwrite = false
+
+        func run() throws {
+            bootstrapLogging()
+            withWorld { comm in
+                var logger = Logger(label: "sparsetrain")
+                logger.logLevel = comm.rank == 0 ? .info : .warning
+                let trainer = try agreed(comm) { () throws -> Trainer in
+                    let cfg = try resolveConfig()
+                    try checkRunDirectory(cfg.output)
+                    return try Trainer(config: cfg, communicator: comm, resume: resume != nil, logger: logger)
+                }
+                // Only rank 0 writes; the others wait until the directory is ready.
+                try agreed(comm) {
+                    if comm.rank == 0 { try prepareRunDirectory(trainer.config) }
+                }
+                try trainer.prepare()
+                let terminal = isatty(1) == 1
+                let t0 = Date()
+                let history = try trainer.run { line in
+                    if terminal {
+                        print("\r" + line + "   ", terminator: "")
+                    } else {
+                        print(line)
+                    }
+                    fflushStdout()
+                }
+                guard comm.rank == 0 else { return }
+                if terminal { print("") }
+                for m in history {
+                    print(String(format: "epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1f s, %.1f MB allreduced",
+                                 m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.images_per_second, m.seconds,
+                                 Double(m.bytes_allreduced) / 1e6))
+                }
+                if let last = history.last ?? nil {
+                    print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",
+                                 trainer.config.model, last.global_density, last.test_acc, last.test_top5,
+                                 trainer.completedEpochs, Date().timeIntervalSince(t0), trainer.runDirectory, Trainer.checkpointName))
+                } else {
+                    print("nothing to do: the run in \(trainer.runDirectory) already completed \(trainer.completedEpochs) epochs")
+                }
+            }
+        }
+
+        /// The config from the file, overrides and flags; for a resumed run, the saved config.
+        func resolveConfig() throws -> TrainConfig {
+            if let dir = resume {
+                let path = dir + "/config.yaml"
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw ConfigError("\(path): missing; --resume needs a run directory")
+                }
+                var cfg = try TrainConfig.parse(yaml: text)
+                let changeable: Set<String> = ["epochs", "log_every", "checkpoint_every", "threads", "data_threads"]
+                for o in overrides {
+                    let key = String(o.prefix { $0 != "=" })
+                    guard changeable.contains(key) else {
+                        throw ConfigError("cannot change \(key) when resuming (changeable: \(changeable.sorted().joined(separator: ", ")))")
+                    }
+                    try cfg.apply(override: o)
+                }
+                cfg.output = dir
+                return cfg
+            }
+            var cfg = TrainConfig()
+            if let file = config {
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ConfigError("\(file): cannot read config") }
+                cfg = try TrainConfig.parse(yaml: text)
+            }
+            for o in overrides { try cfg.apply(override: o) }
+            if let output { cfg.output = output }
+            return cfg
+        }
+
+        /// Refuses a directory that already holds a run unless resuming or overwriting.
+        func checkRunDirectory(_ dir: String) throws {
+            guard resume == nil else { return }
+            let marks = ["config.yaml", "metrics.jsonl", Trainer.checkpointName]
+            if marks.contains(where: { FileManager.default.fileExists(atPath: dir + "/" + $0) }) && !overwrite {
+                throw ConfigError("\(dir) already holds a run (use --resume \(dir) to continue it or --overwrite to replace it)")
+            }
+        }
+
+        func prepareRunDirectory(_ cfg: TrainConfig) throws {
+            let fm = FileManager.default
+            try fm.createDirectory(atPath: cfg.output, withIntermediateDirectories: true)
+            if resume == nil {
+                for f in ["metrics.jsonl", Trainer.checkpointName] { try? fm.removeItem(atPath: cfg.output + "/" + f) }
+            }
+            try Data(cfg.yaml().utf8).write(to: URL(fileURLWithPath: cfg.output + "/config.yaml"), options: .atomic)
+        }
+    }
+
+    /// `sparsetrain eval`: test accuracy of a saved model.
+    struct Eval: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Test loss and accuracy of a checkpoint.")
+
+        @Option(help: "Checkpoint file (checkpoint.safetensors of a run directory).")
+        var checkpoint: String
+
+        @Option(help: "Data directory (default: the one the run used).")
+        var dataPath: String?
+
+        func run() throws {
+            bootstrapLogging()
+            withWorld { comm in
+                let trainer = try agreed(comm) { () throws -> Trainer in
+                    let ck = try Checkpoint.read(from: checkpoint)
+                    guard let yaml = ck.metadata["config"] else { throw ConfigError("\(checkpoint): checkpoint has no config") }
+                    var cfg = try TrainConfig.parse(yaml: yaml)
+                    if let dataPath { cfg.dataPath = dataPath }
+                    let t = try Trainer(config: cfg, communicator: comm, logger: Logger(label: "sparsetrain"))
+                    try t.load(ck, path: checkpoint)
+                    return t
+                }
+                let r = try trainer.evaluate()
+                if comm.rank == 0 {
+                    print(String(format: "%@: test loss %.4f, accuracy %.4f, top-5 %.4f", checkpoint, r.loss, r.top1, r.top5))
+                }
+            }
+        }
+    }
+
+    /// `sparsetrain compare`: largest differences between two checkpoints.
+    struct Compare: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Compare two checkpoints tensor by tensor; exit 1 if any differs by more than --tolerance.")
+
+        @Argument(help: "First checkpoint.") var first: String
+        @Argument(help: "Second checkpoint.") var second: String
+        @Option(help: "Largest allowed absolute difference.") var tolerance: Double = 0
+
+        func run() throws {
+            let a: Checkpoint, b: Checkpoint
+            do { a = try Checkpoint.read(from: first); b = try Checkpoint.read(from: second) } catch let e as ConfigError {
+                throw InputError(e.description)
+            }
+            guard a.tensors.map(\.name).sorted() == b.tensors.map(\.name).sorted() else {
+                throw InputError("the checkpoints hold different tensors (different models)")
+            }
+            var worst: [String: Double] = [:]
+            for t in a.tensors {
+                let u = b.tensor(t.name)!
+                guard u.count == t.values.count else { throw InputError("\(t.name) has different sizes") }
+                let group = String(t.name.prefix { $0 != "/" })
+                let d = zip(t.values, u).reduce(0.0) { max($0, Double(abs($1.0 - $1.1))) }
+                worst[group] = max(worst[group] ?? 0, d)
+            }
+            for (g, d) in worst.sorted(by: { $0.key < $1.key }) { print("\(g): max |Δ| = \(d)") }
+            let overall = worst.values.max() ?? 0
+            print("overall max |Δ| = \(overall) (tolerance \(tolerance))")
+            if overall > tolerance { throw ExitCode(1) }
+        }
+    }
+}
+
+/// Runs `body` on every rank and agrees on the outcome: if it failed on any rank, every rank
+/// throws `AgreedFailure` (no collective is left waiting), and only the lowest failing rank
+/// carries its error to report — identical config errors are printed once, not once per rank.
+func agreed<T>(_ comm: Communicator, _ body: () throws -> T) throws -> T {
+    let result = Result { try body() }
+    let failed: Bool = { if case .failure = result { return true } else { return false } }()
+    var first: [Int32] = [failed ? Int32(comm.rank) : Int32(comm.size)]
+    try comm.allreduce(&first, op: .min, counts: .trusted)
+    if Int(first[0]) < comm.size {
+        var report: Error? = nil
+        if Int(first[0]) == comm.rank, case .failure(let e) = result { report = e }
+        throw AgreedFailure(report: report)
+    }
+    return try result.get()
+}
+
+/// A failure every rank has agreed on; `report` is set on the one rank that prints it.
+struct AgreedFailure: Error {
+    let report: Error?
+}
+
+private let loggingOnce: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+func bootstrapLogging() { _ = loggingOnce }

@@ -1,0 +1,86 @@
+import Foundation
+
+/// Checkpoints in the safetensors format: an 8-byte little-endian header length, a JSON header
+/// `{"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, …,
+/// "__metadata__": {"key": "value", …}}`, then the raw little-endian tensor bytes. Python's
+/// `safetensors` and numpy read it directly.
+public struct Checkpoint {
+    public var tensors: [(name: String, shape: [Int], values: [Float])] = []
+    public var metadata: [String: String] = [:]
+
+    public init() {}
+
+    public func tensor(_ name: String) -> [Float]? { tensors.first { $0.name == name }?.values }
+
+    /// The file's bytes.
+    public func encoded() throws -> Data {
+        var header: [String: Any] = ["__metadata__": metadata]
+        var offset = 0
+        for t in tensors {
+            precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name) does not match its values")
+            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.values.count]]
+            offset += 4 * t.values.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        // Pad the header with spaces to a multiple of 8 so the data is aligned.
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count + offset)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(json)
+        for t in tensors { t.values.withUnsafeBytes { out.append(contentsOf: $0) } }   // x86-64: little-endian
+        return out
+    }
+
+    /// Writes atomically: a temporary file in the same directory, fsync, rename. A crash at any
+    /// point leaves either the old file or the new one under `path`, never a partial one.
+    public func write(to path: String) throws {
+        let data = try encoded()
+        let dir = (path as NSString).deletingLastPathComponent
+        let temp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temp, contents: nil) else {
+            throw ConfigError("cannot create \(temp)")
+        }
+        do {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temp))
+            try handle.write(contentsOf: data)
+            try handle.synchronize()
+            try handle.close()
+            guard rename(temp, path) == 0 else { throw ConfigError("cannot rename \(temp) to \(path)") }
+        } catch {
+            unlink(temp)
+            throw error
+        }
+    }
+
+    /// Reads and checks a checkpoint; a truncated or corrupt file gives an error naming it.
+    public static func read(from path: String) throws -> Checkpoint {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): cannot read checkpoint") }
+        func bad(_ why: String) -> ConfigError { ConfigError("\(path): not a valid checkpoint (\(why))") }
+        guard data.count >= 8 else { throw bad("shorter than its header") }
+        let headerLength = Int(data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+        guard headerLength > 0, 8 + headerLength <= data.count else { throw bad("header length \(headerLength) exceeds the file") }
+        guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any] else {
+            throw bad("header is not JSON")
+        }
+        var ck = Checkpoint()
+        ck.metadata = header["__metadata__"] as? [String: String] ?? [:]
+        let body = 8 + headerLength
+        var entries: [(String, [Int], Int, Int)] = []
+        for (name, value) in header where name != "__metadata__" {
+            guard let info = value as? [String: Any], info["dtype"] as? String == "F32",
+                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
+            else { throw bad("entry \(name) is not an F32 tensor") }
+            guard offsets[0] >= 0, offsets[1] - offsets[0] == 4 * shape.reduce(1, *), body + offsets[1] <= data.count else {
+                throw bad("tensor \(name) runs past the end of the file (truncated?)")
+            }
+            entries.append((name, shape, offsets[0], offsets[1]))
+        }
+        for (name, shape, begin, end) in entries.sorted(by: { $0.2 < $1.2 }) {
+            let values = data.subdata(in: (body + begin)..<(body + end)).withUnsafeBytes { raw in
+                (0..<((end - begin) / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+            }
+            ck.tensors.append((name, shape, values))
+        }
+        return ck
+    }
+}

@@ -1,0 +1,241 @@
+import Foundation
+import Yams
+
+/// Everything a training run needs, from a YAML file and `key=value` overrides. Unknown keys are
+/// errors that list the valid ones; the resolved config is written into the run directory.
+public struct TrainConfig: Equatable, Sendable {
+    public var model = "resnet20"
+    public var classes = 10
+    /// synthetic, cifar10 (ImageFolder of JPEGs), cifar10-binary, cifar100-binary, imagefolder, packed.
+    public var dataset = "synthetic"
+    /// Directory holding `train/` and `test/` (or the CIFAR binary files, or packed dirs).
+    public var dataPath = ""
+    /// Input CxHxW; empty: the model's default (synthetic data and MLPs use it too).
+    public var input = ""
+    public var hidden: [Int] = [256, 256]
+    public var syntheticTrain = 5120
+    public var syntheticTest = 1024
+    /// Keep decoded images in memory (small datasets).
+    public var inMemory = true
+    public var batchSize = 128
+    public var epochs = 30
+    public var lr = 0.1
+    public var momentum = 0.9
+    public var nesterov = false
+    public var weightDecay = 5e-4
+    public var labelSmoothing = 0.0
+    /// constant, multistep, cosine.
+    public var schedule = "cosine"
+    /// Milestones as fractions of the epochs (multistep).
+    public var milestones: [Double] = [0.5, 0.75]
+    public var gamma = 0.1
+    public var minLR = 0.0
+    public var warmupEpochs = 0.0
+    public var sparsity = 0.9
+    /// uniform, erk, er, balanced, pyramidal, er-synflow.
+    public var densityMethod = "erk"
+    /// count, bernoulli.
+    public var maskDraw = "count"
+    /// none, random-addition, rejection.
+    public var flow = "none"
+    public var denseFirst = false
+    public var denseLast = false
+    public var seed = 0
+    /// Threads per rank (parallel loops; OpenBLAS runs single-threaded inside them).
+    public var threads = 1
+    /// Loader threads per rank.
+    public var dataThreads = 1
+    public var output = "runs/latest"
+    public var checkpointEvery = 1
+    /// local (per-rank batch statistics) or sync (synchronised over ranks).
+    public var bn = "local"
+    /// Progress line every this many steps.
+    public var logEvery = 20
+
+    public init() {}
+
+    /// YAML key → how to read and write it.
+    static let keys: [String] = [
+        "model", "classes", "dataset", "data_path", "input", "hidden", "synthetic_train", "synthetic_test",
+        "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
+        "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "mask_draw",
+        "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
+        "bn", "log_every",
+    ]
+
+    /// Parses YAML text (a mapping) on top of the defaults.
+    public static func parse(yaml text: String) throws -> TrainConfig {
+        var config = TrainConfig()
+        guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return config }
+        let node: Any?
+        do { node = try Yams.load(yaml: text) } catch {
+            throw ConfigError("config is not valid YAML: \(error)")
+        }
+        guard let map = node as? [String: Any] else { throw ConfigError("config must be a YAML mapping of keys to values") }
+        for (key, value) in map.sorted(by: { $0.key < $1.key }) { try config.set(key, value) }
+        return config
+    }
+
+    /// Applies `key=value` (the value parsed as YAML).
+    public mutating func apply(override text: String) throws {
+        guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
+            throw ConfigError("--set expects key=value, got '\(text)'")
+        }
+        let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
+        let raw = String(text[text.index(after: eq)...])
+        let value = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+        try set(key, value)
+    }
+
+    mutating func set(_ key: String, _ value: Any) throws {
+        func int() throws -> Int {
+            if let v = value as? Int { return v }
+            throw ConfigError("\(key) must be an integer, got '\(value)'")
+        }
+        func double() throws -> Double {
+            if let v = value as? Double { return v }
+            if let v = value as? Int { return Double(v) }
+            if let s = value as? String, let v = Double(s) { return v }   // "5e-4" is a string in YAML 1.1
+            throw ConfigError("\(key) must be a number, got '\(value)'")
+        }
+        func bool() throws -> Bool {
+            if let v = value as? Bool { return v }
+            throw ConfigError("\(key) must be true or false, got '\(value)'")
+        }
+        func string() -> String { "\(value)" }
+        func ints() throws -> [Int] {
+            if let v = value as? [Int] { return v }
+            if let v = value as? Int { return [v] }
+            throw ConfigError("\(key) must be a list of integers, got '\(value)'")
+        }
+        func doubles() throws -> [Double] {
+            if let v = value as? [Any] { return try v.map { x in
+                if let d = x as? Double { return d }
+                if let i = x as? Int { return Double(i) }
+                if let s = x as? String, let v = Double(s) { return v }
+                throw ConfigError("\(key) must be a list of numbers, got '\(value)'")
+            } }
+            return [try double()]
+        }
+        switch key {
+        case "model": model = string()
+        case "classes": classes = try int()
+        case "dataset": dataset = string()
+        case "data_path": dataPath = string()
+        case "input": input = string()
+        case "hidden": hidden = try ints()
+        case "synthetic_train": syntheticTrain = try int()
+        case "synthetic_test": syntheticTest = try int()
+        case "in_memory": inMemory = try bool()
+        case "batch_size": batchSize = try int()
+        case "epochs": epochs = try int()
+        case "lr": lr = try double()
+        case "momentum": momentum = try double()
+        case "nesterov": nesterov = try bool()
+        case "weight_decay": weightDecay = try double()
+        case "label_smoothing": labelSmoothing = try double()
+        case "schedule": schedule = string()
+        case "milestones": milestones = try doubles()
+        case "gamma": gamma = try double()
+        case "min_lr": minLR = try double()
+        case "warmup_epochs": warmupEpochs = try double()
+        case "sparsity": sparsity = try double()
+        case "density_method": densityMethod = string()
+        case "mask_draw": maskDraw = string()
+        case "flow": flow = string()
+        case "dense_first": denseFirst = try bool()
+        case "dense_last": denseLast = try bool()
+        case "seed": seed = try int()
+        case "threads": threads = try int()
+        case "data_threads": dataThreads = try int()
+        case "output": output = string()
+        case "checkpoint_every": checkpointEvery = try int()
+        case "bn": bn = string()
+        case "log_every": logEvery = try int()
+        default:
+            throw ConfigError("unknown config key '\(key)'; valid keys: \(Self.keys.joined(separator: ", "))")
+        }
+    }
+
+    /// Checks ranges and choices; `worldSize` must divide the batch size.
+    public func validate(worldSize: Int) throws {
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws { if !ok { throw ConfigError(message()) } }
+        try check(classes >= 2, "classes must be at least 2")
+        try check(["synthetic", "cifar10", "cifar10-binary", "cifar100-binary", "imagefolder", "packed"].contains(dataset),
+                  "dataset must be one of synthetic, cifar10, cifar10-binary, cifar100-binary, imagefolder, packed; got '\(dataset)'")
+        try check(dataset == "synthetic" || !dataPath.isEmpty, "dataset \(dataset) needs data_path")
+        try check(batchSize > 0 && batchSize % worldSize == 0,
+                  "batch_size \(batchSize) must be a positive multiple of the \(worldSize) ranks")
+        try check(epochs > 0, "epochs must be positive")
+        try check(lr > 0 && lr.isFinite, "lr must be positive")
+        try check(momentum >= 0 && momentum < 1, "momentum must be in [0, 1)")
+        try check(weightDecay >= 0, "weight_decay must not be negative")
+        try check(labelSmoothing >= 0 && labelSmoothing < 1, "label_smoothing must be in [0, 1)")
+        try check(["constant", "multistep", "cosine"].contains(schedule), "schedule must be constant, multistep or cosine; got '\(schedule)'")
+        try check(milestones.allSatisfy { $0 > 0 && $0 < 1 }, "milestones are fractions of the epochs, each in (0, 1)")
+        try check(gamma > 0 && gamma <= 1, "gamma must be in (0, 1]")
+        try check(minLR >= 0 && minLR <= lr, "min_lr must be in [0, lr]")
+        try check(warmupEpochs >= 0 && warmupEpochs < Double(epochs), "warmup_epochs must be in [0, epochs)")
+        try check(sparsity.isFinite && sparsity >= 0 && sparsity < 1, "sparsity must be in [0, 1); got \(sparsity)")
+        try check(["uniform", "erk", "er", "balanced", "pyramidal", "er-synflow"].contains(densityMethod),
+                  "density_method must be uniform, erk, er, balanced, pyramidal or er-synflow; got '\(densityMethod)'")
+        try check(["count", "bernoulli"].contains(maskDraw), "mask_draw must be count or bernoulli")
+        try check(["none", "random-addition", "rejection"].contains(flow), "flow must be none, random-addition or rejection")
+        try check(seed >= 0, "seed must not be negative")
+        try check(threads >= 1 && dataThreads >= 1, "threads and data_threads must be at least 1")
+        try check(!output.isEmpty, "output must name a directory")
+        try check(checkpointEvery >= 1, "checkpoint_every must be at least 1")
+        try check(["local", "sync"].contains(bn), "bn must be local or sync")
+        try check(logEvery >= 1, "log_every must be at least 1")
+        try check(syntheticTrain > 0 && syntheticTest > 0, "synthetic_train and synthetic_test must be positive")
+    }
+
+    /// The config as YAML, every key present (what `config.yaml` in a run directory holds).
+    public func yaml() -> String {
+        func list<T>(_ v: [T]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
+        func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        return """
+        model: \(q(model))
+        classes: \(classes)
+        dataset: \(q(dataset))
+        data_path: \(q(dataPath))
+        input: \(q(input))
+        hidden: \(list(hidden))
+        synthetic_train: \(syntheticTrain)
+        synthetic_test: \(syntheticTest)
+        in_memory: \(inMemory)
+        batch_size: \(batchSize)
+        epochs: \(epochs)
+        lr: \(lr)
+        momentum: \(momentum)
+        nesterov: \(nesterov)
+        weight_decay: \(weightDecay)
+        label_smoothing: \(labelSmoothing)
+        schedule: \(q(schedule))
+        milestones: \(list(milestones))
+        gamma: \(gamma)
+        min_lr: \(minLR)
+        warmup_epochs: \(warmupEpochs)
+        sparsity: \(sparsity)
+        density_method: \(q(densityMethod))
+        mask_draw: \(q(maskDraw))
+        flow: \(q(flow))
+        dense_first: \(denseFirst)
+        dense_last: \(denseLast)
+        seed: \(seed)
+        threads: \(threads)
+        data_threads: \(dataThreads)
+        output: \(q(output))
+        checkpoint_every: \(checkpointEvery)
+        bn: \(q(bn))
+        log_every: \(logEvery)
+
+        """
+    }
+}
+
+/// A problem with the configuration or the run directory, as one line.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ message: String) { description = message }
+}

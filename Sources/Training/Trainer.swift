@@ -1,0 +1,345 @@
+import Comm
+import Datasets
+import Foundation
+import Logging
+import NN
+import Sparsity
+import Tensor
+
+/// One epoch's numbers, as written to `metrics.jsonl`.
+public struct EpochMetrics: Codable, Sendable {
+    public var epoch: Int
+    public var lr: Double
+    public var train_loss: Double
+    public var train_acc: Double
+    public var test_loss: Double
+    public var test_acc: Double
+    public var test_top5: Double
+    public var images_per_second: Double
+    public var seconds: Double
+    public var bytes_allreduced: Int
+    public var global_density: Double
+    public var layer_density: [String: Double]
+}
+
+/// A sparse-to-sparse training run over the ranks of a communicator.
+///
+/// Rank 0 draws the ER mask and the initial weights and broadcasts them (masks bit-packed);
+/// every step reduces gradients with the packed masked reducer, whose buckets start during
+/// backward; checksums of masks and weights are compared across ranks at the start and after
+/// every epoch. Only rank 0 writes files and prints progress.
+public final class Trainer {
+    public let config: TrainConfig
+    public let network: Network
+    public let layers: [MaskableLayer]
+    let comm: Communicator
+    let logger: Logger
+    let data: RunData
+    let loss: SoftmaxCrossEntropy
+    let sgd: SGD
+    let schedule: LearningRateSchedule
+    let trainShards: Sharding
+    let loader: DataLoader
+    var reducer: GradientReducer!   // built once the mask is final
+    /// Epochs completed (resumed runs start after it).
+    public private(set) var completedEpochs = 0
+    public private(set) var history: [EpochMetrics] = []
+    var reduceError: Error?
+    var resumed = false
+
+    public var runDirectory: String { config.output }
+    public static let checkpointName = "checkpoint.safetensors"
+
+    /// Builds the model and the data, without talking to other ranks (so a failure here can be
+    /// agreed on before any collective). With `resume`, loads the state saved in the run
+    /// directory's checkpoint. Call `prepare()` next.
+    public init(config: TrainConfig, communicator: Communicator, resume: Bool = false, logger: Logger) throws {
+        try config.validate(worldSize: communicator.size)
+        self.config = config
+        self.comm = communicator
+        self.logger = logger
+        guard let modelName = ModelName(rawValue: config.model) else {
+            throw ConfigError("unknown model '\(config.model)'; models: \(ModelName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let input = try Self.inputShape(config, modelName)
+        do {
+            network = try buildModel(modelName, classes: config.classes, input: input, hidden: config.hidden, seed: UInt64(config.seed))
+        } catch let e as ModelError {
+            throw ConfigError(e.description)
+        }
+        network.setThreads(config.threads)
+        layers = MaskableLayer.all(in: network.store)
+        data = try RunData.make(config, input: input)
+        loss = SoftmaxCrossEntropy(labelSmoothing: Float(config.labelSmoothing))
+        sgd = SGD(momentum: Float(config.momentum), nesterov: config.nesterov, weightDecay: Float(config.weightDecay))
+        let kind: LearningRateSchedule.Kind
+        switch config.schedule {
+        case "multistep": kind = .multiStep(milestones: config.milestones.map { $0 * Double(config.epochs) }, gamma: Float(config.gamma))
+        case "cosine": kind = .cosine(minimum: Float(config.minLR))
+        default: kind = .constant
+        }
+        schedule = LearningRateSchedule(base: Float(config.lr), kind: kind, epochs: Double(config.epochs),
+                                        warmupEpochs: config.warmupEpochs)
+        trainShards = Sharding(count: data.train.count, batchSize: config.batchSize / communicator.size,
+                               rank: communicator.rank, worldSize: communicator.size, seed: UInt64(config.seed))
+        guard trainShards.batchesPerEpoch > 0 else {
+            throw ConfigError("the training set (\(data.train.count) images) is smaller than one global batch (\(config.batchSize))")
+        }
+        loader = DataLoader(dataset: data.train, transform: data.trainTransform, depth: 4, threads: config.dataThreads)
+        if config.bn == "sync" && communicator.size > 1 {
+            for bn in network.batchNorms {
+                bn.crossReplicaCount = communicator.size
+                bn.crossReplicaSum = { [comm = communicator] sums in try? comm.allreduce(&sums, op: .sum, counts: .trusted) }
+            }
+        }
+        if resume {
+            completedEpochs = try restore(from: runDirectory + "/" + Self.checkpointName)
+            resumed = true
+        }
+    }
+
+    /// The collective part of setting up, called on every rank after `init` succeeded on every
+    /// rank: rank 0's mask and weights go to all ranks (unless resumed), masks and weights are
+    /// compared across ranks, and the gradient reducer is built.
+    public func prepare() throws {
+        if !resumed { try drawInitialState() }
+        try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.mask), segments: network.store.segments,
+                                     what: "mask", maskedOnly: true, communicator: comm)
+        try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.values), segments: network.store.segments,
+                                     what: "weights", maskedOnly: false, communicator: comm)
+        reducer = try GradientReducer(segments: network.store.segments, mask: UnsafeBufferPointer(network.store.mask),
+                                      communicator: comm, result: .sum)
+        network.store.onGradientReady = { [unowned self] ref in
+            do { try self.reducer.segmentReady(ref.index) } catch { if self.reduceError == nil { self.reduceError = error } }
+        }
+    }
+
+    static func inputShape(_ c: TrainConfig, _ model: ModelName) throws -> (channels: Int, height: Int, width: Int) {
+        guard !c.input.isEmpty else { return model.defaultInput }
+        let parts = c.input.lowercased().split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 3, parts.allSatisfy({ $0 > 0 }) else {
+            throw ConfigError("input must look like 3x32x32, got '\(c.input)'")
+        }
+        return (parts[0], parts[1], parts[2])
+    }
+
+    /// Rank 0 draws the ER mask (and flow repairs) on its initial weights; both go to all ranks.
+    func drawInitialState() throws {
+        let store = network.store
+        if comm.rank == 0 {
+            let density = 1 - config.sparsity
+            var options = DensityOptions(keepFirstDense: config.denseFirst, keepLastDense: config.denseLast)
+            let method = DensityMethod(rawValue: config.densityMethod)!
+            if method == .erSynflow {
+                let ratios = try synflowLayerDensities(network, layers: layers, density: density)
+                options.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
+            }
+            let densities: [Double]
+            do { densities = try layerwiseDensities(layers, density: density, method: method, options: options) } catch let e as SparsityError {
+                throw ConfigError(e.description)
+            }
+            let nnz = nonZeroCounts(layers, densities: densities, density: density)
+            drawMasks(layers, densities: densities, nonZeros: nnz, mode: MaskDraw(rawValue: config.maskDraw)!,
+                      seed: UInt64(config.seed), into: store.mask)
+            let repairs = preserveFlow(layers, densities: densities, method: FlowPreservation(rawValue: config.flow)!,
+                                       seed: UInt64(config.seed), mask: store.mask)
+            let added = repairs.reduce(0) { $0 + $1.edgesAdded }
+            if config.flow != "none" { logger.info("flow preservation added \(added) weights") }
+            store.applyMask()
+        }
+        try comm.broadcast(store.values, root: 0)
+        try MaskSync.broadcastMask(store.mask, segments: store.segments, root: 0, communicator: comm)
+        store.applyMask()
+    }
+
+    // MARK: - Running
+
+    /// Trains the remaining epochs; returns the metrics of each.
+    @discardableResult
+    public func run(progress: ((String) -> Void)? = nil) throws -> [EpochMetrics] {
+        if comm.rank == 0 {
+            let maskable = network.store.maskableCount
+            logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", Double(network.store.activeMaskableCount) / Double(maskable))), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch")
+        }
+        while completedEpochs < config.epochs {
+            let m = try trainEpoch(completedEpochs, progress: progress)
+            history.append(m)
+            completedEpochs += 1
+            if comm.rank == 0 {
+                try appendMetrics(m)
+                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == config.epochs {
+                    try saveCheckpoint(to: runDirectory + "/" + Self.checkpointName)
+                }
+            }
+            try comm.barrier()
+        }
+        return history
+    }
+
+    /// One epoch of training followed by evaluation.
+    func trainEpoch(_ epoch: Int, progress: ((String) -> Void)?) throws -> EpochMetrics {
+        let store = network.store
+        let steps = trainShards.batchesPerEpoch
+        let perRank = config.batchSize / comm.size
+        let bytesBefore = reducer.bytesReduced
+        loader.start(batches: trainShards.batches(epoch: epoch), epoch: epoch, seed: UInt64(config.seed))
+        network.training = true
+        var lossSum = 0.0, correct = 0.0
+        var lr: Float = 0
+        let t0 = Date()
+        for step in 0..<steps {
+            guard let batch = try loader.next() else { throw ConfigError("the data loader ended early at step \(step)") }
+            lr = schedule.rate(atEpoch: Double(epoch) + Double(step + 1) / Double(steps))
+            store.zeroGradients()
+            reducer.beginStep(gradients: store.gradients)
+            let logits = batch.images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: perRank) }
+            let (l, c) = batch.labels.withUnsafeBufferPointer {
+                loss(logits, labels: $0.baseAddress!, normalizer: Float(config.batchSize), ctx: network.ctx)
+            }
+            network.backward(loss.gradient)
+            if let e = reduceError { throw e }
+            try reducer.finishStep()
+            sgd.step(store, learningRate: lr, threads: config.threads)
+            lossSum += Double(l)
+            correct += Double(c)
+            if comm.rank == 0, let progress, (step + 1) % config.logEvery == 0 || step + 1 == steps {
+                let elapsed = Date().timeIntervalSince(t0)
+                let rate = Double((step + 1) * config.batchSize) / elapsed
+                let eta = elapsed / Double(step + 1) * Double(steps - step - 1)
+                // Rank 0's share of the loss is its part of a sum over the global batch.
+                progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f %.0f img/s eta %@",
+                                epoch + 1, config.epochs, step + 1, steps, lossSum * Double(comm.size) / Double(step + 1),
+                                correct / Double((step + 1) * perRank), lr, rate, formatDuration(eta)))
+            }
+        }
+        var totals = [lossSum, correct]
+        try comm.allreduce(&totals, op: .sum)
+        let seconds = Date().timeIntervalSince(t0)
+        try MaskSync.verifyAgreement(UnsafeBufferPointer(store.mask), segments: store.segments, what: "mask",
+                                     maskedOnly: true, communicator: comm)
+        try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
+                                     maskedOnly: false, communicator: comm)
+        let eval = try evaluate()
+        let active = activeCounts(layers, mask: UnsafeBufferPointer(store.mask))
+        let maskable = layers.reduce(0) { $0 + $1.count }
+        return EpochMetrics(
+            epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
+            train_acc: totals[1] / Double(steps * config.batchSize), test_loss: eval.loss, test_acc: eval.top1,
+            test_top5: eval.top5, images_per_second: Double(steps * config.batchSize) / seconds, seconds: seconds,
+            bytes_allreduced: reducer.bytesReduced - bytesBefore,
+            global_density: Double(active.reduce(0, +)) / Double(maskable),
+            layer_density: Dictionary(uniqueKeysWithValues: zip(layers, active).map { ($0.name, Double($1) / Double($0.count)) }))
+    }
+
+    /// Test loss, top-1 and top-5 accuracy over the whole test set (each sample once, split
+    /// over the ranks), in evaluation mode.
+    public func evaluate(batchSize: Int = 256) throws -> (loss: Double, top1: Double, top5: Double) {
+        let shards = Sharding(count: data.test.count, batchSize: batchSize, rank: comm.rank, worldSize: comm.size,
+                              seed: 0, shuffle: false)
+        let evalLoader = DataLoader(dataset: data.test, transform: data.testTransform, depth: 2, threads: config.dataThreads)
+        evalLoader.start(batches: shards.evaluationBatches(), epoch: 0, seed: 0)
+        network.training = false
+        defer { network.training = true }
+        let saved = network.store.onGradientReady
+        var sums = [0.0, 0.0, 0.0, 0.0]   // loss, top-1, top-5, count
+        while let b = try evalLoader.next() {
+            let logits = b.images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: b.count) }
+            b.labels.withUnsafeBufferPointer { labels in
+                let (l, c) = loss(logits, labels: labels.baseAddress!, normalizer: 1, ctx: network.ctx)
+                sums[0] += Double(l)
+                sums[1] += Double(c)
+                sums[2] += Double(topKCorrect(logits, labels: labels.baseAddress!, k: min(5, network.classes)))
+                sums[3] += Double(b.count)
+            }
+        }
+        network.store.onGradientReady = saved
+        try comm.allreduce(&sums, op: .sum)
+        return (sums[0] / sums[3], sums[1] / sums[3], sums[2] / sums[3])
+    }
+
+    // MARK: - Files
+
+    func appendMetrics(_ m: EpochMetrics) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var line = try encoder.encode(m)
+        line.append(0x0A)
+        let path = runDirectory + "/metrics.jsonl"
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: line)
+        try handle.close()
+    }
+
+    /// The full training state as a checkpoint.
+    public func checkpoint() -> Checkpoint {
+        let store = network.store
+        var ck = Checkpoint()
+        for p in store.parameters {
+            let r = p.ref.offset..<(p.ref.offset + p.ref.count)
+            ck.tensors.append(("param/" + p.name, p.shape, Array(store.values[r])))
+            ck.tensors.append(("momentum/" + p.name, p.shape, Array(store.momentum[r])))
+            if p.maskable { ck.tensors.append(("mask/" + p.name, p.shape, Array(store.mask[r]))) }
+        }
+        for bn in network.batchNorms {
+            ck.tensors.append(("bn/\(bn.name).running_mean", [bn.channels], bn.runningMean))
+            ck.tensors.append(("bn/\(bn.name).running_var", [bn.channels], bn.runningVar))
+        }
+        ck.metadata = [
+            "format": "sparsetrain-checkpoint-1", "model": config.model, "epoch": "\(completedEpochs)",
+            "step": "\(completedEpochs * trainShards.batchesPerEpoch)", "ranks": "\(comm.size)",
+            "seed": "\(config.seed)", "rng": "data order, augmentation and masks derive from (seed, epoch)",
+            "config": config.yaml(),
+        ]
+        return ck
+    }
+
+    public func saveCheckpoint(to path: String) throws {
+        try checkpoint().write(to: path)
+    }
+
+    /// Loads weights, momentum, masks and BN statistics; returns the epochs completed.
+    func restore(from path: String) throws -> Int {
+        let ck = try Checkpoint.read(from: path)
+        try load(ck, path: path)
+        guard let epoch = Int(ck.metadata["epoch"] ?? "") else { throw ConfigError("\(path): checkpoint has no epoch") }
+        if let ranks = Int(ck.metadata["ranks"] ?? ""), ranks != comm.size, comm.rank == 0 {
+            logger.warning("resuming a \(ranks)-rank run on \(comm.size) ranks: the data order changes from here on")
+        }
+        return epoch
+    }
+
+    /// Copies a checkpoint's tensors into the network; every tensor must match by name and size.
+    public func load(_ ck: Checkpoint, path: String) throws {
+        let store = network.store
+        func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
+            guard let v = ck.tensor(name) else { throw ConfigError("\(path): checkpoint lacks \(name) (was it made with another model?)") }
+            guard v.count == count else { throw ConfigError("\(path): \(name) has \(v.count) values, the model needs \(count) (another model?)") }
+            v.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: count) }
+        }
+        for p in store.parameters {
+            try copy("param/" + p.name, p.ref.count, into: store.value(p.ref))
+            try copy("momentum/" + p.name, p.ref.count, into: store.momentum.baseAddress! + p.ref.offset)
+            if p.maskable { try copy("mask/" + p.name, p.ref.count, into: store.maskValues(p.ref)) }
+        }
+        let expected = store.parameters.count * 2 + store.parameters.filter(\.maskable).count + network.batchNorms.count * 2
+        guard ck.tensors.count == expected else {
+            throw ConfigError("\(path): checkpoint has \(ck.tensors.count) tensors, the model \(expected) (another model?)")
+        }
+        for bn in network.batchNorms {
+            guard let mean = ck.tensor("bn/\(bn.name).running_mean"), let variance = ck.tensor("bn/\(bn.name).running_var"),
+                  mean.count == bn.channels, variance.count == bn.channels
+            else { throw ConfigError("\(path): checkpoint lacks the statistics of \(bn.name)") }
+            bn.setRunningStatistics(mean: mean, variance: variance)
+        }
+    }
+}
+
+/// "1h02m", "3m05s", "42s".
+func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return String(format: "%dh%02dm", s / 3600, (s % 3600) / 60) }
+    if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
+    return "\(s)s"
+}
