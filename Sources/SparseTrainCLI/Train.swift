@@ -41,7 +41,9 @@ extension SparseTrain {
                     if comm.rank == 0 { try prepareRunDirectory(trainer.config) }
                 }
                 try trainer.prepare()
-                let terminal = isatty(1) == 1
+                // Under an MPI launcher stdout is often a pseudo-terminal of mpirun's, whatever
+                // mpirun's own output is: print plain lines there.
+                let terminal = isatty(1) == 1 && !MPICommunicator.isLaunchedByMPI
                 let t0 = Date()
                 let history = try trainer.run { line in
                     if terminal {

@@ -154,14 +154,15 @@ public final class Trainer {
 
     // MARK: - Running
 
-    /// Trains the remaining epochs; returns the metrics of each.
+    /// Trains the remaining epochs (or up to `stopAfter` completed epochs, as if interrupted);
+    /// returns the metrics of each.
     @discardableResult
-    public func run(progress: ((String) -> Void)? = nil) throws -> [EpochMetrics] {
+    public func run(stopAfter: Int? = nil, progress: ((String) -> Void)? = nil) throws -> [EpochMetrics] {
         if comm.rank == 0 {
             let maskable = network.store.maskableCount
             logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", Double(network.store.activeMaskableCount) / Double(maskable))), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch")
         }
-        while completedEpochs < config.epochs {
+        while completedEpochs < min(config.epochs, stopAfter ?? config.epochs) {
             let m = try trainEpoch(completedEpochs, progress: progress)
             history.append(m)
             completedEpochs += 1

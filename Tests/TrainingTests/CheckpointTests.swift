@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+@testable import Training
+
+final class CheckpointTests: XCTestCase {
+    func testRoundTripAndSafetensorsLayout() throws {
+        var ck = Checkpoint()
+        ck.tensors = [("a", [2, 3], (0..<6).map { Float($0) * 0.5 }), ("b/c", [1], [-1.25])]
+        ck.metadata = ["epoch": "3", "config": "model: \"x\"\n"]
+        let path = NSTemporaryDirectory() + "ck-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try ck.write(to: path)
+        let back = try Checkpoint.read(from: path)
+        XCTAssertEqual(back.metadata, ck.metadata)
+        XCTAssertEqual(back.tensor("a"), ck.tensors[0].values)
+        XCTAssertEqual(back.tensor("b/c"), [-1.25])
+        // safetensors: u64 header length, JSON header (8-byte aligned), then data in offset order.
+        let data = FileManager.default.contents(atPath: path)!
+        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        XCTAssertEqual(n % 8, 0)
+        let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as! [String: Any]
+        let a = header["a"] as! [String: Any]
+        XCTAssertEqual(a["dtype"] as? String, "F32")
+        XCTAssertEqual(a["shape"] as? [Int], [2, 3])
+        XCTAssertEqual(data.count, 8 + n + 7 * 4)
+        // No temporary file is left next to it.
+        let dir = (path as NSString).deletingLastPathComponent
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.contains("ck-") && $0.contains(".tmp-") })
+    }
+
+    func testTruncatedOrCorruptCheckpointsAreRejected() throws {
+        var ck = Checkpoint()
+        ck.tensors = [("w", [100], [Float](repeating: 1, count: 100))]
+        let good = try ck.encoded()
+        let path = NSTemporaryDirectory() + "ck-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for (bytes, message) in [(good.prefix(good.count - 10), "truncated"), (good.prefix(5), "shorter than its header"),
+                                 (Data([255, 255, 255, 255, 0, 0, 0, 0]) + good.dropFirst(8), "exceeds the file"),
+                                 (Data([16, 0, 0, 0, 0, 0, 0, 0]) + Data(repeating: 0x41, count: 40), "header is not JSON")] {
+            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            XCTAssertThrowsError(try Checkpoint.read(from: path)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import XCTest
+@testable import Training
+
+final class ConfigTests: XCTestCase {
+    func testYAMLAndOverridesResolveAndRoundTrip() throws {
+        var c = try TrainConfig.parse(yaml: """
+            model: vgg16
+            sparsity: 0.99
+            weight_decay: 5e-4
+            milestones: [0.3, 0.6]
+            bn: sync
+            """)
+        XCTAssertEqual(c.model, "vgg16")
+        XCTAssertEqual(c.sparsity, 0.99)
+        XCTAssertEqual(c.weightDecay, 5e-4)
+        XCTAssertEqual(c.milestones, [0.3, 0.6])
+        try c.apply(override: "epochs=7")
+        try c.apply(override: "hidden=[10, 20]")
+        try c.apply(override: "output=runs/a b")
+        XCTAssertEqual(c.epochs, 7)
+        XCTAssertEqual(c.hidden, [10, 20])
+        XCTAssertEqual(c.output, "runs/a b")
+        XCTAssertEqual(try TrainConfig.parse(yaml: c.yaml()), c, "written config reads back the same")
+    }
+
+    func testUnknownKeysAndBadValuesAreOneLineErrors() {
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "epohcs: 3")) {
+            XCTAssertTrue("\($0)".contains("unknown config key 'epohcs'") && "\($0)".contains("epochs"), "\($0)")
+        }
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "epochs: many")) { XCTAssertTrue("\($0)".contains("epochs must be an integer")) }
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "- a\n- b")) { XCTAssertTrue("\($0)".contains("mapping")) }
+        var c = TrainConfig()
+        XCTAssertThrowsError(try c.apply(override: "novalue")) { XCTAssertTrue("\($0)".contains("key=value")) }
+        for (key, value, message) in [("sparsity", "1.0", "sparsity must be in [0, 1)"), ("batch_size", "127", "multiple of the 2 ranks"),
+                                      ("density_method", "magic", "density_method must be"), ("dataset", "mnist", "dataset must be"),
+                                      ("bn", "global", "bn must be local or sync"), ("lr", "-1", "lr must be positive")] {
+            var bad = TrainConfig()
+            XCTAssertNoThrow(try bad.apply(override: "\(key)=\(value)"))
+            XCTAssertThrowsError(try bad.validate(worldSize: 2)) { XCTAssertTrue("\($0)".contains(message), "\(key): \($0)") }
+        }
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "sparsity: .nan").validate(worldSize: 1))
+    }
+}
