@@ -2,7 +2,8 @@
 # Installs what is missing, builds, and runs every test:
 #   1. unit tests (swift test, single process: MPI tests skip),
 #   2. MPI integration tests under mpirun -np 2 (the same test binary),
-#   3. the command line under mpirun -np 2 (bench allreduce, small).
+#   3. the command line and short training runs under mpirun -np 2: 2 ranks against 1 rank,
+#      resume against an uninterrupted run, bad input.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$(repo_root)"
@@ -24,17 +25,58 @@ suites=$("$bin" --list-tests | grep '^MPIIntegrationTests\.' | cut -d/ -f1 | sor
 [ -n "$suites" ] || { echo "error: no MPI integration tests found" >&2; exit 1; }
 timeout 600 mpirun "${MPI_LOCAL_ARGS[@]}" -np 2 "$bin" "$suites" 2>&1 | tee "$log/mpi.txt" || true
 
-echo "== command line under mpirun -np 2"
-timeout 300 launch/run-local.sh -np 2 --bin "$(swift build --show-bin-path)/sparsetrain" -- \
-  bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | tee "$log/cli.txt" || true
-"$(swift build --show-bin-path)/sparsetrain" bench step --model resnet20 --batch 8 --steps 1 --warmup 0 \
-  --json | tee "$log/step.txt" || true
-"$(swift build --show-bin-path)/sparsetrain" densities --model vgg16 --sparsity 0.9 --method balanced \
-  --json | tee "$log/densities.txt" || true
-cli_ok=0
-grep -q '"ranks":2' "$log/cli.txt" && grep -q '"packed_bytes":1200000,' "$log/cli.txt" &&
-  grep -q '"images_per_second"' "$log/step.txt" &&
-  grep -q '"total_nnz":1471558,' "$log/densities.txt" && cli_ok=1
+echo "== command line and training under mpirun -np 2"
+bin_dir=$(swift build --show-bin-path)
+st="$bin_dir/sparsetrain"
+run2() { timeout 300 launch/run-local.sh -np 2 --bin "$st" -- "$@"; }
+cli_pass=0
+cli_fail=0
+# check NAME COMMAND...: runs the command, counts it as passed when it exits 0.
+check() {
+  local name=$1; shift
+  if "$@" > "$log/check.txt" 2>&1; then
+    cli_pass=$((cli_pass + 1)); echo "PASS $name"
+  else
+    cli_fail=$((cli_fail + 1)); echo "FAIL $name"; tail -n 20 "$log/check.txt"
+  fi
+}
+# fails NAME PATTERN COMMAND...: the command must fail with one error line matching PATTERN.
+fails() {
+  local name=$1 pattern=$2; shift 2
+  if "$@" > "$log/check.txt" 2>&1; then
+    cli_fail=$((cli_fail + 1)); echo "FAIL $name (exited 0)"
+  elif grep -q -- "$pattern" "$log/check.txt"; then
+    cli_pass=$((cli_pass + 1)); echo "PASS $name"
+  else
+    cli_fail=$((cli_fail + 1)); echo "FAIL $name (message)"; cat "$log/check.txt"
+  fi
+}
+runs="$log/runs"
+mkdir -p "$runs"
+check "bench allreduce on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | grep -q '\"packed_bytes\":1200000,'"
+check "bench step" bash -c "'$st' bench step --model resnet20 --batch 8 --steps 1 --warmup 0 --json | grep -q images_per_second"
+check "densities exact total" bash -c "'$st' densities --model vgg16 --sparsity 0.9 --method balanced --json | grep -q '\"total_nnz\":1471558,'"
+mlp=(--set model=mlp --set input=3x8x8 --set hidden=[64,32] --set epochs=3 --set batch_size=64 --set synthetic_train=1088
+     --set synthetic_test=256 --set sparsity=0.7 --set lr=0.05 --set log_every=1000)
+check "train MLP on 1 rank" "$st" train "${mlp[@]}" --output "$runs/mlp1"
+check "train MLP on 2 ranks" run2 train "${mlp[@]}" --output "$runs/mlp2"
+check "2 ranks equal 1 rank (MLP, 51 steps, max |dw| <= 1e-5)" \
+  "$st" compare "$runs/mlp1/checkpoint.safetensors" "$runs/mlp2/checkpoint.safetensors" --tolerance 1e-5
+cnn=(--set model=resnet20 --set input=3x8x8 --set bn=sync --set epochs=2 --set batch_size=16 --set synthetic_train=64
+     --set synthetic_test=32 --set sparsity=0.8 --set lr=0.05 --set log_every=1000)
+check "train CNN with sync BN on 1 rank" "$st" train "${cnn[@]}" --output "$runs/cnn1"
+check "train CNN with sync BN on 2 ranks" run2 train "${cnn[@]}" --output "$runs/cnn2"
+check "2 ranks equal 1 rank (CNN, sync BN, max |dw| <= 1e-5)" \
+  "$st" compare "$runs/cnn1/checkpoint.safetensors" "$runs/cnn2/checkpoint.safetensors" --tolerance 1e-5
+check "2-rank run stopped after epoch 1" run2 train "${mlp[@]}" --output "$runs/resumed" --stop-after-epochs 1
+check "2-rank run resumed" run2 train --resume "$runs/resumed"
+check "resumed run is bit-identical to the uninterrupted one" \
+  "$st" compare "$runs/mlp2/checkpoint.safetensors" "$runs/resumed/checkpoint.safetensors" --tolerance 0
+check "eval of a checkpoint on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 eval --checkpoint '$runs/mlp2/checkpoint.safetensors' | grep -q 'accuracy'"
+fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
+fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
+fails "corrupt checkpoint" "not a valid checkpoint" "$st" eval --checkpoint "$bin_dir/sparsetrain"
+fails "sparsity out of range" "sparsity must be in" run2 train --set sparsity=1.5 --output "$runs/bad"
 
 # One closing line for the whole run, from XCTest's bundle summaries
 # ("Executed N tests, with S tests skipped and F failures"); MPI results count once per rank.
@@ -48,7 +90,7 @@ read -r u_pass u_skip u_fail u_n <<<"$(summary "$log/unit.txt")"
 read -r m_pass m_skip m_fail m_n <<<"$(summary "$log/mpi.txt")"
 [ "$u_n" -eq 1 ] || { echo "error: unit test summary not found" >&2; u_fail=$((u_fail + 1)); }
 [ "$m_n" -eq 2 ] || { echo "error: expected MPI test summaries from 2 ranks, found $m_n" >&2; m_fail=$((m_fail + 1)); }
-passed=$((u_pass + m_pass + cli_ok))
-failed=$((u_fail + m_fail + 1 - cli_ok))
+passed=$((u_pass + m_pass + cli_pass))
+failed=$((u_fail + m_fail + cli_fail))
 echo "tests: $passed passed, $failed failed, $((u_skip + m_skip)) skipped"
 [ "$failed" -eq 0 ]

@@ -26,6 +26,9 @@ extension SparseTrain {
         @Flag(help: "Replace a run already in the output directory.")
         var overwrite = false
 
+        @Option(help: "Stop after this many more epochs (a checkpoint is written), e.g. to fit a job's time limit; continue with --resume.")
+        var stopAfterEpochs: Int?
+
         func run() throws {
             bootstrapLogging()
             withWorld { comm in
@@ -45,7 +48,9 @@ extension SparseTrain {
                 // mpirun's own output is: print plain lines there.
                 let terminal = isatty(1) == 1 && !MPICommunicator.isLaunchedByMPI
                 let t0 = Date()
-                let history = try trainer.run { line in
+                if let n = stopAfterEpochs, n < 1 { throw ConfigError("--stop-after-epochs must be at least 1") }
+                let stop = stopAfterEpochs.map { trainer.completedEpochs + $0 }
+                let history = try trainer.run(stopAfter: stop) { line in
                     if terminal {
                         print("\r" + line + "   ", terminator: "")
                     } else {
@@ -59,6 +64,9 @@ extension SparseTrain {
                     print(String(format: "epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1f s, %.1f MB allreduced",
                                  m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.images_per_second, m.seconds,
                                  Double(m.bytes_allreduced) / 1e6))
+                }
+                if let stop, stop < trainer.config.epochs, trainer.completedEpochs == stop {
+                    print("stopped after epoch \(stop) of \(trainer.config.epochs); continue with: sparsetrain train --resume \(trainer.runDirectory)")
                 }
                 if let last = history.last ?? nil {
                     print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",

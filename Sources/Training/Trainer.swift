@@ -168,7 +168,7 @@ public final class Trainer {
             completedEpochs += 1
             if comm.rank == 0 {
                 try appendMetrics(m)
-                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == config.epochs {
+                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == config.epochs || completedEpochs == stopAfter {
                     try saveCheckpoint(to: runDirectory + "/" + Self.checkpointName)
                 }
             }
