@@ -41,3 +41,16 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "sparsity: .nan").validate(worldSize: 1))
     }
 }
+
+final class PresetTests: XCTestCase {
+    func testEveryShippedPresetIsAValidConfig() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("launch/presets").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }
+        XCTAssertTrue(files.contains("quickstart.yaml"))
+        for f in files {
+            let text = try String(contentsOfFile: dir + "/" + f, encoding: .utf8)
+            XCTAssertNoThrow(try TrainConfig.parse(yaml: text).validate(worldSize: 2), f)
+        }
+    }
+}
