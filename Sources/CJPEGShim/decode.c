@@ -24,15 +24,21 @@ static void stjpeg_fail(j_common_ptr cinfo) {
 
 static void stjpeg_silence(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
 
+/* Routes libjpeg's errors to `err` (message copied, then longjmp) and silences its warnings. */
+static struct jpeg_error_mgr *stjpeg_errors(struct stjpeg_error *err, char *message, size_t message_size) {
+    jpeg_std_error(&err->base);
+    err->base.error_exit = stjpeg_fail;
+    err->base.emit_message = stjpeg_silence;
+    err->message = message;
+    err->message_size = message_size;
+    return &err->base;
+}
+
 int stjpeg_header(const unsigned char *data, size_t size, int *width, int *height, int *components,
                   char *message, size_t message_size) {
     struct jpeg_decompress_struct cinfo;
     struct stjpeg_error err;
-    cinfo.err = jpeg_std_error(&err.base);
-    err.base.error_exit = stjpeg_fail;
-    err.base.emit_message = stjpeg_silence;
-    err.message = message;
-    err.message_size = message_size;
+    cinfo.err = stjpeg_errors(&err, message, message_size);
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         return 1;
@@ -52,11 +58,7 @@ int stjpeg_decode_rgb(const unsigned char *data, size_t size, int scale_denom, u
                       size_t message_size) {
     struct jpeg_decompress_struct cinfo;
     struct stjpeg_error err;
-    cinfo.err = jpeg_std_error(&err.base);
-    err.base.error_exit = stjpeg_fail;
-    err.base.emit_message = stjpeg_silence;
-    err.message = message;
-    err.message_size = message_size;
+    cinfo.err = stjpeg_errors(&err, message, message_size);
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         return 1;
@@ -91,11 +93,7 @@ int stjpeg_encode(const unsigned char *pixels, int width, int height, int compon
     struct stjpeg_error err;
     *out = NULL;
     *out_size = 0;
-    cinfo.err = jpeg_std_error(&err.base);
-    err.base.error_exit = stjpeg_fail;
-    err.base.emit_message = stjpeg_silence;
-    err.message = message;
-    err.message_size = message_size;
+    cinfo.err = stjpeg_errors(&err, message, message_size);
     if (setjmp(err.jump)) {
         jpeg_destroy_compress(&cinfo);
         if (*out) { free(*out); *out = NULL; }
