@@ -73,6 +73,19 @@ check "2-rank run resumed" run2 train --resume "$runs/resumed"
 check "resumed run is bit-identical to the uninterrupted one" \
   "$st" compare "$runs/mlp2/checkpoint.safetensors" "$runs/resumed/checkpoint.safetensors" --tolerance 0
 check "eval of a checkpoint on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 eval --checkpoint '$runs/mlp2/checkpoint.safetensors' | grep -q 'accuracy'"
+# A run killed with SIGKILL while it writes checkpoints leaves a readable one (or none), never
+# a partial file under the final name.
+killed() {
+  (run2 train "${mlp[@]}" --set epochs=100000 --output "$runs/killed" > /dev/null 2>&1 &)
+  for _ in $(seq 1 100); do [ -f "$runs/killed/checkpoint.safetensors" ] && break; sleep 0.1; done
+  sleep 1
+  pkill -9 -f "sparsetrain train.*$runs/killed" || true
+  pkill -9 -f "mpirun.*$runs/killed" || true
+  sleep 0.5
+  "$st" compare "$runs/killed/checkpoint.safetensors" "$runs/killed/checkpoint.safetensors" &&
+    ! ls "$runs/killed" | grep -q '^checkpoint.safetensors..*'
+}
+check "checkpoint intact after kill -9" killed
 fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
 fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
 fails "corrupt checkpoint" "not a valid checkpoint" "$st" eval --checkpoint "$bin_dir/sparsetrain"

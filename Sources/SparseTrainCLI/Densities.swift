@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import NN
 import Sparsity
+import Datasets
+import Training
 
 extension DensityMethod: ExpressibleByArgument {}
 extension MaskDraw: ExpressibleByArgument {}
@@ -26,6 +28,15 @@ extension SparseTrain {
 
         @Option(help: "Synflow rounds for --method er-synflow.")
         var synflowRounds: Int = 100
+
+        @Option(help: "ImageFolder of training JPEGs (class sub-directories) SNIP scores on, for --method er-snip (default: synthetic data).")
+        var snipData: String?
+
+        @Option(help: "Batches of 128 images SNIP sums its scores over.")
+        var snipBatches: Int = 1
+
+        @Option(help: "Checkpoint whose masks give the layer ratios, for --method er-imp.")
+        var ratiosFrom: String?
 
         @Flag(help: "Keep the first maskable layer dense.")
         var denseFirst = false
@@ -61,7 +72,8 @@ extension SparseTrain {
             if method == .file && densityFile == nil { throw InputError("--method file needs --density-file") }
             if !draw && (flow != .none || keepCount) { throw InputError("--flow and --keep-count need --draw") }
             if keepCount && flow != .randomAddition { throw InputError("--keep-count applies to --flow random-addition") }
-            if synflowRounds < 1 { throw InputError("--synflow-rounds must be at least 1") }
+            if synflowRounds < 1 || snipBatches < 1 { throw InputError("--synflow-rounds and --snip-batches must be at least 1") }
+            if method == .erIMP && ratiosFrom == nil { throw InputError("--method er-imp needs --ratios-from CHECKPOINT") }
         }
 
         struct LayerRow: Codable {
@@ -100,9 +112,19 @@ extension SparseTrain {
             let layers = MaskableLayer.all(in: net.store)
             let density = 1 - sparsity
             var opts = try options()
-            if method == .erSynflow {
+            switch method {
+            case .erSynflow:
                 let ratios = try synflowLayerDensities(net, layers: layers, density: density, rounds: synflowRounds)
                 opts.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
+            case .erSNIP:
+                let ratios = try snipLayerDensities(net, layers: layers, density: density, batches: try snipBatchesOfData(net))
+                opts.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
+            case .erIMP:
+                do { opts.layerRatios = try Checkpoint.read(from: ratiosFrom!).maskDensities() } catch let e as ConfigError {
+                    throw InputError(e.description)
+                }
+            default:
+                break
             }
             let densities = try compute(layers, density: density, method: method, opts)
             let nnz = nonZeroCounts(layers, densities: densities, density: density)
@@ -138,6 +160,29 @@ extension SparseTrain {
             }
         }
 
+        /// Batches of 128 training images for SNIP, from --snip-data or synthetic data of the
+        /// model's input size.
+        private func snipBatchesOfData(_ net: NN.Network) throws -> [(images: [Float], labels: [Int32])] {
+            let side = net.inputHeight
+            guard net.inputChannels == 3, net.inputWidth == side else {
+                throw InputError("--method er-snip needs a model with square RGB input")
+            }
+            let source: ImageDataset
+            do {
+                source = try snipData.map { try ImageFolder(root: $0, minimumSide: side) }
+                    ?? SyntheticDataset(count: 128 * snipBatches, classes: net.classes, width: side, height: side)
+            } catch let e as DatasetError { throw InputError(e.description) }
+            let aug: Augmentation = side > 64 ? .imageNetEval : (snipData == nil ? .none : .padCrop(padding: 4, flip: true))
+            let loader = DataLoader(dataset: source, transform: ImageTransform(size: side, augmentation: aug, normalization: .cifar10))
+            let plan = Sharding(count: source.count, batchSize: min(128, source.count), rank: 0, worldSize: 1, seed: seed).batches(epoch: 0)
+            do {
+                return try plan.prefix(snipBatches).map { indices in
+                    let b = try loader.makeBatch(indices, epoch: 0, seed: seed)
+                    return (b.images, b.labels)
+                }
+            } catch let e as DatasetError { throw InputError(e.description) }
+        }
+
         private func compute(_ layers: [MaskableLayer], density: Double, method: DensityMethod,
                              _ opts: DensityOptions) throws -> [Double] {
             do { return try layerwiseDensities(layers, density: density, method: method, options: opts) } catch let e as SparsityError {
@@ -171,7 +216,7 @@ extension SparseTrain {
 
         /// Fig. 7 of the paper: the per-layer densities of every method, side by side.
         private func writeChart(_ layers: [MaskableLayer], density: Double, _ opts: DensityOptions, to path: String) throws {
-            let methods: [DensityMethod] = [.uniform, .erk, .er, .balanced, .pyramidal] + (method == .erSynflow ? [.erSynflow] : [])
+            let methods: [DensityMethod] = [.uniform, .erk, .er, .balanced, .pyramidal] + (method.usesLayerRatios && method != .file ? [method] : [])
             var series: [(String, [Double])] = []
             for m in methods { series.append((m.rawValue, try compute(layers, density: density, method: m, opts))) }
             let title = "\(modelOptions.model.rawValue): layerwise density at sparsity \(sparsity)"

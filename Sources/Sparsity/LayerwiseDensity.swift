@@ -17,6 +17,13 @@ public enum DensityMethod: String, CaseIterable, Sendable {
     /// Ratios of a Synflow mask at the target density (pass them in `DensityOptions.layerRatios`,
     /// from `synflowLayerDensities`), with random masks drawn at those densities.
     case erSynflow = "er-synflow"
+    /// Ratios of a SNIP mask on data (`snipLayerDensities`).
+    case erSNIP = "er-snip"
+    /// Ratios of a mask that iterative magnitude pruning produced (read from its checkpoint).
+    case erIMP = "er-imp"
+
+    /// Methods whose ratios come from elsewhere (`DensityOptions.layerRatios`).
+    public var usesLayerRatios: Bool { [.file, .erSynflow, .erSNIP, .erIMP].contains(self) }
 }
 
 /// Options shared by all methods.
@@ -57,7 +64,7 @@ public func layerwiseDensities(
     switch method {
     case .pyramidal:
         return try pyramidal(m: m, budget: budget, fixed: fixed)
-    case .uniform, .erk, .er, .balanced, .file, .erSynflow:
+    case .uniform, .erk, .er, .balanced, .file, .erSynflow, .erSNIP, .erIMP:
         let scores: [Double] = try layers.enumerated().map { (i, l) in
             switch method {
             case .uniform: return 1
@@ -66,22 +73,22 @@ public func layerwiseDensities(
                 return d / m[i]
             case .er: return Double(l.outUnits + l.inUnits) / Double(l.outUnits * l.inUnits)
             case .balanced: return 1 / m[i]
-            case .file, .erSynflow:
-                let source = method == .file ? "density file" : "pruner ratios"
+            case .file, .erSynflow, .erSNIP, .erIMP:
+                let source = method == .file ? "the density file" : "the \(method.rawValue) ratios"
                 guard let d = options.layerRatios?[l.name] else {
-                    throw SparsityError("\(source) has no entry for layer '\(l.name)'")
+                    throw SparsityError("\(source): no entry for layer '\(l.name)'")
                 }
                 guard d.isFinite, d >= 0, d <= 1 else {
-                    throw SparsityError("\(source) give layer '\(l.name)' density \(d), outside [0, 1]")
+                    throw SparsityError("\(source): layer '\(l.name)' has density \(d), outside [0, 1]")
                 }
                 return d
             default: preconditionFailure()
             }
         }
-        if method == .file || method == .erSynflow, let file = options.layerRatios {
+        if method.usesLayerRatios, let file = options.layerRatios {
             let known = Set(layers.map(\.name))
             if let extra = file.keys.sorted().first(where: { !known.contains($0) }) {
-                throw SparsityError("density file names layer '\(extra)', which the model does not have")
+                throw SparsityError("\(method == .file ? "the density file" : "the \(method.rawValue) ratios") name layer '\(extra)', which the model does not have")
             }
         }
         return try scaledWithSaturation(scores: scores, m: m, budget: budget, fixed: fixed)

@@ -12,6 +12,17 @@ public struct Checkpoint {
 
     public func tensor(_ name: String) -> [Float]? { tensors.first { $0.name == name }?.values }
 
+    /// Density of every saved mask, by layer name (`mask/<name>` tensors): the per-layer ratios
+    /// of a pruned run, e.g. for ER-IMP.
+    public func maskDensities() -> [String: Double] {
+        var out: [String: Double] = [:]
+        for t in tensors where t.name.hasPrefix("mask/") {
+            let active = t.values.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+            out[String(t.name.dropFirst(5))] = Double(active) / Double(max(1, t.values.count))
+        }
+        return out
+    }
+
     /// The file's bytes.
     public func encoded() throws -> Data {
         var header: [String: Any] = ["__metadata__": metadata]

@@ -32,8 +32,12 @@ public struct TrainConfig: Equatable, Sendable {
     public var minLR = 0.0
     public var warmupEpochs = 0.0
     public var sparsity = 0.9
-    /// uniform, erk, er, balanced, pyramidal, er-synflow.
+    /// uniform, erk, er, balanced, pyramidal, er-synflow, er-snip, er-imp.
     public var densityMethod = "erk"
+    /// Checkpoint whose masks give the layer ratios of er-imp.
+    public var ratiosFrom = ""
+    /// Training batches SNIP scores are summed over (er-snip).
+    public var snipBatches = 1
     /// count, bernoulli.
     public var maskDraw = "count"
     /// none, random-addition, rejection.
@@ -58,7 +62,7 @@ public struct TrainConfig: Equatable, Sendable {
     static let keys: [String] = [
         "model", "classes", "dataset", "data_path", "input", "hidden", "synthetic_train", "synthetic_test",
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
-        "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "mask_draw",
+        "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches", "mask_draw",
         "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
         "bn", "log_every",
     ]
@@ -141,6 +145,8 @@ public struct TrainConfig: Equatable, Sendable {
         case "warmup_epochs": warmupEpochs = try double()
         case "sparsity": sparsity = try double()
         case "density_method": densityMethod = string()
+        case "ratios_from": ratiosFrom = string()
+        case "snip_batches": snipBatches = try int()
         case "mask_draw": maskDraw = string()
         case "flow": flow = string()
         case "dense_first": denseFirst = try bool()
@@ -177,8 +183,10 @@ public struct TrainConfig: Equatable, Sendable {
         try check(minLR >= 0 && minLR <= lr, "min_lr must be in [0, lr]")
         try check(warmupEpochs >= 0 && warmupEpochs < Double(epochs), "warmup_epochs must be in [0, epochs)")
         try check(sparsity.isFinite && sparsity >= 0 && sparsity < 1, "sparsity must be in [0, 1); got \(sparsity)")
-        try check(["uniform", "erk", "er", "balanced", "pyramidal", "er-synflow"].contains(densityMethod),
-                  "density_method must be uniform, erk, er, balanced, pyramidal or er-synflow; got '\(densityMethod)'")
+        let methods = ["uniform", "erk", "er", "balanced", "pyramidal", "er-synflow", "er-snip", "er-imp"]
+        try check(methods.contains(densityMethod), "density_method must be one of \(methods.joined(separator: ", ")); got '\(densityMethod)'")
+        try check(densityMethod != "er-imp" || !ratiosFrom.isEmpty, "density_method er-imp needs ratios_from (a checkpoint of the pruned run)")
+        try check(snipBatches >= 1, "snip_batches must be at least 1")
         try check(["count", "bernoulli"].contains(maskDraw), "mask_draw must be count or bernoulli")
         try check(["none", "random-addition", "rejection"].contains(flow), "flow must be none, random-addition or rejection")
         try check(seed >= 0, "seed must not be negative")
@@ -218,6 +226,8 @@ public struct TrainConfig: Equatable, Sendable {
         warmup_epochs: \(warmupEpochs)
         sparsity: \(sparsity)
         density_method: \(q(densityMethod))
+        ratios_from: \(q(ratiosFrom))
+        snip_batches: \(snipBatches)
         mask_draw: \(q(maskDraw))
         flow: \(q(flow))
         dense_first: \(denseFirst)

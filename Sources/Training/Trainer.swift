@@ -46,6 +46,8 @@ public final class Trainer {
     public private(set) var history: [EpochMetrics] = []
     var reduceError: Error?
     var resumed = false
+    /// Rank 0's layer densities for the initial mask (computed before any collective).
+    var initialDensities: [Double] = []
 
     public var runDirectory: String { config.output }
     public static let checkpointName = "checkpoint.safetensors"
@@ -95,6 +97,8 @@ public final class Trainer {
         if resume {
             completedEpochs = try restore(from: runDirectory + "/" + Self.checkpointName)
             resumed = true
+        } else if communicator.rank == 0 {
+            initialDensities = try computeDensities()
         }
     }
 
@@ -123,22 +127,41 @@ public final class Trainer {
         return (parts[0], parts[1], parts[2])
     }
 
+    /// Per-layer densities of the configured method; pruner-based methods score the initial
+    /// weights (Synflow: data-free; SNIP: the first training batches of this rank) or read a
+    /// checkpoint's masks (IMP).
+    func computeDensities() throws -> [Double] {
+        let density = 1 - config.sparsity
+        var options = DensityOptions(keepFirstDense: config.denseFirst, keepLastDense: config.denseLast)
+        let method = DensityMethod(rawValue: config.densityMethod)!
+        var ratios: [Double]? = nil
+        switch method {
+        case .erSynflow:
+            ratios = try synflowLayerDensities(network, layers: layers, density: density)
+        case .erSNIP:
+            let plan = trainShards.batches(epoch: 0).prefix(config.snipBatches)
+            let batches = try plan.map { indices -> (images: [Float], labels: [Int32]) in
+                let b = try loader.makeBatch(indices, epoch: 0, seed: UInt64(config.seed))
+                return (b.images, b.labels)
+            }
+            ratios = try snipLayerDensities(network, layers: layers, density: density, batches: batches)
+        case .erIMP:
+            options.layerRatios = try Checkpoint.read(from: config.ratiosFrom).maskDensities()
+        default:
+            break
+        }
+        if let ratios { options.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios)) }
+        do { return try layerwiseDensities(layers, density: density, method: method, options: options) } catch let e as SparsityError {
+            throw ConfigError(e.description)
+        }
+    }
+
     /// Rank 0 draws the ER mask (and flow repairs) on its initial weights; both go to all ranks.
     func drawInitialState() throws {
         let store = network.store
         if comm.rank == 0 {
-            let density = 1 - config.sparsity
-            var options = DensityOptions(keepFirstDense: config.denseFirst, keepLastDense: config.denseLast)
-            let method = DensityMethod(rawValue: config.densityMethod)!
-            if method == .erSynflow {
-                let ratios = try synflowLayerDensities(network, layers: layers, density: density)
-                options.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
-            }
-            let densities: [Double]
-            do { densities = try layerwiseDensities(layers, density: density, method: method, options: options) } catch let e as SparsityError {
-                throw ConfigError(e.description)
-            }
-            let nnz = nonZeroCounts(layers, densities: densities, density: density)
+            let densities = initialDensities
+            let nnz = nonZeroCounts(layers, densities: densities, density: 1 - config.sparsity)
             drawMasks(layers, densities: densities, nonZeros: nnz, mode: MaskDraw(rawValue: config.maskDraw)!,
                       seed: UInt64(config.seed), into: store.mask)
             let repairs = preserveFlow(layers, densities: densities, method: FlowPreservation(rawValue: config.flow)!,

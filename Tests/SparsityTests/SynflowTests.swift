@@ -1,5 +1,6 @@
 import XCTest
 import NN
+import Tensor
 @testable import Sparsity
 
 final class SynflowTests: XCTestCase {
@@ -40,5 +41,27 @@ final class SynflowTests: XCTestCase {
         let all = (scores1 + scores2).enumerated().sorted { $0.element > $1.element }.prefix(3).map(\.offset)
         let kept = (0..<4).filter { s.maskValues(p[0].ref)[$0] != 0 } + (0..<4).filter { s.maskValues(p[2].ref)[$0] != 0 }.map { $0 + 4 }
         XCTAssertEqual(Set(kept), Set(all))
+    }
+}
+
+final class SNIPTests: XCTestCase {
+    func testSNIPKeepsTheGlobalCountAndLeavesTheNetworkAsItWas() throws {
+        let net = try buildModel(.resnet20, classes: 4, input: (3, 8, 8), seed: 2)
+        let layers = MaskableLayer.all(in: net.store)
+        var rng = Xoshiro256(seed: 1)
+        let images = (0..<(16 * 3 * 64)).map { _ in rng.nextFloat() - 0.5 }
+        let labels = (0..<16).map { Int32($0 % 4) }
+        let values = Array(net.store.values), stats = net.batchNorms.map(\.runningMean)
+        let d = try snipLayerDensities(net, layers: layers, density: 0.1, batches: [(images, labels)])
+        let kept = zip(d, layers).reduce(0.0) { $0 + $1.0 * Double($1.1.count) }
+        let total = Double(layers.reduce(0) { $0 + $1.count })
+        XCTAssertEqual(kept, (0.1 * total).rounded(), accuracy: 0.5)
+        XCTAssertEqual(Array(net.store.values), values)
+        XCTAssertEqual(net.batchNorms.map(\.runningMean), stats)
+        XCTAssertTrue(net.store.gradients.allSatisfy { $0 == 0 })
+        // The ratios are usable as ER-SNIP layer densities with the exact total.
+        let er = try layerwiseDensities(layers, density: 0.1, method: .erSNIP,
+                                        options: .init(layerRatios: Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), d))))
+        XCTAssertEqual(zip(er, layers).reduce(0.0) { $0 + $1.0 * Double($1.1.count) } / total, 0.1, accuracy: 1e-9)
     }
 }

@@ -42,3 +42,11 @@ final class CheckpointTests: XCTestCase {
         }
     }
 }
+
+final class MaskRatioTests: XCTestCase {
+    func testMaskDensitiesReadEveryMaskTensor() {
+        var ck = Checkpoint()
+        ck.tensors = [("param/a.weight", [4], [1, 2, 3, 4]), ("mask/a.weight", [4], [1, 0, 0, 1]), ("mask/b.weight", [2], [0, 0])]
+        XCTAssertEqual(ck.maskDensities(), ["a.weight": 0.5, "b.weight": 0])
+    }
+}
