@@ -84,3 +84,24 @@ final class MaskTests: XCTestCase {
         for l in layers { XCTAssertTrue(deadUnits(l, mask: store.mask.baseAddress!) == ([], []), l.name) }
     }
 }
+
+final class MagnitudeTests: XCTestCase {
+    func testGlobalAndPerLayerMagnitudePruning() {
+        let layers = [MaskableLayer(name: "a", offset: 0, outUnits: 2, inUnits: 2),
+                      MaskableLayer(name: "b", offset: 4, outUnits: 2, inUnits: 2)]
+        let values: [Float] = [0.1, -5, 3, 0.2, -0.3, 4, 0.05, 2]
+        var mask = [Float](repeating: 1, count: 8)
+        mask[1] = 0   // already pruned: stays pruned although |w| is largest
+        let kept = values.withUnsafeBufferPointer { v in
+            mask.withUnsafeMutableBufferPointer { magnitudePrune(layers, values: v, mask: $0, density: .global(0.375)) }
+        }
+        XCTAssertEqual(kept, [1, 2])               // 3 of 8: 4, 3, 2 (5 was already pruned)
+        XCTAssertEqual(mask, [0, 0, 1, 0, 0, 1, 0, 1])
+        var m2 = [Float](repeating: 1, count: 8)
+        let perLayer = values.withUnsafeBufferPointer { v in
+            m2.withUnsafeMutableBufferPointer { magnitudePrune(layers, values: v, mask: $0, density: .perLayer([0.5, 0.25])) }
+        }
+        XCTAssertEqual(perLayer, [2, 1])
+        XCTAssertEqual(m2, [0, 1, 1, 0, 0, 1, 0, 0])
+    }
+}
