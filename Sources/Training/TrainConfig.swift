@@ -73,7 +73,9 @@ public struct TrainConfig: Equatable, Sendable {
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return config }
         let node: Any?
         do { node = try Yams.load(yaml: text) } catch {
-            throw ConfigError("config is not valid YAML: \(error)")
+            let detail = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty && $0 != "^" }.joined(separator: "; ")
+            throw ConfigError("config is not valid YAML: \(detail)")
         }
         guard let map = node as? [String: Any] else { throw ConfigError("config must be a YAML mapping of keys to values") }
         for (key, value) in map.sorted(by: { $0.key < $1.key }) { try config.set(key, value) }

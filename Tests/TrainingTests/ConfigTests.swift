@@ -54,3 +54,12 @@ final class PresetTests: XCTestCase {
         }
     }
 }
+
+final class ConfigErrorTests: XCTestCase {
+    func testInvalidYAMLIsReportedOnOneLine() {
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "model: [1,2\n")) {
+            XCTAssertTrue("\($0)".hasPrefix("config is not valid YAML"))
+            XCTAssertFalse("\($0)".contains("\n"), "\($0)")
+        }
+    }
+}
