@@ -35,6 +35,49 @@ public final class Context {
 
     public func resetTimes() { times = [:] }
 
+    // Gradient buffers shared by all layers: a layer's backward takes its input gradient from
+    // here and releases the output gradient it was given once it has read it, so only the
+    // gradients alive at the same time take memory (not one buffer per layer).
+    private var freeGradients: [Tensor] = []
+    private var pooled = Set<ObjectIdentifier>()
+    private var references: [ObjectIdentifier: Int] = [:]
+
+    /// A gradient buffer of `shape` (contents unspecified) with one reference, the smallest free
+    /// one that fits. Reused from step to step, so steady-state steps allocate nothing.
+    public func gradientBuffer(_ shape: Shape) -> Tensor {
+        let fitting = freeGradients.indices.filter { freeGradients[$0].capacityCount >= shape.count }
+        let t: Tensor
+        if let i = fitting.min(by: { freeGradients[$0].capacityCount < freeGradients[$1].capacityCount }) {
+            t = freeGradients.remove(at: i)
+        } else if let i = freeGradients.indices.max(by: { freeGradients[$0].capacityCount < freeGradients[$1].capacityCount }) {
+            t = freeGradients.remove(at: i)
+        } else {
+            t = Tensor()
+            pooled.insert(ObjectIdentifier(t))
+        }
+        t.reshape(shape)
+        references[ObjectIdentifier(t)] = 1
+        return t
+    }
+
+    /// Adds a reference to a pooled gradient (no effect on other tensors).
+    public func retain(_ t: Tensor) {
+        let id = ObjectIdentifier(t)
+        if pooled.contains(id) { references[id, default: 0] += 1 }
+    }
+
+    /// Drops a reference; the buffer returns to the pool at zero (no effect on other tensors).
+    public func release(_ t: Tensor) {
+        let id = ObjectIdentifier(t)
+        guard pooled.contains(id), let r = references[id] else { return }
+        if r <= 1 {
+            references[id] = nil
+            freeGradients.append(t)
+        } else {
+            references[id] = r - 1
+        }
+    }
+
     /// Elementwise work below this many elements stays on one thread.
     public func chunks(for elements: Int) -> Int { elements >= 1 << 16 ? threads : 1 }
 
@@ -101,9 +144,10 @@ public protocol Layer: AnyObject {
     /// Computes the output for `input`; the returned tensor is owned by the layer and valid
     /// until its next forward.
     func forward(_ input: Tensor, _ ctx: Context) -> Tensor
-    /// Given dL/d(output), accumulates parameter gradients and returns dL/d(input)
-    /// (owned by the layer). Layers built with `needsInputGradient == false` may return an
-    /// empty tensor.
+    /// Given dL/d(output), accumulates parameter gradients and returns dL/d(input).
+    /// The returned tensor comes from `ctx.gradientBuffer` and belongs to the caller; the layer
+    /// calls `ctx.release(dy)` once it has read `dy`. Layers built with
+    /// `needsInputGradient == false` may return an empty tensor.
     func backward(_ outputGradient: Tensor, _ ctx: Context) -> Tensor
     /// Parameters owned by this layer and its children, in forward order.
     var parameterRefs: [ParameterRef] { get }

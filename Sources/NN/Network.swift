@@ -69,7 +69,7 @@ public final class Network {
 
     /// Backward from dL/dlogits; adds into `store.gradients`.
     public func backward(_ logitsGradient: Tensor) {
-        _ = body.backward(logitsGradient, ctx)
+        ctx.release(body.backward(logitsGradient, ctx))
     }
 
     /// Forward FLOPs for `batch` images (GEMM work only).

@@ -49,6 +49,9 @@ public final class Tensor {
 
     public func zero() { data.update(repeating: 0, count: shape.count) }
 
+    /// Elements the buffer can hold without reallocating.
+    public var capacityCount: Int { capacity }
+
     /// Bytes currently reserved.
     public var reservedBytes: Int { capacity * MemoryLayout<Float>.stride }
 }

@@ -25,7 +25,6 @@ public final class BatchNorm: Layer {
 
     private let store: ParameterStore
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private unowned(unsafe) var input: Tensor?
     private var mean: [Float]
     private var invStd: [Float]
@@ -135,7 +134,8 @@ public final class BatchNorm: Layer {
             guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
             let s = x.shape
             let m = s.n * s.plane
-            inputGradient.reshape(s)
+            let inputGradient = ctx.gradientBuffer(s)
+            defer { ctx.release(dy) }
             // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
             var sums = [Double](repeating: 0, count: 2 * channels)
             let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)

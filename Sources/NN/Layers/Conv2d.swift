@@ -16,7 +16,6 @@ public final class Conv2d: Layer {
 
     private let store: ParameterStore
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private unowned(unsafe) var input: Tensor?
 
     public init(
@@ -107,7 +106,7 @@ public final class Conv2d: Layer {
             let n = s.n, plane = g.outPlane, cols = n * plane
             let wCount = weight.count
             let needDx = needsInputGradient
-            if needDx { inputGradient.reshape(s) }
+            let inputGradient = ctx.gradientBuffer(needDx ? s : Shape(n: 0, c: 0))
             let w = SendablePointer(store.value(weight))
             let d = SendablePointer(dy.data), dx = SendablePointer(inputGradient.data)
             let per = chunk(g, batch: n, ctx)
@@ -144,6 +143,7 @@ public final class Conv2d: Layer {
                 store.onGradientReady?(bias)
             }
             store.onGradientReady?(weight)
+            ctx.release(dy)
             return inputGradient
         }
     }

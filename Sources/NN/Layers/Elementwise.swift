@@ -3,7 +3,6 @@ import Tensor
 /// `y = max(x, 0)`; backward `dx = dy · [y > 0]`.
 public final class ReLU: Layer {
     private let output = Tensor()
-    private let inputGradient = Tensor()
 
     public init() {}
 
@@ -19,8 +18,9 @@ public final class ReLU: Layer {
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.relu) {
-            inputGradient.reshape(dy.shape)
+            let inputGradient = ctx.gradientBuffer(dy.shape)
             reluBackward(output.data, dy.data, inputGradient.data, dy.count, ctx)
+            ctx.release(dy)
             return inputGradient
         }
     }
@@ -51,7 +51,6 @@ func reluBackward(_ y: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<F
 /// orders an NCHW tensor. The identity (a copy) when H = W = 1.
 public final class Flatten: Layer {
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private var inputShape = Shape(n: 0, c: 0)
 
     public init() {}
@@ -77,7 +76,7 @@ public final class Flatten: Layer {
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.flatten) {
             let s = inputShape
-            inputGradient.reshape(s)
+            let inputGradient = ctx.gradientBuffer(s)
             let n = s.n, p = s.plane
             for c in 0..<s.c {
                 for i in 0..<n {
@@ -85,6 +84,7 @@ public final class Flatten: Layer {
                     for k in 0..<p { dst[k] = dy.data[(c * p + k) * n + i] }
                 }
             }
+            ctx.release(dy)
             return inputGradient
         }
     }

@@ -12,7 +12,6 @@ public final class Linear: Layer {
 
     private let store: ParameterStore
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private unowned(unsafe) var input: Tensor?
 
     public init(_ name: String, store: ParameterStore, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
@@ -67,11 +66,12 @@ public final class Linear: Layer {
                 store.onGradientReady?(bias)
             }
             store.onGradientReady?(weight)
+            let inputGradient = ctx.gradientBuffer(needsInputGradient ? x.shape : Shape(n: 0, c: 0))
             if needsInputGradient {
-                inputGradient.reshape(x.shape)
                 gemm(.transposed, .none, m: inFeatures, n: n, k: outFeatures, a: store.value(weight),
                      lda: inFeatures, b: dy.data, ldb: n, c: inputGradient.data, ldc: n)
             }
+            ctx.release(dy)
             return inputGradient
         }
     }

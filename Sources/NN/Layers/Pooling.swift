@@ -5,7 +5,6 @@ import Tensor
 public final class MaxPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private var argmax: [Int32] = []
     private var inputShape = Shape(n: 0, c: 0)
 
@@ -86,7 +85,8 @@ public final class MaxPool2d: Layer {
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.pool) {
             let s = inputShape
-            inputGradient.reshape(s)
+            let inputGradient = ctx.gradientBuffer(s)
+            defer { ctx.release(dy) }
             if isTiling2x2(s) {
                 // Every input belongs to exactly one window: write all four, no zeroing pass.
                 let ho = s.h / 2, wo = s.w / 2
@@ -155,7 +155,6 @@ private func maxPool2x2Plane(
 public final class AvgPool2d: Layer {
     public let kernelSize: Int, stride: Int
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private var inputShape = Shape(n: 0, c: 0)
 
     public init(kernelSize: Int, stride: Int? = nil) {
@@ -210,7 +209,8 @@ public final class AvgPool2d: Layer {
             let s = inputShape
             let (kh, kw, sh, sw) = window(s)
             let ho = dy.shape.h, wo = dy.shape.w
-            inputGradient.reshape(s)
+            let inputGradient = ctx.gradientBuffer(s)
+            defer { ctx.release(dy) }
             inputGradient.zero()
             let scale = 1 / Float(kh * kw)
             for pl in 0..<(s.c * s.n) {

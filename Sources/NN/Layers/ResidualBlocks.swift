@@ -15,8 +15,6 @@ public final class ResidualBlock: Layer {
     /// nil: identity.
     public let shortcut: Layer?
     private let output = Tensor()
-    private let sumGradient = Tensor()
-    private let inputGradient = Tensor()
 
     public init(main: Sequential, shortcut: Layer?) {
         self.main = main
@@ -49,15 +47,20 @@ public final class ResidualBlock: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.add) {
-            sumGradient.reshape(dy.shape)
-            reluBackward(output.data, dy.data, sumGradient.data, dy.count, ctx)
+        let sumGradient = ctx.timed(.add) { () -> Tensor in
+            let g = ctx.gradientBuffer(dy.shape)
+            reluBackward(output.data, dy.data, g.data, dy.count, ctx)
+            ctx.release(dy)
+            return g
         }
+        // Both branches read the gradient: one extra reference, dropped by whichever releases.
+        ctx.retain(sumGradient)
         // Shortcut first: in reverse layer order its parameters come after the main branch's.
         let dShort = shortcut?.backward(sumGradient, ctx) ?? sumGradient
         let dMain = main.backward(sumGradient, ctx)
         return ctx.timed(.add) {
-            inputGradient.reshape(dMain.shape)
+            let inputGradient = ctx.gradientBuffer(dMain.shape)
+            defer { ctx.release(dMain); ctx.release(dShort) }
             let a = SendablePointer(dMain.data), b = SendablePointer(dShort.data)
             let o = SendablePointer(inputGradient.data)
             parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
@@ -81,7 +84,6 @@ public final class ResidualBlock: Layer {
 public final class ZeroPadShortcut: Layer {
     public let outChannels: Int, stride: Int
     private let output = Tensor()
-    private let inputGradient = Tensor()
     private var inputShape = Shape(n: 0, c: 0)
 
     public init(outChannels: Int, stride: Int) {
@@ -118,7 +120,8 @@ public final class ZeroPadShortcut: Layer {
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.add) {
             let s = inputShape, o = dy.shape
-            inputGradient.reshape(s)
+            let inputGradient = ctx.gradientBuffer(s)
+            defer { ctx.release(dy) }
             inputGradient.zero()
             let pad = (outChannels - s.c) / 2
             for c in 0..<s.c {
