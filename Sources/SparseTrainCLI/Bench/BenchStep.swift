@@ -52,7 +52,7 @@ struct BenchStep: ParsableCommand {
         var sgemm_gflops: Double
         var forward_gflop_per_image: Double
         var breakdown_seconds: [String: Double]
-        var peak_rss_mib: Double
+        var peak_rss_mib: Double?
         var blas_core: String
         var reference_pytorch_images_per_second: String?
         var pytorch_images_per_second: Double?
@@ -106,7 +106,7 @@ struct BenchStep: ParsableCommand {
             images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
-            peak_rss_mib: peakResidentMiB(), blas_core: BLAS.coreName,
+            peak_rss_mib: peakResidentMiB().isFinite ? peakResidentMiB() : nil, blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
             pytorch_images_per_second: torch, speedup_vs_pytorch: torch.map { Double(batch) / seconds / $0 })
         if json {
@@ -117,7 +117,7 @@ struct BenchStep: ParsableCommand {
             + "\(report.parameters) parameters, OpenBLAS kernel \(report.blas_core), median of \(steps)")
         var table = TextTable("images/s", "ms/step", "GFLOP/s (3x fwd)", "sgemm GFLOP/s", "of sgemm", "peak RSS MiB")
         table.add(fixed(report.images_per_second, 1), fixed(seconds * 1e3, 1), fixed(report.gflops_effective, 1),
-                  fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", fixed(report.peak_rss_mib, 0))
+                  fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", report.peak_rss_mib.map { fixed($0, 0) } ?? "n/a")
         print(table.render())
         var parts = TextTable("part", "ms/step", "share")
         let total = breakdown.values.reduce(0, +)
@@ -193,7 +193,7 @@ struct BenchStep: ParsableCommand {
 func peakResidentMiB() -> Double {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-          let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+          let kb = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
     else { return .nan }
     return kb / 1024
 }
