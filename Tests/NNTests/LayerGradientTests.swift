@@ -119,3 +119,28 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 }
+
+final class InPlaceReLUTests: XCTestCase {
+    /// BN → ReLU → conv with an in-place ReLU gives the outputs and gradients of a copying one.
+    func testInPlaceReLUMatchesTheCopyingOne() {
+        var results: [[Float]] = []
+        for inPlace in [false, true] {
+            let store = ParameterStore()
+            let chain = Sequential([
+                BatchNorm("bn", store: store, channels: 3), ReLU(inPlace: inPlace),
+                Conv2d("c", store: store, inChannels: 3, outChannels: 2, kernelSize: 3, padding: 1),
+            ])
+            store.allocate(seed: 8)
+            let ctx = Context()
+            let x = Tensor(Shape(n: 2, c: 3, h: 4, w: 4))
+            var rng = Xoshiro256(seed: 3)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+            let y = chain.forward(x, ctx)
+            let dy = Tensor(y.shape)
+            for i in 0..<dy.count { dy.data[i] = Float(i % 5) - 2 }
+            let dx = chain.backward(dy, ctx)
+            results.append(Array(y.buffer) + Array(dx.buffer) + Array(store.gradients) + Array(x.buffer))
+        }
+        XCTAssertEqual(results[0], results[1])
+    }
+}

@@ -1,25 +1,34 @@
 import Tensor
 
 /// `y = max(x, 0)`; backward `dx = dy · [y > 0]`.
+///
+/// `inPlace` overwrites the input instead of writing a buffer of its own: safe (and one
+/// activation buffer less) when nothing else reads that input afterwards — the output of a batch
+/// norm or a linear layer, whose backward passes need their inputs, not their outputs.
 public final class ReLU: Layer {
+    public let inPlace: Bool
     private let output = Tensor()
+    private unowned(unsafe) var result: Tensor?
 
-    public init() {}
+    public init(inPlace: Bool = false) { self.inPlace = inPlace }
 
     public func outputShape(for s: Shape) throws -> Shape { s }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.relu) {
-            output.reshape(x.shape)
-            relu(x.data, output.data, x.count, ctx)
-            return output
+            let y = inPlace ? x : output
+            if !inPlace { output.reshape(x.shape) }
+            relu(x.data, y.data, x.count, ctx)
+            result = y
+            return y
         }
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.relu) {
+            guard let y = result else { preconditionFailure("ReLU.backward before forward") }
             let inputGradient = ctx.gradientBuffer(dy.shape)
-            reluBackward(output.data, dy.data, inputGradient.data, dy.count, ctx)
+            reluBackward(y.data, dy.data, inputGradient.data, dy.count, ctx)
             ctx.release(dy)
             return inputGradient
         }

@@ -49,7 +49,7 @@ func mlp(_ store: ParameterStore, inputs: Int, hidden: [Int], classes: Int) -> S
     let widths = [inputs] + hidden + [classes]
     for i in 0..<(widths.count - 1) {
         body.append(Linear("fc\(i + 1)", store: store, inFeatures: widths[i], outFeatures: widths[i + 1]))
-        if i < widths.count - 2 { body.append(ReLU()) }
+        if i < widths.count - 2 { body.append(ReLU(inPlace: true)) }
     }
     return body
 }
@@ -76,7 +76,7 @@ func vgg(_ store: ParameterStore, depth: Int, inChannels: Int, classes: Int) -> 
             body.append(Conv2d("features.\(index)", store: store, inChannels: channels, outChannels: v,
                                kernelSize: 3, padding: 1))
             body.append(BatchNorm("features.\(index + 1)", store: store, channels: v))
-            body.append(ReLU())
+            body.append(ReLU(inPlace: true))
             index += 3
             channels = v
         }
@@ -93,7 +93,7 @@ func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: 
     let perStage = (depth - 2) / 6
     let body = Sequential([
         Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 16, kernelSize: 3, padding: 1),
-        BatchNorm("bn1", store: store, channels: 16), ReLU(),
+        BatchNorm("bn1", store: store, channels: 16), ReLU(inPlace: true),
     ])
     var channels = 16
     for (stage, width) in [16, 32, 64].enumerated() {
@@ -122,12 +122,12 @@ func resNet(_ store: ParameterStore, basic: Bool, blocks: [Int], imageNetStem: B
     if imageNetStem {
         body.append(Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 64, kernelSize: 7, stride: 2, padding: 3))
         body.append(BatchNorm("bn1", store: store, channels: 64))
-        body.append(ReLU())
+        body.append(ReLU(inPlace: true))
         body.append(MaxPool2d(kernelSize: 3, stride: 2, padding: 1))
     } else {
         body.append(Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 64, kernelSize: 3, padding: 1))
         body.append(BatchNorm("bn1", store: store, channels: 64))
-        body.append(ReLU())
+        body.append(ReLU(inPlace: true))
     }
     let expansion = basic ? 1 : 4
     var channels = 64
@@ -163,7 +163,7 @@ func basicBlock(_ store: ParameterStore, _ name: String, _ inC: Int, _ outC: Int
                 shortcut: () -> Layer?) -> ResidualBlock {
     let main = Sequential([
         Conv2d("\(name).conv1", store: store, inChannels: inC, outChannels: outC, kernelSize: 3, stride: stride, padding: 1),
-        BatchNorm("\(name).bn1", store: store, channels: outC), ReLU(),
+        BatchNorm("\(name).bn1", store: store, channels: outC), ReLU(inPlace: true),
         Conv2d("\(name).conv2", store: store, inChannels: outC, outChannels: outC, kernelSize: 3, padding: 1),
         BatchNorm("\(name).bn2", store: store, channels: outC),
     ])
@@ -175,9 +175,9 @@ func bottleneck(_ store: ParameterStore, _ name: String, _ inC: Int, _ planes: I
                 shortcut: () -> Layer?) -> ResidualBlock {
     let main = Sequential([
         Conv2d("\(name).conv1", store: store, inChannels: inC, outChannels: planes, kernelSize: 1),
-        BatchNorm("\(name).bn1", store: store, channels: planes), ReLU(),
+        BatchNorm("\(name).bn1", store: store, channels: planes), ReLU(inPlace: true),
         Conv2d("\(name).conv2", store: store, inChannels: planes, outChannels: planes, kernelSize: 3, stride: stride, padding: 1),
-        BatchNorm("\(name).bn2", store: store, channels: planes), ReLU(),
+        BatchNorm("\(name).bn2", store: store, channels: planes), ReLU(inPlace: true),
         Conv2d("\(name).conv3", store: store, inChannels: planes, outChannels: planes * 4, kernelSize: 1),
         BatchNorm("\(name).bn3", store: store, channels: planes * 4),
     ])
