@@ -45,11 +45,15 @@ public final class Context {
     /// A gradient buffer of `shape` (contents unspecified) with one reference, the smallest free
     /// one that fits. Reused from step to step, so steady-state steps allocate nothing.
     public func gradientBuffer(_ shape: Shape) -> Tensor {
-        let fitting = freeGradients.indices.filter { freeGradients[$0].capacityCount >= shape.count }
+        // Smallest buffer that fits, else the largest (it grows once); no allocation per call.
+        var best: Int? = nil, largest: Int? = nil
+        for i in freeGradients.indices {
+            let c = freeGradients[i].capacityCount
+            if c >= shape.count && (best.map { c < freeGradients[$0].capacityCount } ?? true) { best = i }
+            if largest.map({ c > freeGradients[$0].capacityCount }) ?? true { largest = i }
+        }
         let t: Tensor
-        if let i = fitting.min(by: { freeGradients[$0].capacityCount < freeGradients[$1].capacityCount }) {
-            t = freeGradients.remove(at: i)
-        } else if let i = freeGradients.indices.max(by: { freeGradients[$0].capacityCount < freeGradients[$1].capacityCount }) {
+        if let i = best ?? largest {
             t = freeGradients.remove(at: i)
         } else {
             t = Tensor()

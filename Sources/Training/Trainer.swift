@@ -264,7 +264,6 @@ public final class Trainer {
         evalLoader.start(batches: shards.evaluationBatches(), epoch: 0, seed: 0)
         network.training = false
         defer { network.training = true }
-        let saved = network.store.onGradientReady
         var sums = [0.0, 0.0, 0.0, 0.0]   // loss, top-1, top-5, count
         while let b = try evalLoader.next() {
             let logits = b.images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: b.count) }
@@ -276,7 +275,6 @@ public final class Trainer {
                 sums[3] += Double(b.count)
             }
         }
-        network.store.onGradientReady = saved
         try comm.allreduce(&sums, op: .sum)
         return (sums[0] / sums[3], sums[1] / sums[3], sums[2] / sums[3])
     }
