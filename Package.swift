@@ -33,12 +33,14 @@ let package = Package(
         .target(name: "CJPEGShim", dependencies: ["CJPEG"]),
         // OpenMPI handles (macros) as C functions Swift can call.
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // Direct 3×3 convolution kernels (AVX2 + FMA, chosen at run time).
+        .target(name: "CConvKernels"),
 
         // Communication: Communicator, MPI and local implementations, packed masked reducer.
         .target(name: "Comm", dependencies: ["CMPI", "CMPIShim", "Tensor"]),
         // Numeric kernels: GEMM seam over OpenBLAS, random numbers, parallel loops.
         .target(
-            name: "Tensor", dependencies: ["COpenBLAS"],
+            name: "Tensor", dependencies: ["COpenBLAS", "CConvKernels"],
             linkerSettings: [.linkedLibrary("m")]),
 
         // Layers as forward/backward pairs, flat parameter store, models, loss, SGD, schedules.

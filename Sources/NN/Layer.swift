@@ -6,6 +6,16 @@ public enum LayerKind: String, CaseIterable, Sendable {
     case conv, linear, batchNorm, relu, pool, add, flatten, loss, input
 }
 
+/// Which convolution kernel layers use.
+public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
+    /// The direct 3×3 kernel where it applies and pays, im2col + sgemm elsewhere.
+    case automatic
+    /// im2col + sgemm everywhere.
+    case gemm
+    /// The direct kernel wherever it applies (for tests and benchmarks).
+    case direct
+}
+
 /// Settings and scratch shared by all layers of one network.
 public final class Context {
     /// Threads for parallel loops inside a layer (BLAS threads are set separately).
@@ -17,6 +27,9 @@ public final class Context {
     public private(set) var times: [LayerKind: Double] = [:]
     /// Largest im2col scratch per worker, in floats; a batch runs as chunks of images that fit.
     public var columnBudget = 1 << 20
+    /// How convolutions run: `.automatic` takes the direct 3×3 kernel where it applies and is
+    /// faster (see `Conv2d.usesDirectKernel`), `.gemm` always im2col + sgemm.
+    public var convolutionAlgorithm = ConvolutionAlgorithm.automatic
     /// Per-worker scratch (im2col columns) and partial weight gradients, shared by all layers.
     private var scratch: [Tensor] = []
     private var partials: [Tensor] = []

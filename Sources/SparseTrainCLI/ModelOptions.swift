@@ -2,6 +2,7 @@ import ArgumentParser
 import NN
 
 extension ModelName: ExpressibleByArgument {}
+extension ConvolutionAlgorithm: ExpressibleByArgument {}
 
 /// The model a command works on: name, classes, input shape, MLP widths.
 struct ModelOptions: ParsableArguments {

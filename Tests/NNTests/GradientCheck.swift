@@ -12,11 +12,13 @@ struct GradientCheck {
     var tolerance: Float = 2e-2
     var samples = 24
     var training = true
+    var convolution = ConvolutionAlgorithm.automatic
 
     func run(_ layer: Layer, store: ParameterStore, input shape: Shape, seed: UInt64 = 1,
              checkInput: Bool = true, file: StaticString = #filePath, line: UInt = #line) {
         let ctx = Context()
         ctx.training = training
+        ctx.convolutionAlgorithm = convolution
         var rng = Xoshiro256(seed: seed)
         let x = Tensor(shape)
         for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1 }

@@ -101,6 +101,46 @@ final class KernelTests: XCTestCase {
 }
 
 final class WorkerParallelTests: XCTestCase {
+    /// The direct 3×3 kernel and im2col + sgemm give the same output, input gradient and weight
+    /// gradient, on one and two workers and with chunks of one image.
+    func testDirectConvolutionMatchesGemmPath() throws {
+        try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
+        let savedThreads = BLAS.threads
+        defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
+        var results: [[Float]] = []
+        for (algorithm, workers, budget) in [(ConvolutionAlgorithm.gemm, 1, 1 << 20), (.direct, 1, 1 << 20),
+                                             (.direct, 2, 1), (.automatic, 2, 1 << 20)] {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: 8, outChannels: 12, kernelSize: 3, padding: 1, bias: true)
+            store.allocate(seed: 4)
+            let ctx = Context()
+            ctx.threads = workers
+            ctx.columnBudget = budget
+            ctx.convolutionAlgorithm = algorithm
+            let x = Tensor(Shape(n: 7, c: 8, h: 6, w: 16))
+            var rng = Xoshiro256(seed: 9)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+            XCTAssertEqual(conv.usesDirectKernel(x.shape, ctx), algorithm != .gemm)
+            var out: [Float] = []
+            for _ in 0..<2 {
+                store.zeroGradients()
+                let y = conv.forward(x, ctx)
+                let dy = Tensor(y.shape)
+                for i in 0..<dy.count { dy.data[i] = Float(i % 11) * 0.1 - 0.5 }
+                let dx = conv.backward(dy, ctx)
+                out = Array(y.buffer) + Array(dx.buffer) + Array(store.gradients)
+            }
+            results.append(out)
+        }
+        for r in results.dropFirst() {
+            XCTAssertEqual(r.count, results[0].count)
+            for i in r.indices where abs(r[i] - results[0][i]) > 1e-4 * max(1, abs(results[0][i])) {
+                return XCTFail("entry \(i): \(r[i]) vs \(results[0][i])")
+            }
+        }
+    }
+
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;
     /// the result must equal the one-worker result (up to summation order of the weight
     /// gradient partials).

@@ -21,6 +21,26 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testDirectConvolutionBackwardMatchesFiniteDifferences() throws {
+        try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
+        let cases: [(cin: Int, cout: Int, h: Int, w: Int, bias: Bool, firstLayer: Bool)] = [
+            (4, 8, 5, 8, true, false), (8, 4, 3, 16, false, false), (3, 4, 4, 8, false, true),
+        ]
+        for (i, c) in cases.enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: 3,
+                              padding: 1, bias: c.bias)
+            conv.needsInputGradient = !c.firstLayer
+            store.allocate(seed: UInt64(i))
+            XCTAssertTrue(conv.usesDirectKernel(Shape(n: 3, c: c.cin, h: c.h, w: c.w), {
+                let ctx = Context(); ctx.convolutionAlgorithm = .direct; return ctx }()))
+            var check = GradientCheck()
+            check.convolution = .direct
+            check.run(conv, store: store, input: Shape(n: 3, c: c.cin, h: c.h, w: c.w), seed: UInt64(i),
+                      checkInput: !c.firstLayer)
+        }
+    }
+
     func testConvolutionWithSmallColumnBudgetMatchesFiniteDifferences() {
         let store = ParameterStore()
         let conv = Conv2d("c", store: store, inChannels: 2, outChannels: 3, kernelSize: 3, padding: 1)

@@ -1,7 +1,8 @@
 import Foundation
 import Tensor
 
-/// 2-D convolution over channel-major activations, as im2col + one GEMM per chunk of images.
+/// 2-D convolution over channel-major activations, as im2col + one GEMM per chunk of images,
+/// or, for 3×3 stride-1 padding-1 layers with few channels, the direct kernel `Conv3x3`.
 ///
 /// Weight (Cout, Cin, kh, kw), Kaiming-normal with fan-out (`std = √(2 / (Cout·kh·kw))`);
 /// optional bias (Cout), uniform ±1/√fan-in. Forward: `Y[Cout, n·Ho·Wo] = W · col(X)`.
@@ -16,6 +17,8 @@ public final class Conv2d: Layer {
 
     private let store: ParameterStore
     private let output = Tensor()
+    /// Weights packed for the direct kernel: forward, and flipped for the input gradient.
+    private let packed = Tensor(), packedFlipped = Tensor()
     private unowned(unsafe) var input: Tensor?
 
     public init(
@@ -70,9 +73,34 @@ public final class Conv2d: Layer {
         max(1, min(batch, ctx.columnBudget / max(1, g.patchSize * g.outPlane)))
     }
 
+    /// Whether this layer runs the direct 3×3 kernel on inputs of shape `s`: a 3×3, stride-1,
+    /// padding-1 convolution the kernel supports, and under `.automatic` at most
+    /// `Conv2d.directChannelLimit` channels in and out (beyond that sgemm's blocking wins).
+    public func usesDirectKernel(_ s: Shape, _ ctx: Context) -> Bool {
+        guard ctx.convolutionAlgorithm != .gemm, kernelSize == 3, stride == 1, padding == 1,
+              Conv3x3.supports(outChannels: outChannels, width: s.w),
+              !needsInputGradient || inChannels % 4 == 0 else { return false }
+        return ctx.convolutionAlgorithm == .direct
+            || max(inChannels, outChannels) <= Conv2d.directChannelLimit
+    }
+
+    /// Channel count up to which `.automatic` prefers the direct kernel.
+    public static let directChannelLimit = 64
+
+    /// Images per chunk for the direct kernel: padded copies of `planesPerImage` planes fit
+    /// the column budget, and the chunks divide evenly among the workers.
+    private func directChunk(_ s: Shape, planesPerImage: Int, _ ctx: Context) -> Int {
+        let perImage = planesPerImage * (s.h + 2) * (s.w + 2)
+        let most = max(1, ctx.columnBudget / perImage)
+        var chunks = (s.n + most - 1) / most
+        chunks = min(s.n, (chunks + ctx.threads - 1) / ctx.threads * ctx.threads)
+        return (s.n + chunks - 1) / max(1, chunks)
+    }
+
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.conv) {
             input = x
+            if usesDirectKernel(x.shape, ctx) { return directForward(x, ctx) }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
             output.reshape(Shape(n: n, c: outChannels, h: g.outHeight, w: g.outWidth))
@@ -87,21 +115,92 @@ public final class Conv2d: Layer {
                 gemm(.none, .none, m: cout, n: count * plane, k: patch, a: w.pointer, lda: patch,
                      b: col, ldb: ld, c: y.pointer + first * plane, ldc: cols)
             }
-            if let bias {
-                let b = store.value(bias)
-                for o in 0..<outChannels {
-                    let row = output.data + o * cols
-                    let v = b[o]
-                    for i in 0..<cols { row[i] += v }
-                }
-            }
+            addBias(cols: cols)
             return output
         }
+    }
+
+    private func addBias(cols: Int) {
+        guard let bias else { return }
+        let b = store.value(bias)
+        for o in 0..<outChannels {
+            let row = output.data + o * cols
+            let v = b[o]
+            for i in 0..<cols { row[i] += v }
+        }
+    }
+
+    private func biasGradient(_ dy: Tensor, cols: Int) {
+        guard let bias else { return }
+        let db = store.gradient(bias)
+        for o in 0..<outChannels { db[o] += sum(dy.data + o * cols, cols) }
+        store.onGradientReady?(bias)
+    }
+
+    /// Forward through `Conv3x3`: each worker pads its chunk of images, then runs the kernel.
+    private func directForward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        let s = x.shape, n = s.n, plane = s.plane, cols = n * plane
+        output.reshape(Shape(n: n, c: outChannels, h: s.h, w: s.w))
+        packed.reshape(Shape(n: 1, c: weight.count))
+        Conv3x3.packWeights(store.value(weight), outChannels: outChannels, inChannels: inChannels,
+                            flipped: false, into: packed.data)
+        let per = directChunk(s, planesPerImage: inChannels, ctx)
+        let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: inChannels, count: per, height: s.h, width: s.w))
+        let xp = SendablePointer(x.data), y = SendablePointer(output.data), w = SendablePointer(packed.data)
+        let cin = inChannels, cout = outChannels
+        ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
+            let xpad = scratch[worker].pointer
+            Conv3x3.pad(xp.pointer + first * plane, channelStride: cols, channels: cin, count: count,
+                        height: s.h, width: s.w, into: xpad)
+            Conv3x3.forward(xpad, inChannels: cin, count: count, height: s.h, width: s.w, packed: w.pointer,
+                            outChannels: cout, y: y.pointer + first * plane, yChannelStride: cols)
+        }
+        addBias(cols: cols)
+        return output
+    }
+
+    /// Backward through `Conv3x3`: dW from padded input and dY; dX as the forward kernel on
+    /// padded dY with the flipped, transposed weights.
+    private func directBackward(_ x: Tensor, _ dy: Tensor, _ ctx: Context) -> Tensor {
+        let s = x.shape, n = s.n, plane = s.plane, cols = n * plane
+        let needDx = needsInputGradient
+        let inputGradient = ctx.gradientBuffer(needDx ? s : Shape(n: 0, c: 0))
+        if needDx {
+            packedFlipped.reshape(Shape(n: 1, c: weight.count))
+            Conv3x3.packWeights(store.value(weight), outChannels: outChannels, inChannels: inChannels,
+                                flipped: true, into: packedFlipped.data)
+        }
+        let cin = inChannels, cout = outChannels
+        let per = directChunk(s, planesPerImage: cin + (needDx ? cout : 0), ctx)
+        let xCount = Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w)
+        let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin + cout, count: per, height: s.h, width: s.w))
+        let partials = ctx.workerPartials(count: weight.count)
+        let xp = SendablePointer(x.data), d = SendablePointer(dy.data)
+        let dx = SendablePointer(inputGradient.data), w = SendablePointer(packedFlipped.data)
+        ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
+            let xpad = scratch[worker].pointer, dpad = xpad + xCount
+            Conv3x3.pad(xp.pointer + first * plane, channelStride: cols, channels: cin, count: count,
+                        height: s.h, width: s.w, into: xpad)
+            Conv3x3.weightGradient(xpad, inChannels: cin, count: count, height: s.h, width: s.w,
+                                   dy: d.pointer + first * plane, dyChannelStride: cols, outChannels: cout,
+                                   dw: partials[worker].pointer)
+            guard needDx else { return }
+            Conv3x3.pad(d.pointer + first * plane, channelStride: cols, channels: cout, count: count,
+                        height: s.h, width: s.w, into: dpad)
+            Conv3x3.forward(dpad, inChannels: cout, count: count, height: s.h, width: s.w, packed: w.pointer,
+                            outChannels: cin, y: dx.pointer + first * plane, yChannelStride: cols)
+        }
+        ctx.addPartials(partials, count: weight.count, into: store.gradient(weight))
+        biasGradient(dy, cols: cols)
+        store.onGradientReady?(weight)
+        ctx.release(dy)
+        return inputGradient
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.conv) {
             guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
+            if usesDirectKernel(x.shape, ctx) { return directBackward(x, dy, ctx) }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
             let wCount = weight.count
@@ -137,11 +236,7 @@ public final class Conv2d: Layer {
                 }
             }
             ctx.addPartials(partials, count: wCount, into: store.gradient(weight))
-            if let bias {
-                let db = store.gradient(bias)
-                for o in 0..<outChannels { db[o] += sum(dy.data + o * cols, cols) }
-                store.onGradientReady?(bias)
-            }
+            biasGradient(dy, cols: cols)
             store.onGradientReady?(weight)
             ctx.release(dy)
             return inputGradient

@@ -27,6 +27,9 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("column-mib"), help: "Largest im2col scratch per convolution, in MiB (images are processed in chunks that fit).")
     var columnMiB: Double?
 
+    @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
+    var conv: ConvolutionAlgorithm = .automatic
+
     @Option(help: ArgumentHelp(
         "Python with torch installed: also time PyTorch on the same step in this run (resnet20, vgg16).",
         valueName: "python"))
@@ -45,6 +48,7 @@ struct BenchStep: ParsableCommand {
         var model: String
         var batch: Int
         var threads: Int
+        var convolution: String
         var parameters: Int
         var images_per_second: Double
         var seconds_per_step: Double
@@ -65,6 +69,7 @@ struct BenchStep: ParsableCommand {
         let net = try modelOptions.build()
         net.setThreads(threadCount)
         if let mib = columnMiB { net.ctx.columnBudget = max(1, Int(mib * 262_144)) }
+        net.ctx.convolutionAlgorithm = conv
         var rng = Xoshiro256(seed: 7)
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
         let labels = (0..<batch).map { _ in Int32(rng.nextIndex(below: net.classes)) }
@@ -102,7 +107,7 @@ struct BenchStep: ParsableCommand {
             .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
         ]
         let report = Report(
-            model: model.rawValue, batch: batch, threads: threadCount, parameters: net.store.count,
+            model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
             images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
@@ -114,7 +119,7 @@ struct BenchStep: ParsableCommand {
             return
         }
         print("bench step: \(model.rawValue), batch \(batch), \(threadCount) thread(s), "
-            + "\(report.parameters) parameters, OpenBLAS kernel \(report.blas_core), median of \(steps)")
+            + "\(report.parameters) parameters, convolution \(conv.rawValue), OpenBLAS kernel \(report.blas_core), median of \(steps)")
         var table = TextTable("images/s", "ms/step", "GFLOP/s (3x fwd)", "sgemm GFLOP/s", "of sgemm", "peak RSS MiB")
         table.add(fixed(report.images_per_second, 1), fixed(seconds * 1e3, 1), fixed(report.gflops_effective, 1),
                   fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", report.peak_rss_mib.map { fixed($0, 0) } ?? "n/a")

@@ -1,0 +1,171 @@
+#include "conv3x3.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define STCONV_X86 1
+#define TARGET __attribute__((target("avx2,fma")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+#else
+#define STCONV_X86 0
+#endif
+
+int stconv_available(void) {
+#if STCONV_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+void stconv_pad(const float *x, ptrdiff_t x_channel_stride, int channels, int count, int height,
+                int width, float *xpad) {
+    const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
+    for (int c = 0; c < channels; c++) {
+        for (int n = 0; n < count; n++) {
+            const float *src = x + c * x_channel_stride + (ptrdiff_t)n * height * width;
+            float *dst = xpad + ((ptrdiff_t)c * count + n) * plane;
+            memset(dst, 0, sizeof(float) * wp);
+            for (int h = 0; h < height; h++) {
+                float *row = dst + (h + 1) * wp;
+                row[0] = 0;
+                memcpy(row + 1, src + (ptrdiff_t)h * width, sizeof(float) * width);
+                row[width + 1] = 0;
+            }
+            memset(dst + (height + 1) * wp, 0, sizeof(float) * wp);
+        }
+    }
+}
+
+void stconv_pack_weights(const float *w, int cout, int cin, int flipped, float *packed) {
+    const int outs = flipped ? cin : cout, ins = flipped ? cout : cin;
+    for (int o = 0; o < outs; o++)
+        for (int i = 0; i < ins; i++)
+            for (int t = 0; t < 9; t++) {
+                const float v = flipped ? w[((ptrdiff_t)i * cin + o) * 9 + (8 - t)]
+                                        : w[((ptrdiff_t)o * cin + i) * 9 + t];
+                packed[(((ptrdiff_t)(o / 4) * ins + i) * 9 + t) * 4 + o % 4] = v;
+            }
+}
+
+#if STCONV_X86
+
+/// 4 output channels × P vectors of 8 output pixels, accumulated over all input channels and
+/// the 9 taps in registers. in[p]: top-left input of vector p in channel 0; cs: channel stride.
+INLINE void forward_block(int P, const float *const *in, ptrdiff_t cs, ptrdiff_t wp, int cin,
+                          const float *w, float *const *out, ptrdiff_t ycs) {
+    __m256 acc[4][3];
+    for (int j = 0; j < 4; j++)
+        for (int p = 0; p < P; p++) acc[j][p] = _mm256_setzero_ps();
+    for (int i = 0; i < cin; i++) {
+        const ptrdiff_t base = i * cs;
+        for (int t = 0; t < 9; t++) {
+            const ptrdiff_t off = base + (t / 3) * wp + t % 3;
+            __m256 a[3];
+            for (int p = 0; p < P; p++) a[p] = _mm256_loadu_ps(in[p] + off);
+            for (int j = 0; j < 4; j++) {
+                const __m256 b = _mm256_broadcast_ss(w + t * 4 + j);
+                for (int p = 0; p < P; p++) acc[j][p] = _mm256_fmadd_ps(a[p], b, acc[j][p]);
+            }
+        }
+        w += 36;
+    }
+    for (int j = 0; j < 4; j++)
+        for (int p = 0; p < P; p++) _mm256_storeu_ps(out[p] + j * ycs, acc[j][p]);
+}
+
+TARGET void stconv_forward(const float *xpad, int in_channels, int count, int height, int width,
+                           const float *packed, int out_channels, float *y,
+                           ptrdiff_t y_channel_stride) {
+    const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
+    const ptrdiff_t cs = plane * count;
+    const int perRow = width / 8, perImage = height * perRow;
+    const ptrdiff_t vectors = (ptrdiff_t)count * perImage;
+    for (ptrdiff_t g = 0; g < vectors; g += 3) {
+        const int P = vectors - g < 3 ? (int)(vectors - g) : 3;
+        const float *in[3];
+        float *out[3];
+        for (int p = 0; p < P; p++) {
+            const ptrdiff_t v = g + p, n = v / perImage, r = v % perImage;
+            in[p] = xpad + n * plane + (r / perRow) * wp + (r % perRow) * 8;
+            out[p] = y + v * 8;
+        }
+        for (int o = 0; o < out_channels; o += 4) {
+            const float *w = packed + (ptrdiff_t)o * in_channels * 9;
+            float *o3[3];
+            for (int p = 0; p < P; p++) o3[p] = out[p] + o * y_channel_stride;
+            if (P == 3) forward_block(3, in, cs, wp, in_channels, w, o3, y_channel_stride);
+            else if (P == 2) forward_block(2, in, cs, wp, in_channels, w, o3, y_channel_stride);
+            else forward_block(1, in, cs, wp, in_channels, w, o3, y_channel_stride);
+        }
+    }
+}
+
+INLINE float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+TARGET void stconv_weight_gradient(const float *xpad, int in_channels, int count, int height,
+                                   int width, const float *dy, ptrdiff_t dy_channel_stride,
+                                   int out_channels, float *dw) {
+    const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
+    const ptrdiff_t cs = plane * count, hw = (ptrdiff_t)height * width;
+    const ptrdiff_t dcs = dy_channel_stride;
+    // Images per pass: about 1024 pixels, so 4 channels of dy and one input plane stay in L1.
+    const int group = hw >= 1024 ? 1 : (int)(1024 / hw);
+    for (int n0 = 0; n0 < count; n0 += group) {
+        const int n1 = n0 + group < count ? n0 + group : count;
+        for (int o = 0; o < out_channels; o += 4) {
+            for (int i = 0; i < in_channels; i++) {
+                for (int kh = 0; kh < 3; kh++) {
+                    __m256 acc[4][3];
+                    for (int j = 0; j < 4; j++)
+                        for (int k = 0; k < 3; k++) acc[j][k] = _mm256_setzero_ps();
+                    for (int n = n0; n < n1; n++) {
+                        for (int h = 0; h < height; h++) {
+                            const float *xr = xpad + i * cs + n * plane + (h + kh) * wp;
+                            const float *d = dy + o * dcs + n * hw + (ptrdiff_t)h * width;
+                            for (int c = 0; c < width; c += 8) {
+                                const __m256 x0 = _mm256_loadu_ps(xr + c);
+                                const __m256 x1 = _mm256_loadu_ps(xr + c + 1);
+                                const __m256 x2 = _mm256_loadu_ps(xr + c + 2);
+                                for (int j = 0; j < 4; j++) {
+                                    const __m256 g = _mm256_loadu_ps(d + j * dcs + c);
+                                    acc[j][0] = _mm256_fmadd_ps(g, x0, acc[j][0]);
+                                    acc[j][1] = _mm256_fmadd_ps(g, x1, acc[j][1]);
+                                    acc[j][2] = _mm256_fmadd_ps(g, x2, acc[j][2]);
+                                }
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        float *t = dw + ((ptrdiff_t)(o + j) * in_channels + i) * 9 + kh * 3;
+                        for (int k = 0; k < 3; k++) t[k] += hsum(acc[j][k]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#else
+// Other CPUs: stconv_available() returns 0 and callers take the GEMM path; these are never run.
+#include <stdlib.h>
+
+void stconv_forward(const float *xpad, int in_channels, int count, int height, int width,
+                    const float *packed, int out_channels, float *y, ptrdiff_t y_channel_stride) {
+    abort();
+}
+
+void stconv_weight_gradient(const float *xpad, int in_channels, int count, int height, int width,
+                            const float *dy, ptrdiff_t dy_channel_stride, int out_channels,
+                            float *dw) {
+    abort();
+}
+
+#endif

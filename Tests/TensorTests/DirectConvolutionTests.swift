@@ -1,0 +1,94 @@
+import XCTest
+import Tensor
+
+/// The direct 3×3 kernels against naive loops accumulated in Double.
+final class DirectConvolutionTests: XCTestCase {
+    struct Case { var cin, cout, count, h, w: Int }
+    let cases = [Case(cin: 3, cout: 8, count: 2, h: 3, w: 8), Case(cin: 8, cout: 4, count: 3, h: 5, w: 16),
+                 Case(cin: 4, cout: 12, count: 1, h: 1, w: 24), Case(cin: 5, cout: 4, count: 4, h: 8, w: 8)]
+
+    func random(_ count: Int, _ rng: inout Xoshiro256) -> [Float] {
+        (0..<count).map { _ in rng.nextFloat() * 2 - 1 }
+    }
+
+    /// x at channel c, image n, row h, column w with zero padding (channel-major layout).
+    func at(_ x: [Float], _ c: Case, channels: Int, _ ch: Int, _ n: Int, _ h: Int, _ w: Int) -> Double {
+        guard h >= 0, h < c.h, w >= 0, w < c.w else { return 0 }
+        return Double(x[((ch * c.count + n) * c.h + h) * c.w + w])
+    }
+
+    func padded(_ x: [Float], channels: Int, _ c: Case) -> [Float] {
+        var xpad = [Float](repeating: .nan, count: Conv3x3.paddedCount(channels: channels, count: c.count, height: c.h, width: c.w))
+        Conv3x3.pad(x, channelStride: c.count * c.h * c.w, channels: channels, count: c.count, height: c.h, width: c.w, into: &xpad)
+        return xpad
+    }
+
+    func close(_ a: [Float], _ b: [Double], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, file: file, line: line)
+        for i in b.indices where abs(Double(a[i]) - b[i]) > 1e-4 * max(1, abs(b[i])) {
+            return XCTFail("\(what) entry \(i): \(a[i]) vs \(b[i])", file: file, line: line)
+        }
+    }
+
+    func testForwardInputGradientAndWeightGradientMatchNaiveLoops() throws {
+        try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
+        for (t, c) in cases.enumerated() {
+            var rng = Xoshiro256(seed: UInt64(t + 1))
+            let plane = c.h * c.w, cols = c.count * plane
+            let x = random(c.cin * cols, &rng), w = random(c.cout * c.cin * 9, &rng), dy = random(c.cout * cols, &rng)
+            var expectedY = [Double](repeating: 0, count: c.cout * cols)
+            var expectedDx = [Double](repeating: 0, count: c.cin * cols)
+            var expectedDw = [Double](repeating: 0, count: w.count)
+            for o in 0..<c.cout { for n in 0..<c.count { for h in 0..<c.h { for wc in 0..<c.w {
+                let yi = (o * c.count + n) * plane + h * c.w + wc
+                for i in 0..<c.cin { for kh in 0..<3 { for kw in 0..<3 {
+                    let wv = Double(w[((o * c.cin + i) * 3 + kh) * 3 + kw])
+                    let xv = at(x, c, channels: c.cin, i, n, h + kh - 1, wc + kw - 1)
+                    expectedY[yi] += wv * xv
+                    expectedDw[((o * c.cin + i) * 3 + kh) * 3 + kw] += Double(dy[yi]) * xv
+                    let ih = h + kh - 1, iw = wc + kw - 1
+                    if ih >= 0, ih < c.h, iw >= 0, iw < c.w {
+                        expectedDx[(i * c.count + n) * plane + ih * c.w + iw] += wv * Double(dy[yi])
+                    }
+                } } }
+            } } } }
+
+            var packed = [Float](repeating: 0, count: w.count)
+            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, into: &packed)
+            var y = [Float](repeating: .nan, count: c.cout * cols)
+            Conv3x3.forward(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h, width: c.w,
+                            packed: packed, outChannels: c.cout, y: &y, yChannelStride: cols)
+            close(y, expectedY, "case \(t) forward")
+
+            // Accumulates: start from ones.
+            var dw = [Float](repeating: 1, count: w.count)
+            Conv3x3.weightGradient(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h,
+                                   width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, dw: &dw)
+            close(dw, expectedDw.map { $0 + 1 }, "case \(t) weight gradient")
+
+            guard c.cin % 4 == 0 else { continue }
+            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, into: &packed)
+            var dx = [Float](repeating: .nan, count: c.cin * cols)
+            Conv3x3.forward(padded(dy, channels: c.cout, c), inChannels: c.cout, count: c.count, height: c.h, width: c.w,
+                            packed: packed, outChannels: c.cin, y: &dx, yChannelStride: cols)
+            close(dx, expectedDx, "case \(t) input gradient")
+        }
+    }
+
+    func testPaddingSurroundsEachPlaneWithZeros() {
+        let c = Case(cin: 2, cout: 4, count: 2, h: 2, w: 3)
+        let x = (0..<(2 * 2 * 6)).map { Float($0 + 1) }
+        let xpad = padded(x, channels: 2, c)
+        XCTAssertEqual(xpad.count, 2 * 2 * 4 * 5)
+        // Channel 1, image 0 is the third plane: values 13…18 inside a zero frame.
+        let third = Array(xpad[40..<60])
+        XCTAssertEqual(third, [0, 0, 0, 0, 0,  0, 13, 14, 15, 0,  0, 16, 17, 18, 0,  0, 0, 0, 0, 0])
+    }
+
+    func testSupportRules() {
+        guard Conv3x3.isAvailable else { return XCTAssertFalse(Conv3x3.supports(outChannels: 16, width: 32)) }
+        XCTAssertTrue(Conv3x3.supports(outChannels: 16, width: 32))
+        XCTAssertFalse(Conv3x3.supports(outChannels: 6, width: 32))
+        XCTAssertFalse(Conv3x3.supports(outChannels: 16, width: 14))
+    }
+}
