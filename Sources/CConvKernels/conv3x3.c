@@ -54,11 +54,12 @@ void stconv_pack_weights(const float *w, int cout, int cin, int flipped, float *
 
 /// 4 output channels × P vectors of 8 output pixels, accumulated over all input channels and
 /// the 9 taps in registers. in[p]: top-left input of vector p in channel 0; cs: channel stride.
-INLINE void forward_block(int P, const float *const *in, ptrdiff_t cs, ptrdiff_t wp, int cin,
-                          const float *w, float *const *out, ptrdiff_t ycs) {
+INLINE void forward_block(int P, int accumulate, const float *const *in, ptrdiff_t cs,
+                          ptrdiff_t wp, int cin, const float *w, float *const *out, ptrdiff_t ycs) {
     __m256 acc[4][3];
     for (int j = 0; j < 4; j++)
-        for (int p = 0; p < P; p++) acc[j][p] = _mm256_setzero_ps();
+        for (int p = 0; p < P; p++)
+            acc[j][p] = accumulate ? _mm256_loadu_ps(out[p] + j * ycs) : _mm256_setzero_ps();
     for (int i = 0; i < cin; i++) {
         const ptrdiff_t base = i * cs;
         for (int t = 0; t < 9; t++) {
@@ -76,6 +77,10 @@ INLINE void forward_block(int P, const float *const *in, ptrdiff_t cs, ptrdiff_t
         for (int p = 0; p < P; p++) _mm256_storeu_ps(out[p] + j * ycs, acc[j][p]);
 }
 
+/// Input channels per pass: the rows a block of output vectors reads from that many channels
+/// stay in L1 while all output channels are computed; later passes add to y.
+#define CHANNEL_BLOCK 64
+
 TARGET void stconv_forward(const float *xpad, int in_channels, int count, int height, int width,
                            const float *packed, int out_channels, float *y,
                            ptrdiff_t y_channel_stride) {
@@ -83,22 +88,31 @@ TARGET void stconv_forward(const float *xpad, int in_channels, int count, int he
     const ptrdiff_t cs = plane * count;
     const int perRow = width / 8, perImage = height * perRow;
     const ptrdiff_t vectors = (ptrdiff_t)count * perImage;
-    for (ptrdiff_t g = 0; g < vectors; g += 3) {
-        const int P = vectors - g < 3 ? (int)(vectors - g) : 3;
-        const float *in[3];
-        float *out[3];
-        for (int p = 0; p < P; p++) {
-            const ptrdiff_t v = g + p, n = v / perImage, r = v % perImage;
-            in[p] = xpad + n * plane + (r / perRow) * wp + (r % perRow) * 8;
-            out[p] = y + v * 8;
-        }
-        for (int o = 0; o < out_channels; o += 4) {
-            const float *w = packed + (ptrdiff_t)o * in_channels * 9;
-            float *o3[3];
-            for (int p = 0; p < P; p++) o3[p] = out[p] + o * y_channel_stride;
-            if (P == 3) forward_block(3, in, cs, wp, in_channels, w, o3, y_channel_stride);
-            else if (P == 2) forward_block(2, in, cs, wp, in_channels, w, o3, y_channel_stride);
-            else forward_block(1, in, cs, wp, in_channels, w, o3, y_channel_stride);
+    for (int c0 = 0; c0 < in_channels; c0 += CHANNEL_BLOCK) {
+        const int cn = in_channels - c0 < CHANNEL_BLOCK ? in_channels - c0 : CHANNEL_BLOCK;
+        const int acc = c0 > 0;
+        for (ptrdiff_t g = 0; g < vectors; g += 3) {
+            const int P = vectors - g < 3 ? (int)(vectors - g) : 3;
+            const float *in[3];
+            float *out[3];
+            for (int p = 0; p < P; p++) {
+                const ptrdiff_t v = g + p, n = v / perImage, r = v % perImage;
+                in[p] = xpad + c0 * cs + n * plane + (r / perRow) * wp + (r % perRow) * 8;
+                out[p] = y + v * 8;
+            }
+            for (int o = 0; o < out_channels; o += 4) {
+                const float *w = packed + ((ptrdiff_t)o * in_channels + (ptrdiff_t)c0 * 4) * 9;
+                float *o3[3];
+                for (int p = 0; p < P; p++) o3[p] = out[p] + o * y_channel_stride;
+                if (P == 3) {
+                    if (acc) forward_block(3, 1, in, cs, wp, cn, w, o3, y_channel_stride);
+                    else forward_block(3, 0, in, cs, wp, cn, w, o3, y_channel_stride);
+                } else if (P == 2) {
+                    forward_block(2, acc, in, cs, wp, cn, w, o3, y_channel_stride);
+                } else {
+                    forward_block(1, acc, in, cs, wp, cn, w, o3, y_channel_stride);
+                }
+            }
         }
     }
 }
@@ -108,6 +122,26 @@ INLINE float hsum(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
+}
+
+/// Adds to acc[j][k] (4 output channels × kw = 0, 1, 2) the products of dy rows with input rows
+/// shifted by kw, over `rows` rows of `width` pixels (one image: rows = height). `x` steps by
+/// `wp` per row, dy by `width` (its rows are contiguous).
+INLINE void weight_rows(__m256 acc[4][3], int width, int rows, const float *x, ptrdiff_t wp,
+                        const float *d, ptrdiff_t dcs) {
+    for (int h = 0; h < rows; h++, x += wp, d += width) {
+        for (int c = 0; c < width; c += 8) {
+            const __m256 x0 = _mm256_loadu_ps(x + c);
+            const __m256 x1 = _mm256_loadu_ps(x + c + 1);
+            const __m256 x2 = _mm256_loadu_ps(x + c + 2);
+            for (int j = 0; j < 4; j++) {
+                const __m256 g = _mm256_loadu_ps(d + j * dcs + c);
+                acc[j][0] = _mm256_fmadd_ps(g, x0, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(g, x1, acc[j][1]);
+                acc[j][2] = _mm256_fmadd_ps(g, x2, acc[j][2]);
+            }
+        }
+    }
 }
 
 TARGET void stconv_weight_gradient(const float *xpad, int in_channels, int count, int height,
@@ -121,27 +155,19 @@ TARGET void stconv_weight_gradient(const float *xpad, int in_channels, int count
     for (int n0 = 0; n0 < count; n0 += group) {
         const int n1 = n0 + group < count ? n0 + group : count;
         for (int o = 0; o < out_channels; o += 4) {
+            const float *d0 = dy + o * dcs + n0 * hw;
             for (int i = 0; i < in_channels; i++) {
                 for (int kh = 0; kh < 3; kh++) {
                     __m256 acc[4][3];
                     for (int j = 0; j < 4; j++)
                         for (int k = 0; k < 3; k++) acc[j][k] = _mm256_setzero_ps();
-                    for (int n = n0; n < n1; n++) {
-                        for (int h = 0; h < height; h++) {
-                            const float *xr = xpad + i * cs + n * plane + (h + kh) * wp;
-                            const float *d = dy + o * dcs + n * hw + (ptrdiff_t)h * width;
-                            for (int c = 0; c < width; c += 8) {
-                                const __m256 x0 = _mm256_loadu_ps(xr + c);
-                                const __m256 x1 = _mm256_loadu_ps(xr + c + 1);
-                                const __m256 x2 = _mm256_loadu_ps(xr + c + 2);
-                                for (int j = 0; j < 4; j++) {
-                                    const __m256 g = _mm256_loadu_ps(d + j * dcs + c);
-                                    acc[j][0] = _mm256_fmadd_ps(g, x0, acc[j][0]);
-                                    acc[j][1] = _mm256_fmadd_ps(g, x1, acc[j][1]);
-                                    acc[j][2] = _mm256_fmadd_ps(g, x2, acc[j][2]);
-                                }
-                            }
-                        }
+                    const float *x = xpad + i * cs + n0 * plane + kh * wp;
+                    const float *d = d0;
+                    // Constant widths let the compiler drop the column loop for CIFAR sizes.
+                    for (int n = n0; n < n1; n++, x += plane, d += hw) {
+                        if (width == 8) weight_rows(acc, 8, height, x, wp, d, dcs);
+                        else if (width == 16) weight_rows(acc, 16, height, x, wp, d, dcs);
+                        else weight_rows(acc, width, height, x, wp, d, dcs);
                     }
                     for (int j = 0; j < 4; j++) {
                         float *t = dw + ((ptrdiff_t)(o + j) * in_channels + i) * 9 + kh * 3;

@@ -85,7 +85,7 @@ public final class Conv2d: Layer {
     }
 
     /// Channel count up to which `.automatic` prefers the direct kernel.
-    public static let directChannelLimit = 64
+    public static let directChannelLimit = 256
 
     /// Images per chunk for the direct kernel: padded copies of `planesPerImage` planes fit
     /// the column budget, and the chunks divide evenly among the workers.
