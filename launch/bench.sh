@@ -3,6 +3,7 @@
 #   launch/bench.sh [--pytorch PYTHON]
 # - training step of ResNet-20 and VGG16-BN (batch 128, all cores; with --pytorch, PyTorch is
 #   timed in the same run for the ratio),
+# - 3×3 convolutions: direct kernel vs im2col + sgemm, per layer shape,
 # - packed masked gradient allreduce on 2 ranks (ResNet-50-sized buffer),
 # - data pipeline (CIFAR-10 JPEG from ../shared/data when present, else synthetic).
 # Timings are only comparable within one run on one machine.
@@ -23,6 +24,8 @@ torch=()
 echo "## training step"
 "$bin" bench step --model resnet20 "${torch[@]}"
 "$bin" bench step --model vgg16 --steps 3 --warmup 1 "${torch[@]}"
+echo "## 3x3 convolutions"
+"$bin" bench conv
 echo "## gradient allreduce, 2 ranks"
 launch/run-local.sh -np 2 --bin "$bin" -- bench allreduce
 echo "## data pipeline"
