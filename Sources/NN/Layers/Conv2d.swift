@@ -70,7 +70,16 @@ public final class Conv2d: Layer {
     /// Images per chunk so one worker's column scratch stays within the context's budget
     /// (small enough to stay in cache between im2col and the GEMM that reads it).
     private func chunk(_ g: ConvGeometry, batch: Int, _ ctx: Context) -> Int {
-        max(1, min(batch, ctx.columnBudget / max(1, g.patchSize * g.outPlane)))
+        balancedChunk(batch: batch, most: ctx.columnBudget / max(1, g.patchSize * g.outPlane), ctx)
+    }
+
+    /// Images per chunk: at most `most` (at least 1), with the number of chunks a multiple of
+    /// the workers so that they get equal shares.
+    private func balancedChunk(batch: Int, most: Int, _ ctx: Context) -> Int {
+        let most = max(1, most)
+        var chunks = (batch + most - 1) / most
+        chunks = min(batch, (chunks + ctx.threads - 1) / ctx.threads * ctx.threads)
+        return (batch + chunks - 1) / max(1, chunks)
     }
 
     /// Whether this layer runs the direct 3×3 kernel on inputs of shape `s`: a 3×3, stride-1,
@@ -90,11 +99,7 @@ public final class Conv2d: Layer {
     /// Images per chunk for the direct kernel: padded copies of `planesPerImage` planes fit
     /// the column budget, and the chunks divide evenly among the workers.
     private func directChunk(_ s: Shape, planesPerImage: Int, _ ctx: Context) -> Int {
-        let perImage = planesPerImage * (s.h + 2) * (s.w + 2)
-        let most = max(1, ctx.columnBudget / perImage)
-        var chunks = (s.n + most - 1) / most
-        chunks = min(s.n, (chunks + ctx.threads - 1) / ctx.threads * ctx.threads)
-        return (s.n + chunks - 1) / max(1, chunks)
+        balancedChunk(batch: s.n, most: ctx.columnBudget / (planesPerImage * (s.h + 2) * (s.w + 2)), ctx)
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
