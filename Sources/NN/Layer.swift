@@ -30,7 +30,8 @@ public final class Context {
     /// How convolutions run: `.automatic` takes the direct 3×3 kernel where it applies and is
     /// faster (see `Conv2d.usesDirectKernel`), `.gemm` always im2col + sgemm.
     public var convolutionAlgorithm = ConvolutionAlgorithm.automatic
-    /// Per-worker scratch (im2col columns) and partial weight gradients, shared by all layers.
+    /// Per-worker scratch (im2col columns) and partial weight gradients of workers 1…, shared
+    /// by all layers.
     private var scratch: [Tensor] = []
     private var partials: [Tensor] = []
 
@@ -107,19 +108,21 @@ public final class Context {
         }
     }
 
-    /// One zeroed accumulator of `count` floats per worker.
-    func workerPartials(count: Int) -> [SendablePointer<Float>] {
-        while partials.count < threads { partials.append(Tensor()) }
-        return partials.prefix(threads).map { t in
+    /// Where each worker accumulates its part of a weight gradient (`+=`): worker 0 straight
+    /// into `target`, the others into zeroed scratch that `addPartials` folds into `target`.
+    func workerPartials(count: Int, target: UnsafeMutablePointer<Float>) -> [SendablePointer<Float>] {
+        while partials.count < threads - 1 { partials.append(Tensor()) }
+        return [SendablePointer(target)] + partials.prefix(threads - 1).map { t in
             t.reshape(Shape(n: 1, c: count))
             t.zero()
             return SendablePointer(t.data)
         }
     }
 
-    /// `target += Σ_workers partial[w]`.
+    /// `target += Σ_{workers > 0} partial[w]` (worker 0 wrote into `target` itself).
     func addPartials(_ parts: [SendablePointer<Float>], count: Int, into target: UnsafeMutablePointer<Float>) {
-        for p in parts {
+        for p in parts.dropFirst() {
+            precondition(p.pointer != target)
             var i = 0
             while i < count { target[i] += p.pointer[i]; i &+= 1 }
         }

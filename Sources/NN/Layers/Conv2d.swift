@@ -179,7 +179,7 @@ public final class Conv2d: Layer {
         let per = directChunk(s, planesPerImage: cin + (needDx ? cout : 0), ctx)
         let xCount = Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w)
         let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin + cout, count: per, height: s.h, width: s.w))
-        let partials = ctx.workerPartials(count: weight.count)
+        let partials = ctx.workerPartials(count: weight.count, target: store.gradient(weight))
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data)
         let dx = SendablePointer(inputGradient.data), w = SendablePointer(packedFlipped.data)
         ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
@@ -215,7 +215,7 @@ public final class Conv2d: Layer {
             let d = SendablePointer(dy.data), dx = SendablePointer(inputGradient.data)
             let per = chunk(g, batch: n, ctx)
             let scratch = ctx.workerScratch(count: isPointwise ? 1 : g.patchSize * per * plane)
-            let partials = ctx.workerPartials(count: wCount)
+            let partials = ctx.workerPartials(count: wCount, target: store.gradient(weight))
             let cout = outChannels, patch = g.patchSize, pointwise = isPointwise
             let inPlane = s.plane, cin = s.c
             let xp = SendablePointer(x.data)
