@@ -74,11 +74,14 @@ private func im2colRow(
             o.update(repeating: 0, count: ohLo &* wo)
             let lo = ohLo &* wo, hi = ohHi &* wo
             if hi > lo {
-                let src = plane + (lo &+ shift)
-                var q = 0
-                let len = hi &- lo
+                // Only inside this plane: the entries that would be read from before or after it
+                // are among those zeroed below.
+                let start = lo &+ shift
+                let src = plane + start
+                var q = max(0, -start)
+                let end = min(hi &- lo, h &* w &- start)
                 let dst = o + lo
-                while q < len { dst[q] = src[q]; q &+= 1 }
+                while q < end { dst[q] = src[q]; q &+= 1 }
                 for oh in ohLo..<ohHi {
                     let row = o + oh &* wo
                     var ow = 0
@@ -165,14 +168,16 @@ private func col2imRow(
                 ow = owHi
                 while ow < wo { row[ow] = 0; ow &+= 1 }
             }
+            // Entries that would land before or after this image's plane are zeroed ones; they
+            // are skipped, not added: that memory belongs to another image, which another
+            // worker may be writing at the same time.
             let lo = ohLo &* wo, hi = ohHi &* wo
-            if hi > lo {
-                let dst = plane + (lo &+ shift)
-                let from = o + lo
-                var q = 0
-                let len = hi &- lo
-                while q < len { dst[q] += from[q]; q &+= 1 }
-            }
+            let start = lo &+ shift
+            var q = max(0, -start)
+            let end = min(hi &- lo, h &* w &- start)
+            let dst = plane + start
+            let from = o + lo
+            while q < end { dst[q] += from[q]; q &+= 1 }
             o = o + ho &* wo
         }
         return

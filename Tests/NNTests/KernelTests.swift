@@ -45,6 +45,26 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Workers run col2im on neighbouring images at the same time, so it must not touch memory
+    /// of other images, not even to add zero: −0 + 0 would turn into +0 here.
+    func testCol2imTouchesOnlyItsOwnImages() {
+        for g in [ConvGeometry(channels: 2, height: 5, width: 6, kernelH: 3, kernelW: 3, stride: 1, padding: 1),
+                  ConvGeometry(channels: 2, height: 6, width: 6, kernelH: 3, kernelW: 3, stride: 2, padding: 1)] {
+            let batch = 4, first = 1, count = 2
+            var dx = [Float](repeating: -0.0, count: g.channels * batch * g.inPlane)
+            var col = [Float](repeating: 0.5, count: g.patchSize * count * g.outPlane)
+            col2im(&col, batch: batch, first: first, count: count, geometry: g, dx: &dx)
+            for c in 0..<g.channels {
+                for n in 0..<batch where n < first || n >= first + count {
+                    let plane = (c * batch + n) * g.inPlane
+                    for k in plane..<(plane + g.inPlane) where dx[k].bitPattern != (-0.0 as Float).bitPattern {
+                        return XCTFail("stride \(g.stride): col2im of images \(first)..<\(first + count) wrote \(dx[k]) into image \(n)")
+                    }
+                }
+            }
+        }
+    }
+
     func testCol2imIsTheAdjointOfIm2col() {
         let geometries = [
             ConvGeometry(channels: 3, height: 7, width: 6, kernelH: 3, kernelW: 3, stride: 2, padding: 1),
