@@ -51,59 +51,89 @@ public func im2col(
     }
 }
 
+/// What one row of the column matrix reads: channel `c`, kernel offset (`i`, `j`), the valid
+/// output columns `owLo ..< owHi` (0 ≤ ow·s − p + j < W) and, for "same" convolutions (stride 1,
+/// output size = input size), the contiguous copy that serves a whole image at once.
+private struct ColumnRow {
+    let c: Int, i: Int, j: Int, owLo: Int, owHi: Int
+    /// Stride 1 and Ho×Wo = H×W: output position q reads input q + `shift`.
+    let isSame: Bool
+    let shift: Int
+    /// Output rows whose input row lies inside the image (same convolutions).
+    let ohLo: Int, ohHi: Int
+
+    @inline(__always)
+    init(_ row: Int, _ g: ConvGeometry) {
+        j = row % g.kernelW
+        i = (row / g.kernelW) % g.kernelH
+        c = row / (g.kernelW &* g.kernelH)
+        let s = g.stride, p = g.padding
+        owLo = max(0, (p - j + s - 1) / s)
+        owHi = min(g.outWidth, (g.width - 1 + p - j) / s + 1)
+        isSame = s == 1 && g.outHeight == g.height && g.outWidth == g.width
+        shift = (i &- p) &* g.width &+ (j &- p)
+        ohLo = min(g.outHeight, max(0, p &- i))
+        ohHi = max(ohLo, min(g.outHeight, g.height &+ p &- i))
+    }
+
+    /// Same convolutions: sets the entries of output rows `ohLo ..< ohHi` of one image that
+    /// come from outside the image (they would land on a neighbouring row) to zero.
+    @inline(__always)
+    func zeroOutsideColumns(_ image: UnsafeMutablePointer<Float>, _ g: ConvGeometry) {
+        let wo = g.outWidth
+        for oh in ohLo..<ohHi {
+            let row = image + oh &* wo
+            var ow = 0
+            while ow < owLo { row[ow] = 0; ow &+= 1 }
+            ow = owHi
+            while ow < wo { row[ow] = 0; ow &+= 1 }
+        }
+    }
+
+    /// Same convolutions: entry `ohLo·Wo + q` of one image's row pairs with `plane[start + q]`
+    /// for q in `span`. The span stops at the plane's ends: the entries beyond are among the
+    /// zeroed ones, and that memory belongs to other images (which other workers may write).
+    @inline(__always)
+    func contiguousSpan(_ g: ConvGeometry) -> (start: Int, span: Range<Int>) {
+        let lo = ohLo &* g.outWidth, hi = ohHi &* g.outWidth
+        let start = lo &+ shift
+        let from = max(0, -start), to = min(hi &- lo, g.inPlane &- start)
+        return (start, from..<max(from, to))
+    }
+}
+
 @inline(__always)
 private func im2colRow(
     _ x: UnsafeMutablePointer<Float>, batch: Int, first: Int, count: Int, g: ConvGeometry,
     row: Int, out: UnsafeMutablePointer<Float>
 ) {
-    let j = row % g.kernelW
-    let i = (row / g.kernelW) % g.kernelH
-    let c = row / (g.kernelW &* g.kernelH)
+    let r = ColumnRow(row, g)
     let ho = g.outHeight, wo = g.outWidth, h = g.height, w = g.width, s = g.stride, p = g.padding
-    // Valid ow range: 0 <= ow*s - p + j < w.
-    let owLo = max(0, (p - j + s - 1) / s)
-    let owHi = min(wo, (w - 1 + p - j) / s + 1)
-    if s == 1 && ho == h && wo == w {
-        // "Same" convolution: output position q reads input q + shift; one contiguous copy
-        // per image, then zero the rows and columns that fall outside the image.
-        let shift = (i &- p) &* w &+ (j &- p)
-        let ohLo = max(0, p &- i), ohHi = min(ho, h &+ p &- i)
+    let owLo = r.owLo, owHi = r.owHi
+    if r.isSame {
+        // One contiguous copy per image, then zero what falls outside the image.
+        let (start, span) = r.contiguousSpan(g)
         var o = out
         for n in first..<(first &+ count) {
-            let plane = x + (c &* batch &+ n) &* h &* w
-            o.update(repeating: 0, count: ohLo &* wo)
-            let lo = ohLo &* wo, hi = ohHi &* wo
-            if hi > lo {
-                // Only inside this plane: the entries that would be read from before or after it
-                // are among those zeroed below.
-                let start = lo &+ shift
-                let src = plane + start
-                var q = max(0, -start)
-                let end = min(hi &- lo, h &* w &- start)
-                let dst = o + lo
-                while q < end { dst[q] = src[q]; q &+= 1 }
-                for oh in ohLo..<ohHi {
-                    let row = o + oh &* wo
-                    var ow = 0
-                    while ow < owLo { row[ow] = 0; ow &+= 1 }
-                    ow = owHi
-                    while ow < wo { row[ow] = 0; ow &+= 1 }
-                }
-            }
-            (o + hi).update(repeating: 0, count: (ho &- ohHi) &* wo)
+            let src = x + (r.c &* batch &+ n) &* h &* w + start
+            let dst = o + r.ohLo &* wo
+            o.update(repeating: 0, count: r.ohLo &* wo)
+            for q in span { dst[q] = src[q] }
+            r.zeroOutsideColumns(o, g)
+            (o + r.ohHi &* wo).update(repeating: 0, count: (ho &- r.ohHi) &* wo)
             o = o + ho &* wo
         }
         return
     }
     var o = out
     for n in first..<(first &+ count) {
-        let plane = x + (c &* batch &+ n) &* h &* w
+        let plane = x + (r.c &* batch &+ n) &* h &* w
         for oh in 0..<ho {
-            let ih = oh &* s &- p &+ i
+            let ih = oh &* s &- p &+ r.i
             if ih < 0 || ih >= h || owLo >= owHi {
                 o.update(repeating: 0, count: wo)
             } else {
-                let src = plane + (ih &* w &- p &+ j)
+                let src = plane + (ih &* w &- p &+ r.j)
                 var ow = 0
                 while ow < owLo { o[ow] = 0; ow &+= 1 }
                 if s == 1 {
@@ -147,48 +177,29 @@ private func col2imRow(
     _ src: UnsafeMutablePointer<Float>, batch: Int, first: Int, count: Int, g: ConvGeometry,
     row: Int, dx: UnsafeMutablePointer<Float>
 ) {
-    let j = row % g.kernelW
-    let i = (row / g.kernelW) % g.kernelH
-    let c = row / (g.kernelW &* g.kernelH)
+    let r = ColumnRow(row, g)
     let ho = g.outHeight, wo = g.outWidth, h = g.height, w = g.width, s = g.stride, p = g.padding
-    let owLo = max(0, (p - j + s - 1) / s)
-    let owHi = min(wo, (w - 1 + p - j) / s + 1)
-    if s == 1 && ho == h && wo == w {
-        // "Same" convolution: zero the entries that came from outside the image (they would
-        // land on a neighbouring row), then one contiguous add per image.
-        let shift = (i &- p) &* w &+ (j &- p)
-        let ohLo = max(0, p &- i), ohHi = min(ho, h &+ p &- i)
+    let owLo = r.owLo, owHi = r.owHi
+    if r.isSame {
+        // Zero the entries that came from outside the image, then one contiguous add per image.
+        let (start, span) = r.contiguousSpan(g)
         var o = src
         for n in first..<(first &+ count) {
-            let plane = dx + (c &* batch &+ n) &* h &* w
-            for oh in ohLo..<ohHi {
-                let row = o + oh &* wo
-                var ow = 0
-                while ow < owLo { row[ow] = 0; ow &+= 1 }
-                ow = owHi
-                while ow < wo { row[ow] = 0; ow &+= 1 }
-            }
-            // Entries that would land before or after this image's plane are zeroed ones; they
-            // are skipped, not added: that memory belongs to another image, which another
-            // worker may be writing at the same time.
-            let lo = ohLo &* wo, hi = ohHi &* wo
-            let start = lo &+ shift
-            var q = max(0, -start)
-            let end = min(hi &- lo, h &* w &- start)
-            let dst = plane + start
-            let from = o + lo
-            while q < end { dst[q] += from[q]; q &+= 1 }
+            r.zeroOutsideColumns(o, g)
+            let dst = dx + (r.c &* batch &+ n) &* h &* w + start
+            let from = o + r.ohLo &* wo
+            for q in span { dst[q] += from[q] }
             o = o + ho &* wo
         }
         return
     }
     var o = src
     for n in first..<(first &+ count) {
-        let plane = dx + (c &* batch &+ n) &* h &* w
+        let plane = dx + (r.c &* batch &+ n) &* h &* w
         for oh in 0..<ho {
-            let ih = oh &* s &- p &+ i
+            let ih = oh &* s &- p &+ r.i
             if ih >= 0 && ih < h && owLo < owHi {
-                let dst = plane + (ih &* w &- p &+ j)
+                let dst = plane + (ih &* w &- p &+ r.j)
                 var ow = owLo
                 if s == 1 {
                     while ow < owHi { dst[ow] += o[ow]; ow &+= 1 }
