@@ -121,6 +121,33 @@ final class KernelTests: XCTestCase {
 }
 
 final class WorkerParallelTests: XCTestCase {
+    /// Runs forward + backward `steps` times (stale partials or scratch would show) on a fixed
+    /// input; returns output, input gradient and parameter gradients of the last step.
+    func convolutionResults(_ conv: Conv2d, _ store: ParameterStore, _ ctx: Context, input shape: Shape,
+                            inputSeed: UInt64, gradientPeriod: Int, steps: Int) -> [Float] {
+        let x = Tensor(shape)
+        var rng = Xoshiro256(seed: inputSeed)
+        for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+        var out: [Float] = []
+        for _ in 0..<steps {
+            store.zeroGradients()
+            let y = conv.forward(x, ctx)
+            let dy = Tensor(y.shape)
+            for i in 0..<dy.count { dy.data[i] = Float(i % gradientPeriod) * 0.1 - 0.05 * Float(gradientPeriod - 1) }
+            let dx = conv.backward(dy, ctx)
+            out = Array(y.buffer) + Array(dx.buffer) + Array(store.gradients)
+        }
+        return out
+    }
+
+    /// Fails at the first entry where `b` differs from `a` by more than 1e-4 relative.
+    func assertClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, file: file, line: line)
+        for i in a.indices where abs(a[i] - b[i]) > 1e-4 * max(1, abs(a[i])) {
+            return XCTFail("\(what): entry \(i) differs: \(a[i]) vs \(b[i])", file: file, line: line)
+        }
+    }
+
     /// The direct 3×3 kernel and im2col + sgemm give the same output, input gradient and weight
     /// gradient, on one and two workers and with chunks of one image.
     func testDirectConvolutionMatchesGemmPath() throws {
@@ -138,27 +165,11 @@ final class WorkerParallelTests: XCTestCase {
             ctx.threads = workers
             ctx.columnBudget = budget
             ctx.convolutionAlgorithm = algorithm
-            let x = Tensor(Shape(n: 7, c: 8, h: 6, w: 16))
-            var rng = Xoshiro256(seed: 9)
-            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
-            XCTAssertEqual(conv.usesDirectKernel(x.shape, ctx), algorithm != .gemm)
-            var out: [Float] = []
-            for _ in 0..<2 {
-                store.zeroGradients()
-                let y = conv.forward(x, ctx)
-                let dy = Tensor(y.shape)
-                for i in 0..<dy.count { dy.data[i] = Float(i % 11) * 0.1 - 0.5 }
-                let dx = conv.backward(dy, ctx)
-                out = Array(y.buffer) + Array(dx.buffer) + Array(store.gradients)
-            }
-            results.append(out)
+            let shape = Shape(n: 7, c: 8, h: 6, w: 16)
+            XCTAssertEqual(conv.usesDirectKernel(shape, ctx), algorithm != .gemm)
+            results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 9, gradientPeriod: 11, steps: 2))
         }
-        for r in results.dropFirst() {
-            XCTAssertEqual(r.count, results[0].count)
-            for i in r.indices where abs(r[i] - results[0][i]) > 1e-4 * max(1, abs(results[0][i])) {
-                return XCTFail("entry \(i): \(r[i]) vs \(results[0][i])")
-            }
-        }
+        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "run \(k) vs gemm") }
     }
 
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;
@@ -167,6 +178,7 @@ final class WorkerParallelTests: XCTestCase {
     func testConvolutionOnTwoWorkersMatchesOneWorker() {
         let savedThreads = BLAS.threads
         defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
         for (k, s, p, cin) in [(3, 1, 1, 4), (1, 1, 0, 8), (3, 2, 1, 5)] {
             var results: [[Float]] = []
             for workers in [1, 2] {
@@ -176,25 +188,10 @@ final class WorkerParallelTests: XCTestCase {
                 let ctx = Context()
                 ctx.threads = workers
                 ctx.columnBudget = 1   // one image per chunk: many concurrent GEMMs
-                BLAS.threads = 1
-                let x = Tensor(Shape(n: 9, c: cin, h: 8, w: 7))
-                var rng = Xoshiro256(seed: 5)
-                for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
-                var out: [Float] = []
-                for _ in 0..<3 {   // repeated: stale partials or scratch would show
-                    store.zeroGradients()
-                    let y = conv.forward(x, ctx)
-                    let dy = Tensor(y.shape)
-                    for i in 0..<dy.count { dy.data[i] = Float(i % 7) * 0.1 - 0.3 }
-                    let dx = conv.backward(dy, ctx)
-                    out = Array(y.buffer) + Array(dx.buffer) + Array(store.gradients)
-                }
-                results.append(out)
+                results.append(convolutionResults(conv, store, ctx, input: Shape(n: 9, c: cin, h: 8, w: 7),
+                                                  inputSeed: 5, gradientPeriod: 7, steps: 3))
             }
-            XCTAssertEqual(results[0].count, results[1].count)
-            for i in results[0].indices where abs(results[0][i] - results[1][i]) > 1e-4 * max(1, abs(results[0][i])) {
-                return XCTFail("k\(k) s\(s): entry \(i) differs: \(results[0][i]) vs \(results[1][i])")
-            }
+            assertClose(results[0], results[1], "k\(k) s\(s)")
         }
     }
 }
