@@ -65,8 +65,8 @@ extension SparseTrain {
                                  m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.images_per_second, m.seconds,
                                  Double(m.bytes_allreduced) / 1e6))
                 }
-                if let stop, stop < trainer.config.epochs, trainer.completedEpochs == stop {
-                    print("stopped after epoch \(stop) of \(trainer.config.epochs); continue with: sparsetrain train --resume \(trainer.runDirectory)")
+                if let stop, stop < trainer.config.totalEpochs, trainer.completedEpochs == stop {
+                    print("stopped after epoch \(stop) of \(trainer.config.totalEpochs); continue with: sparsetrain train --resume \(trainer.runDirectory)")
                 }
                 if let last = history.last ?? nil {
                     print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",

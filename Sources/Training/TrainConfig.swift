@@ -18,7 +18,12 @@ public struct TrainConfig: Equatable, Sendable {
     /// Keep decoded images in memory (small datasets).
     public var inMemory = true
     public var batchSize = 128
-    public var epochs = 30
+    /// Epochs of training; unset means 30 (IMP derives its length from its cycles instead).
+    public var epochsSetting: Int?
+    public var epochs: Int {
+        get { epochsSetting ?? 30 }
+        set { epochsSetting = newValue }
+    }
     public var lr = 0.1
     public var momentum = 0.9
     public var nesterov = false
@@ -29,7 +34,12 @@ public struct TrainConfig: Equatable, Sendable {
     /// Milestones as fractions of the epochs (multistep).
     public var milestones: [Double] = [0.5, 0.75]
     public var gamma = 0.1
-    public var minLR = 0.0
+    /// Floor of the cosine schedule; unset means 0, or lr/10 for IMP (cosine 0.1 → 0.01).
+    public var minLRSetting: Double?
+    public var minLR: Double {
+        get { minLRSetting ?? (algorithm == "imp" ? lr / 10 : 0) }
+        set { minLRSetting = newValue }
+    }
     public var warmupEpochs = 0.0
     public var sparsity = 0.9
     /// uniform, erk, er, balanced, pyramidal, er-synflow, er-snip, er-imp.
@@ -55,6 +65,19 @@ public struct TrainConfig: Equatable, Sendable {
     public var bn = "local"
     /// Progress line every this many steps.
     public var logEvery = 20
+    /// How the mask changes during training: fixed, imp, rigl (see `AlgorithmSettings`).
+    public var algorithm = "fixed"
+    /// Keys of the chosen algorithm; nil = that key's default. A key set for another algorithm is
+    /// an error.
+    public var finalSparsity: Double?
+    public var impPruneFraction: Double?
+    public var impCycleEpochs: Int?
+    public var impFinalEpochs: Int?
+    public var impRewindEpoch: Int?
+    public var riglUpdateEvery: Int?
+    public var riglAlpha: Double?
+    public var riglEnd: Double?
+    public var pruneEnd: Double?
 
     public init() {}
 
@@ -64,8 +87,8 @@ public struct TrainConfig: Equatable, Sendable {
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches", "mask_draw",
         "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
-        "bn", "log_every",
-    ]
+        "bn", "log_every", "algorithm",
+    ] + AlgorithmSettings.allKeys
 
     /// Parses YAML text (a mapping) on top of the defaults.
     public static func parse(yaml text: String) throws -> TrainConfig {
@@ -134,7 +157,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "synthetic_test": syntheticTest = try int()
         case "in_memory": inMemory = try bool()
         case "batch_size": batchSize = try int()
-        case "epochs": epochs = try int()
+        case "epochs": epochsSetting = try int()
         case "lr": lr = try double()
         case "momentum": momentum = try double()
         case "nesterov": nesterov = try bool()
@@ -143,7 +166,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "schedule": schedule = string()
         case "milestones": milestones = try doubles()
         case "gamma": gamma = try double()
-        case "min_lr": minLR = try double()
+        case "min_lr": minLRSetting = try double()
         case "warmup_epochs": warmupEpochs = try double()
         case "sparsity": sparsity = try double()
         case "density_method": densityMethod = string()
@@ -160,6 +183,16 @@ public struct TrainConfig: Equatable, Sendable {
         case "checkpoint_every": checkpointEvery = try int()
         case "bn": bn = string()
         case "log_every": logEvery = try int()
+        case "algorithm": algorithm = string()
+        case "final_sparsity": finalSparsity = try double()
+        case "imp_prune_fraction": impPruneFraction = try double()
+        case "imp_cycle_epochs": impCycleEpochs = try int()
+        case "imp_final_epochs": impFinalEpochs = try int()
+        case "imp_rewind_epoch": impRewindEpoch = try int()
+        case "rigl_update_every": riglUpdateEvery = try int()
+        case "rigl_alpha": riglAlpha = try double()
+        case "rigl_end": riglEnd = try double()
+        case "prune_end": pruneEnd = try double()
         default:
             throw ConfigError("unknown config key '\(key)'; valid keys: \(Self.keys.joined(separator: ", "))")
         }
@@ -175,6 +208,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(batchSize > 0 && batchSize % worldSize == 0,
                   "batch_size \(batchSize) must be a positive multiple of the \(worldSize) ranks")
         try check(epochs > 0, "epochs must be positive")
+        try validateAlgorithm()
         try check(lr > 0 && lr.isFinite, "lr must be positive")
         try check(momentum >= 0 && momentum < 1, "momentum must be in [0, 1)")
         try check(weightDecay >= 0, "weight_decay must not be negative")
@@ -183,7 +217,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(milestones.allSatisfy { $0 > 0 && $0 < 1 }, "milestones are fractions of the epochs, each in (0, 1)")
         try check(gamma > 0 && gamma <= 1, "gamma must be in (0, 1]")
         try check(minLR >= 0 && minLR <= lr, "min_lr must be in [0, lr]")
-        try check(warmupEpochs >= 0 && warmupEpochs < Double(epochs), "warmup_epochs must be in [0, epochs)")
+        try check(warmupEpochs >= 0 && warmupEpochs < Double(phaseEpochsShortest), "warmup_epochs must be shorter than a schedule phase (\(phaseEpochsShortest) epochs)")
         try check(sparsity.isFinite && sparsity >= 0 && sparsity < 1, "sparsity must be in [0, 1); got \(sparsity)")
         let methods = ["uniform", "erk", "er", "balanced", "pyramidal", "er-synflow", "er-snip", "er-imp"]
         try check(methods.contains(densityMethod), "density_method must be one of \(methods.joined(separator: ", ")); got '\(densityMethod)'")
@@ -204,45 +238,22 @@ public struct TrainConfig: Equatable, Sendable {
     public func yaml() -> String {
         func list<T>(_ v: [T]) -> String { "[" + v.map { "\($0)" }.joined(separator: ", ") + "]" }
         func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-        return """
-        model: \(q(model))
-        classes: \(classes)
-        dataset: \(q(dataset))
-        data_path: \(q(dataPath))
-        input: \(q(input))
-        hidden: \(list(hidden))
-        synthetic_train: \(syntheticTrain)
-        synthetic_test: \(syntheticTest)
-        in_memory: \(inMemory)
-        batch_size: \(batchSize)
-        epochs: \(epochs)
-        lr: \(lr)
-        momentum: \(momentum)
-        nesterov: \(nesterov)
-        weight_decay: \(weightDecay)
-        label_smoothing: \(labelSmoothing)
-        schedule: \(q(schedule))
-        milestones: \(list(milestones))
-        gamma: \(gamma)
-        min_lr: \(minLR)
-        warmup_epochs: \(warmupEpochs)
-        sparsity: \(sparsity)
-        density_method: \(q(densityMethod))
-        ratios_from: \(q(ratiosFrom))
-        snip_batches: \(snipBatches)
-        mask_draw: \(q(maskDraw))
-        flow: \(q(flow))
-        dense_first: \(denseFirst)
-        dense_last: \(denseLast)
-        seed: \(seed)
-        threads: \(threads)
-        data_threads: \(dataThreads)
-        output: \(q(output))
-        checkpoint_every: \(checkpointEvery)
-        bn: \(q(bn))
-        log_every: \(logEvery)
-
-        """
+        var lines: [(String, String?)] = [
+            ("model", q(model)), ("classes", "\(classes)"), ("dataset", q(dataset)), ("data_path", q(dataPath)),
+            ("input", q(input)), ("hidden", list(hidden)), ("synthetic_train", "\(syntheticTrain)"),
+            ("synthetic_test", "\(syntheticTest)"), ("in_memory", "\(inMemory)"), ("batch_size", "\(batchSize)"),
+            ("epochs", epochsSetting.map { "\($0)" }), ("lr", "\(lr)"), ("momentum", "\(momentum)"),
+            ("nesterov", "\(nesterov)"), ("weight_decay", "\(weightDecay)"), ("label_smoothing", "\(labelSmoothing)"),
+            ("schedule", q(schedule)), ("milestones", list(milestones)), ("gamma", "\(gamma)"),
+            ("min_lr", minLRSetting.map { "\($0)" }), ("warmup_epochs", "\(warmupEpochs)"), ("sparsity", "\(sparsity)"),
+            ("density_method", q(densityMethod)), ("ratios_from", q(ratiosFrom)), ("snip_batches", "\(snipBatches)"),
+            ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
+            ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
+            ("checkpoint_every", "\(checkpointEvery)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
+            ("algorithm", q(algorithm)),
+        ]
+        lines += algorithmValues()
+        return lines.compactMap { key, value in value.map { "\(key): \($0)\n" } }.joined()
     }
 }
 

@@ -18,6 +18,13 @@ public struct EpochMetrics: Codable, Sendable {
     public var images_per_second: Double
     public var seconds: Double
     public var bytes_allreduced: Int
+    /// Of those, bytes of dense-gradient allreduces (RiGL update steps).
+    public var bytes_dense_gradient: Int
+    /// Bytes of masks broadcast by rank 0 and the number of mask changes this epoch.
+    public var bytes_broadcast: Int
+    public var mask_changes: Int
+    /// The LR schedule's phase ("training", "imp cycle 2/4", "imp final retrain").
+    public var phase: String
     public var global_density: Double
     public var layer_density: [String: Double]
 }
@@ -26,8 +33,10 @@ public struct EpochMetrics: Codable, Sendable {
 ///
 /// Rank 0 draws the ER mask and the initial weights and broadcasts them (masks bit-packed);
 /// every step reduces gradients with the packed masked reducer, whose buckets start during
-/// backward; checksums of masks and weights are compared across ranks at the start and after
-/// every epoch. Only rank 0 writes files and prints progress.
+/// backward; the algorithm's policy decides when the mask changes and rank 0 proposes each change,
+/// which `MaskChangePath` broadcasts and applies on every rank. Checksums of masks and weights are
+/// compared across ranks at the start, after every mask change and after every epoch. Only rank 0
+/// writes files and prints progress.
 public final class Trainer {
     public let config: TrainConfig
     public let network: Network
@@ -37,15 +46,23 @@ public final class Trainer {
     let data: RunData
     let loss: SoftmaxCrossEntropy
     let sgd: SGD
-    let schedule: LearningRateSchedule
     let trainShards: Sharding
     let loader: DataLoader
-    var reducer: GradientReducer!   // built once the mask is final
+    let policy: MaskPolicy
+    /// Built by `prepare()`, once the initial mask is in place.
+    public private(set) var masks: MaskState!
+    public private(set) var step: TrainingStep!
+    var changes: MaskChangePath!
     /// Epochs completed (resumed runs start after it).
     public private(set) var completedEpochs = 0
     public private(set) var history: [EpochMetrics] = []
-    var reduceError: Error?
+    /// Every mask change of this process's run, in order.
+    public private(set) var events: [MaskEvent] = []
+    /// Lines for `metrics.jsonl` written with the next epoch's line (events of that epoch).
+    private var pendingLines: [Data] = []
     var resumed = false
+    /// The checkpoint a resumed run started from (its policy state is read in `prepare()`).
+    private var resumeCheckpoint: Checkpoint?
     /// Rank 0's layer densities for the initial mask (computed before any collective).
     var initialDensities: [Double] = []
 
@@ -74,19 +91,12 @@ public final class Trainer {
         data = try RunData.make(config, input: input)
         loss = SoftmaxCrossEntropy(labelSmoothing: Float(config.labelSmoothing))
         sgd = SGD(momentum: Float(config.momentum), nesterov: config.nesterov, weightDecay: Float(config.weightDecay))
-        let kind: LearningRateSchedule.Kind
-        switch config.schedule {
-        case "multistep": kind = .multiStep(milestones: config.milestones.map { $0 * Double(config.epochs) }, gamma: Float(config.gamma))
-        case "cosine": kind = .cosine(minimum: Float(config.minLR))
-        default: kind = .constant
-        }
-        schedule = LearningRateSchedule(base: Float(config.lr), kind: kind, epochs: Double(config.epochs),
-                                        warmupEpochs: config.warmupEpochs)
         trainShards = Sharding(count: data.train.count, batchSize: config.batchSize / communicator.size,
                                rank: communicator.rank, worldSize: communicator.size, seed: UInt64(config.seed))
         guard trainShards.batchesPerEpoch > 0 else {
             throw ConfigError("the training set (\(data.train.count) images) is smaller than one global batch (\(config.batchSize))")
         }
+        policy = try makeMaskPolicy(config, stepsPerEpoch: trainShards.batchesPerEpoch)
         loader = DataLoader(dataset: data.train, transform: data.trainTransform, depth: 4, threads: config.dataThreads)
         if config.bn == "sync" && communicator.size > 1 {
             for bn in network.batchNorms {
@@ -95,7 +105,10 @@ public final class Trainer {
             }
         }
         if resume {
-            completedEpochs = try restore(from: runDirectory + "/" + Self.checkpointName)
+            let path = runDirectory + "/" + Self.checkpointName
+            let ck = try Checkpoint.read(from: path)
+            completedEpochs = try restore(ck, path: path)
+            resumeCheckpoint = ck
             resumed = true
         } else if communicator.rank == 0 {
             initialDensities = try computeDensities()
@@ -104,18 +117,35 @@ public final class Trainer {
 
     /// The collective part of setting up, called on every rank after `init` succeeded on every
     /// rank: rank 0's mask and weights go to all ranks (unless resumed), masks and weights are
-    /// compared across ranks, and the gradient reducer is built.
+    /// compared across ranks, the mask state, the training step (with its gradient reducer) and
+    /// the mask-change path are built, and the policy starts (or takes its saved state back).
     public func prepare() throws {
         if !resumed { try drawInitialState() }
         try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.mask), segments: network.store.segments,
                                      what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.values), segments: network.store.segments,
                                      what: "weights", maskedOnly: false, communicator: comm)
-        reducer = try GradientReducer(segments: network.store.segments, mask: UnsafeBufferPointer(network.store.mask),
-                                      communicator: comm, result: .sum)
-        network.store.onGradientReady = { [unowned self] ref in
-            do { try self.reducer.segmentReady(ref.index) } catch { if self.reduceError == nil { self.reduceError = error } }
+        masks = MaskState(store: network.store)
+        step = try TrainingStep(network: network, masks: masks, communicator: comm, loss: loss, sgd: sgd, threads: config.threads)
+        changes = MaskChangePath(masks: masks, communicator: comm, step: step)
+        if let ck = resumeCheckpoint {
+            try policy.restoreState({ ck.tensor($0) }, masks: masks)
+            resumeCheckpoint = nil
+        } else {
+            policy.begin(masks: masks)
         }
+    }
+
+    /// The LR schedule of `phase`: the configured schedule over the phase's epochs.
+    func schedule(of phase: SchedulePhase) -> LearningRateSchedule {
+        let length = Double(phase.length)
+        let kind: LearningRateSchedule.Kind
+        switch config.schedule {
+        case "multistep": kind = .multiStep(milestones: config.milestones.map { $0 * length }, gamma: Float(config.gamma))
+        case "cosine": kind = .cosine(minimum: Float(config.minLR))
+        default: kind = .constant
+        }
+        return LearningRateSchedule(base: Float(config.lr), kind: kind, epochs: length, warmupEpochs: config.warmupEpochs)
     }
 
     static func inputShape(_ c: TrainConfig, _ model: ModelName) throws -> (channels: Int, height: Int, width: Int) {
@@ -183,15 +213,16 @@ public final class Trainer {
     public func run(stopAfter: Int? = nil, progress: ((String) -> Void)? = nil) throws -> [EpochMetrics] {
         if comm.rank == 0 {
             let maskable = network.store.maskableCount
-            logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", Double(network.store.activeMaskableCount) / Double(maskable))), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch")
+            logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", masks.globalDensity)), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch, algorithm \(config.algorithm), \(config.totalEpochs) epochs")
         }
-        while completedEpochs < min(config.epochs, stopAfter ?? config.epochs) {
+        let total = config.totalEpochs
+        while completedEpochs < min(total, stopAfter ?? total) {
             let m = try trainEpoch(completedEpochs, progress: progress)
             history.append(m)
             completedEpochs += 1
             if comm.rank == 0 {
                 try appendMetrics(m)
-                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == config.epochs || completedEpochs == stopAfter {
+                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
                     try saveCheckpoint(to: runDirectory + "/" + Self.checkpointName)
                 }
             }
@@ -202,57 +233,75 @@ public final class Trainer {
 
     /// One epoch of training followed by evaluation.
     func trainEpoch(_ epoch: Int, progress: ((String) -> Void)?) throws -> EpochMetrics {
-        let store = network.store
         let steps = trainShards.batchesPerEpoch
         let perRank = config.batchSize / comm.size
-        let bytesBefore = reducer.bytesReduced
+        let packedBefore = step.packedBytes, denseBefore = step.denseBytes
+        let phase = policy.phase(containing: epoch)
+        let rates = schedule(of: phase)
+        if epoch == phase.start && phase.length < config.totalEpochs {
+            let event = PhaseEvent(name: phase.name, epoch: epoch + 1, epochs: phase.length, density: masks.globalDensity)
+            if comm.rank == 0 {
+                pendingLines.append(try jsonLine(event))
+                progress?(String(format: "%@: epochs %d-%d at density %.4f, LR schedule restarts", phase.name, epoch + 1,
+                                 epoch + phase.length, masks.globalDensity))
+            }
+        }
         loader.start(batches: trainShards.batches(epoch: epoch), epoch: epoch, seed: UInt64(config.seed))
         network.training = true
         var lossSum = 0.0, correct = 0.0
         var lr: Float = 0
+        var epochEvents: [MaskEvent] = []
         let t0 = Date()
-        for step in 0..<steps {
-            guard let batch = try loader.next() else { throw ConfigError("the data loader ended early at step \(step)") }
-            lr = schedule.rate(atEpoch: Double(epoch) + Double(step + 1) / Double(steps))
-            store.zeroGradients()
-            reducer.beginStep(gradients: store.gradients)
-            let logits = batch.images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: perRank) }
-            let (l, c) = batch.labels.withUnsafeBufferPointer {
-                loss(logits, labels: $0.baseAddress!, normalizer: Float(config.batchSize), ctx: network.ctx)
+        for s in 0..<steps {
+            guard let batch = try loader.next() else { throw ConfigError("the data loader ended early at step \(s)") }
+            let t = epoch * steps + s + 1
+            lr = rates.rate(atEpoch: Double(epoch - phase.start) + Double(s + 1) / Double(steps))
+            let (l, c) = try batch.images.withUnsafeBufferPointer { images in
+                try batch.labels.withUnsafeBufferPointer { labels in
+                    try step.run(images: images.baseAddress!, labels: labels.baseAddress!, batch: perRank,
+                                 normalizer: Float(config.batchSize), learningRate: lr,
+                                 denseGradient: policy.needsDenseGradient(atStep: t))
+                }
             }
-            network.backward(loss.gradient)
-            if let e = reduceError { throw e }
-            try reducer.finishStep()
-            sgd.step(store, learningRate: lr, threads: config.threads)
             lossSum += Double(l)
             correct += Double(c)
-            if comm.rank == 0, let progress, (step + 1) % config.logEvery == 0 || step + 1 == steps {
+            policy.didStep(t, masks: masks)
+            if policy.changesMask(afterStep: t) {
+                let event = try changes.apply(afterStep: t, epoch: epoch, policy: policy)
+                epochEvents.append(event)
+                if comm.rank == 0 {
+                    pendingLines.append(try jsonLine(event))
+                    progress?(event.line)
+                }
+            }
+            if comm.rank == 0, let progress, (s + 1) % config.logEvery == 0 || s + 1 == steps {
                 let elapsed = Date().timeIntervalSince(t0)
-                let rate = Double((step + 1) * config.batchSize) / elapsed
-                let eta = elapsed / Double(step + 1) * Double(steps - step - 1)
+                let rate = Double((s + 1) * config.batchSize) / elapsed
+                let eta = elapsed / Double(s + 1) * Double(steps - s - 1)
                 // Rank 0's share of the loss is its part of a sum over the global batch.
-                progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f %.0f img/s eta %@",
-                                epoch + 1, config.epochs, step + 1, steps, lossSum * Double(comm.size) / Double(step + 1),
-                                correct / Double((step + 1) * perRank), lr, rate, formatDuration(eta)))
+                progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f density %.4f %.0f img/s eta %@",
+                                epoch + 1, config.totalEpochs, s + 1, steps, lossSum * Double(comm.size) / Double(s + 1),
+                                correct / Double((s + 1) * perRank), lr, masks.globalDensity, rate, formatDuration(eta)))
             }
         }
+        events += epochEvents
         var totals = [lossSum, correct]
         try comm.allreduce(&totals, op: .sum)
         let seconds = Date().timeIntervalSince(t0)
-        try MaskSync.verifyAgreement(UnsafeBufferPointer(store.mask), segments: store.segments, what: "mask",
-                                     maskedOnly: true, communicator: comm)
+        let store = network.store
+        try MaskSync.verifyAgreement(masks.mask, segments: store.segments, what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
         let eval = try evaluate()
-        let active = activeCounts(layers, mask: UnsafeBufferPointer(store.mask))
-        let maskable = layers.reduce(0) { $0 + $1.count }
+        let dense = step.denseBytes - denseBefore
         return EpochMetrics(
             epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
             train_acc: totals[1] / Double(steps * config.batchSize), test_loss: eval.loss, test_acc: eval.top1,
             test_top5: eval.top5, images_per_second: Double(steps * config.batchSize) / seconds, seconds: seconds,
-            bytes_allreduced: reducer.bytesReduced - bytesBefore,
-            global_density: Double(active.reduce(0, +)) / Double(maskable),
-            layer_density: Dictionary(uniqueKeysWithValues: zip(layers, active).map { ($0.name, Double($1) / Double($0.count)) }))
+            bytes_allreduced: step.packedBytes - packedBefore + dense, bytes_dense_gradient: dense,
+            bytes_broadcast: epochEvents.reduce(0) { $0 + $1.bytes_broadcast }, mask_changes: epochEvents.count,
+            phase: phase.name, global_density: masks.globalDensity,
+            layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), masks.layerDensities)))
     }
 
     /// Test loss, top-1 and top-5 accuracy over the whole test set (each sample once, split
@@ -281,16 +330,15 @@ public final class Trainer {
 
     // MARK: - Files
 
+    /// Appends the epoch's events and then its metrics to `metrics.jsonl`.
     func appendMetrics(_ m: EpochMetrics) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        var line = try encoder.encode(m)
-        line.append(0x0A)
+        let lines = pendingLines + [try jsonLine(m)]
+        pendingLines = []
         let path = runDirectory + "/metrics.jsonl"
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try handle.seekToEnd()
-        try handle.write(contentsOf: line)
+        for line in lines { try handle.write(contentsOf: line) }
         try handle.close()
     }
 
@@ -308,8 +356,10 @@ public final class Trainer {
             ck.tensors.append(("bn/\(bn.name).running_mean", [bn.channels], bn.runningMean))
             ck.tensors.append(("bn/\(bn.name).running_var", [bn.channels], bn.runningVar))
         }
+        for t in policy.stateTensors(masks: masks) { ck.tensors.append(t) }
         ck.metadata = [
             "format": "sparsetrain-checkpoint-1", "model": config.model, "epoch": "\(completedEpochs)",
+            "algorithm": config.algorithm, "mask_generation": "\(masks.generation)",
             "step": "\(completedEpochs * trainShards.batchesPerEpoch)", "ranks": "\(comm.size)",
             "seed": "\(config.seed)", "rng": "data order, augmentation and masks derive from (seed, epoch)",
             "config": config.yaml(),
@@ -322,8 +372,7 @@ public final class Trainer {
     }
 
     /// Loads weights, momentum, masks and BN statistics; returns the epochs completed.
-    func restore(from path: String) throws -> Int {
-        let ck = try Checkpoint.read(from: path)
+    func restore(_ ck: Checkpoint, path: String) throws -> Int {
         try load(ck, path: path)
         guard let epoch = Int(ck.metadata["epoch"] ?? "") else { throw ConfigError("\(path): checkpoint has no epoch") }
         if let ranks = Int(ck.metadata["ranks"] ?? ""), ranks != comm.size, comm.rank == 0 {
@@ -346,8 +395,9 @@ public final class Trainer {
             if p.maskable { try copy("mask/" + p.name, p.ref.count, into: store.maskValues(p.ref)) }
         }
         let expected = store.parameters.count * 2 + store.parameters.filter(\.maskable).count + network.batchNorms.count * 2
-        guard ck.tensors.count == expected else {
-            throw ConfigError("\(path): checkpoint has \(ck.tensors.count) tensors, the model \(expected) (another model?)")
+        let modelTensors = ck.tensors.filter { !Self.isPolicyTensor($0.name) }.count
+        guard modelTensors == expected else {
+            throw ConfigError("\(path): checkpoint has \(modelTensors) tensors, the model \(expected) (another model?)")
         }
         for bn in network.batchNorms {
             guard let mean = ck.tensor("bn/\(bn.name).running_mean"), let variance = ck.tensor("bn/\(bn.name).running_var"),
@@ -356,6 +406,20 @@ public final class Trainer {
             bn.setRunningStatistics(mean: mean, variance: variance)
         }
     }
+}
+
+extension Trainer {
+    /// Tensors of a policy's state (not the model's).
+    static func isPolicyTensor(_ name: String) -> Bool { name.hasPrefix("imp/") }
+}
+
+/// One JSON object and a newline, keys sorted.
+func jsonLine<T: Encodable>(_ value: T) throws -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    var line = try encoder.encode(value)
+    line.append(0x0A)
+    return line
 }
 
 /// "1h02m", "3m05s", "42s".

@@ -1,0 +1,94 @@
+import NN
+
+/// The one owner of a model's mask: the 0/1 mask buffer of the parameter store, the active
+/// positions of every maskable layer, and a generation number that goes up with every change.
+///
+/// The reducer, the optimizer, the kernels and the checkpoint read the mask through here or are
+/// rebuilt when `generation` moves; `replace(with:)` is the only way a mask changes once training
+/// has started. Masked weights and their momentum are +0 whenever the mask is not being changed.
+public final class MaskState {
+    public let store: ParameterStore
+    public let layers: [MaskableLayer]
+    /// Number of changes applied since the state was built (0 = the initial mask).
+    public private(set) var generation = 0
+    /// Active positions of each layer, relative to its offset, ascending. `[layer][k]`.
+    public private(set) var activeIndices: [[Int32]] = []
+
+    public init(store: ParameterStore) {
+        self.store = store
+        layers = MaskableLayer.all(in: store)
+        rebuildIndices()
+    }
+
+    /// Active weights per layer.
+    public var activeCounts: [Int] { activeIndices.map(\.count) }
+    /// Active weights over all maskable layers.
+    public var activeTotal: Int { activeIndices.reduce(0) { $0 + $1.count } }
+    /// Weights in all maskable layers, `N = Σ m_l`.
+    public var maskableTotal: Int { layers.reduce(0) { $0 + $1.count } }
+    /// `activeTotal / N`.
+    public var globalDensity: Double { Double(activeTotal) / Double(max(1, maskableTotal)) }
+    /// Active fraction of each layer.
+    public var layerDensities: [Double] { zip(activeIndices, layers).map { Double($0.count) / Double($1.count) } }
+    /// The mask buffer (store layout), for readers.
+    public var mask: UnsafeBufferPointer<Float> { UnsafeBufferPointer(store.mask) }
+
+    /// Makes the maskable entries of `newMask` (a buffer with the store's layout; non-zero =
+    /// active) the mask. Entries that leave the mask and entries that join it get weight and
+    /// momentum +0 (entries active before and after keep theirs); the index lists are rebuilt and
+    /// the generation goes up.
+    /// - Returns: how many entries left and joined each layer.
+    @discardableResult
+    public func replace(with newMask: UnsafeBufferPointer<Float>) -> MaskDelta {
+        precondition(newMask.count == store.count, "a mask needs the store's layout (\(store.count) entries)")
+        let m = store.mask, w = store.values, v = store.momentum
+        var delta = MaskDelta(dropped: [], grown: [])
+        for l in layers {
+            var dropped = 0, grown = 0
+            for i in l.offset..<(l.offset + l.count) {
+                let was = m[i] != 0, now = newMask[i] != 0
+                if was != now {
+                    if was { dropped &+= 1 } else { grown &+= 1 }
+                    w[i] = 0
+                    v[i] = 0
+                    m[i] = now ? 1 : 0
+                }
+            }
+            delta.dropped.append(dropped)
+            delta.grown.append(grown)
+        }
+        rebuildIndices()
+        generation += 1
+        return delta
+    }
+
+    /// `w ← +0`, `v ← +0` wherever the mask is 0 (after a rewind or a load).
+    public func zeroInactive() {
+        let m = store.mask, w = store.values, v = store.momentum
+        for l in layers {
+            for i in l.offset..<(l.offset + l.count) where m[i] == 0 {
+                w[i] = 0
+                v[i] = 0
+            }
+        }
+    }
+
+    private func rebuildIndices() {
+        let m = store.mask
+        activeIndices = layers.map { l in
+            var list: [Int32] = []
+            list.reserveCapacity(l.count)
+            let base = m.baseAddress! + l.offset
+            for j in 0..<l.count where base[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
+            return list
+        }
+    }
+}
+
+/// What one mask change did, per layer (in `MaskState.layers` order).
+public struct MaskDelta: Sendable, Equatable {
+    public var dropped: [Int]
+    public var grown: [Int]
+    /// Entries that changed state (dropped + grown).
+    public var moved: Int { dropped.reduce(0, +) + grown.reduce(0, +) }
+}

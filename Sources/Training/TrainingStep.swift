@@ -1,0 +1,82 @@
+import Comm
+import Dispatch
+import NN
+import Sparsity
+import Tensor
+
+/// One training step on one rank: forward, loss, backward with the gradients reduced across
+/// ranks, and the optimizer step. Ordinary steps reduce the packed active entries, in buckets
+/// started during backward; steps that need the dense gradient (RiGL updates) reduce the whole
+/// gradient buffer instead, counted apart. Shared by `train` and the tests.
+public final class TrainingStep {
+    public let network: Network
+    public let masks: MaskState
+    let comm: Communicator
+    let loss: SoftmaxCrossEntropy
+    let sgd: SGD
+    let threads: Int
+    /// The packed reducer for the mask's current generation.
+    public private(set) var reducer: GradientReducer
+    private var reducerGeneration: Int
+    /// Bytes of packed reductions by reducers of earlier generations.
+    private var earlierPackedBytes = 0
+    /// Bytes passed to dense-gradient allreduces.
+    public private(set) var denseBytes = 0
+    private var denseStep = false
+    private var reduceError: Error?
+
+    public init(network: Network, masks: MaskState, communicator: Communicator, loss: SoftmaxCrossEntropy, sgd: SGD,
+                threads: Int) throws {
+        self.network = network
+        self.masks = masks
+        self.comm = communicator
+        self.loss = loss
+        self.sgd = sgd
+        self.threads = threads
+        reducer = try Self.makeReducer(masks, communicator)
+        reducerGeneration = masks.generation
+        network.store.onGradientReady = { [unowned self] ref in
+            guard !self.denseStep else { return }
+            do { try self.reducer.segmentReady(ref.index) } catch { if self.reduceError == nil { self.reduceError = error } }
+        }
+    }
+
+    private static func makeReducer(_ masks: MaskState, _ comm: Communicator) throws -> GradientReducer {
+        try GradientReducer(segments: masks.store.segments, mask: masks.mask, communicator: comm, result: .sum)
+    }
+
+    /// Rebuilds the reducer's plan for the current mask (collective: every rank calls it).
+    public func rebuildReducer() throws {
+        earlierPackedBytes += reducer.bytesReduced
+        reducer = try Self.makeReducer(masks, comm)
+        reducerGeneration = masks.generation
+    }
+
+    /// Bytes of packed gradient reductions since the step was built.
+    public var packedBytes: Int { earlierPackedBytes + reducer.bytesReduced }
+
+    /// Runs one step on `batch` images of this rank; the loss is normalised by `normalizer`
+    /// (the global batch), gradients are summed over ranks. Returns this rank's loss share and
+    /// correct count.
+    @discardableResult
+    public func run(images: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, normalizer: Float,
+                    learningRate: Float, denseGradient: Bool = false) throws -> (loss: Float, correct: Int) {
+        precondition(reducerGeneration == masks.generation, "the reducer is stale: the mask changed without rebuildReducer()")
+        let store = network.store
+        store.zeroGradients()
+        denseStep = denseGradient
+        if !denseGradient { reducer.beginStep(gradients: store.gradients) }
+        let logits = network.forward(images: images, batch: batch)
+        let (l, c) = loss(logits, labels: labels, normalizer: normalizer, ctx: network.ctx)
+        network.backward(loss.gradient)
+        if let e = reduceError { reduceError = nil; throw e }
+        if denseGradient {
+            try comm.allreduce(store.gradients, op: .sum, counts: .trusted)
+            denseBytes += store.count * MemoryLayout<Float>.stride
+        } else {
+            try reducer.finishStep()
+        }
+        sgd.step(store, learningRate: learningRate, threads: threads)
+        return (l, Int(c))
+    }
+}
