@@ -8,8 +8,33 @@ extension SparseTrain {
     /// `sparsetrain train`: a sparse-to-sparse run across the MPI ranks.
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Train a random ER-sparse network (run under mpirun or launch/run-local.sh for several ranks).",
-            discussion: "Settings come from --config (YAML) and --set key=value; unknown keys are errors that list the valid ones.")
+            abstract: "Train from a random ER mask, sparse to sparse (run under mpirun or launch/run-local.sh for several ranks).",
+            discussion: """
+                Settings come from --config (YAML) and --set key=value; unknown keys are
+                errors that list the valid ones. Presets: launch/presets/*.yaml.
+
+                algorithm: how the mask changes. Rank 0 decides each change and
+                broadcasts it (1 bit per weight); every rank applies it.
+                  fixed   the initial mask for the whole run.
+                  imp     iterative magnitude pruning from the initial mask (ER, or
+                          dense with sparsity 0) to final_sparsity. Each cycle of
+                          imp_cycle_epochs (10) ends with a global magnitude prune
+                          of imp_prune_fraction (0.2) of the remaining weights (the
+                          last lands exactly on final_sparsity), a rewind of weights
+                          and BN affine parameters to imp_rewind_epoch (0), cleared
+                          momentum and a restarted LR schedule (cosine to lr/10
+                          unless min_lr is set); then imp_final_epochs of retraining.
+                          The run's length follows: do not set epochs.
+                  rigl    every rigl_update_every (100) steps each layer drops
+                          ceil(a_t * nnz) weights of smallest |w| and grows as many
+                          of largest |dense gradient| (new weights start at +0);
+                          a_t = rigl_alpha (0.5) / 2 * (1 + cos(pi t / T_end)),
+                          T_end = rigl_end (0.75) of training. With final_sparsity
+                          above sparsity: prune-and-rewire, a global magnitude prune
+                          on the cubic schedule before each rewiring, reaching
+                          final_sparsity exactly at prune_end (0.6875) of training.
+                  str, edge-popup: not available yet.
+                """)
 
         @Option(help: "YAML config file.")
         var config: String?

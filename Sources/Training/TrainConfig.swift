@@ -13,6 +13,8 @@ public struct TrainConfig: Equatable, Sendable {
     /// Input CxHxW; empty: the model's default (synthetic data and MLPs use it too).
     public var input = ""
     public var hidden: [Int] = [256, 256]
+    /// First-stage channels of ResNet-20/32/56/110 (stages w, 2w, 4w); unset = 16.
+    public var width: Int?
     public var syntheticTrain = 5120
     public var syntheticTest = 1024
     /// Keep decoded images in memory (small datasets).
@@ -83,7 +85,7 @@ public struct TrainConfig: Equatable, Sendable {
 
     /// YAML key → how to read and write it.
     static let keys: [String] = [
-        "model", "classes", "dataset", "data_path", "input", "hidden", "synthetic_train", "synthetic_test",
+        "model", "classes", "dataset", "data_path", "input", "hidden", "width", "synthetic_train", "synthetic_test",
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches", "mask_draw",
         "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
@@ -153,6 +155,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "data_path": dataPath = string()
         case "input": input = string()
         case "hidden": hidden = try ints()
+        case "width": width = try int()
         case "synthetic_train": syntheticTrain = try int()
         case "synthetic_test": syntheticTest = try int()
         case "in_memory": inMemory = try bool()
@@ -208,6 +211,11 @@ public struct TrainConfig: Equatable, Sendable {
         try check(batchSize > 0 && batchSize % worldSize == 0,
                   "batch_size \(batchSize) must be a positive multiple of the \(worldSize) ranks")
         try check(epochs > 0, "epochs must be positive")
+        if let w = width {
+            try check(["resnet20", "resnet32", "resnet56", "resnet110"].contains(model),
+                      "width applies to resnet20, resnet32, resnet56 and resnet110, not \(model)")
+            try check(w >= 1, "width must be at least 1; got \(w)")
+        }
         try validateAlgorithm()
         try check(lr > 0 && lr.isFinite, "lr must be positive")
         try check(momentum >= 0 && momentum < 1, "momentum must be in [0, 1)")
@@ -240,7 +248,7 @@ public struct TrainConfig: Equatable, Sendable {
         func q(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
         var lines: [(String, String?)] = [
             ("model", q(model)), ("classes", "\(classes)"), ("dataset", q(dataset)), ("data_path", q(dataPath)),
-            ("input", q(input)), ("hidden", list(hidden)), ("synthetic_train", "\(syntheticTrain)"),
+            ("input", q(input)), ("hidden", list(hidden)), ("width", width.map { "\($0)" }), ("synthetic_train", "\(syntheticTrain)"),
             ("synthetic_test", "\(syntheticTest)"), ("in_memory", "\(inMemory)"), ("batch_size", "\(batchSize)"),
             ("epochs", epochsSetting.map { "\($0)" }), ("lr", "\(lr)"), ("momentum", "\(momentum)"),
             ("nesterov", "\(nesterov)"), ("weight_decay", "\(weightDecay)"), ("label_smoothing", "\(labelSmoothing)"),

@@ -82,7 +82,8 @@ public final class Trainer {
         }
         let input = try Self.inputShape(config, modelName)
         do {
-            network = try buildModel(modelName, classes: config.classes, input: input, hidden: config.hidden, seed: UInt64(config.seed))
+            network = try buildModel(modelName, classes: config.classes, input: input, hidden: config.hidden,
+                                 baseWidth: config.width ?? 16, seed: UInt64(config.seed))
         } catch let e as ModelError {
             throw ConfigError(e.description)
         }

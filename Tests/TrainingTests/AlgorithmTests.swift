@@ -113,7 +113,7 @@ final class AlgorithmTests: XCTestCase {
         let t = try trainer(c)
         let n = Double(t.masks.maskableTotal)
         try t.run()
-        // 32 steps: prunes after steps 4, 8, 12, 16 (prune_end 16), rewiring until step 24.
+        // 32 steps: prunes after steps 4, 8, 12, 16 (prune_end 16), rewiring before step 24.
         let prunes = t.events.filter { $0.kind.hasPrefix("prune") }
         XCTAssertEqual(prunes.map(\.step), [4, 8, 12, 16])
         for (k, e) in prunes.enumerated() {
@@ -121,7 +121,7 @@ final class AlgorithmTests: XCTestCase {
             XCTAssertEqual(Double(Int((d * n).rounded())) / n, e.density, accuracy: 1e-12, "prune \(k + 1)")
         }
         XCTAssertEqual(t.masks.activeTotal, Int((0.1 * n).rounded()))
-        XCTAssertEqual(t.events.map(\.step), [4, 8, 12, 16, 20, 24])
+        XCTAssertEqual(t.events.map(\.step), [4, 8, 12, 16, 20])
         assertMaskedEntriesArePositiveZero(t)
     }
 

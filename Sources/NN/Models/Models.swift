@@ -15,10 +15,13 @@ public enum ModelName: String, CaseIterable, Sendable {
 
 /// Builds `model` for `classes` outputs and inputs of shape `input`; throws when the input
 /// cannot pass through the model (e.g. pooling that would reach zero size).
-/// - Parameter hidden: hidden widths of the MLP (ignored by other models).
+/// - Parameters:
+///   - hidden: hidden widths of the MLP (ignored by other models).
+///   - baseWidth: channels of the first stage of ResNet-20/32/56/110 (16 in the paper; stages
+///     are w, 2w, 4w; ignored by other models).
 public func buildModel(
     _ model: ModelName, classes: Int, input: (channels: Int, height: Int, width: Int)? = nil,
-    hidden: [Int] = [256, 256], seed: UInt64 = 0
+    hidden: [Int] = [256, 256], baseWidth: Int = 16, seed: UInt64 = 0
 ) throws -> Network {
     guard classes >= 2 else { throw ModelError("a classifier needs at least 2 classes, got \(classes)") }
     let shape = input ?? model.defaultInput
@@ -30,7 +33,9 @@ public func buildModel(
     case .vgg11, .vgg13, .vgg16, .vgg19:
         body = vgg(store, depth: Int(model.rawValue.dropFirst(3))!, inChannels: shape.channels, classes: classes)
     case .resnet20, .resnet32, .resnet56, .resnet110:
-        body = cifarResNet(store, depth: Int(model.rawValue.dropFirst(6))!, inChannels: shape.channels, classes: classes)
+        guard baseWidth >= 1 else { throw ModelError("a ResNet's base width must be at least 1, got \(baseWidth)") }
+        body = cifarResNet(store, depth: Int(model.rawValue.dropFirst(6))!, inChannels: shape.channels, classes: classes,
+                           width: baseWidth)
     case .resnet18:
         body = resNet(store, basic: true, blocks: [2, 2, 2, 2], imageNetStem: false, inChannels: shape.channels, classes: classes)
     case .resnet34:
@@ -87,16 +92,16 @@ func vgg(_ store: ParameterStore, depth: Int, inChannels: Int, classes: Int) -> 
     return body
 }
 
-/// ResNet-20/32/56/110 for CIFAR (He et al. 2016): 16/32/64 channels, (depth − 2)/6 basic
-/// blocks per stage, option-A (zero-padding) shortcuts, global average pool, `fc`.
-func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: Int) -> Sequential {
+/// ResNet-20/32/56/110 for CIFAR (He et al. 2016): w/2w/4w channels (w = 16), (depth − 2)/6
+/// basic blocks per stage, option-A (zero-padding) shortcuts, global average pool, `fc`.
+func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: Int, width w: Int = 16) -> Sequential {
     let perStage = (depth - 2) / 6
     let body = Sequential([
-        Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 16, kernelSize: 3, padding: 1),
-        BatchNorm("bn1", store: store, channels: 16), ReLU(inPlace: true),
+        Conv2d("conv1", store: store, inChannels: inChannels, outChannels: w, kernelSize: 3, padding: 1),
+        BatchNorm("bn1", store: store, channels: w), ReLU(inPlace: true),
     ])
-    var channels = 16
-    for (stage, width) in [16, 32, 64].enumerated() {
+    var channels = w
+    for (stage, width) in [w, 2 * w, 4 * w].enumerated() {
         for b in 0..<perStage {
             let stride = (stage > 0 && b == 0) ? 2 : 1
             let needsShortcut = stride != 1 || channels != width
@@ -109,7 +114,7 @@ func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: 
     }
     body.append(AvgPool2d.global())
     body.append(Flatten())
-    body.append(Linear("fc", store: store, inFeatures: 64, outFeatures: classes))
+    body.append(Linear("fc", store: store, inFeatures: 4 * w, outFeatures: classes))
     return body
 }
 

@@ -5,7 +5,7 @@ import Sparsity
 /// When RiGL rewires and prune-and-rewire prunes, over a run of `totalSteps` steps.
 ///
 /// Update steps are the multiples of `updateEvery`. Rewiring happens at update steps before
-/// `end·T` (and before the last step), with drop fraction `α_t = α/2·(1 + cos(π t / (end·T)))`.
+/// `T_end = ⌊end·T⌋` (and before the last step), with drop fraction `α_t = α/2·(1 + cos(π t / T_end))`.
 /// Pruning (when `finalDensity < startDensity`) happens at the first `n = ⌊pruneEnd·T / ΔT⌋`
 /// update steps, the k-th to density `d_f + (d_i − d_f)(1 − k/n)³` — exactly `d_f` at k = n.
 struct RigLSchedule: Sendable, Equatable {
@@ -18,12 +18,12 @@ struct RigLSchedule: Sendable, Equatable {
     var pruneEnd: Double
 
     var prunes: Bool { finalDensity < startDensity }
-    /// Last step after which the mask may be rewired.
-    var lastRewireStep: Int { min(Int((end * Double(totalSteps)).rounded(.down)), totalSteps - 1) }
+    /// `T_end`: the mask is rewired only after steps before it.
+    var rewireEnd: Int { min(Int((end * Double(totalSteps)).rounded(.down)), totalSteps) }
     /// Number of pruning updates, n.
     var pruneUpdates: Int { prunes ? Int((pruneEnd * Double(totalSteps)).rounded(.down)) / updateEvery : 0 }
 
-    func rewires(afterStep t: Int) -> Bool { t % updateEvery == 0 && t >= 1 && t <= lastRewireStep }
+    func rewires(afterStep t: Int) -> Bool { t % updateEvery == 0 && t >= 1 && t < rewireEnd }
 
     /// k (1…n) when step t ends with the k-th prune.
     func pruneIndex(afterStep t: Int) -> Int? {
@@ -33,7 +33,7 @@ struct RigLSchedule: Sendable, Equatable {
     }
 
     func dropFraction(afterStep t: Int) -> Double {
-        alpha / 2 * (1 + cos(Double.pi * Double(t) / Double(max(1, lastRewireStep))))
+        alpha / 2 * (1 + cos(Double.pi * Double(t) / Double(max(1, rewireEnd))))
     }
 
     /// Density after the k-th prune.
@@ -49,9 +49,9 @@ struct RigLSchedule: Sendable, Equatable {
                     + "before it, rigl_update_every is \(updateEvery) (lower it or train longer)")
             }
         } else {
-            guard lastRewireStep >= updateEvery else {
+            guard rewireEnd > updateEvery else {
                 throw ConfigError("rigl_update_every \(updateEvery) leaves no mask update: rigl_end \(end) of \(totalSteps) steps "
-                    + "is step \(lastRewireStep) (lower rigl_update_every, raise rigl_end or train longer)")
+                    + "is step \(rewireEnd) (lower rigl_update_every, raise rigl_end or train longer)")
             }
         }
     }
