@@ -71,28 +71,28 @@ check "train CNN with sync BN on 2 ranks" run2 train "${cnn[@]}" --output "$runs
 check "2 ranks equal 1 rank (CNN, sync BN, max |dw| <= 1e-5)" \
   "$st" compare "$runs/cnn1/checkpoint.safetensors" "$runs/cnn2/checkpoint.safetensors" --tolerance 1e-5
 # Mask changes decided on rank 0 and broadcast: 2 ranks equal 1 rank with the same global batch.
+# same_as_one_rank LABEL NAME NET EXTRA: trains NET+EXTRA (names of arrays) on 1 and on 2 ranks
+# and compares the checkpoints (masks must be identical, weights within 1e-5).
+same_as_one_rank() {
+  local label=$1 name=$2
+  local -n net=$3 extra=$4
+  check "train $label on 1 rank" "$st" train "${net[@]}" "${extra[@]}" --output "$runs/$name-1"
+  check "train $label on 2 ranks" run2 train "${net[@]}" "${extra[@]}" --output "$runs/$name-2"
+  check "2 ranks equal 1 rank ($label, max |dw| <= 1e-5)" \
+    "$st" compare "$runs/$name-1/checkpoint.safetensors" "$runs/$name-2/checkpoint.safetensors" --tolerance 1e-5
+}
 # MLP, 51 steps: prune-and-rewire 0.7 -> 0.85 (3 changes) and IMP 0.7 -> 0.8 (2 cycles).
 rigl=(--set epochs=3 --set algorithm=rigl --set rigl_update_every=10 --set final_sparsity=0.85)
 imp=(--set algorithm=imp --set final_sparsity=0.8 --set imp_cycle_epochs=1)
-for alg in rigl imp; do
-  declare -n extra=$alg
-  check "train MLP with $alg on 1 rank" "$st" train "${mlpnet[@]}" "${extra[@]}" --output "$runs/mlp-$alg-1"
-  check "train MLP with $alg on 2 ranks" run2 train "${mlpnet[@]}" "${extra[@]}" --output "$runs/mlp-$alg-2"
-  check "2 ranks equal 1 rank (MLP, $alg, masks identical, max |dw| <= 1e-5)" \
-    "$st" compare "$runs/mlp-$alg-1/checkpoint.safetensors" "$runs/mlp-$alg-2/checkpoint.safetensors" --tolerance 1e-5
-done
+same_as_one_rank "MLP, prune-and-rewire" mlp-rigl mlpnet rigl
+same_as_one_rank "MLP, IMP" mlp-imp mlpnet imp
 # CNN with sync BN, 8 steps with 2 mask changes each. Short on purpose: in these small CNNs the
 # rounding differences between a 1-rank and a 2-rank sum grow quickly (fixed masks too) and can
 # flip a magnitude ranking, so longer runs agree only for some seeds.
 cnnrigl=(--set epochs=2 --set algorithm=rigl --set rigl_update_every=2 --set final_sparsity=0.85 --set prune_end=0.5)
 cnnimp=(--set synthetic_train=32 --set algorithm=imp --set final_sparsity=0.87 --set imp_cycle_epochs=1 --set imp_final_epochs=2)
-for alg in cnnrigl cnnimp; do
-  declare -n extra=$alg
-  check "train CNN (sync BN) with ${alg#cnn} on 1 rank" "$st" train "${cnnnet[@]}" "${extra[@]}" --output "$runs/$alg-1"
-  check "train CNN (sync BN) with ${alg#cnn} on 2 ranks" run2 train "${cnnnet[@]}" "${extra[@]}" --output "$runs/$alg-2"
-  check "2 ranks equal 1 rank (CNN, sync BN, ${alg#cnn}, max |dw| <= 1e-5)" \
-    "$st" compare "$runs/$alg-1/checkpoint.safetensors" "$runs/$alg-2/checkpoint.safetensors" --tolerance 1e-5
-done
+same_as_one_rank "CNN with sync BN, prune-and-rewire" cnn-rigl cnnnet cnnrigl
+same_as_one_rank "CNN with sync BN, IMP" cnn-imp cnnnet cnnimp
 check "mask updates are printed once, by rank 0" bash -c "$(declare -f run2); st=$st; run2 train ${mlpnet[*]} ${imp[*]} --output '$runs/imp-print' | grep -c '^mask [12] (imp cycle' | grep -qx 2"
 check "2-rank RiGL run stopped between updates" run2 train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/rigl-resumed" --stop-after-epochs 1
 check "2-rank RiGL run resumed" run2 train --resume "$runs/rigl-resumed"
