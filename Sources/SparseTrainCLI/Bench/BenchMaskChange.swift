@@ -50,7 +50,7 @@ struct BenchMaskChange: ParsableCommand {
                 model: modelOptions.model.rawValue, ranks: comm.size, density: density, alpha: alpha,
                 masked_weights: net.store.maskableCount, ms: total, ms_decide: med(\.ms_decide), ms_broadcast: med(\.ms_broadcast),
                 ms_apply: med(\.ms_apply), ms_rebuild: med(\.ms_rebuild), ms_verify: med(\.ms_verify),
-                bytes_broadcast: events[0].bytes_broadcast, moved: events.last!.dropped + events.last!.grown,
+                bytes_broadcast: events[0].bytes_broadcast, moved: events[0].dropped + events[0].grown,
                 step_ms: stepSeconds.map { $0 * 1e3 }, share_of_100_steps: stepSeconds.map { total / ($0 * 1e5) })
             if json { print(try jsonLine(report)); return }
             print("bench mask-change: \(report.model), \(report.masked_weights) masked weights, density \(density), α \(alpha), "
@@ -62,7 +62,7 @@ struct BenchMaskChange: ParsableCommand {
                 table.add(name, fixed(v, 2))
             }
             print(table.render())
-            print("broadcast \(report.bytes_broadcast) bytes, \(report.moved) weights moved per change")
+            print("broadcast \(report.bytes_broadcast) bytes, \(report.moved) weights moved by the first change")
             if let s = report.step_ms, let share = report.share_of_100_steps {
                 print("training step (batch \(batch), 1 thread): \(fixed(s, 1)) ms; one change = \(fixed(100 * share, 2))% of 100 steps")
             }
