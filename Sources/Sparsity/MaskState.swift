@@ -63,15 +63,7 @@ public final class MaskState {
     }
 
     /// `w ← +0`, `v ← +0` wherever the mask is 0 (after a rewind or a load).
-    public func zeroInactive() {
-        let m = store.mask, w = store.values, v = store.momentum
-        for l in layers {
-            for i in l.offset..<(l.offset + l.count) where m[i] == 0 {
-                w[i] = 0
-                v[i] = 0
-            }
-        }
-    }
+    public func zeroInactive() { store.applyMask() }
 
     private func rebuildIndices() {
         let m = store.mask
