@@ -18,7 +18,8 @@ public final class Network {
     /// initialises the parameters from `seed`.
     public init(
         name: String, store: ParameterStore, body: Sequential,
-        input: (channels: Int, height: Int, width: Int), classes: Int, seed: UInt64
+        input: (channels: Int, height: Int, width: Int), classes: Int, seed: UInt64,
+        transform: WeightTransform? = nil
     ) throws {
         self.name = name
         self.store = store
@@ -37,6 +38,7 @@ public final class Network {
             throw ModelError("\(name) produces \(out) per image, expected \(classes) logits")
         }
         store.allocate(seed: seed)
+        if let transform { store.install(transform, seed: seed) }
         // The first layer's input gradient is never used.
         if let conv = body.layers.first as? Conv2d { conv.needsInputGradient = false }
         if let linear = body.layers.first as? Linear { linear.needsInputGradient = false }
@@ -64,6 +66,7 @@ public final class Network {
                 }
             }
         }
+        store.refreshEffective()
         return body.forward(input, ctx)
     }
 

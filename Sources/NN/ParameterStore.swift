@@ -12,6 +12,7 @@ public struct ParameterRef: Sendable, Equatable {
 /// How a parameter is initialised.
 public enum ParameterInit: Sendable {
     case zeros, ones
+    case constant(Float)
     /// Normal(0, std).
     case normal(std: Float)
     /// Uniform(−bound, bound).
@@ -40,6 +41,14 @@ public final class ParameterStore {
     public private(set) var gradients: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     public private(set) var momentum: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     public private(set) var mask: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// Effective weights when a `WeightTransform` is installed (same layout; only the maskable
+    /// tensors are used), else empty.
+    public private(set) var effective: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// The reparameterisation of the maskable weights, if any.
+    public private(set) var transform: WeightTransform?
+    /// Set before building a model: batch-norm layers built on this store register their affine
+    /// parameters γ, β only when true (edge-popup trains none of them).
+    public var batchNormAffine = true
     private var allocated = false
 
     /// Called after a layer's backward has written its parameter gradients (reverse layer order);
@@ -52,6 +61,7 @@ public final class ParameterStore {
         if allocated {
             values.deallocate(); gradients.deallocate(); momentum.deallocate(); mask.deallocate()
         }
+        if transform != nil { effective.deallocate() }
     }
 
     /// Registers a parameter tensor and returns its place in the flat buffers.
@@ -90,6 +100,7 @@ public final class ParameterStore {
             switch p.initializer {
             case .zeros: v.update(repeating: 0, count: p.ref.count)
             case .ones: v.update(repeating: 1, count: p.ref.count)
+            case .constant(let c): v.update(repeating: c, count: p.ref.count)
             case .uniform(let bound):
                 for i in 0..<p.ref.count { v[i] = (rng.nextFloat() * 2 - 1) * bound }
             case .normal(let std):
@@ -99,7 +110,26 @@ public final class ParameterStore {
         applyMask()
     }
 
+    /// Installs the reparameterisation (once, after `allocate`) and lets it initialise its state.
+    public func install(_ transform: WeightTransform, seed: UInt64) {
+        precondition(allocated && self.transform == nil, "install a transform once, after allocation")
+        self.transform = transform
+        effective = .allocate(capacity: max(count, 1))
+        effective.initialize(repeating: 0)
+        effective = UnsafeMutableBufferPointer(rebasing: effective[0..<count])
+        transform.didAllocate(self, seed: seed)
+        transform.writeEffective(self)
+    }
+
+    /// Brings the effective weights up to date with the parameters (no-op without a transform).
+    public func refreshEffective() { transform?.writeEffective(self) }
+
     public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { values.baseAddress! + ref.offset }
+    /// The weights layers compute with: the effective weights of a maskable tensor when a
+    /// transform is installed, else the parameter values.
+    public func forwardWeight(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> {
+        transform != nil && parameters[ref.index].maskable ? effective.baseAddress! + ref.offset : value(ref)
+    }
     public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + ref.offset }
     public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { mask.baseAddress! + ref.offset }
 
@@ -135,7 +165,7 @@ public final class ParameterStore {
 }
 
 /// Fills `p[0..<n]` with Normal(0, std) draws (Box–Muller, two values per pair of uniforms).
-func fillNormal(_ p: UnsafeMutablePointer<Float>, _ n: Int, std: Float, rng: inout Xoshiro256) {
+public func fillNormal(_ p: UnsafeMutablePointer<Float>, _ n: Int, std: Float, rng: inout Xoshiro256) {
     var i = 0
     while i < n {
         let u1 = max(rng.nextDouble(), 1e-300), u2 = rng.nextDouble()

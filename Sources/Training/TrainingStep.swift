@@ -7,7 +7,9 @@ import Tensor
 /// One training step on one rank: forward, loss, backward with the gradients reduced across
 /// ranks, and the optimizer step. Ordinary steps reduce the packed active entries, in buckets
 /// started during backward; steps that need the dense gradient (RiGL updates) reduce the whole
-/// gradient buffer instead, counted apart. Shared by `train` and the tests.
+/// gradient buffer instead, counted apart. With a weight transform (STR, edge-popup) the reduced
+/// gradients of the effective weights are turned into those of the trained parameters before the
+/// optimizer step. Shared by `train` and the tests.
 public final class TrainingStep {
     public let network: Network
     public let masks: MaskState
@@ -65,7 +67,11 @@ public final class TrainingStep {
         let store = network.store
         store.zeroGradients()
         denseStep = denseGradient
-        if !denseGradient { reducer.beginStep(gradients: store.gradients) }
+        if !denseGradient {
+            reducer.beginStep(gradients: store.gradients)
+            // Gradients a weight transform derives after the reduction get nothing from backward.
+            for ref in store.transform?.derivedParameters ?? [] { try reducer.segmentReady(ref.index) }
+        }
         let logits = network.forward(images: images, batch: batch)
         let (l, c) = loss(logits, labels: labels, normalizer: normalizer, ctx: network.ctx)
         network.backward(loss.gradient)
@@ -76,6 +82,7 @@ public final class TrainingStep {
         } else {
             try reducer.finishStep()
         }
+        store.transform?.backpropagate(store)
         sgd.step(store, learningRate: learningRate, threads: threads)
         return (l, Int(c))
     }

@@ -7,9 +7,11 @@ import Tensor
 /// Evaluation uses the running statistics (and backward is then the per-channel affine map).
 /// Backward (training):
 /// `dx = γ/(M·√(σ²+ε)) · (M·dy − Σdy − x̂·Σ(dy·x̂))`, M = N·H·W.
+/// Built on a store with `batchNormAffine == false` it has no parameters: γ = 1, β = 0.
 public final class BatchNorm: Layer {
-    public let weight: ParameterRef
-    public let bias: ParameterRef
+    /// γ and β; nil for a non-affine layer.
+    public let weight: ParameterRef?
+    public let bias: ParameterRef?
     public let channels: Int
     public let momentum: Float
     public let eps: Float
@@ -28,6 +30,8 @@ public final class BatchNorm: Layer {
     private unowned(unsafe) var input: Tensor?
     private var mean: [Float]
     private var invStd: [Float]
+    /// γ = 1 and β = 0 of a non-affine layer.
+    private let unitScale: UnsafeMutablePointer<Float>, zeroShift: UnsafeMutablePointer<Float>
 
     public init(_ name: String, store: ParameterStore, channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
         self.name = name
@@ -35,15 +39,31 @@ public final class BatchNorm: Layer {
         self.channels = channels
         self.momentum = momentum
         self.eps = eps
-        weight = store.register("\(name).weight", shape: [channels], maskable: false, initializer: .ones)
-        bias = store.register("\(name).bias", shape: [channels], maskable: false, initializer: .zeros)
+        if store.batchNormAffine {
+            weight = store.register("\(name).weight", shape: [channels], maskable: false, initializer: .ones)
+            bias = store.register("\(name).bias", shape: [channels], maskable: false, initializer: .zeros)
+        } else {
+            weight = nil
+            bias = nil
+        }
+        unitScale = .allocate(capacity: channels)
+        unitScale.initialize(repeating: 1, count: channels)
+        zeroShift = .allocate(capacity: channels)
+        zeroShift.initialize(repeating: 0, count: channels)
         runningMean = Array(repeating: 0, count: channels)
         runningVar = Array(repeating: 1, count: channels)
         mean = Array(repeating: 0, count: channels)
         invStd = Array(repeating: 1, count: channels)
     }
 
-    public var parameterRefs: [ParameterRef] { [weight, bias] }
+    deinit {
+        unitScale.deallocate()
+        zeroShift.deallocate()
+    }
+
+    public var parameterRefs: [ParameterRef] { [weight, bias].compactMap { $0 } }
+    /// γ (per channel) as used by forward and backward.
+    private var gammaValues: UnsafeMutablePointer<Float> { weight.map(store.value) ?? unitScale }
     public var batchNorms: [BatchNorm] { [self] }
 
     public func outputShape(for s: Shape) throws -> Shape {
@@ -66,7 +86,7 @@ public final class BatchNorm: Layer {
             let s = x.shape
             output.reshape(s)
             let m = s.n * s.plane
-            let gamma = store.value(weight), beta = store.value(bias)
+            let gamma = gammaValues, beta = bias.map(store.value) ?? zeroShift
             if ctx.training {
                 var sums = [Double](repeating: 0, count: 2 * channels)
                 let xP = SendablePointer(x.data)
@@ -152,16 +172,18 @@ public final class BatchNorm: Layer {
                     }
                 }
             }
-            let gw = store.gradient(weight), gb = store.gradient(bias)
-            for c in 0..<channels {
-                gw[c] += Float(sums[channels + c])
-                gb[c] += Float(sums[c])
+            if let weight, let bias {
+                let gw = store.gradient(weight), gb = store.gradient(bias)
+                for c in 0..<channels {
+                    gw[c] += Float(sums[channels + c])
+                    gb[c] += Float(sums[c])
+                }
+                store.onGradientReady?(bias)
+                store.onGradientReady?(weight)
             }
-            store.onGradientReady?(bias)
-            store.onGradientReady?(weight)
             if !ctx.training {
                 // Evaluation mode is an affine map per channel: dx = γ / √(r_var + ε) · dy.
-                let gamma = SendablePointer(store.value(weight)), dxP = SendablePointer(inputGradient.data)
+                let gamma = SendablePointer(gammaValues), dxP = SendablePointer(inputGradient.data)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                     for c in range {
                         let k = gamma.pointer[c] * invC[c]
@@ -177,7 +199,7 @@ public final class BatchNorm: Layer {
                 reduce(&sums)
                 count = crossReplicaCount * m
             }
-            let gamma = SendablePointer(store.value(weight))
+            let gamma = SendablePointer(gammaValues)
             let dxP = SendablePointer(inputGradient.data)
             let sumsC = sums, total = Float(count)
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in

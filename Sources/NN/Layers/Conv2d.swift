@@ -109,7 +109,7 @@ public final class Conv2d: Layer {
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
             output.reshape(Shape(n: n, c: outChannels, h: g.outHeight, w: g.outWidth))
-            let w = SendablePointer(store.value(weight)), y = SendablePointer(output.data)
+            let w = SendablePointer(store.forwardWeight(weight)), y = SendablePointer(output.data)
             let per = chunk(g, batch: n, ctx)
             let scratch = ctx.workerScratch(count: isPointwise ? 1 : g.patchSize * per * plane)
             let cout = outChannels, patch = g.patchSize, pointwise = isPointwise
@@ -147,7 +147,7 @@ public final class Conv2d: Layer {
         let s = x.shape, n = s.n, plane = s.plane, cols = n * plane
         output.reshape(Shape(n: n, c: outChannels, h: s.h, w: s.w))
         packed.reshape(Shape(n: 1, c: weight.count))
-        Conv3x3.packWeights(store.value(weight), outChannels: outChannels, inChannels: inChannels,
+        Conv3x3.packWeights(store.forwardWeight(weight), outChannels: outChannels, inChannels: inChannels,
                             flipped: false, into: packed.data)
         let per = directChunk(s, planesPerImage: inChannels, ctx)
         let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: inChannels, count: per, height: s.h, width: s.w))
@@ -172,7 +172,7 @@ public final class Conv2d: Layer {
         let inputGradient = ctx.gradientBuffer(needDx ? s : Shape(n: 0, c: 0))
         if needDx {
             packedFlipped.reshape(Shape(n: 1, c: weight.count))
-            Conv3x3.packWeights(store.value(weight), outChannels: outChannels, inChannels: inChannels,
+            Conv3x3.packWeights(store.forwardWeight(weight), outChannels: outChannels, inChannels: inChannels,
                                 flipped: true, into: packedFlipped.data)
         }
         let cin = inChannels, cout = outChannels
@@ -211,7 +211,7 @@ public final class Conv2d: Layer {
             let wCount = weight.count
             let needDx = needsInputGradient
             let inputGradient = ctx.gradientBuffer(needDx ? s : Shape(n: 0, c: 0))
-            let w = SendablePointer(store.value(weight))
+            let w = SendablePointer(store.forwardWeight(weight))
             let d = SendablePointer(dy.data), dx = SendablePointer(inputGradient.data)
             let per = chunk(g, batch: n, ctx)
             let scratch = ctx.workerScratch(count: isPointwise ? 1 : g.patchSize * per * plane)

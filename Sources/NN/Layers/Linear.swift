@@ -48,7 +48,7 @@ public final class Linear: Layer {
                 let b = store.value(bias)
                 for o in 0..<outFeatures { (output.data + o * n).update(repeating: b[o], count: n) }
             }
-            gemm(.none, .none, m: outFeatures, n: n, k: inFeatures, a: store.value(weight),
+            gemm(.none, .none, m: outFeatures, n: n, k: inFeatures, a: store.forwardWeight(weight),
                  lda: inFeatures, b: x.data, ldb: n, beta: bias == nil ? 0 : 1, c: output.data, ldc: n)
             return output
         }
@@ -68,7 +68,7 @@ public final class Linear: Layer {
             store.onGradientReady?(weight)
             let inputGradient = ctx.gradientBuffer(needsInputGradient ? x.shape : Shape(n: 0, c: 0))
             if needsInputGradient {
-                gemm(.transposed, .none, m: inFeatures, n: n, k: outFeatures, a: store.value(weight),
+                gemm(.transposed, .none, m: inFeatures, n: n, k: outFeatures, a: store.forwardWeight(weight),
                      lda: inFeatures, b: dy.data, ldb: n, c: inputGradient.data, ldc: n)
             }
             ctx.release(dy)

@@ -19,13 +19,18 @@ public enum ModelName: String, CaseIterable, Sendable {
 ///   - hidden: hidden widths of the MLP (ignored by other models).
 ///   - baseWidth: channels of the first stage of ResNet-20/32/56/110 (16 in the paper; stages
 ///     are w, 2w, 4w; ignored by other models).
+///   - batchNormAffine: false builds batch norms without γ, β (edge-popup).
+///   - transform: makes the weight reparameterisation once the layers are registered (it may
+///     register parameters of its own); installed after allocation.
 public func buildModel(
     _ model: ModelName, classes: Int, input: (channels: Int, height: Int, width: Int)? = nil,
-    hidden: [Int] = [256, 256], baseWidth: Int = 16, seed: UInt64 = 0
+    hidden: [Int] = [256, 256], baseWidth: Int = 16, seed: UInt64 = 0,
+    batchNormAffine: Bool = true, transform: ((ParameterStore) -> WeightTransform)? = nil
 ) throws -> Network {
     guard classes >= 2 else { throw ModelError("a classifier needs at least 2 classes, got \(classes)") }
     let shape = input ?? model.defaultInput
     let store = ParameterStore()
+    store.batchNormAffine = batchNormAffine
     let body: Sequential
     switch model {
     case .mlp:
@@ -45,7 +50,8 @@ public func buildModel(
     case .resnet50ImageNet:
         body = resNet(store, basic: false, blocks: [3, 4, 6, 3], imageNetStem: true, inChannels: shape.channels, classes: classes)
     }
-    return try Network(name: model.rawValue, store: store, body: body, input: shape, classes: classes, seed: seed)
+    return try Network(name: model.rawValue, store: store, body: body, input: shape, classes: classes, seed: seed,
+                       transform: transform?(store))
 }
 
 /// Flatten → (Linear → ReLU)* → Linear; layers `fc1`, `fc2`, ….
