@@ -33,7 +33,22 @@ extension SparseTrain {
                           above sparsity: prune-and-rewire, a global magnitude prune
                           on the cubic schedule before each rewiring, reaching
                           final_sparsity exactly at prune_end (0.6875) of training.
-                  str, edge-popup: not available yet.
+                  str     STR inside the ER mask: one learned threshold s per layer,
+                          effective weight mask * sign(w) * relu(|w| - sigmoid(s));
+                          weight decay (also on s) raises the threshold. s starts at
+                          str_s_init, by default the value that switches the
+                          threshold on at the same fraction of training as the
+                          paper's 100-epoch runs (s = -200 there). At every epoch's
+                          end the weights under their threshold leave the mask.
+                  edge-popup
+                          strong lottery tickets inside the ER mask: weights frozen
+                          (Kaiming normal), BN without affine parameters, biases 0;
+                          one trained score per active weight; each layer computes
+                          with exactly its k largest |scores| (straight-through
+                          gradient). k goes geometrically from the ER density to
+                          final_sparsity (layer ratios of density_method) over
+                          popup_levels (5) levels of popup_level_epochs (10), the LR
+                          schedule restarting each level. Do not set epochs.
                 """)
 
         @Option(help: "YAML config file.")

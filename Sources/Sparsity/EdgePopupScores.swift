@@ -9,7 +9,8 @@ import Tensor
 ///     w_eff = W ⊙ Z,   Z = the `keep[l]` entries of largest |S| among layer l's active entries
 ///
 /// (ties to the lower position), so exactly `keep[l]` weights of layer l are used. Backward is
-/// straight-through: `dL/dS = dL/dw_eff ⊙ W` on active entries. Every other parameter (biases)
+/// straight-through to |S|: `dL/dS = sign(S) ⊙ dL/dw_eff ⊙ W` on active entries (a score whose
+/// entry would lower the loss grows in magnitude, whatever its sign). Every other parameter (biases)
 /// is set to 0 and frozen; batch norms should be built without γ, β.
 public final class EdgePopupScores: WeightTransform {
     public let layers: [MaskableLayer]
@@ -68,7 +69,8 @@ public final class EdgePopupScores: WeightTransform {
             for (k, l) in layers.enumerated() {
                 let g = store.gradients.baseAddress! + l.offset, m = store.mask.baseAddress! + l.offset
                 let w = f.baseAddress! + frozenOffsets[k]
-                for i in 0..<l.count { g[i] = m[i] != 0 ? g[i] * w[i] : 0 }
+                let sc = store.values.baseAddress! + l.offset
+                for i in 0..<l.count { g[i] = m[i] != 0 ? (sc[i] < 0 ? -g[i] * w[i] : g[i] * w[i]) : 0 }
             }
         }
         for p in store.parameters where !p.maskable { store.gradient(p.ref).update(repeating: 0, count: p.ref.count) }

@@ -14,16 +14,23 @@ import Foundation
 ///   `rigl_end` of training. With `final_sparsity` above `sparsity` it is prune-and-rewire: before
 ///   each rewiring a global magnitude prune follows the cubic schedule
 ///   d_k = d_f + (d_i − d_f)(1 − k/n)³ and reaches `final_sparsity` exactly at `prune_end`.
+/// - `str`: STR's learned per-layer soft threshold inside the mask, starting at `str_s_init`
+///   (default: `STRPolicy.initialThreshold`); weights under the threshold leave the mask at
+///   every epoch's end.
+/// - `edge-popup`: frozen weights, trained scores, exactly k_l weights per layer, k annealed over
+///   `popup_levels` levels of `popup_level_epochs` to `final_sparsity` (see `EdgePopupPolicy`).
 public enum AlgorithmSettings {
     /// Algorithms `train` runs.
-    public static let available = ["fixed", "imp", "rigl"]
-    /// Algorithms of the paper not yet available here (the CLI says so).
-    public static let planned = ["str", "edge-popup"]
+    public static let available = ["fixed", "imp", "rigl", "str", "edge-popup"]
     /// Keys of each algorithm.
     public static let keys: KeyValuePairs<String, [String]> = [
         "imp": ["final_sparsity", "imp_prune_fraction", "imp_cycle_epochs", "imp_final_epochs", "imp_rewind_epoch"],
         "rigl": ["final_sparsity", "rigl_update_every", "rigl_alpha", "rigl_end", "prune_end"],
+        "str": ["str_s_init"],
+        "edge-popup": ["final_sparsity", "popup_levels", "popup_level_epochs"],
     ]
+    /// Density rules edge-popup can take its final layer ratios from.
+    static let popupDensityMethods = ["uniform", "erk", "er", "balanced", "pyramidal"]
     /// Every algorithm key once.
     static var allKeys: [String] {
         var seen = Set<String>()
@@ -38,6 +45,8 @@ public enum AlgorithmSettings {
     public static let defaultRigLEnd = 0.75
     /// 110 of 160 epochs, where the paper's code stops its gradual pruning.
     public static let defaultPruneEnd = 0.6875
+    public static let defaultLevels = 5
+    public static let defaultLevelEpochs = 10
 }
 
 extension TrainConfig {
@@ -49,15 +58,14 @@ extension TrainConfig {
             ("imp_final_epochs", impFinalEpochs.map { "\($0)" }), ("imp_rewind_epoch", impRewindEpoch.map { "\($0)" }),
             ("rigl_update_every", riglUpdateEvery.map { "\($0)" }), ("rigl_alpha", riglAlpha.map { "\($0)" }),
             ("rigl_end", riglEnd.map { "\($0)" }), ("prune_end", pruneEnd.map { "\($0)" }),
+            ("str_s_init", strSInit.map { "\($0)" }),
+            ("popup_levels", popupLevelsSetting.map { "\($0)" }), ("popup_level_epochs", popupLevelEpochsSetting.map { "\($0)" }),
         ]
     }
 
     /// Checks the algorithm and its keys: one line naming the key and the valid choices.
     func validateAlgorithm() throws {
         func check(_ ok: Bool, _ message: @autoclosure () -> String) throws { if !ok { throw ConfigError(message()) } }
-        if AlgorithmSettings.planned.contains(algorithm) {
-            throw ConfigError("algorithm \(algorithm) is not available yet; choose one of \(AlgorithmSettings.available.joined(separator: ", "))")
-        }
         try check(AlgorithmSettings.available.contains(algorithm),
                   "algorithm must be one of \(AlgorithmSettings.available.joined(separator: ", ")); got '\(algorithm)'")
         let own = AlgorithmSettings.keys(of: algorithm)
@@ -92,10 +100,24 @@ extension TrainConfig {
                 try check(final > sparsity, "prune_end applies only to prune-and-rewire (final_sparsity above sparsity)")
                 try check(p > 0 && p <= 1, "prune_end must be a fraction of training in (0, 1]; got \(p)")
             }
+        case "str":
+            if let s = strSInit { try check(s.isFinite, "str_s_init must be a finite number; got \(s)") }
+        case "edge-popup":
+            try check(epochsSetting == nil, "epochs does not apply to algorithm edge-popup: its length is popup_levels × popup_level_epochs")
+            guard let final = finalSparsity else { throw ConfigError("algorithm edge-popup needs final_sparsity (at least sparsity \(sparsity))") }
+            try check(final.isFinite && final >= sparsity && final < 1,
+                      "final_sparsity must be in [sparsity, 1) = [\(sparsity), 1) for edge-popup; got \(final)")
+            try check(popupLevels >= 1, "popup_levels must be at least 1; got \(popupLevels)")
+            try check(popupLevelEpochs >= 1, "popup_level_epochs must be at least 1; got \(popupLevelEpochs)")
+            try check(AlgorithmSettings.popupDensityMethods.contains(densityMethod),
+                      "edge-popup takes its final layer ratios from a density rule: density_method must be one of \(AlgorithmSettings.popupDensityMethods.joined(separator: ", ")); got \(densityMethod)")
         default:
             break
         }
     }
+
+    var popupLevels: Int { popupLevelsSetting ?? AlgorithmSettings.defaultLevels }
+    var popupLevelEpochs: Int { popupLevelEpochsSetting ?? AlgorithmSettings.defaultLevelEpochs }
 
     var cycleEpochs: Int { impCycleEpochs ?? AlgorithmSettings.defaultCycleEpochs }
     var finalEpochs: Int { impFinalEpochs ?? cycleEpochs }
@@ -107,10 +129,22 @@ extension TrainConfig {
     }
 
     /// Epochs the run trains: `epochs`, or for IMP cycles × cycle epochs + final epochs.
-    public var totalEpochs: Int { algorithm == "imp" ? impPlan.cycles * cycleEpochs + finalEpochs : epochs }
+    public var totalEpochs: Int {
+        switch algorithm {
+        case "imp": return impPlan.cycles * cycleEpochs + finalEpochs
+        case "edge-popup": return popupLevels * popupLevelEpochs
+        default: return epochs
+        }
+    }
 
     /// The shortest stretch over which the LR schedule runs (warm-up must fit in it).
-    var phaseEpochsShortest: Int { algorithm == "imp" ? min(cycleEpochs, finalEpochs) : epochs }
+    var phaseEpochsShortest: Int {
+        switch algorithm {
+        case "imp": return min(cycleEpochs, finalEpochs)
+        case "edge-popup": return popupLevelEpochs
+        default: return epochs
+        }
+    }
 }
 
 /// IMP's densities: cycle k ends at `d_0·(1 − f)^k`, except the last (cycle L), which ends at

@@ -67,7 +67,7 @@ public struct TrainConfig: Equatable, Sendable {
     public var bn = "local"
     /// Progress line every this many steps.
     public var logEvery = 20
-    /// How the mask changes during training: fixed, imp, rigl (see `AlgorithmSettings`).
+    /// How the mask changes during training: fixed, imp, rigl, str, edge-popup (see `AlgorithmSettings`).
     public var algorithm = "fixed"
     /// Keys of the chosen algorithm; nil = that key's default. A key set for another algorithm is
     /// an error.
@@ -80,6 +80,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var riglAlpha: Double?
     public var riglEnd: Double?
     public var pruneEnd: Double?
+    public var strSInit: Double?
+    public var popupLevelsSetting: Int?
+    public var popupLevelEpochsSetting: Int?
 
     public init() {}
 
@@ -196,6 +199,9 @@ public struct TrainConfig: Equatable, Sendable {
         case "rigl_alpha": riglAlpha = try double()
         case "rigl_end": riglEnd = try double()
         case "prune_end": pruneEnd = try double()
+        case "str_s_init": strSInit = try double()
+        case "popup_levels": popupLevelsSetting = try int()
+        case "popup_level_epochs": popupLevelEpochsSetting = try int()
         default:
             throw ConfigError("unknown config key '\(key)'; valid keys: \(Self.keys.joined(separator: ", "))")
         }

@@ -27,6 +27,10 @@ public struct EpochMetrics: Codable, Sendable {
     public var phase: String
     public var global_density: Double
     public var layer_density: [String: Double]
+    /// Density of the weights the model computes with: the mask's, or under STR / edge-popup the
+    /// non-zero effective weights' (the realised sparsity is 1 − this).
+    public var effective_density: Double
+    public var effective_layer_density: [String: Double]
 }
 
 /// A sparse-to-sparse training run over the ranks of a communicator.
@@ -81,23 +85,34 @@ public final class Trainer {
             throw ConfigError("unknown model '\(config.model)'; models: \(ModelName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let input = try Self.inputShape(config, modelName)
-        do {
-            network = try buildModel(modelName, classes: config.classes, input: input, hidden: config.hidden,
-                                 baseWidth: config.width ?? 16, seed: UInt64(config.seed))
-        } catch let e as ModelError {
-            throw ConfigError(e.description)
-        }
-        network.setThreads(config.threads)
-        layers = MaskableLayer.all(in: network.store)
         data = try RunData.make(config, input: input)
-        loss = SoftmaxCrossEntropy(labelSmoothing: Float(config.labelSmoothing))
-        sgd = SGD(momentum: Float(config.momentum), nesterov: config.nesterov, weightDecay: Float(config.weightDecay))
         trainShards = Sharding(count: data.train.count, batchSize: config.batchSize / communicator.size,
                                rank: communicator.rank, worldSize: communicator.size, seed: UInt64(config.seed))
         guard trainShards.batchesPerEpoch > 0 else {
             throw ConfigError("the training set (\(data.train.count) images) is smaller than one global batch (\(config.batchSize))")
         }
-        policy = try makeMaskPolicy(config, stepsPerEpoch: trainShards.batchesPerEpoch)
+        let transform: ((ParameterStore) -> WeightTransform)?
+        switch config.algorithm {
+        case "str":
+            let sInit = Float(Self.strInitialThreshold(config, stepsPerEpoch: trainShards.batchesPerEpoch))
+            transform = { SoftThreshold(store: $0, initial: sInit) }
+        case "edge-popup":
+            transform = { EdgePopupScores(store: $0) }
+        default:
+            transform = nil
+        }
+        do {
+            network = try buildModel(modelName, classes: config.classes, input: input, hidden: config.hidden,
+                                     baseWidth: config.width ?? 16, seed: UInt64(config.seed),
+                                     batchNormAffine: config.algorithm != "edge-popup", transform: transform)
+        } catch let e as ModelError {
+            throw ConfigError(e.description)
+        }
+        network.setThreads(config.threads)
+        layers = MaskableLayer.all(in: network.store)
+        loss = SoftmaxCrossEntropy(labelSmoothing: Float(config.labelSmoothing))
+        sgd = SGD(momentum: Float(config.momentum), nesterov: config.nesterov, weightDecay: Float(config.weightDecay))
+        policy = try makeMaskPolicy(config, stepsPerEpoch: trainShards.batchesPerEpoch, network: network)
         loader = DataLoader(dataset: data.train, transform: data.trainTransform, depth: 4, threads: config.dataThreads)
         if config.bn == "sync" && communicator.size > 1 {
             for bn in network.batchNorms {
@@ -140,13 +155,31 @@ public final class Trainer {
     /// The LR schedule of `phase`: the configured schedule over the phase's epochs.
     func schedule(of phase: SchedulePhase) -> LearningRateSchedule {
         let length = Double(phase.length)
-        let kind: LearningRateSchedule.Kind
+        return LearningRateSchedule(base: Float(config.lr), kind: Self.lrKind(config, epochs: length), epochs: length,
+                                    warmupEpochs: config.warmupEpochs)
+    }
+
+    /// The configured schedule's shape over a run of `epochs`.
+    static func lrKind(_ config: TrainConfig, epochs: Double) -> LearningRateSchedule.Kind {
         switch config.schedule {
-        case "multistep": kind = .multiStep(milestones: config.milestones.map { $0 * length }, gamma: Float(config.gamma))
-        case "cosine": kind = .cosine(minimum: Float(config.minLR))
-        default: kind = .constant
+        case "multistep": return .multiStep(milestones: config.milestones.map { $0 * epochs }, gamma: Float(config.gamma))
+        case "cosine": return .cosine(minimum: Float(config.minLR))
+        default: return .constant
         }
-        return LearningRateSchedule(base: Float(config.lr), kind: kind, epochs: length, warmupEpochs: config.warmupEpochs)
+    }
+
+    /// STR's initial threshold parameter: `str_s_init`, or the value that switches the threshold
+    /// on at the paper's fraction of training given this run's Σ η (see `STRPolicy`).
+    static func strInitialThreshold(_ config: TrainConfig, stepsPerEpoch: Int) -> Double {
+        if let s = config.strSInit { return s }
+        let total = config.totalEpochs
+        let rates = LearningRateSchedule(base: Float(config.lr), kind: lrKind(config, epochs: Double(total)),
+                                         epochs: Double(total), warmupEpochs: config.warmupEpochs)
+        var sum = 0.0
+        for e in 0..<total {
+            for s in 0..<stepsPerEpoch { sum += Double(rates.rate(atEpoch: Double(e) + Double(s + 1) / Double(stepsPerEpoch))) }
+        }
+        return STRPolicy.initialThreshold(learningRateSum: sum, momentum: config.momentum)
     }
 
     static func inputShape(_ c: TrainConfig, _ model: ModelName) throws -> (channels: Int, height: Int, width: Int) {
@@ -214,6 +247,9 @@ public final class Trainer {
     public func run(stopAfter: Int? = nil, progress: ((String) -> Void)? = nil) throws -> [EpochMetrics] {
         if comm.rank == 0 {
             let maskable = network.store.maskableCount
+            if let str = network.store.transform as? SoftThreshold, let s = str.thresholds.first {
+                logger.info("str: thresholds start at s = \(network.store.value(s)[0]) (str_s_init\(config.strSInit == nil ? ", from the run's learning-rate sum" : ""))")
+            }
             logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", masks.globalDensity)), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch, algorithm \(config.algorithm), \(config.totalEpochs) epochs")
         }
         let total = config.totalEpochs
@@ -239,12 +275,15 @@ public final class Trainer {
         let packedBefore = step.packedBytes, denseBefore = step.denseBytes
         let phase = policy.phase(containing: epoch)
         let rates = schedule(of: phase)
+        policy.prepare(epoch: epoch, store: network.store)
+        network.store.refreshEffective()
         if epoch == phase.start && phase.length < config.totalEpochs {
-            let event = PhaseEvent(name: phase.name, epoch: epoch + 1, epochs: phase.length, density: masks.globalDensity)
+            let density = Double(effectiveCounts.reduce(0, +)) / Double(masks.maskableTotal)
+            let event = PhaseEvent(name: phase.name, epoch: epoch + 1, epochs: phase.length, density: density)
             if comm.rank == 0 {
                 pendingLines.append(try jsonLine(event))
                 progress?(String(format: "%@: epochs %d-%d at density %.4f, LR schedule restarts", phase.name, epoch + 1,
-                                 epoch + phase.length, masks.globalDensity))
+                                 epoch + phase.length, density))
             }
         }
         loader.start(batches: trainShards.batches(epoch: epoch), epoch: epoch, seed: UInt64(config.seed))
@@ -282,7 +321,8 @@ public final class Trainer {
                 // Rank 0's share of the loss is its part of a sum over the global batch.
                 progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f density %.4f %.0f img/s eta %@",
                                 epoch + 1, config.totalEpochs, s + 1, steps, lossSum * Double(comm.size) / Double(s + 1),
-                                correct / Double((s + 1) * perRank), lr, masks.globalDensity, rate, formatDuration(eta)))
+                                correct / Double((s + 1) * perRank), lr, Double(effectiveCounts.reduce(0, +)) / Double(masks.maskableTotal),
+                                rate, formatDuration(eta)))
             }
         }
         events += epochEvents
@@ -294,6 +334,7 @@ public final class Trainer {
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
         let eval = try evaluate()
+        let used = effectiveCounts
         let dense = step.denseBytes - denseBefore
         return EpochMetrics(
             epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
@@ -302,8 +343,14 @@ public final class Trainer {
             bytes_allreduced: step.packedBytes - packedBefore + dense, bytes_dense_gradient: dense,
             bytes_broadcast: epochEvents.reduce(0) { $0 + $1.bytes_broadcast }, mask_changes: epochEvents.count,
             phase: phase.name, global_density: masks.globalDensity,
-            layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), masks.layerDensities)))
+            layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), masks.layerDensities)),
+            effective_density: Double(used.reduce(0, +)) / Double(max(1, masks.maskableTotal)),
+            effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) }))
     }
+
+    /// Weights each maskable layer computes with: its active count, or under a weight transform
+    /// its non-zero effective weights (as of the last forward pass).
+    var effectiveCounts: [Int] { network.store.transform?.effectiveCounts(network.store) ?? masks.activeCounts }
 
     /// Test loss, top-1 and top-5 accuracy over the whole test set (each sample once, split
     /// over the ranks), in evaluation mode.
@@ -358,6 +405,7 @@ public final class Trainer {
             ck.tensors.append(("bn/\(bn.name).running_var", [bn.channels], bn.runningVar))
         }
         for t in policy.stateTensors(masks: masks) { ck.tensors.append(t) }
+        for t in store.transform?.stateTensors(store) ?? [] { ck.tensors.append(t) }
         ck.metadata = [
             "format": "sparsetrain-checkpoint-1", "model": config.model, "epoch": "\(completedEpochs)",
             "algorithm": config.algorithm, "mask_generation": "\(masks.generation)",
@@ -406,12 +454,17 @@ public final class Trainer {
             else { throw ConfigError("\(path): checkpoint lacks the statistics of \(bn.name)") }
             bn.setRunningStatistics(mean: mean, variance: variance)
         }
+        do { try store.transform?.restoreState(store) { ck.tensor($0) } } catch let e as SparsityError {
+            throw ConfigError("\(path): \(e.description)")
+        }
+        if let epoch = Int(ck.metadata["epoch"] ?? ""), epoch > 0 { policy.prepare(epoch: epoch - 1, store: store) }
+        store.refreshEffective()
     }
 }
 
 extension Trainer {
-    /// Tensors of a policy's state (not the model's).
-    static func isPolicyTensor(_ name: String) -> Bool { name.hasPrefix("imp/") }
+    /// Tensors of a policy's or a weight transform's state (not the model's).
+    static func isPolicyTensor(_ name: String) -> Bool { name.hasPrefix("imp/") || name.hasPrefix("frozen/") }
 }
 
 /// One JSON object and a newline, keys sorted.

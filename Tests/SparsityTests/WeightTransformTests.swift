@@ -131,7 +131,8 @@ final class WeightTransformTests: XCTestCase {
         XCTAssertEqual(ep.effectiveCounts(store), ep.keep)
     }
 
-    /// Straight-through: dL/dS_i = dL/dZ_i with w_eff = W ⊙ Z, for selected and unselected entries.
+    /// Straight-through to |S|: dL/dS_i = sign(S_i)·dL/dZ_i with w_eff = W ⊙ Z, for selected and
+    /// unselected entries.
     func testEdgePopupScoreGradientIsTheGateDerivative() throws {
         let net = try makeMLP(batchNormAffine: false) { EdgePopupScores(store: $0) }
         let store = net.store, ep = store.transform as! EdgePopupScores
@@ -151,7 +152,8 @@ final class WeightTransformTests: XCTestCase {
                 store.effective[i] = (gate + h) * w; let plus = objective(net, x, r)
                 store.effective[i] = (gate - h) * w; let minus = objective(net, x, r)
                 store.effective[i] = e
-                assertClose((plus - minus) / (2 * Double(h)), g[i], "\(l.name)[\(j)]")
+                let sign: Double = store.values[i] < 0 ? -1 : 1
+                assertClose(sign * (plus - minus) / (2 * Double(h)), g[i], "\(l.name)[\(j)]")
                 checked += 1
             }
             frozenAt += l.count

@@ -180,8 +180,15 @@ final class AlgorithmTests: XCTestCase {
         fails(["algorithm=rigl", "final_sparsity=0.5", "sparsity=0.9"], "final_sparsity must be in [sparsity, 1)")
         fails(["algorithm=rigl", "rigl_update_every=0"], "rigl_update_every must be at least 1")
         fails(["algorithm=rigl", "prune_end=0.5"], "prune_end applies only to prune-and-rewire")
-        fails(["algorithm=str"], "algorithm str is not available yet")
-        fails(["algorithm=magic"], "algorithm must be one of fixed, imp, rigl")
+        fails(["algorithm=str", "final_sparsity=0.9"], "final_sparsity belongs to algorithm imp or rigl or edge-popup, not str")
+        fails(["algorithm=edge-popup"], "algorithm edge-popup needs final_sparsity")
+        fails(["algorithm=edge-popup", "final_sparsity=0.9", "epochs=3"], "epochs does not apply to algorithm edge-popup")
+        fails(["algorithm=edge-popup", "final_sparsity=0.9", "popup_levels=0"], "popup_levels must be at least 1")
+        fails(["algorithm=edge-popup", "final_sparsity=0.9", "popup_level_epochs=0"], "popup_level_epochs must be at least 1")
+        fails(["algorithm=edge-popup", "final_sparsity=0.5", "sparsity=0.9"], "final_sparsity must be in [sparsity, 1)")
+        fails(["algorithm=edge-popup", "final_sparsity=0.95", "density_method=er-snip"], "density_method must be one of uniform")
+        fails(["algorithm=str", "str_s_init=.nan"], "str_s_init must be a finite number")
+        fails(["algorithm=magic"], "algorithm must be one of fixed, imp, rigl, str, edge-popup")
         // A schedule without a mask update is refused when the run's length is known.
         let dir = try makeDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -193,7 +200,8 @@ final class AlgorithmTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("prune_end 0.5 leaves no pruning step"), "\($0)")
         }
         // The written config of each algorithm reads back the same and validates.
-        for extra in [["algorithm=imp", "final_sparsity=0.95"], ["algorithm=rigl", "final_sparsity=0.95", "prune_end=0.5"]] {
+        for extra in [["algorithm=imp", "final_sparsity=0.95"], ["algorithm=rigl", "final_sparsity=0.95", "prune_end=0.5"],
+                      ["algorithm=str", "str_s_init=-20"], ["algorithm=edge-popup", "final_sparsity=0.95", "popup_levels=2"]] {
             let c = try config(dir, extra)
             let back = try TrainConfig.parse(yaml: c.yaml())
             XCTAssertEqual(back, c)

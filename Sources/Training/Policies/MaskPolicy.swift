@@ -26,6 +26,9 @@ protocol MaskPolicy: AnyObject {
     /// Rank 0: writes the next mask into `proposal` (which holds a copy of the current mask) and
     /// returns a short label of the change ("rigl", "prune+rewire", "imp cycle 1/4").
     func propose(afterStep t: Int, masks: MaskState, proposal: UnsafeMutableBufferPointer<Float>) -> String
+    /// Every rank, before the first step of `epoch` (0-based), and when a checkpoint is loaded
+    /// (with the last epoch it trained).
+    func prepare(epoch: Int, store: ParameterStore)
     /// Every rank, once the initial mask and weights are in place (not on resume).
     func begin(masks: MaskState)
     /// Every rank, after the optimizer step `t` (before any mask change after it).
@@ -39,6 +42,7 @@ protocol MaskPolicy: AnyObject {
 }
 
 extension MaskPolicy {
+    func prepare(epoch: Int, store: ParameterStore) {}
     func begin(masks: MaskState) {}
     func didStep(_ t: Int, masks: MaskState) {}
     func didChangeMask(afterStep t: Int, masks: MaskState) {}
@@ -58,9 +62,26 @@ final class FixedMaskPolicy: MaskPolicy {
     }
 }
 
-/// The policy the config asks for, for a run of `stepsPerEpoch` steps per epoch.
-func makeMaskPolicy(_ config: TrainConfig, stepsPerEpoch: Int) throws -> MaskPolicy {
+/// The policy the config asks for, for a run of `stepsPerEpoch` steps per epoch on `network`
+/// (built with the weight transform the algorithm needs).
+func makeMaskPolicy(_ config: TrainConfig, stepsPerEpoch: Int, network: Network) throws -> MaskPolicy {
     switch config.algorithm {
+    case "str":
+        return STRPolicy(epochs: config.totalEpochs, stepsPerEpoch: stepsPerEpoch,
+                         threshold: network.store.transform as! SoftThreshold)
+    case "edge-popup":
+        let layers = MaskableLayer.all(in: network.store)
+        let final = 1 - (config.finalSparsity ?? config.sparsity)
+        let densities: [Double]
+        do {
+            densities = try layerwiseDensities(layers, density: final, method: DensityMethod(rawValue: config.densityMethod)!,
+                                               options: DensityOptions(keepFirstDense: config.denseFirst, keepLastDense: config.denseLast))
+        } catch let e as SparsityError {
+            throw ConfigError("edge-popup's final layer densities: \(e.description)")
+        }
+        return EdgePopupPolicy(levels: config.popupLevels, levelEpochs: config.popupLevelEpochs, stepsPerEpoch: stepsPerEpoch,
+                               scores: network.store.transform as! EdgePopupScores,
+                               targets: nonZeroCounts(layers, densities: densities, density: final))
     case "imp":
         return IMPPolicy(plan: config.impPlan, cycleEpochs: config.cycleEpochs, finalEpochs: config.finalEpochs,
                          rewindEpoch: config.impRewindEpoch ?? 0, stepsPerEpoch: stepsPerEpoch)
