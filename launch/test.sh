@@ -86,6 +86,12 @@ rigl=(--set epochs=3 --set algorithm=rigl --set rigl_update_every=10 --set final
 imp=(--set algorithm=imp --set final_sparsity=0.8 --set imp_cycle_epochs=1)
 same_as_one_rank "MLP, prune-and-rewire" mlp-rigl mlpnet rigl
 same_as_one_rank "MLP, IMP" mlp-imp mlpnet imp
+# STR 0.7 with thresholds from s = -5 (3 threshold changes); edge-popup 0.7 -> 0.85 in 2 levels
+# of 2 epochs (68 steps, the level change and the final subnetwork).
+str=(--set epochs=3 --set algorithm=str --set str_s_init=-5 --set weight_decay=1e-3)
+popup=(--set algorithm=edge-popup --set final_sparsity=0.85 --set popup_levels=2 --set popup_level_epochs=2)
+same_as_one_rank "MLP, STR" mlp-str mlpnet str
+same_as_one_rank "MLP, edge-popup" mlp-popup mlpnet popup
 # CNN with sync BN, 8 steps with 2 mask changes each. Short on purpose: in these small CNNs the
 # rounding differences between a 1-rank and a 2-rank sum grow quickly (fixed masks too) and can
 # flip a magnitude ranking, so longer runs agree only for some seeds.
@@ -93,11 +99,19 @@ cnnrigl=(--set epochs=2 --set algorithm=rigl --set rigl_update_every=2 --set fin
 cnnimp=(--set synthetic_train=32 --set algorithm=imp --set final_sparsity=0.87 --set imp_cycle_epochs=1 --set imp_final_epochs=2)
 same_as_one_rank "CNN with sync BN, prune-and-rewire" cnn-rigl cnnnet cnnrigl
 same_as_one_rank "CNN with sync BN, IMP" cnn-imp cnnnet cnnimp
+cnnstr=(--set epochs=2 --set algorithm=str --set str_s_init=-5)
+cnnpopup=(--set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=2 --set popup_level_epochs=1)
+same_as_one_rank "CNN with sync BN, STR" cnn-str cnnnet cnnstr
+same_as_one_rank "CNN with sync BN, edge-popup" cnn-popup cnnnet cnnpopup
 check "mask updates are printed once, by rank 0" bash -c "$(declare -f run2); st=$st; run2 train ${mlpnet[*]} ${imp[*]} --output '$runs/imp-print' | grep -c '^mask [12] (imp cycle' | grep -qx 2"
 check "2-rank RiGL run stopped between updates" run2 train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/rigl-resumed" --stop-after-epochs 1
 check "2-rank RiGL run resumed" run2 train --resume "$runs/rigl-resumed"
 check "resumed RiGL run is bit-identical to the uninterrupted one" \
   "$st" compare "$runs/mlp-rigl-2/checkpoint.safetensors" "$runs/rigl-resumed/checkpoint.safetensors" --tolerance 0
+check "2-rank edge-popup run stopped in the middle of a level" run2 train "${mlpnet[@]}" "${popup[@]}" --output "$runs/popup-resumed" --stop-after-epochs 1
+check "2-rank edge-popup run resumed" run2 train --resume "$runs/popup-resumed"
+check "resumed edge-popup run is bit-identical to the uninterrupted one" \
+  "$st" compare "$runs/mlp-popup-2/checkpoint.safetensors" "$runs/popup-resumed/checkpoint.safetensors" --tolerance 0
 check "2-rank run stopped after epoch 1" run2 train "${mlp[@]}" --output "$runs/resumed" --stop-after-epochs 1
 check "2-rank run resumed" run2 train --resume "$runs/resumed"
 check "resumed run is bit-identical to the uninterrupted one" \
@@ -124,7 +138,8 @@ fails "key of another algorithm" "imp_cycle_epochs belongs to algorithm imp, not
 fails "IMP final sparsity below the start" "final_sparsity must be above sparsity" run2 train --set algorithm=imp --set final_sparsity=0.5 --output "$runs/bad"
 fails "update interval not positive" "rigl_update_every must be at least 1" run2 train --set algorithm=rigl --set rigl_update_every=0 --output "$runs/bad"
 fails "schedule without a mask update" "leaves no mask update" run2 train "${mlp[@]}" --set algorithm=rigl --set rigl_update_every=1000 --output "$runs/bad"
-fails "algorithm not available yet" "algorithm str is not available yet" run2 train --set algorithm=str --output "$runs/bad"
+fails "edge-popup without a target" "algorithm edge-popup needs final_sparsity" run2 train --set algorithm=edge-popup --output "$runs/bad"
+fails "edge-popup with zero levels" "popup_levels must be at least 1" run2 train --set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=0 --output "$runs/bad"
 [ ! -e "$runs/bad" ] && { cli_pass=$((cli_pass + 1)); echo "PASS bad input wrote nothing"; } || { cli_fail=$((cli_fail + 1)); echo "FAIL bad input left $runs/bad"; }
 
 # One closing line for the whole run, from XCTest's bundle summaries
