@@ -1,10 +1,15 @@
 import ArgumentParser
+import Comm
 import Foundation
 import NN
+import Sparsity
 import Tensor
+import Training
 
-/// `sparsetrain bench step`: one training step (forward, loss, backward, SGD) of a model on
-/// random data, with a per-layer-type breakdown and the sgemm rate of this machine.
+/// `sparsetrain bench step`: one training step of a model on random data — the `TrainingStep`
+/// that `train` runs (forward, loss, backward, packed gradient reduction on a single-process
+/// communicator, SGD) — optionally on a random ER mask, with a per-layer-type breakdown and the
+/// sgemm rate of this machine.
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "step", abstract: "Time one training step of a model (single process).")
@@ -14,6 +19,12 @@ struct BenchStep: ParsableCommand {
 
     @Option(help: "Images per step.")
     var batch: Int = 128
+
+    @Option(help: "Sparsity of a random ER mask (0 = dense).")
+    var sparsity: Double = 0
+
+    @Option(help: "Layerwise densities of the mask: uniform, erk, er, balanced, pyramidal.")
+    var method: String = "erk"
 
     @Option(help: "Threads (OpenBLAS and parallel loops). Default: all cores.")
     var threads: Int?
@@ -42,6 +53,9 @@ struct BenchStep: ParsableCommand {
         guard batch > 0 else { throw InputError("--batch must be positive") }
         guard steps > 0, warmup >= 0 else { throw InputError("--steps must be positive, --warmup not negative") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
+        guard sparsity >= 0 && sparsity < 1 else { throw InputError("--sparsity must be in [0, 1), got \(sparsity)") }
+        let rules = ["uniform", "erk", "er", "balanced", "pyramidal"]
+        guard rules.contains(method) else { throw InputError("--method must be one of \(rules.joined(separator: ", ")), got '\(method)'") }
     }
 
     struct Report: Codable {
@@ -50,6 +64,7 @@ struct BenchStep: ParsableCommand {
         var threads: Int
         var convolution: String
         var parameters: Int
+        var density: Double
         var images_per_second: Double
         var seconds_per_step: Double
         var gflops_effective: Double
@@ -73,34 +88,37 @@ struct BenchStep: ParsableCommand {
         var rng = Xoshiro256(seed: 7)
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
         let labels = (0..<batch).map { _ in Int32(rng.nextIndex(below: net.classes)) }
-        let loss = SoftmaxCrossEntropy()
-        let sgd = SGD()
-        var optimizerSeconds = 0.0
-
-        func step() {
-            net.store.zeroGradients()
-            let logits = images.withUnsafeBufferPointer { net.forward(images: $0.baseAddress!, batch: batch) }
-            _ = labels.withUnsafeBufferPointer { loss(logits, labels: $0.baseAddress!, normalizer: Float(batch), ctx: net.ctx) }
-            net.backward(loss.gradient)
-            let t0 = now()
-            sgd.step(net.store, learningRate: 0.01, threads: threadCount)
-            optimizerSeconds += now() - t0
+        if sparsity > 0 {
+            let layers = MaskableLayer.all(in: net.store)
+            let densities = try layerwiseDensities(layers, density: 1 - sparsity, method: DensityMethod(rawValue: method)!)
+            drawMasks(layers, densities: densities, nonZeros: nonZeroCounts(layers, densities: densities, density: 1 - sparsity),
+                      mode: .count, seed: 1, into: net.store.mask)
+            net.store.applyMask()
         }
-        for _ in 0..<warmup { step() }
+        let masks = MaskState(store: net.store)
+        let trainingStep = try TrainingStep(network: net, masks: masks, communicator: LocalCommunicator(),
+                                            loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threadCount)
+        func step() throws {
+            try images.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { y in
+                    try trainingStep.run(images: x.baseAddress!, labels: y.baseAddress!, batch: batch,
+                                         normalizer: Float(batch), learningRate: 0.01)
+                }
+            }
+        }
+        for _ in 0..<warmup { try step() }
         net.ctx.profiling = true
         net.ctx.resetTimes()
-        optimizerSeconds = 0
         var times: [Double] = []
         for _ in 0..<steps {
             let t0 = now()
-            step()
+            try step()
             times.append(now() - t0)
         }
         let seconds = median(times)
         let flops = net.forwardFlops(batch: batch)
         var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / Double(steps) }
-        breakdown["sgd"] = optimizerSeconds / Double(steps)
-        breakdown["other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
+        breakdown["reduce, sgd, other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
         let sgemm = measureSgemm(threads: threadCount)
         let torch = try pytorch.map { try runPyTorch($0, threads: threadCount) }
         let reference: [ModelName: String] = [
@@ -108,6 +126,7 @@ struct BenchStep: ParsableCommand {
         ]
         let report = Report(
             model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
+            density: masks.globalDensity,
             images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
@@ -119,7 +138,7 @@ struct BenchStep: ParsableCommand {
             return
         }
         print("bench step: \(model.rawValue), batch \(batch), \(threadCount) thread(s), "
-            + "\(report.parameters) parameters, convolution \(conv.rawValue), OpenBLAS kernel \(report.blas_core), median of \(steps)")
+            + "\(report.parameters) parameters, density \(fixed(report.density, 4)), convolution \(conv.rawValue), OpenBLAS kernel \(report.blas_core), median of \(steps)")
         var table = TextTable("images/s", "ms/step", "GFLOP/s (3x fwd)", "sgemm GFLOP/s", "of sgemm", "peak RSS MiB")
         table.add(fixed(report.images_per_second, 1), fixed(seconds * 1e3, 1), fixed(report.gflops_effective, 1),
                   fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", report.peak_rss_mib.map { fixed($0, 0) } ?? "n/a")
