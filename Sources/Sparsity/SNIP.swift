@@ -3,13 +3,13 @@ import Tensor
 
 /// SNIP (Lee et al. 2019): connection sensitivity `|∂L/∂θ ⊙ θ|` of the loss on data at
 /// initialisation, summed over `batches`; the top `density` fraction of all maskable weights
-/// (globally) is kept. Returns the per-layer densities of that mask — the ratios ER-SNIP draws
-/// random masks with. The network's weights, gradients, mask and BN statistics are unchanged
-/// afterwards.
+/// (globally, ties to the lower position) is kept.
+/// - Returns: the mask (1 = kept) of the maskable layers, written into `network.store.mask`.
+///   The network's weights, gradients and BN statistics are unchanged afterwards.
 /// - Parameter batches: NCHW images and labels.
-public func snipLayerDensities(
+public func snipPrune(
     _ network: Network, layers: [MaskableLayer], density: Double, batches: [(images: [Float], labels: [Int32])]
-) throws -> [Double] {
+) throws {
     guard density > 0, density <= 1 else { throw SparsityError("density \(density) is outside (0, 1]") }
     guard !batches.isEmpty else { throw SparsityError("SNIP needs at least one batch of data") }
     let store = network.store
@@ -29,19 +29,27 @@ public func snipLayerDensities(
         _ = b.labels.withUnsafeBufferPointer { loss(logits, labels: $0.baseAddress!, normalizer: Float(total), ctx: network.ctx) }
         network.backward(loss.gradient)
     }
-    var scores: [(Float, Int)] = []
+    // Keep the largest scores: drop the smallest N − keep (negated keys keep ties to the lower position).
+    var offsets: [Int] = [], keys: [Float] = []
     for l in layers {
-        for i in l.offset..<(l.offset + l.count) { scores.append((abs(store.gradients[i] * store.values[i]), i)) }
+        for i in l.offset..<(l.offset + l.count) {
+            offsets.append(i)
+            keys.append(-abs(store.gradients[i] * store.values[i]))
+        }
     }
-    let keep = Int((density * Double(scores.count)).rounded())
-    // Highest scores first; ties by position so the result is deterministic.
-    scores.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
-    var kept = [Int](repeating: 0, count: layers.count)
-    let starts = layers.map(\.offset)
-    for (_, i) in scores.prefix(keep) {
-        var l = starts.count - 1
-        while starts[l] > i { l -= 1 }
-        kept[l] += 1
-    }
-    return zip(kept, layers).map { Double($0) / Double($1.count) }
+    let keep = Int((density * Double(keys.count)).rounded())
+    for i in offsets { store.mask[i] = 0 }
+    for k in keys.withUnsafeBufferPointer({ smallestIndices($0, count: keep) }) { store.mask[offsets[Int(k)]] = 1 }
+}
+
+/// Per-layer densities of a SNIP mask at `density`: the ratios ER-SNIP draws random masks with.
+/// The network's own mask is left as it was.
+public func snipLayerDensities(
+    _ network: Network, layers: [MaskableLayer], density: Double, batches: [(images: [Float], labels: [Int32])]
+) throws -> [Double] {
+    let saved = Array(network.store.mask)
+    defer { for i in saved.indices { network.store.mask[i] = saved[i] } }
+    try snipPrune(network, layers: layers, density: density, batches: batches)
+    let active = activeCounts(layers, mask: UnsafeBufferPointer(network.store.mask))
+    return zip(active, layers).map { Double($0) / Double($1.count) }
 }

@@ -81,6 +81,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var riglEnd: Double?
     public var pruneEnd: Double?
     public var strSInit: Double?
+    /// The initial mask: `none` (a random ER mask with `density_method`'s ratios), or the mask
+    /// itself of a pruner at initialisation, `snip` or `synflow` (the paper's baselines).
+    public var maskFrom = "none"
     public var popupLevelsSetting: Int?
     public var popupLevelEpochsSetting: Int?
 
@@ -92,7 +95,7 @@ public struct TrainConfig: Equatable, Sendable {
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches", "mask_draw",
         "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
-        "bn", "log_every", "algorithm",
+        "bn", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
     /// Parses YAML text (a mapping) on top of the defaults.
@@ -190,6 +193,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "bn": bn = string()
         case "log_every": logEvery = try int()
         case "algorithm": algorithm = string()
+        case "mask_from": maskFrom = string()
         case "final_sparsity": finalSparsity = try double()
         case "imp_prune_fraction": impPruneFraction = try double()
         case "imp_cycle_epochs": impCycleEpochs = try int()
@@ -237,6 +241,9 @@ public struct TrainConfig: Equatable, Sendable {
         try check(methods.contains(densityMethod), "density_method must be one of \(methods.joined(separator: ", ")); got '\(densityMethod)'")
         try check(densityMethod != "er-imp" || !ratiosFrom.isEmpty, "density_method er-imp needs ratios_from (a checkpoint of the pruned run)")
         try check(snipBatches >= 1, "snip_batches must be at least 1")
+        try check(["none", "snip", "synflow"].contains(maskFrom), "mask_from must be none, snip or synflow; got '\(maskFrom)'")
+        try check(maskFrom != "synflow" || !model.hasPrefix("resnet"),
+                  "mask_from synflow is not available for residual networks yet (its scores are wrong there); use a VGG or the MLP, or mask_from snip")
         try check(["count", "bernoulli"].contains(maskDraw), "mask_draw must be count or bernoulli")
         try check(["none", "random-addition", "rejection"].contains(flow), "flow must be none, random-addition or rejection")
         try check(seed >= 0, "seed must not be negative")
@@ -264,7 +271,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
             ("checkpoint_every", "\(checkpointEvery)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
-            ("algorithm", q(algorithm)),
+            ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),
         ]
         lines += algorithmValues()
         return lines.compactMap { key, value in value.map { "\(key): \($0)\n" } }.joined()

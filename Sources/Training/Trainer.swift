@@ -126,6 +126,8 @@ public final class Trainer {
             completedEpochs = try restore(ck, path: path)
             resumeCheckpoint = ck
             resumed = true
+        } else if communicator.rank == 0 && config.maskFrom != "none" {
+            try pruneAtInitialization()
         } else if communicator.rank == 0 {
             initialDensities = try computeDensities()
         }
@@ -203,12 +205,7 @@ public final class Trainer {
         case .erSynflow:
             ratios = try synflowLayerDensities(network, layers: layers, density: density)
         case .erSNIP:
-            let plan = trainShards.batches(epoch: 0).prefix(config.snipBatches)
-            let batches = try plan.map { indices -> (images: [Float], labels: [Int32]) in
-                let b = try loader.makeBatch(indices, epoch: 0, seed: UInt64(config.seed))
-                return (b.images, b.labels)
-            }
-            ratios = try snipLayerDensities(network, layers: layers, density: density, batches: batches)
+            ratios = try snipLayerDensities(network, layers: layers, density: density, batches: try snipData())
         case .erIMP:
             options.layerRatios = try Checkpoint.read(from: config.ratiosFrom).maskDensities()
         default:
@@ -220,10 +217,36 @@ public final class Trainer {
         }
     }
 
-    /// Rank 0 draws the ER mask (and flow repairs) on its initial weights; both go to all ranks.
+    /// The first `snip_batches` training batches of this rank, for SNIP's scores.
+    func snipData() throws -> [(images: [Float], labels: [Int32])] {
+        try trainShards.batches(epoch: 0).prefix(config.snipBatches).map { indices in
+            let b = try loader.makeBatch(indices, epoch: 0, seed: UInt64(config.seed))
+            return (b.images, b.labels)
+        }
+    }
+
+    /// `mask_from`: rank 0 writes the pruner's mask at `sparsity` into the store (before any
+    /// collective, so a failure is agreed on like any other set-up error).
+    func pruneAtInitialization() throws {
+        let density = 1 - config.sparsity
+        do {
+            switch config.maskFrom {
+            case "snip": try snipPrune(network, layers: layers, density: density, batches: try snipData())
+            case "synflow": try synflowPrune(network, layers: layers, density: density)
+            default: preconditionFailure("mask_from \(config.maskFrom)")
+            }
+        } catch let e as SparsityError {
+            throw ConfigError("mask_from \(config.maskFrom): \(e.description)")
+        }
+    }
+
+    /// Rank 0 draws the ER mask (and flow repairs) on its initial weights — or, with `mask_from`,
+    /// takes the pruner's mask written at set-up; both go to all ranks.
     func drawInitialState() throws {
         let store = network.store
-        if comm.rank == 0 {
+        if comm.rank == 0 && config.maskFrom != "none" {
+            store.applyMask()
+        } else if comm.rank == 0 {
             let densities = initialDensities
             let nnz = nonZeroCounts(layers, densities: densities, density: 1 - config.sparsity)
             drawMasks(layers, densities: densities, nonZeros: nnz, mode: MaskDraw(rawValue: config.maskDraw)!,

@@ -1,4 +1,6 @@
+import Comm
 import Foundation
+import Logging
 import NN
 import Sparsity
 import XCTest
@@ -88,5 +90,32 @@ extension AlgorithmTests {
 
     func testEdgePopupResumedInTheMiddleOfALevelEndsBitIdentical() throws {
         try checkResume(["algorithm=edge-popup", "sparsity=0.5", "final_sparsity=0.8", "popup_levels=2", "popup_level_epochs=2"], stop: 1)
+    }
+}
+
+extension AlgorithmTests {
+    /// `mask_from: snip` starts from SNIP's own mask: the ⌊d·N⌉ largest |∂L/∂w ⊙ w| on the first batch.
+    func testMaskFromSNIPKeepsExactlyTheTopSensitivities() throws {
+        let dir = try makeDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let c = try config(dir, ["mask_from=snip", "sparsity=0.9", "epochs=1"])
+        // The reference: the same initial network, scored by hand with a full sort.
+        let reference = try Trainer(config: c, communicator: LocalCommunicator(), logger: Logger(label: "test"))
+        let store = reference.network.store
+        let batch = try reference.snipData()[0]
+        let loss = SoftmaxCrossEntropy()
+        store.zeroGradients()
+        let logits = batch.images.withUnsafeBufferPointer { reference.network.forward(images: $0.baseAddress!, batch: batch.labels.count) }
+        _ = batch.labels.withUnsafeBufferPointer { loss(logits, labels: $0.baseAddress!, normalizer: Float(batch.labels.count), ctx: reference.network.ctx) }
+        reference.network.backward(loss.gradient)
+        let positions = reference.layers.flatMap { $0.offset..<($0.offset + $0.count) }
+        let score = { (i: Int) in abs(store.gradients[i] * store.values[i]) }
+        let keep = Int((0.1 * Double(positions.count)).rounded())
+        let want = Set(positions.sorted { score($0) != score($1) ? score($0) > score($1) : $0 < $1 }.prefix(keep))
+
+        let t = try trainer(c)
+        XCTAssertEqual(t.masks.activeTotal, keep)
+        XCTAssertEqual(Set(positions.filter { t.network.store.mask[$0] != 0 }), want)
+        assertMaskedEntriesArePositiveZero(t)
     }
 }
