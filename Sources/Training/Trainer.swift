@@ -7,6 +7,8 @@ import Sparsity
 import Tensor
 
 /// One epoch's numbers, as written to `metrics.jsonl`.
+/// Accuracy and densities describe the network at the end of the epoch's training, before a mask
+/// change that follows its last step (that change is among the epoch's events and counts).
 public struct EpochMetrics: Codable, Sendable {
     public var epoch: Int
     public var lr: Double
@@ -329,13 +331,10 @@ public final class Trainer {
             lossSum += Double(l)
             correct += Double(c)
             policy.didStep(t, masks: masks)
-            if policy.changesMask(afterStep: t) {
-                let event = try changes.apply(afterStep: t, epoch: epoch, policy: policy)
-                epochEvents.append(event)
-                if comm.rank == 0 {
-                    pendingLines.append(try jsonLine(event))
-                    progress?(event.line)
-                }
+            // A change after the epoch's last step waits for the evaluation, so the epoch's test
+            // accuracy is that of the network trained this epoch (IMP rewinds at a cycle's end).
+            if policy.changesMask(afterStep: t) && s + 1 < steps {
+                epochEvents.append(try applyChange(afterStep: t, epoch: epoch, progress: progress))
             }
             if comm.rank == 0, let progress, (s + 1) % config.logEvery == 0 || s + 1 == steps {
                 let elapsed = Date().timeIntervalSince(t0)
@@ -348,7 +347,6 @@ public final class Trainer {
                                 rate, formatDuration(eta)))
             }
         }
-        events += epochEvents
         var totals = [lossSum, correct]
         try comm.allreduce(&totals, op: .sum)
         let seconds = Date().timeIntervalSince(t0)
@@ -358,6 +356,12 @@ public final class Trainer {
                                      maskedOnly: false, communicator: comm)
         let eval = try evaluate()
         let used = effectiveCounts
+        let densities = (global: masks.globalDensity, layers: masks.layerDensities)
+        let last = (epoch + 1) * steps
+        if policy.changesMask(afterStep: last) {
+            epochEvents.append(try applyChange(afterStep: last, epoch: epoch, progress: progress))
+        }
+        events += epochEvents
         let dense = step.denseBytes - denseBefore
         return EpochMetrics(
             epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
@@ -365,10 +369,20 @@ public final class Trainer {
             test_top5: eval.top5, images_per_second: Double(steps * config.batchSize) / seconds, seconds: seconds,
             bytes_allreduced: step.packedBytes - packedBefore + dense, bytes_dense_gradient: dense,
             bytes_broadcast: epochEvents.reduce(0) { $0 + $1.bytes_broadcast }, mask_changes: epochEvents.count,
-            phase: phase.name, global_density: masks.globalDensity,
-            layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), masks.layerDensities)),
+            phase: phase.name, global_density: densities.global,
+            layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), densities.layers)),
             effective_density: Double(used.reduce(0, +)) / Double(max(1, masks.maskableTotal)),
             effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) }))
+    }
+
+    /// Applies the policy's change after step `t` on every rank; rank 0 logs and prints it.
+    private func applyChange(afterStep t: Int, epoch: Int, progress: ((String) -> Void)?) throws -> MaskEvent {
+        let event = try changes.apply(afterStep: t, epoch: epoch, policy: policy)
+        if comm.rank == 0 {
+            pendingLines.append(try jsonLine(event))
+            progress?(event.line)
+        }
+        return event
     }
 
     /// Weights each maskable layer computes with: its active count, or under a weight transform

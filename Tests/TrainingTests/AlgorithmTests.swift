@@ -65,6 +65,9 @@ final class AlgorithmTests: XCTestCase {
             let want = cycle < 5 ? Int((Double(start) * pow(0.8, Double(cycle))).rounded()) : Int((0.2 * Double(n)).rounded())
             XCTAssertEqual(t.masks.activeTotal, want, "cycle \(cycle)")
             XCTAssertEqual(e.grown, 0, "IMP masks only shrink")
+            // The cycle's last epoch reports the trained network, before the prune and rewind.
+            XCTAssertGreaterThan(t.history.last!.global_density, e.density)
+            XCTAssertEqual(t.history.last!.mask_changes, 1)
             let mask = Array(t.network.store.mask)
             XCTAssertFalse(zip(previousMask, mask).contains { $0 == 0 && $1 != 0 }, "an entry came back")
             previousMask = mask
