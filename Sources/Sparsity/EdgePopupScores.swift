@@ -55,11 +55,10 @@ public final class EdgePopupScores: WeightTransform {
                 keys.append(-abs(s[i]))
             }
             let chosen = keys.withUnsafeBufferPointer { smallestIndices($0, count: min(keep[k], active.count)) }
-            let e = store.effective.baseAddress! + l.offset
-            e.update(repeating: 0, count: l.count)
-            let f = frozen.withUnsafeBufferPointer { $0.baseAddress! + frozenOffsets[k] }
             let positions = chosen.map { active[Int($0)] }
-            for i in positions { e[Int(i)] = f[Int(i)] }
+            let e = store.effective.baseAddress! + l.offset, f = frozenOffsets[k]
+            e.update(repeating: 0, count: l.count)
+            for i in positions { e[Int(i)] = frozen[f + Int(i)] }
             return positions
         }
     }

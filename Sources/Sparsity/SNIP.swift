@@ -47,9 +47,17 @@ public func snipPrune(
 public func snipLayerDensities(
     _ network: Network, layers: [MaskableLayer], density: Double, batches: [(images: [Float], labels: [Int32])]
 ) throws -> [Double] {
+    try prunedLayerDensities(network, layers: layers) {
+        try snipPrune(network, layers: layers, density: density, batches: batches)
+    }
+}
+
+/// Per-layer densities of the mask `prune` writes into `network.store.mask`; the network's own
+/// mask is restored afterwards.
+func prunedLayerDensities(_ network: Network, layers: [MaskableLayer], _ prune: () throws -> Void) throws -> [Double] {
     let saved = Array(network.store.mask)
     defer { for i in saved.indices { network.store.mask[i] = saved[i] } }
-    try snipPrune(network, layers: layers, density: density, batches: batches)
+    try prune()
     let active = activeCounts(layers, mask: UnsafeBufferPointer(network.store.mask))
     return zip(active, layers).map { Double($0) / Double($1.count) }
 }

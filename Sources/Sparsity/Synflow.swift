@@ -68,9 +68,7 @@ public func synflowPrune(_ network: Network, layers: [MaskableLayer], density: D
 /// Per-layer densities of a Synflow mask at `density`: the ratios ER-Synflow draws random masks
 /// with. The network's own mask is left as it was.
 public func synflowLayerDensities(_ network: Network, layers: [MaskableLayer], density: Double, rounds: Int = 100) throws -> [Double] {
-    let saved = Array(network.store.mask)
-    defer { for i in saved.indices { network.store.mask[i] = saved[i] } }
-    try synflowPrune(network, layers: layers, density: density, rounds: rounds)
-    let active = activeCounts(layers, mask: UnsafeBufferPointer(network.store.mask))
-    return zip(active, layers).map { Double($0) / Double($1.count) }
+    try prunedLayerDensities(network, layers: layers) {
+        try synflowPrune(network, layers: layers, density: density, rounds: rounds)
+    }
 }

@@ -303,7 +303,7 @@ public final class Trainer {
         policy.prepare(epoch: epoch, store: network.store)
         network.store.refreshEffective()
         if epoch == phase.start && phase.length < config.totalEpochs {
-            let density = Double(effectiveCounts.reduce(0, +)) / Double(masks.maskableTotal)
+            let density = effectiveDensity
             let event = PhaseEvent(name: phase.name, epoch: epoch + 1, epochs: phase.length, density: density)
             if comm.rank == 0 {
                 pendingLines.append(try jsonLine(event))
@@ -343,8 +343,7 @@ public final class Trainer {
                 // Rank 0's share of the loss is its part of a sum over the global batch.
                 progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f density %.4f %.0f img/s eta %@",
                                 epoch + 1, config.totalEpochs, s + 1, steps, lossSum * Double(comm.size) / Double(s + 1),
-                                correct / Double((s + 1) * perRank), lr, Double(effectiveCounts.reduce(0, +)) / Double(masks.maskableTotal),
-                                rate, formatDuration(eta)))
+                                correct / Double((s + 1) * perRank), lr, effectiveDensity, rate, formatDuration(eta)))
             }
         }
         var totals = [lossSum, correct]
@@ -388,6 +387,8 @@ public final class Trainer {
     /// Weights each maskable layer computes with: its active count, or under a weight transform
     /// its non-zero effective weights (as of the last forward pass).
     var effectiveCounts: [Int] { network.store.transform?.effectiveCounts(network.store) ?? masks.activeCounts }
+    /// `Σ effectiveCounts / N`.
+    var effectiveDensity: Double { Double(effectiveCounts.reduce(0, +)) / Double(max(1, masks.maskableTotal)) }
 
     /// Test loss, top-1 and top-5 accuracy over the whole test set (each sample once, split
     /// over the ranks), in evaluation mode.

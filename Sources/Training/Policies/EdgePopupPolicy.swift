@@ -41,9 +41,7 @@ final class EdgePopupPolicy: MaskPolicy {
     }
 
     func prepare(epoch: Int, store: ParameterStore) {
-        let a = start ?? scores.layers.map { l in
-            (l.offset..<(l.offset + l.count)).reduce(0) { $0 + (store.mask[$1] != 0 ? 1 : 0) }
-        }
+        let a = start ?? activeCounts(scores.layers, mask: UnsafeBufferPointer(store.mask))
         start = a
         scores.keep = Self.keep(level: phase(containing: epoch).start / levelEpochs + 1, levels: levels, start: a, targets: targets)
     }
