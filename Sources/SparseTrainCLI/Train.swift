@@ -110,7 +110,7 @@ extension SparseTrain {
                 }
                 if let last = history.last ?? nil {
                     print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",
-                                 trainer.config.model, last.global_density, last.test_acc, last.test_top5,
+                                 trainer.config.model, last.effective_density, last.test_acc, last.test_top5,
                                  trainer.completedEpochs, Date().timeIntervalSince(t0), trainer.runDirectory, Trainer.checkpointName))
                 } else {
                     print("nothing to do: the run in \(trainer.runDirectory) already completed \(trainer.completedEpochs) epochs")

@@ -273,7 +273,11 @@ public final class Trainer {
         if comm.rank == 0 {
             let maskable = network.store.maskableCount
             if let str = network.store.transform as? SoftThreshold, let s = str.thresholds.first {
-                logger.info("str: thresholds start at s = \(network.store.value(s)[0]) (str_s_init\(config.strSInit == nil ? ", from the run's learning-rate sum" : ""))")
+                if completedEpochs == 0 {
+                    logger.info("str: thresholds start at s = \(network.store.value(s)[0]) (str_s_init\(config.strSInit == nil ? ", from the run's learning-rate sum" : ""))")
+                } else {
+                    logger.info("str: resumed after epoch \(completedEpochs); first layer's threshold s = \(network.store.value(s)[0])")
+                }
             }
             logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", masks.globalDensity)), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch, algorithm \(config.algorithm), \(config.totalEpochs) epochs")
         }
@@ -336,14 +340,19 @@ public final class Trainer {
             if policy.changesMask(afterStep: t) && s + 1 < steps {
                 epochEvents.append(try applyChange(afterStep: t, epoch: epoch, progress: progress))
             }
-            if comm.rank == 0, let progress, (s + 1) % config.logEvery == 0 || s + 1 == steps {
-                let elapsed = Date().timeIntervalSince(t0)
-                let rate = Double((s + 1) * config.batchSize) / elapsed
-                let eta = elapsed / Double(s + 1) * Double(steps - s - 1)
-                // Rank 0's share of the loss is its part of a sum over the global batch.
-                progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f density %.4f %.0f img/s eta %@",
-                                epoch + 1, config.totalEpochs, s + 1, steps, lossSum * Double(comm.size) / Double(s + 1),
-                                correct / Double((s + 1) * perRank), lr, effectiveDensity, rate, formatDuration(eta)))
+            if (s + 1) % config.logEvery == 0 || s + 1 == steps {
+                // The running loss and accuracy over the global batches so far (all ranks take part).
+                var sums = [lossSum, correct]
+                try comm.allreduce(&sums, op: .sum)
+                if comm.rank == 0, let progress {
+                    let elapsed = Date().timeIntervalSince(t0)
+                    let rate = Double((s + 1) * config.batchSize) / elapsed
+                    let eta = elapsed / Double(s + 1) * Double(steps - s - 1)
+                    progress(String(format: "epoch %d/%d step %d/%d loss %.4f acc %.3f lr %.4f density %.4f %.0f img/s eta %@",
+                                    epoch + 1, config.totalEpochs, s + 1, steps, sums[0] / Double(s + 1),
+                                    sums[1] / Double((s + 1) * config.batchSize), lr, effectiveDensity, rate,
+                                    formatDuration(eta)))
+                }
             }
         }
         var totals = [lossSum, correct]
