@@ -56,6 +56,10 @@ mkdir -p "$runs"
 check "bench allreduce on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | grep -q '\"packed_bytes\":1200000,'"
 check "bench step" bash -c "'$st' bench step --model resnet20 --batch 8 --steps 1 --warmup 0 --json | grep -q images_per_second"
 check "densities exact total" bash -c "'$st' densities --model vgg16 --sparsity 0.9 --method balanced --json | grep -q '\"total_nnz\":1471558,'"
+# ER-Synflow on residual networks: the exact total and no layer emptied (ResNet-18's 1×1
+# shortcuts dense by default, its main branches kept).
+check "er-synflow keeps every layer of ResNet-20 at 0.9" bash -c "out=\$('$st' densities --model resnet20 --sparsity 0.9 --method er-synflow --json) && ! grep -q '\"nnz\":0,' <<< \"\$out\" && grep -q '\"total_nnz\":26834,' <<< \"\$out\""
+check "er-synflow keeps every layer of ResNet-18 at 0.9" bash -c "out=\$('$st' densities --model resnet18 --input 3x8x8 --sparsity 0.9 --method er-synflow --synflow-rounds 20 --json) && ! grep -q '\"nnz\":0,' <<< \"\$out\" && grep -q '\"name\":\"layer4.0.downsample.0.weight\",\"nnz\":131072,' <<< \"\$out\""
 mlpnet=(--set model=mlp --set input=3x8x8 --set hidden=[64,32] --set batch_size=64 --set synthetic_train=1088
         --set synthetic_test=256 --set sparsity=0.7 --set lr=0.05 --set log_every=1000)
 mlp=("${mlpnet[@]}" --set epochs=3)
@@ -103,6 +107,7 @@ cnnstr=(--set epochs=2 --set algorithm=str --set str_s_init=-5)
 cnnpopup=(--set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=2 --set popup_level_epochs=1)
 same_as_one_rank "CNN with sync BN, STR" cnn-str cnnnet cnnstr
 same_as_one_rank "CNN with sync BN, edge-popup" cnn-popup cnnnet cnnpopup
+check "mask_from synflow on a ResNet, 2 ranks" run2 train "${cnnnet[@]}" --set epochs=1 --set mask_from=synflow --output "$runs/cnn-synflow"
 check "mask updates are printed once, by rank 0" bash -c "$(declare -f run2); st=$st; run2 train ${mlpnet[*]} ${imp[*]} --output '$runs/imp-print' | grep -c '^mask [12] (imp cycle' | grep -qx 2"
 check "2-rank RiGL run stopped between updates" run2 train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/rigl-resumed" --stop-after-epochs 1
 check "2-rank RiGL run resumed" run2 train --resume "$runs/rigl-resumed"

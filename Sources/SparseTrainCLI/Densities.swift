@@ -8,6 +8,7 @@ import Training
 extension DensityMethod: ExpressibleByArgument {}
 extension MaskDraw: ExpressibleByArgument {}
 extension FlowPreservation: ExpressibleByArgument {}
+extension SynflowShortcuts: ExpressibleByArgument {}
 
 extension SparseTrain {
     /// `sparsetrain densities`: per-layer densities of a random ER mask, optionally drawn.
@@ -28,6 +29,10 @@ extension SparseTrain {
 
         @Option(help: "Synflow rounds for --method er-synflow.")
         var synflowRounds: Int = 100
+
+        @Option(help: ArgumentHelp(
+            "er-synflow: dense or prune. dense (default) leaves the residual blocks' 1×1 projection shortcuts out of Synflow's ranking and unpruned, as the Synflow authors' code does (prune_residual=False), the code the paper's ER-Synflow ratios come from; prune scores them like every other layer, and at sparsity 0.9 Synflow then empties ResNet-18's stage-3 and stage-4 shortcuts (a shortcut path has one weight layer against the main branch's two). ResNet-20/32/56/110 have no shortcut weights."))
+        var synflowShortcuts: SynflowShortcuts = .dense
 
         @Option(help: "ImageFolder of training JPEGs (class sub-directories) SNIP scores on, for --method er-snip (default: synthetic data).")
         var snipData: String?
@@ -114,7 +119,8 @@ extension SparseTrain {
             var opts = try options()
             switch method {
             case .erSynflow:
-                let ratios = try synflowLayerDensities(net, layers: layers, density: density, rounds: synflowRounds)
+                let ratios = try synflowLayerDensities(net, layers: layers, density: density, rounds: synflowRounds,
+                                                       shortcuts: synflowShortcuts)
                 opts.layerRatios = Dictionary(uniqueKeysWithValues: zip(layers.map(\.name), ratios))
             case .erSNIP:
                 let ratios = try snipLayerDensities(net, layers: layers, density: density, batches: try snipBatchesOfData(net))

@@ -50,6 +50,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var ratiosFrom = ""
     /// Training batches SNIP scores are summed over (er-snip).
     public var snipBatches = 1
+    /// er-synflow and mask_from synflow: dense (leave the residual blocks' projection shortcuts
+    /// out of the ranking and unpruned, the Synflow authors' convention) or prune (score them).
+    public var synflowShortcuts = "dense"
     /// count, bernoulli.
     public var maskDraw = "count"
     /// none, random-addition, rejection.
@@ -93,7 +96,8 @@ public struct TrainConfig: Equatable, Sendable {
     static let keys: [String] = [
         "model", "classes", "dataset", "data_path", "input", "hidden", "width", "synthetic_train", "synthetic_test",
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
-        "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches", "mask_draw",
+        "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
+        "synflow_shortcuts", "mask_draw",
         "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
         "bn", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
@@ -181,6 +185,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "density_method": densityMethod = string()
         case "ratios_from": ratiosFrom = string()
         case "snip_batches": snipBatches = try int()
+        case "synflow_shortcuts": synflowShortcuts = string()
         case "mask_draw": maskDraw = string()
         case "flow": flow = string()
         case "dense_first": denseFirst = try bool()
@@ -242,8 +247,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(densityMethod != "er-imp" || !ratiosFrom.isEmpty, "density_method er-imp needs ratios_from (a checkpoint of the pruned run)")
         try check(snipBatches >= 1, "snip_batches must be at least 1")
         try check(["none", "snip", "synflow"].contains(maskFrom), "mask_from must be none, snip or synflow; got '\(maskFrom)'")
-        try check(maskFrom != "synflow" || !model.hasPrefix("resnet"),
-                  "mask_from synflow is not available for residual networks yet (its scores are wrong there); use a VGG or the MLP, or mask_from snip")
+        try check(["prune", "dense"].contains(synflowShortcuts), "synflow_shortcuts must be dense or prune; got '\(synflowShortcuts)'")
         try check(["count", "bernoulli"].contains(maskDraw), "mask_draw must be count or bernoulli")
         try check(["none", "random-addition", "rejection"].contains(flow), "flow must be none, random-addition or rejection")
         try check(seed >= 0, "seed must not be negative")
@@ -268,6 +272,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("schedule", q(schedule)), ("milestones", list(milestones)), ("gamma", "\(gamma)"),
             ("min_lr", minLRSetting.map { "\($0)" }), ("warmup_epochs", "\(warmupEpochs)"), ("sparsity", "\(sparsity)"),
             ("density_method", q(densityMethod)), ("ratios_from", q(ratiosFrom)), ("snip_batches", "\(snipBatches)"),
+            ("synflow_shortcuts", q(synflowShortcuts)),
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
             ("checkpoint_every", "\(checkpointEvery)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),

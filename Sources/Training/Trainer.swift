@@ -205,7 +205,8 @@ public final class Trainer {
         var ratios: [Double]? = nil
         switch method {
         case .erSynflow:
-            ratios = try synflowLayerDensities(network, layers: layers, density: density)
+            ratios = try synflowLayerDensities(network, layers: layers, density: density,
+                                               shortcuts: SynflowShortcuts(rawValue: config.synflowShortcuts)!)
         case .erSNIP:
             ratios = try snipLayerDensities(network, layers: layers, density: density, batches: try snipData())
         case .erIMP:
@@ -234,7 +235,8 @@ public final class Trainer {
         do {
             switch config.maskFrom {
             case "snip": try snipPrune(network, layers: layers, density: density, batches: try snipData())
-            case "synflow": try synflowPrune(network, layers: layers, density: density)
+            case "synflow": try synflowPrune(network, layers: layers, density: density,
+                                             shortcuts: SynflowShortcuts(rawValue: config.synflowShortcuts)!)
             default: preconditionFailure("mask_from \(config.maskFrom)")
             }
         } catch let e as SparsityError {

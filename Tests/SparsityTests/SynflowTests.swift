@@ -31,8 +31,7 @@ final class SynflowTests: XCTestCase {
         for i in 0..<4 { s.value(p[0].ref)[i] = w1[i]; s.value(p[2].ref)[i] = w2[i] }
         for b in [p[1], p[3]] { for i in 0..<2 { s.value(b.ref)[i] = 0 } }
         let layers = MaskableLayer.all(in: s)
-        // Keep 3 of 8 weights in one round. The per-layer rescaling multiplies every score by the
-        // same constant, so the unscaled scores give the ranking.
+        // Keep 3 of 8 weights in one round.
         try synflowPrune(net, layers: layers, density: 3.0 / 8, rounds: 1)
         let col2: [Double] = [2.5, 1.25]              // Σ_k |W2[k][i]| for i = 0, 1
         let row1: [Double] = [3, 7.4]                 // Σ_j |W1[i][j]|
