@@ -31,7 +31,7 @@ extension SparseTrain {
         var synflowRounds: Int = 100
 
         @Option(help: ArgumentHelp(
-            "er-synflow: dense or prune. dense (default) leaves the residual blocks' 1×1 projection shortcuts out of Synflow's ranking and unpruned, as the Synflow authors' code does (prune_residual=False), the code the paper's ER-Synflow ratios come from; prune scores them like every other layer, and at sparsity 0.9 Synflow then empties ResNet-18's stage-3 and stage-4 shortcuts (a shortcut path has one weight layer against the main branch's two). ResNet-20/32/56/110 have no shortcut weights."))
+            "er-synflow: dense or prune. dense (default) leaves the residual blocks' 1×1 projection shortcuts out of Synflow's ranking and unpruned (ratio 1, before the ratios are rescaled to the target), as the Synflow authors' code does (prune_residual=False), the code the paper's ER-Synflow ratios come from; prune scores them like every other layer, and at sparsity 0.9 Synflow then empties ResNet-18's stage-3 and stage-4 shortcuts (a shortcut path has one weight layer against the main branch's two). ResNet-20/32/56/110 have no shortcut weights."))
         var synflowShortcuts: SynflowShortcuts = .dense
 
         @Option(help: "ImageFolder of training JPEGs (class sub-directories) SNIP scores on, for --method er-snip (default: synthetic data).")

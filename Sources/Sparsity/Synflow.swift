@@ -17,7 +17,8 @@ import Tensor
 ///
 /// - Parameter shortcuts: `.dense` leaves the projection-shortcut convolutions of residual blocks
 ///   out of the ranking and unpruned (the Synflow authors' `prune_residual=False`), the other
-///   layers taking the rest of the global budget `density`; `.prune` scores them like any layer.
+///   layers taking the rest of the global budget `density` (an error if the shortcuts alone
+///   exceed it); `.prune` scores them like any layer.
 /// - Returns: nothing; the mask (1 = kept) of the maskable layers is written into
 ///   `network.store.mask`.
 public func synflowPrune(
@@ -25,19 +26,25 @@ public func synflowPrune(
     shortcuts: SynflowShortcuts = .dense
 ) throws {
     guard density > 0, density <= 1 else { throw SparsityError("density \(density) is outside (0, 1]") }
+    let (scored, unscored) = network.synflowPartition(layers, shortcuts: shortcuts)
+    let total = scored.reduce(0) { $0 + $1.count }
+    let denseCount = unscored.reduce(0) { $0 + $1.count }
+    let target = (density * Double(total + denseCount) - Double(denseCount)) / Double(max(1, total))
+    guard target > 0 else {
+        throw SparsityError(String(format: "density %.6g is below what the dense shortcut convolutions alone take (%.6g); synflow_shortcuts prune scores them too", density, Double(denseCount) / Double(total + denseCount)))
+    }
+    try synflowPrune(network, scored: scored, unscored: unscored, density: target, rounds: rounds)
+}
+
+/// Synflow on `scored` down to `density` of their weights; `unscored` set dense.
+func synflowPrune(
+    _ network: Network, scored: [MaskableLayer], unscored: [MaskableLayer], density target: Double, rounds: Int
+) throws {
     guard rounds > 0 else { throw SparsityError("Synflow needs at least one round") }
-    let unscored = shortcuts == .prune ? [] : layers.filter { network.shortcutWeightOffsets.contains($0.offset) }
-    let scored = layers.filter { !unscored.contains($0) }
     guard !scored.isEmpty else { throw SparsityError("Synflow has no layers to score") }
     let store = network.store
     for layer in unscored { for i in layer.offset..<(layer.offset + layer.count) { store.mask[i] = 1 } }
-    // The left-out layers stay dense; the scored ones take the rest of the global budget.
     let total = scored.reduce(0) { $0 + $1.count }
-    let denseCount = unscored.reduce(0) { $0 + $1.count }
-    let target = (density * Double(total + denseCount) - Double(denseCount)) / Double(total)
-    guard target > 0 else {
-        throw SparsityError(String(format: "density %.6g is below what the dense shortcut convolutions alone take (%.6g); use synflow shortcuts prune", density, Double(denseCount) / Double(total + denseCount)))
-    }
     var offsets: [Int] = []
     offsets.reserveCapacity(total)
     var keys: [Float] = []
@@ -76,18 +83,29 @@ public enum SynflowShortcuts: String, CaseIterable, Sendable {
     case prune
 }
 
-/// Per-layer densities of a Synflow mask at `density`: the ratios ER-Synflow draws random masks
-/// with. The network's own mask is left as it was.
+/// Per-layer densities of a Synflow mask: the ratios ER-Synflow draws random masks with (rescaled
+/// to the global target by `layerwiseDensities`). As in the Synflow authors' code, `density` is
+/// that of the scored layers; with `.dense` the shortcuts' ratio is 1. The network's own mask is
+/// left as it was.
 public func synflowLayerDensities(
     _ network: Network, layers: [MaskableLayer], density: Double, rounds: Int = 100,
     shortcuts: SynflowShortcuts = .dense
 ) throws -> [Double] {
-    try prunedLayerDensities(network, layers: layers) {
-        try synflowPrune(network, layers: layers, density: density, rounds: rounds, shortcuts: shortcuts)
+    guard density > 0, density <= 1 else { throw SparsityError("density \(density) is outside (0, 1]") }
+    let (scored, unscored) = network.synflowPartition(layers, shortcuts: shortcuts)
+    return try prunedLayerDensities(network, layers: layers) {
+        try synflowPrune(network, scored: scored, unscored: unscored, density: density, rounds: rounds)
     }
 }
 
 extension Network {
+    /// `layers` split into those Synflow scores and those it leaves dense.
+    func synflowPartition(_ layers: [MaskableLayer], shortcuts: SynflowShortcuts) -> (scored: [MaskableLayer], unscored: [MaskableLayer]) {
+        guard shortcuts == .dense else { return (layers, []) }
+        let offsets = shortcutWeightOffsets
+        return (layers.filter { !offsets.contains($0.offset) }, layers.filter { offsets.contains($0.offset) })
+    }
+
     /// Offsets of the weights of every maskable layer inside a residual block's shortcut branch.
     public var shortcutWeightOffsets: Set<Int> {
         var offsets = Set<Int>()
