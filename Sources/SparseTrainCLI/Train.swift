@@ -205,24 +205,24 @@ extension SparseTrain {
         @Argument(help: "Second checkpoint.") var second: String
         @Option(help: "Largest allowed absolute difference.") var tolerance: Double = 0
 
+        func validate() throws {
+            guard tolerance.isFinite, tolerance >= 0 else {
+                throw InputError("--tolerance must be a finite number ≥ 0, got \(tolerance)")
+            }
+        }
+
         func run() throws {
             let a: Checkpoint, b: Checkpoint
             do { a = try Checkpoint.read(from: first); b = try Checkpoint.read(from: second) } catch let e as ConfigError {
                 throw InputError(e.description)
             }
-            guard a.tensors.map(\.name).sorted() == b.tensors.map(\.name).sorted() else {
-                throw InputError("the checkpoints hold different tensors (different models)")
+            let c: CheckpointComparison
+            do { c = try CheckpointComparison(a, b) } catch let e as ConfigError { throw InputError(e.description) }
+            for (path, count) in [(first, c.nonFinite.first), (second, c.nonFinite.second)] where count > 0 {
+                print("\(path) holds \(count) non-finite values (NaN or ±Inf)")
             }
-            var worst: [String: Double] = [:]
-            for t in a.tensors {
-                let u = b.tensor(t.name)!
-                guard u.count == t.values.count else { throw InputError("\(t.name) has different sizes") }
-                let group = String(t.name.prefix { $0 != "/" })
-                let d = zip(t.values, u).reduce(0.0) { max($0, Double(abs($1.0 - $1.1))) }
-                worst[group] = max(worst[group] ?? 0, d)
-            }
-            for (g, d) in worst.sorted(by: { $0.key < $1.key }) { print("\(g): max |Δ| = \(d)") }
-            let overall = worst.values.max() ?? 0
+            for (g, d) in c.worst.sorted(by: { $0.key < $1.key }) { print("\(g): max |Δ| = \(d)") }
+            let overall = c.overall
             print("overall max |Δ| = \(overall) (tolerance \(tolerance))")
             if overall > tolerance { throw ExitCode(1) }
         }

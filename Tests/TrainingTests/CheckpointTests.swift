@@ -3,6 +3,29 @@ import XCTest
 @testable import Training
 
 final class CheckpointTests: XCTestCase {
+    func testComparisonNeverMatchesNonFiniteValues() throws {
+        var good = Checkpoint()
+        good.tensors = [("param/w", [3], [0.5, -1, 2]), ("bn/v", [1], [1])]
+        var nan = good
+        nan.tensors[0].values = [.nan, .nan, .nan]
+        let c = try CheckpointComparison(good, nan)
+        XCTAssertEqual(c.overall, .infinity)
+        XCTAssertEqual(c.worst["bn"], 0)
+        XCTAssertEqual(c.nonFinite.first, 0)
+        XCTAssertEqual(c.nonFinite.second, 3)
+        // Two copies that both diverged do not compare equal either.
+        XCTAssertEqual(try CheckpointComparison(nan, nan).overall, .infinity)
+        var inf = good
+        inf.tensors[0].values[1] = .infinity
+        XCTAssertEqual(try CheckpointComparison(inf, inf).worst["param"], .infinity)
+        var close = good
+        close.tensors[0].values[2] = 2.25
+        XCTAssertEqual(try CheckpointComparison(good, close).overall, 0.25)
+        var other = good
+        other.tensors[1].name = "bn/m"
+        XCTAssertThrowsError(try CheckpointComparison(good, other))
+    }
+
     func testRoundTripAndSafetensorsLayout() throws {
         var ck = Checkpoint()
         ck.tensors = [("a", [2, 3], (0..<6).map { Float($0) * 0.5 }), ("b/c", [1], [-1.25])]
