@@ -137,6 +137,10 @@ killed() {
 check "checkpoint intact after kill -9" killed
 fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
 fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
+check "copy of a finished run" cp -r "$runs/mlp2" "$runs/mlp2-copy"
+fails "a diverging run stops on every rank" "the loss became NaN" run2 train "${mlp[@]}" --set lr=1e6 --output "$runs/mlp2" --overwrite
+check "the run --overwrite replaced is back after the new one diverged" \
+  "$st" compare "$runs/mlp2/checkpoint.safetensors" "$runs/mlp2-copy/checkpoint.safetensors" --tolerance 0
 fails "corrupt checkpoint" "not a valid checkpoint" "$st" eval --checkpoint "$bin_dir/sparsetrain"
 fails "sparsity out of range" "sparsity must be in" run2 train --set sparsity=1.5 --output "$runs/bad"
 fails "key of another algorithm" "imp_cycle_epochs belongs to algorithm imp, not rigl" run2 train --set algorithm=rigl --set imp_cycle_epochs=2 --output "$runs/bad"

@@ -127,3 +127,7 @@ extension Communicator {
         }
     }
 }
+
+/// An error every rank raises together at the same point (decided by a collective or from
+/// state identical on every rank), so one rank reports it and all finish without an abort.
+public protocol RaisedOnEveryRank: Error {}

@@ -83,38 +83,51 @@ extension SparseTrain {
                 try agreed(comm) {
                     if comm.rank == 0 { try prepareRunDirectory(trainer.config) }
                 }
-                try trainer.prepare()
-                // Under an MPI launcher stdout is often a pseudo-terminal of mpirun's, whatever
-                // mpirun's own output is: print plain lines there.
-                let terminal = isatty(1) == 1 && !MPICommunicator.isLaunchedByMPI
-                let t0 = Date()
-                if let n = stopAfterEpochs, n < 1 { throw ConfigError("--stop-after-epochs must be at least 1") }
-                let stop = stopAfterEpochs.map { trainer.completedEpochs + $0 }
-                let history = try trainer.run(stopAfter: stop) { line in
-                    if terminal {
-                        print("\r" + line + "   ", terminator: "")
-                    } else {
-                        print(line)
-                    }
-                    fflushStdout()
+                // An overwritten run is set aside until the new one has written its first
+                // checkpoint, and put back if the new one fails before that.
+                let replaced = trainer.config.output + "/" + Self.replacedDirectory
+                if comm.rank == 0 {
+                    trainer.onCheckpointSaved = { try? FileManager.default.removeItem(atPath: replaced) }
                 }
-                guard comm.rank == 0 else { return }
-                if terminal { print("") }
-                for m in history {
-                    print(String(format: "epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1f s, %.1f MB allreduced",
-                                 m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.images_per_second, m.seconds,
-                                 Double(m.bytes_allreduced) / 1e6))
+                do { try trainAndReport(trainer, comm) } catch {
+                    if comm.rank == 0 { restoreReplacedRun(in: trainer.config.output) }
+                    throw error
                 }
-                if let stop, stop < trainer.config.totalEpochs, trainer.completedEpochs == stop {
-                    print("stopped after epoch \(stop) of \(trainer.config.totalEpochs); continue with: sparsetrain train --resume \(trainer.runDirectory)")
-                }
-                if let last = history.last ?? nil {
-                    print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",
-                                 trainer.config.model, last.effective_density, last.test_acc, last.test_top5,
-                                 trainer.completedEpochs, Date().timeIntervalSince(t0), trainer.runDirectory, Trainer.checkpointName))
+            }
+        }
+
+        func trainAndReport(_ trainer: Trainer, _ comm: Communicator) throws {
+            try trainer.prepare()
+            // Under an MPI launcher stdout is often a pseudo-terminal of mpirun's, whatever
+            // mpirun's own output is: print plain lines there.
+            let terminal = isatty(1) == 1 && !MPICommunicator.isLaunchedByMPI
+            let t0 = Date()
+            if let n = stopAfterEpochs, n < 1 { throw ConfigError("--stop-after-epochs must be at least 1") }
+            let stop = stopAfterEpochs.map { trainer.completedEpochs + $0 }
+            let history = try trainer.run(stopAfter: stop) { line in
+                if terminal {
+                    print("\r" + line + "   ", terminator: "")
                 } else {
-                    print("nothing to do: the run in \(trainer.runDirectory) already completed \(trainer.completedEpochs) epochs")
+                    print(line)
                 }
+                fflushStdout()
+            }
+            guard comm.rank == 0 else { return }
+            if terminal { print("") }
+            for m in history {
+                print(String(format: "epoch %d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1f s, %.1f MB allreduced",
+                             m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.images_per_second, m.seconds,
+                             Double(m.bytes_allreduced) / 1e6))
+            }
+            if let stop, stop < trainer.config.totalEpochs, trainer.completedEpochs == stop {
+                print("stopped after epoch \(stop) of \(trainer.config.totalEpochs); continue with: sparsetrain train --resume \(trainer.runDirectory)")
+            }
+            if let last = history.last ?? nil {
+                print(String(format: "done: %@ at density %.4f, test accuracy %.4f (top-5 %.4f) after %d epochs in %.0f s; checkpoint %@/%@",
+                             trainer.config.model, last.effective_density, last.test_acc, last.test_top5,
+                             trainer.completedEpochs, Date().timeIntervalSince(t0), trainer.runDirectory, Trainer.checkpointName))
+            } else {
+                print("nothing to do: the run in \(trainer.runDirectory) already completed \(trainer.completedEpochs) epochs")
             }
         }
 
@@ -147,22 +160,50 @@ extension SparseTrain {
             return cfg
         }
 
+        /// Files that make a directory a run.
+        static let runFiles = ["config.yaml", "metrics.jsonl", Trainer.checkpointName]
+        /// Where `--overwrite` keeps the run it replaces until the new run's first checkpoint.
+        static let replacedDirectory = ".replaced-run"
+
         /// Refuses a directory that already holds a run unless resuming or overwriting.
         func checkRunDirectory(_ dir: String) throws {
+            let fm = FileManager.default
+            if fm.fileExists(atPath: dir + "/" + Self.replacedDirectory) {
+                throw ConfigError("\(dir)/\(Self.replacedDirectory) holds a run that an interrupted --overwrite replaced: restore it (mv \(dir)/\(Self.replacedDirectory)/* \(dir)/) or delete it")
+            }
             guard resume == nil else { return }
-            let marks = ["config.yaml", "metrics.jsonl", Trainer.checkpointName]
-            if marks.contains(where: { FileManager.default.fileExists(atPath: dir + "/" + $0) }) && !overwrite {
+            if Self.runFiles.contains(where: { fm.fileExists(atPath: dir + "/" + $0) }) && !overwrite {
                 throw ConfigError("\(dir) already holds a run (use --resume \(dir) to continue it or --overwrite to replace it)")
             }
         }
 
+        /// Creates the run directory and writes the config; with `--overwrite`, first moves the
+        /// old run's files into `replacedDirectory`.
         func prepareRunDirectory(_ cfg: TrainConfig) throws {
             let fm = FileManager.default
             try fm.createDirectory(atPath: cfg.output, withIntermediateDirectories: true)
             if resume == nil {
-                for f in ["metrics.jsonl", Trainer.checkpointName] { try? fm.removeItem(atPath: cfg.output + "/" + f) }
+                let old = Self.runFiles.filter { fm.fileExists(atPath: cfg.output + "/" + $0) }
+                if !old.isEmpty {
+                    let aside = cfg.output + "/" + Self.replacedDirectory
+                    try fm.createDirectory(atPath: aside, withIntermediateDirectories: true)
+                    for f in old { try fm.moveItem(atPath: cfg.output + "/" + f, toPath: aside + "/" + f) }
+                }
             }
             try Data(cfg.yaml().utf8).write(to: URL(fileURLWithPath: cfg.output + "/config.yaml"), options: .atomic)
+        }
+
+        /// Puts back the run an `--overwrite` set aside, if the new run wrote no checkpoint.
+        func restoreReplacedRun(in dir: String) {
+            let fm = FileManager.default
+            let aside = dir + "/" + Self.replacedDirectory
+            guard fm.fileExists(atPath: aside) else { return }
+            for f in Self.runFiles {
+                try? fm.removeItem(atPath: dir + "/" + f)
+                if fm.fileExists(atPath: aside + "/" + f) { try? fm.moveItem(atPath: aside + "/" + f, toPath: dir + "/" + f) }
+            }
+            try? fm.removeItem(atPath: aside)
+            printError("the run \(dir) held before --overwrite is restored")
         }
     }
 

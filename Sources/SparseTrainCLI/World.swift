@@ -20,6 +20,10 @@ func withWorld(_ body: (Communicator) throws -> Void) -> Never {
         if world.rank == 0 { printError("\(error)") }
         (world as? MPICommunicator)?.finalize()
         exit(1)
+    } catch let error as RaisedOnEveryRank {
+        if world.rank == 0 { printError("\(error)") }
+        (world as? MPICommunicator)?.finalize()
+        exit(1)
     } catch let failure as AgreedFailure {
         // Every rank knows (see `agreed`): the first failing rank reports, all finish cleanly.
         if let error = failure.report { printError("\(error)") }

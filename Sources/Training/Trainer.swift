@@ -73,6 +73,8 @@ public final class Trainer {
     var initialDensities: [Double] = []
 
     public var runDirectory: String { config.output }
+    /// Called on rank 0 after each checkpoint is written.
+    public var onCheckpointSaved: (() -> Void)?
     public static let checkpointName = "checkpoint.safetensors"
 
     /// Builds the model and the data, without talking to other ranks (so a failure here can be
@@ -288,10 +290,12 @@ public final class Trainer {
             let m = try trainEpoch(completedEpochs, progress: progress)
             history.append(m)
             completedEpochs += 1
+            try checkStateIsFinite(epoch: completedEpochs - 1)
             if comm.rank == 0 {
                 try appendMetrics(m)
                 if completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
                     try saveCheckpoint(to: runDirectory + "/" + Self.checkpointName)
+                    onCheckpointSaved?()
                 }
             }
             try comm.barrier()
@@ -334,6 +338,7 @@ public final class Trainer {
                                  denseGradient: policy.needsDenseGradient(atStep: t))
                 }
             }
+            try checkLossIsFinite(l, epoch: epoch, step: s, learningRate: lr)
             lossSum += Double(l)
             correct += Double(c)
             policy.didStep(t, masks: masks)
@@ -481,6 +486,7 @@ public final class Trainer {
 
     /// Copies a checkpoint's tensors into the network; every tensor must match by name and size.
     public func load(_ ck: Checkpoint, path: String) throws {
+        try ck.validateValues(path: path)
         let store = network.store
         func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
             guard let v = ck.tensor(name) else { throw ConfigError("\(path): checkpoint lacks \(name) (was it made with another model?)") }

@@ -1,0 +1,57 @@
+import Comm
+import Foundation
+
+/// Training stopped because the loss or the weights stopped being finite. Raised on every rank
+/// at the same step; the last checkpoint on disk is the last good one.
+public struct TrainingDiverged: RaisedOnEveryRank, CustomStringConvertible {
+    public let description: String
+}
+
+extension Trainer {
+    /// Agrees across ranks whether this step's loss is finite; throws `TrainingDiverged` if not.
+    /// One 2-value allreduce per step: a rank's local loss can be NaN while another's is not.
+    func checkLossIsFinite(_ loss: Float, epoch: Int, step: Int, learningRate: Float) throws {
+        var bad: [Double] = [loss.isNaN ? 1 : 0, loss.isInfinite ? 1 : 0]
+        try comm.allreduce(&bad, op: .max)
+        guard bad[0] == 0 && bad[1] == 0 else {
+            let what = bad[0] != 0 ? "NaN" : "infinite"
+            throw TrainingDiverged(description: "the loss became \(what) at epoch \(epoch + 1) step \(step + 1) (lr \(learningRate)); \(lastGoodCheckpoint) — lower lr, add warmup_epochs or check the data")
+        }
+    }
+
+    /// Throws `TrainingDiverged` if any weight, momentum or BN statistic is not finite (identical
+    /// on every rank, so every rank decides alike). Called before a checkpoint is written, so
+    /// a good checkpoint is never replaced by a diverged one.
+    func checkStateIsFinite(epoch: Int) throws {
+        let store = network.store
+        let finite = store.values.allSatisfy(\.isFinite) && store.momentum.allSatisfy(\.isFinite)
+            && network.batchNorms.allSatisfy { $0.runningMean.allSatisfy(\.isFinite) && $0.runningVar.allSatisfy(\.isFinite) }
+        guard finite else {
+            throw TrainingDiverged(description: "the weights became non-finite during epoch \(epoch + 1); \(lastGoodCheckpoint)")
+        }
+    }
+
+    /// What the run directory still holds, for a divergence message.
+    var lastGoodCheckpoint: String {
+        let path = runDirectory + "/" + Self.checkpointName
+        guard let ck = try? Checkpoint.read(from: path), let epoch = ck.metadata["epoch"] else {
+            return "no checkpoint was written before it"
+        }
+        return "the last good checkpoint (epoch \(epoch)) is kept at \(path)"
+    }
+}
+
+extension Checkpoint {
+    /// Refuses tensors with non-finite values and masks with values other than 0 and 1.
+    func validateValues(path: String) throws {
+        let nonFinite = tensors.reduce(0) { n, t in n + t.values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
+        guard nonFinite == 0 else {
+            throw ConfigError("\(path): holds \(nonFinite) non-finite values (NaN or ±Inf): the run that wrote it diverged")
+        }
+        for t in tensors where t.name.hasPrefix("mask/") {
+            guard t.values.allSatisfy({ $0 == 0 || $0 == 1 }) else {
+                throw ConfigError("\(path): \(t.name) holds values other than 0 and 1")
+            }
+        }
+    }
+}

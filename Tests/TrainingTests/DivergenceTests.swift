@@ -1,0 +1,58 @@
+import Comm
+import Foundation
+import Logging
+import XCTest
+@testable import Training
+
+final class DivergenceTests: XCTestCase {
+    private func config(_ dir: String, lr: Double, epochs: Int) throws -> TrainConfig {
+        var c = TrainConfig()
+        for o in ["model=mlp", "input=3x8x8", "hidden=[32]", "batch_size=32", "synthetic_train=256", "synthetic_test=64",
+                  "sparsity=0.8", "lr=\(lr)", "epochs=\(epochs)", "log_every=1000"] {
+            try c.apply(override: o)
+        }
+        c.output = dir
+        return c
+    }
+
+    func testADivergingRunStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let dir = NSTemporaryDirectory() + "diverge-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = try Trainer(config: try config(dir, lr: 0.05, epochs: 1), communicator: LocalCommunicator(), logger: Logger(label: "test"))
+        try good.prepare()
+        try good.run()
+        let path = dir + "/" + Trainer.checkpointName
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+
+        // The same run resumed with a learning rate that sends the loss to NaN.
+        var cfg = try config(dir, lr: 1e6, epochs: 3)
+        cfg.output = dir
+        let bad = try Trainer(config: cfg, communicator: LocalCommunicator(), resume: true, logger: Logger(label: "test"))
+        try bad.prepare()
+        XCTAssertThrowsError(try bad.run()) { error in
+            XCTAssertTrue(error is TrainingDiverged, "\(error)")
+            XCTAssertTrue("\(error)".contains("the loss became"), "\(error)")
+            XCTAssertTrue("\(error)".contains("last good checkpoint (epoch 1)"), "\(error)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before, "the good checkpoint is untouched")
+    }
+
+    func testCheckpointsWithNonFiniteValuesOrNonBinaryMasksAreRefused() throws {
+        let dir = NSTemporaryDirectory() + "diverge-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let t = try Trainer(config: try config(dir, lr: 0.05, epochs: 1), communicator: LocalCommunicator(), logger: Logger(label: "test"))
+        try t.prepare()
+        let ck = t.checkpoint()
+        XCTAssertNoThrow(try t.load(ck, path: "ok"))
+        var nan = ck
+        let p = nan.tensors.firstIndex { $0.name.hasPrefix("param/") }!
+        nan.tensors[p].values[0] = .nan
+        XCTAssertThrowsError(try t.load(nan, path: "nan.safetensors")) { XCTAssertTrue("\($0)".contains("1 non-finite values"), "\($0)") }
+        var mask = ck
+        let m = mask.tensors.firstIndex { $0.name.hasPrefix("mask/") }!
+        mask.tensors[m].values[0] = 0.5
+        XCTAssertThrowsError(try t.load(mask, path: "mask.safetensors")) { XCTAssertTrue("\($0)".contains("other than 0 and 1"), "\($0)") }
+    }
+}
