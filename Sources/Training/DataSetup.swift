@@ -46,6 +46,15 @@ struct RunData {
         } catch let e as DatasetError {
             throw ConfigError(e.description)
         }
+        // Both splits number their classes by sorted name: the same names give the same labels.
+        guard train.classNames == test.classNames else {
+            let tr = Set(train.classNames), te = Set(test.classNames)
+            let missing = tr.subtracting(te).sorted(), extra = te.subtracting(tr).sorted()
+            var parts: [String] = []
+            if !missing.isEmpty { parts.append("missing from the test split: \(Self.names(missing))") }
+            if !extra.isEmpty { parts.append("only in the test split: \(Self.names(extra))") }
+            throw ConfigError("the train and test splits of \(c.dataPath) have different classes (\(parts.joined(separator: "; "))); labels would not match")
+        }
         guard train.classNames.count <= c.classes else {
             throw ConfigError("the data has \(train.classNames.count) classes but classes is \(c.classes)")
         }
@@ -73,5 +82,10 @@ struct RunData {
         return RunData(train: train, test: test,
                        trainTransform: ImageTransform(size: size, augmentation: trainAug, normalization: norm),
                        testTransform: ImageTransform(size: size, augmentation: testAug, normalization: norm))
+    }
+
+    /// Up to five names, then a count of the rest.
+    static func names(_ list: [String]) -> String {
+        list.count <= 5 ? list.joined(separator: ", ") : list.prefix(5).joined(separator: ", ") + " and \(list.count - 5) more"
     }
 }

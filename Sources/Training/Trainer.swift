@@ -466,6 +466,7 @@ public final class Trainer {
             "step": "\(completedEpochs * trainShards.batchesPerEpoch)", "ranks": "\(comm.size)",
             "seed": "\(config.seed)", "rng": "data order, augmentation and masks derive from (seed, epoch)",
             "config": config.yaml(),
+            "class_names": data.train.classNames.joined(separator: "\n"),
         ]
         return ck
     }
@@ -487,6 +488,9 @@ public final class Trainer {
     /// Copies a checkpoint's tensors into the network; every tensor must match by name and size.
     public func load(_ ck: Checkpoint, path: String) throws {
         try ck.validateValues(path: path)
+        if let names = ck.metadata["class_names"], names != data.train.classNames.joined(separator: "\n") {
+            throw ConfigError("\(path): the model was trained on classes \(RunData.names(names.split(separator: "\n").map(String.init))), the data has \(RunData.names(data.train.classNames))")
+        }
         let store = network.store
         func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
             guard let v = ck.tensor(name) else { throw ConfigError("\(path): checkpoint lacks \(name) (was it made with another model?)") }
