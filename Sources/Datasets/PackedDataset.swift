@@ -101,6 +101,9 @@ public func prepareDataset(
 ) throws -> (written: Int, skipped: Int) {
     let fm = FileManager.default
     guard size > 0 else { throw DatasetError("size must be positive") }
+    if let folder = source as? ImageFolder, let clash = pathsOverlap(folder.root, output) {
+        throw DatasetError("the output \(output) \(clash) the source \(folder.root); choose a directory outside it")
+    }
     if fm.fileExists(atPath: output) && !overwrite {
         throw DatasetError("\(output) already exists (pass --overwrite to replace it)")
     }
@@ -163,6 +166,9 @@ public func prepareDataset(
         start = end
         progress?(start, source.count)
     }
+    guard !labels.isEmpty else {
+        throw DatasetError("no image of \(source.count) could be decoded; nothing written")
+    }
     var labelBytes = Data(capacity: labels.count * 4)
     for l in labels { withUnsafeBytes(of: l.littleEndian) { labelBytes.append(contentsOf: $0) } }
     try labelBytes.write(to: URL(fileURLWithPath: temp + "/labels.bin"))
@@ -179,4 +185,17 @@ public func prepareDataset(
     try fm.moveItem(atPath: temp, toPath: output)
     succeeded = true
     return (labels.count, skipped)
+}
+
+/// How `output` overlaps `source` after resolving `.`, `..` and symbolic links: "is", "is
+/// inside" or "contains"; nil when they are apart.
+func pathsOverlap(_ source: String, _ output: String) -> String? {
+    func canonical(_ p: String) -> String {
+        URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path
+    }
+    let s = canonical(source), o = canonical(output)
+    if s == o { return "is" }
+    if o.hasPrefix(s.hasSuffix("/") ? s : s + "/") { return "is inside" }
+    if s.hasPrefix(o.hasSuffix("/") ? o : o + "/") { return "contains" }
+    return nil
 }

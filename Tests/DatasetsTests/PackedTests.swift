@@ -56,4 +56,28 @@ final class PackedTests: XCTestCase {
         XCTAssertEqual(r.written, 4)
         XCTAssertEqual(r.skipped, 1)
     }
+
+    func testTheSourceIsNeverTheOutputAndAllSkippedIsAnError() throws {
+        let root = NSTemporaryDirectory() + "sparsetrain-src-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/cls", withIntermediateDirectories: true)
+        let jpg = try JPEG.encode(pixels: [UInt8](repeating: 100, count: 8 * 8 * 3), width: 8, height: 8)
+        FileManager.default.createFile(atPath: root + "/cls/0.jpg", contents: Data(jpg))
+        let folder = try ImageFolder(root: root)
+        for (output, word) in [(root, "is the source"), (root + "/./", "is the source"), (root + "/cls/packed", "is inside"),
+                               ((root as NSString).deletingLastPathComponent, "contains")] {
+            XCTAssertThrowsError(try prepareDataset(folder, size: 8, output: output, overwrite: true)) {
+                XCTAssertTrue("\($0)".contains(word), "\($0)")
+            }
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/cls/0.jpg"), "the source is untouched")
+        // Every image undecodable: skipping all of them writes nothing and says so.
+        FileManager.default.createFile(atPath: root + "/cls/0.jpg", contents: Data(jpg.prefix(20)))
+        let out = root + "-packed"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        XCTAssertThrowsError(try prepareDataset(try ImageFolder(root: root), size: 8, output: out, overwrite: false, skipBad: true)) {
+            XCTAssertTrue("\($0)".contains("no image of 1 could be decoded"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
 }
