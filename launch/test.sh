@@ -107,6 +107,17 @@ cnnstr=(--set epochs=2 --set algorithm=str --set str_s_init=-5)
 cnnpopup=(--set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=2 --set popup_level_epochs=1)
 same_as_one_rank "CNN with sync BN, STR" cnn-str cnnnet cnnstr
 same_as_one_rank "CNN with sync BN, edge-popup" cnn-popup cnnnet cnnpopup
+check "CNN with local BN on 2 ranks" run2 train "${cnnnet[@]}" --set bn=local --set epochs=1 --output "$runs/cnn-local"
+check "eval of a local-BN checkpoint gives the loss and accuracy in its metrics" bash -c "
+  m=\$(tail -1 '$runs/cnn-local/metrics.jsonl')
+  e=\$('$st' eval --checkpoint '$runs/cnn-local/checkpoint.safetensors')
+  awk -v m=\"\$m\" -v e=\"\$e\" 'BEGIN {
+    match(m, /\"test_loss\":[0-9.e-]+/); ml = substr(m, RSTART + 12, RLENGTH - 12) + 0
+    match(m, /\"test_acc\":[0-9.e-]+/); ma = substr(m, RSTART + 11, RLENGTH - 11) + 0
+    match(e, /test loss [0-9.]+/); el = substr(e, RSTART + 10, RLENGTH - 10) + 0
+    match(e, /accuracy [0-9.]+/); ea = substr(e, RSTART + 9, RLENGTH - 9) + 0
+    d = ml - el; if (d < 0) d = -d; a = ma - ea; if (a < 0) a = -a
+    exit !(el > 0 && d <= 3e-6 && a <= 1e-4) }'"
 check "mask_from synflow on a ResNet, 2 ranks" run2 train "${cnnnet[@]}" --set epochs=1 --set mask_from=synflow --output "$runs/cnn-synflow"
 check "mask updates are printed once, by rank 0" bash -c "$(declare -f run2); st=$st; run2 train ${mlpnet[*]} ${imp[*]} --output '$runs/imp-print' | grep -c '^mask [12] (imp cycle' | grep -qx 2"
 check "2-rank RiGL run stopped between updates" run2 train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/rigl-resumed" --stop-after-epochs 1

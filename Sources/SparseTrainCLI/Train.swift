@@ -231,7 +231,7 @@ extension SparseTrain {
                 }
                 let r = try trainer.evaluate()
                 if comm.rank == 0 {
-                    print(String(format: "%@: test loss %.4f, accuracy %.4f, top-5 %.4f", checkpoint, r.loss, r.top1, r.top5))
+                    print(String(format: "%@: test loss %.6f, accuracy %.4f, top-5 %.4f", checkpoint, r.loss, r.top1, r.top5))
                 }
             }
         }

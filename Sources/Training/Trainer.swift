@@ -369,6 +369,7 @@ public final class Trainer {
         try MaskSync.verifyAgreement(masks.mask, segments: store.segments, what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
+        try averageLocalBatchNormStatistics()
         let eval = try evaluate()
         let used = effectiveCounts
         let densities = (global: masks.globalDensity, layers: masks.layerDensities)
