@@ -119,7 +119,16 @@ check "eval of a local-BN checkpoint gives the loss and accuracy in its metrics"
 check "mask_from synflow on a ResNet, 2 ranks" run2 train "${cnnnet[@]}" --set epochs=1 --set mask_from=synflow --output "$runs/cnn-synflow"
 check "mask updates are printed once, by rank 0" bash -c "$(declare -f run2); st=$st; run2 train ${mlpnet[*]} ${imp[*]} --output '$runs/imp-print' | grep -c '^mask [12] (imp cycle' | grep -qx 2"
 check "2-rank RiGL run stopped between updates" run2 train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/rigl-resumed" --stop-after-epochs 1
+# What a kill leaves behind: metrics of an epoch after the last checkpoint, a half-written checkpoint.
+check "simulate a run killed after its last checkpoint" bash -c "echo '{\"epoch\":2,\"test_acc\":0.5}' >> '$runs/rigl-resumed/metrics.jsonl' && touch '$runs/rigl-resumed/.checkpoint.safetensors.tmp-99999'"
+fails "resume with another output directory" "cannot go with --resume" run2 train --resume "$runs/rigl-resumed" --output "$runs/elsewhere"
 check "2-rank RiGL run resumed" run2 train --resume "$runs/rigl-resumed"
+check "resumed metrics hold each epoch once, the kill's leftovers are gone" bash -c "
+  [ \"\$(grep -o '\"epoch\":[0-9]*,\"global' '$runs/rigl-resumed/metrics.jsonl' | tr -dc '0-9\n' | paste -sd,)\" = 1,2,3 ] &&
+  ! grep -q '\"test_acc\":0.5}' '$runs/rigl-resumed/metrics.jsonl' && [ ! -e '$runs/rigl-resumed/.checkpoint.safetensors.tmp-99999' ]"
+check "simulate a run killed before its first checkpoint" bash -c "mkdir -p '$runs/early' && cp '$runs/mlp1/config.yaml' '$runs/early/' && sed -i 's#^output: .*#output: \"$runs/early\"#' '$runs/early/config.yaml'"
+fails "a fresh run in it says what happened" "stopped before its first checkpoint" run2 train "${mlp[@]}" --output "$runs/early"
+check "--resume starts it from the beginning" run2 train --resume "$runs/early"
 check "resumed RiGL run is bit-identical to the uninterrupted one" \
   "$st" compare "$runs/mlp-rigl-2/checkpoint.safetensors" "$runs/rigl-resumed/checkpoint.safetensors" --tolerance 0
 check "2-rank edge-popup run stopped in the middle of a level" run2 train "${mlpnet[@]}" "${popup[@]}" --output "$runs/popup-resumed" --stop-after-epochs 1

@@ -81,7 +81,7 @@ extension SparseTrain {
                 }
                 // Only rank 0 writes; the others wait until the directory is ready.
                 try agreed(comm) {
-                    if comm.rank == 0 { try prepareRunDirectory(trainer.config) }
+                    if comm.rank == 0 { try prepareRunDirectory(trainer.config, completedEpochs: trainer.completedEpochs) }
                 }
                 // An overwritten run is set aside until the new one has written its first
                 // checkpoint, and put back if the new one fails before that.
@@ -134,6 +134,9 @@ extension SparseTrain {
         /// The config from the file, overrides and flags; for a resumed run, the saved config.
         func resolveConfig() throws -> TrainConfig {
             if let dir = resume {
+                if let output, output != dir {
+                    throw ConfigError("--output \(output) cannot go with --resume \(dir): a resumed run continues in its own directory")
+                }
                 let path = dir + "/config.yaml"
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                     throw ConfigError("\(path): missing; --resume needs a run directory")
@@ -173,15 +176,23 @@ extension SparseTrain {
             }
             guard resume == nil else { return }
             if Self.runFiles.contains(where: { fm.fileExists(atPath: dir + "/" + $0) }) && !overwrite {
+                if !fm.fileExists(atPath: dir + "/" + Trainer.checkpointName) {
+                    throw ConfigError("\(dir) holds a run that stopped before its first checkpoint (use --resume \(dir) to start it again from the beginning, or --overwrite to replace it)")
+                }
                 throw ConfigError("\(dir) already holds a run (use --resume \(dir) to continue it or --overwrite to replace it)")
             }
         }
 
         /// Creates the run directory and writes the config; with `--overwrite`, first moves the
-        /// old run's files into `replacedDirectory`.
-        func prepareRunDirectory(_ cfg: TrainConfig) throws {
+        /// old run's files into `replacedDirectory`. A resumed run drops the metrics of epochs
+        /// after its checkpoint (they are trained again) and temporary files of a killed write.
+        func prepareRunDirectory(_ cfg: TrainConfig, completedEpochs: Int) throws {
             let fm = FileManager.default
             try fm.createDirectory(atPath: cfg.output, withIntermediateDirectories: true)
+            for f in (try? fm.contentsOfDirectory(atPath: cfg.output)) ?? [] where f.hasPrefix("." + Trainer.checkpointName + ".tmp-") {
+                try? fm.removeItem(atPath: cfg.output + "/" + f)
+            }
+            if resume != nil { try truncateMetrics(cfg.output + "/metrics.jsonl", afterEpoch: completedEpochs) }
             if resume == nil {
                 let old = Self.runFiles.filter { fm.fileExists(atPath: cfg.output + "/" + $0) }
                 if !old.isEmpty {
@@ -191,6 +202,19 @@ extension SparseTrain {
                 }
             }
             try Data(cfg.yaml().utf8).write(to: URL(fileURLWithPath: cfg.output + "/config.yaml"), options: .atomic)
+        }
+
+        /// Keeps the lines of `path` whose `epoch` is at most `epoch` (atomic rewrite).
+        func truncateMetrics(_ path: String, afterEpoch epoch: Int) throws {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+            let kept = lines.filter { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let e = object["epoch"] as? Int else { return true }
+                return e <= epoch
+            }
+            guard kept.count < lines.count else { return }
+            try Data(kept.map { $0 + "\n" }.joined().utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
         }
 
         /// Puts back the run an `--overwrite` set aside, if the new run wrote no checkpoint.

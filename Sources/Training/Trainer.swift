@@ -124,8 +124,14 @@ public final class Trainer {
                 bn.crossReplicaSum = { [comm = communicator] sums in try? comm.allreduce(&sums, op: .sum, counts: .trusted) }
             }
         }
-        if resume {
-            let path = runDirectory + "/" + Self.checkpointName
+        let checkpointPath = runDirectory + "/" + Self.checkpointName
+        if resume && !FileManager.default.fileExists(atPath: checkpointPath) {
+            if communicator.rank == 0 {
+                logger.warning("\(runDirectory) has no checkpoint yet (the run stopped before its first checkpoint): starting it from the beginning")
+            }
+        }
+        if resume && FileManager.default.fileExists(atPath: checkpointPath) {
+            let path = checkpointPath
             let ck = try Checkpoint.read(from: path)
             completedEpochs = try restore(ck, path: path)
             resumeCheckpoint = ck
