@@ -68,8 +68,9 @@ public struct Checkpoint {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): cannot read checkpoint") }
         func bad(_ why: String) -> ConfigError { ConfigError("\(path): not a valid checkpoint (\(why))") }
         guard data.count >= 8 else { throw bad("shorter than its header") }
-        let headerLength = Int(data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-        guard headerLength > 0, 8 + headerLength <= data.count else { throw bad("header length \(headerLength) exceeds the file") }
+        let rawLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard rawLength > 0, rawLength <= UInt64(data.count - 8) else { throw bad("header length \(rawLength) exceeds the file") }
+        let headerLength = Int(rawLength)
         guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any] else {
             throw bad("header is not JSON")
         }
@@ -81,9 +82,13 @@ public struct Checkpoint {
             guard let info = value as? [String: Any], info["dtype"] as? String == "F32",
                   let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
             else { throw bad("entry \(name) is not an F32 tensor") }
-            guard offsets[0] >= 0, offsets[1] - offsets[0] == 4 * shape.reduce(1, *), body + offsets[1] <= data.count else {
+            guard shape.allSatisfy({ $0 >= 0 }), let count = Self.elementCount(shape), count <= Int.max / 4 else {
+                throw bad("tensor \(name) has an impossible shape \(shape)")
+            }
+            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= data.count - body, count <= (data.count - body) / 4 else {
                 throw bad("tensor \(name) runs past the end of the file (truncated?)")
             }
+            guard offsets[1] - offsets[0] == 4 * count else { throw bad("tensor \(name) has \(offsets[1] - offsets[0]) bytes for shape \(shape)") }
             entries.append((name, shape, offsets[0], offsets[1]))
         }
         for (name, shape, begin, end) in entries.sorted(by: { $0.2 < $1.2 }) {
@@ -93,5 +98,16 @@ public struct Checkpoint {
             ck.tensors.append((name, shape, values))
         }
         return ck
+    }
+
+    /// Product of `shape`, nil on overflow.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var n = 1
+        for d in shape {
+            let (p, overflow) = n.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            n = p
+        }
+        return n
     }
 }

@@ -250,6 +250,8 @@ public struct TrainConfig: Equatable, Sendable {
         try check(["prune", "dense"].contains(synflowShortcuts), "synflow_shortcuts must be dense or prune; got '\(synflowShortcuts)'")
         try check(["count", "bernoulli"].contains(maskDraw), "mask_draw must be count or bernoulli")
         try check(["none", "random-addition", "rejection"].contains(flow), "flow must be none, random-addition or rejection")
+        try check(hidden.allSatisfy { $0 >= 1 }, "hidden widths of the MLP must be at least 1; got \(hidden)")
+        try check(width.map { $0 >= 1 } ?? true, "width must be at least 1")
         try check(seed >= 0, "seed must not be negative")
         try check(threads >= 1 && dataThreads >= 1, "threads and data_threads must be at least 1")
         try check(!output.isEmpty, "output must name a directory")

@@ -485,7 +485,12 @@ public final class Trainer {
     /// Loads weights, momentum, masks and BN statistics; returns the epochs completed.
     func restore(_ ck: Checkpoint, path: String) throws -> Int {
         try load(ck, path: path)
-        guard let epoch = Int(ck.metadata["epoch"] ?? "") else { throw ConfigError("\(path): checkpoint has no epoch") }
+        guard let epoch = Int(ck.metadata["epoch"] ?? ""), epoch >= 0 else {
+            throw ConfigError("\(path): checkpoint has no valid epoch (\(ck.metadata["epoch"] ?? "missing"))")
+        }
+        guard epoch <= config.totalEpochs else {
+            throw ConfigError("\(path): the checkpoint is at epoch \(epoch), past the run's \(config.totalEpochs) epochs")
+        }
         if let ranks = Int(ck.metadata["ranks"] ?? ""), ranks != comm.size, comm.rank == 0 {
             logger.warning("resuming a \(ranks)-rank run on \(comm.size) ranks: the data order changes from here on")
         }
@@ -523,7 +528,9 @@ public final class Trainer {
         do { try store.transform?.restoreState(store) { ck.tensor($0) } } catch let e as SparsityError {
             throw ConfigError("\(path): \(e.description)")
         }
-        if let epoch = Int(ck.metadata["epoch"] ?? ""), epoch > 0 { policy.prepare(epoch: epoch - 1, store: store) }
+        if let epoch = Int(ck.metadata["epoch"] ?? ""), epoch > 0, epoch <= config.totalEpochs {
+            policy.prepare(epoch: epoch - 1, store: store)
+        }
         store.refreshEffective()
     }
 }

@@ -64,6 +64,28 @@ final class CheckpointTests: XCTestCase {
             XCTAssertThrowsError(try Checkpoint.read(from: path)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
         }
     }
+
+    func testHostileHeadersAreErrorsNotCrashes() throws {
+        let path = NSTemporaryDirectory() + "ck-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func file(length: UInt64? = nil, header: String, body: Int = 16) -> Data {
+            let json = Data(header.utf8)
+            var n = (length ?? UInt64(json.count)).littleEndian
+            return Data(bytes: &n, count: 8) + json + Data(repeating: 0, count: body)
+        }
+        let cases: [(Data, String)] = [
+            (file(length: UInt64.max, header: "{}"), "exceeds the file"),
+            (file(length: UInt64(Int64.max), header: "{}"), "exceeds the file"),
+            (file(header: #"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[8,4]}}"#), "impossible shape"),
+            (file(header: #"{"w":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,0]}}"#), "impossible shape"),
+            (file(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[9223372036854775000,9223372036854775807]}}"#), "runs past the end"),
+            (file(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#), "has 4 bytes for shape [2]"),
+        ]
+        for (bytes, message) in cases {
+            FileManager.default.createFile(atPath: path, contents: bytes)
+            XCTAssertThrowsError(try Checkpoint.read(from: path)) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
 }
 
 final class MaskRatioTests: XCTestCase {

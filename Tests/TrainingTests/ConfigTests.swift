@@ -33,7 +33,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try c.apply(override: "novalue")) { XCTAssertTrue("\($0)".contains("key=value")) }
         for (key, value, message) in [("sparsity", "1.0", "sparsity must be in [0, 1)"), ("batch_size", "127", "multiple of the 2 ranks"),
                                       ("density_method", "magic", "density_method must be"), ("dataset", "mnist", "dataset must be"),
-                                      ("bn", "global", "bn must be local or sync"), ("lr", "-1", "lr must be positive")] {
+                                      ("bn", "global", "bn must be local or sync"), ("lr", "-1", "lr must be positive"),
+                                      ("hidden", "[-5]", "hidden widths of the MLP must be at least 1"),
+                                      ("hidden", "[0]", "hidden widths of the MLP must be at least 1"),
+                                      ("width", "0", "width must be at least 1"),
+                                      ("synflow_shortcuts", "keep", "synflow_shortcuts must be dense or prune")] {
             var bad = TrainConfig()
             XCTAssertNoThrow(try bad.apply(override: "\(key)=\(value)"))
             XCTAssertThrowsError(try bad.validate(worldSize: 2)) { XCTAssertTrue("\($0)".contains(message), "\(key): \($0)") }
