@@ -1,3 +1,4 @@
+import Foundation
 import Tensor
 
 /// A model ready to train: its layers, its parameter store, a context, and the input it takes.
@@ -36,6 +37,11 @@ public final class Network {
         }
         guard out == Shape(n: 1, c: classes) else {
             throw ModelError("\(name) produces \(out) per image, expected \(classes) logits")
+        }
+        // Weights, gradients, momentum and mask: refuse what this machine cannot hold.
+        let bytes = Double(store.count) * 4 * 4
+        guard bytes < Double(ProcessInfo.processInfo.physicalMemory) else {
+            throw ModelError(String(format: "\(name) has %.3g parameters (%.1f GB for weights, gradients, momentum and mask); this machine has %.1f GB", Double(store.count), bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
         }
         store.allocate(seed: seed)
         if let transform { store.install(transform, seed: seed) }

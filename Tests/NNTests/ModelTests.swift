@@ -39,6 +39,19 @@ final class ModelTests: XCTestCase {
         XCTAssertNoThrow(try buildModel(.resnet20, classes: 10, input: (3, 28, 28)))
     }
 
+    func testModelsTooLargeToHoldAreRefusedBeforeAllocating() {
+        // Widths whose weight count overflows, and one that fits Int but not this machine's memory.
+        XCTAssertThrowsError(try buildModel(.mlp, classes: 10, input: (3, 8, 8), hidden: [100_000_000_000])) {
+            XCTAssertTrue("\($0)".contains("too many to hold"), "\($0)")
+        }
+        XCTAssertThrowsError(try buildModel(.mlp, classes: 10, input: (3, 8, 8), hidden: [200_000_000])) {
+            XCTAssertTrue("\($0)".contains("GB for weights, gradients, momentum and mask); this machine has"), "\($0)")
+        }
+        XCTAssertThrowsError(try buildModel(.resnet20, classes: 10, baseWidth: 1 << 40)) {
+            XCTAssertTrue("\($0)".contains("base width must be in 1...4096"), "\($0)")
+        }
+    }
+
     func testForwardShapesAndFlops() throws {
         let net = try buildModel(.resnet20, classes: 10)
         let images = [Float](repeating: 0.1, count: 2 * 3 * 32 * 32)

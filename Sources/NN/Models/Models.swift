@@ -34,11 +34,16 @@ public func buildModel(
     let body: Sequential
     switch model {
     case .mlp:
-        body = mlp(store, inputs: shape.channels * shape.height * shape.width, hidden: hidden, classes: classes)
+        let widths = [shape.channels * shape.height * shape.width] + hidden + [classes]
+        let weights = zip(widths, widths.dropFirst()).reduce(Double(0)) { $0 + Double($1.0) * Double($1.1) }
+        guard hidden.allSatisfy({ $0 >= 1 }), weights < Double(Int32.max) * 64 else {
+            throw ModelError("an MLP with hidden widths \(hidden) has \(String(format: "%.3g", weights)) weights, too many to hold")
+        }
+        body = mlp(store, inputs: widths[0], hidden: hidden, classes: classes)
     case .vgg11, .vgg13, .vgg16, .vgg19:
         body = vgg(store, depth: Int(model.rawValue.dropFirst(3))!, inChannels: shape.channels, classes: classes)
     case .resnet20, .resnet32, .resnet56, .resnet110:
-        guard baseWidth >= 1 else { throw ModelError("a ResNet's base width must be at least 1, got \(baseWidth)") }
+        guard baseWidth >= 1, baseWidth <= 4096 else { throw ModelError("a ResNet's base width must be in 1...4096, got \(baseWidth)") }
         body = cifarResNet(store, depth: Int(model.rawValue.dropFirst(6))!, inChannels: shape.channels, classes: classes,
                            width: baseWidth)
     case .resnet18:
