@@ -58,6 +58,8 @@ public struct TrainConfig: Equatable, Sendable {
     /// none, random-addition, rejection.
     public var flow = "none"
     public var denseFirst = false
+    /// Train even when the initial mask cuts off a class or empties a layer.
+    public var allowDisconnected = false
     public var denseLast = false
     public var seed = 0
     /// Threads per rank (parallel loops; OpenBLAS runs single-threaded inside them).
@@ -98,7 +100,7 @@ public struct TrainConfig: Equatable, Sendable {
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
         "synflow_shortcuts", "mask_draw",
-        "flow", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
+        "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
         "bn", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
@@ -188,6 +190,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "synflow_shortcuts": synflowShortcuts = string()
         case "mask_draw": maskDraw = string()
         case "flow": flow = string()
+        case "allow_disconnected": allowDisconnected = try bool()
         case "dense_first": denseFirst = try bool()
         case "dense_last": denseLast = try bool()
         case "seed": seed = try int()
@@ -275,7 +278,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("min_lr", minLRSetting.map { "\($0)" }), ("warmup_epochs", "\(warmupEpochs)"), ("sparsity", "\(sparsity)"),
             ("density_method", q(densityMethod)), ("ratios_from", q(ratiosFrom)), ("snip_batches", "\(snipBatches)"),
             ("synflow_shortcuts", q(synflowShortcuts)),
-            ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
+            ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("allow_disconnected", "\(allowDisconnected)"), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
             ("checkpoint_every", "\(checkpointEvery)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
             ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),

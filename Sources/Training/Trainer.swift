@@ -70,7 +70,6 @@ public final class Trainer {
     /// The checkpoint a resumed run started from (its policy state is read in `prepare()`).
     private var resumeCheckpoint: Checkpoint?
     /// Rank 0's layer densities for the initial mask (computed before any collective).
-    var initialDensities: [Double] = []
 
     public var runDirectory: String { config.output }
     /// Called on rank 0 after each checkpoint is written.
@@ -136,10 +135,13 @@ public final class Trainer {
             completedEpochs = try restore(ck, path: path)
             resumeCheckpoint = ck
             resumed = true
-        } else if communicator.rank == 0 && config.maskFrom != "none" {
-            try pruneAtInitialization()
         } else if communicator.rank == 0 {
-            initialDensities = try computeDensities()
+            if config.maskFrom != "none" {
+                try pruneAtInitialization()
+            } else {
+                try drawInitialMask(densities: try computeDensities())
+            }
+            try checkConnectivity()
         }
     }
 
@@ -252,26 +254,42 @@ public final class Trainer {
         }
     }
 
-    /// Rank 0 draws the ER mask (and flow repairs) on its initial weights — or, with `mask_from`,
-    /// takes the pruner's mask written at set-up; both go to all ranks.
+    /// Rank 0's initial mask (the ER draw or the pruner's, written at set-up) and weights go to
+    /// all ranks.
     func drawInitialState() throws {
         let store = network.store
-        if comm.rank == 0 && config.maskFrom != "none" {
-            store.applyMask()
-        } else if comm.rank == 0 {
-            let densities = initialDensities
-            let nnz = nonZeroCounts(layers, densities: densities, density: 1 - config.sparsity)
-            drawMasks(layers, densities: densities, nonZeros: nnz, mode: MaskDraw(rawValue: config.maskDraw)!,
-                      seed: UInt64(config.seed), into: store.mask)
-            let repairs = preserveFlow(layers, densities: densities, method: FlowPreservation(rawValue: config.flow)!,
-                                       seed: UInt64(config.seed), mask: store.mask)
-            let added = repairs.reduce(0) { $0 + $1.edgesAdded }
-            if config.flow != "none" { logger.info("flow preservation added \(added) weights") }
-            store.applyMask()
-        }
+        if comm.rank == 0 { store.applyMask() }
         try comm.broadcast(store.values, root: 0)
         try MaskSync.broadcastMask(store.mask, segments: store.segments, root: 0, communicator: comm)
         store.applyMask()
+    }
+
+    /// Rank 0 draws the ER mask at `densities` into the store, with flow repairs (at set-up, so
+    /// a problem is agreed on like any other set-up error).
+    func drawInitialMask(densities: [Double]) throws {
+        let store = network.store
+        let nnz = nonZeroCounts(layers, densities: densities, density: 1 - config.sparsity)
+        drawMasks(layers, densities: densities, nonZeros: nnz, mode: MaskDraw(rawValue: config.maskDraw)!,
+                  seed: UInt64(config.seed), into: store.mask)
+        let repairs = preserveFlow(layers, densities: densities, method: FlowPreservation(rawValue: config.flow)!,
+                                   seed: UInt64(config.seed), mask: store.mask)
+        let added = repairs.reduce(0) { $0 + $1.edgesAdded }
+        if config.flow != "none" { logger.info("flow preservation added \(added) weights") }
+    }
+
+    /// Rank 0: an initial mask that cuts off a class or empties a layer is an error (unless
+    /// `allow_disconnected`); units left without inputs are a warning.
+    func checkConnectivity() throws {
+        let cut = Disconnection(layers, mask: UnsafeBufferPointer(network.store.mask))
+        guard cut.deadUnitCount > 0 || !cut.emptyLayers.isEmpty else { return }
+        var what = cut.summary
+        if cut.deadClasses > 0 { what = "\(cut.deadClasses) of \(cut.layers.last!.outputs) classes are cut off; " + what }
+        if !cut.emptyLayers.isEmpty { what = "layers without any weight: \(cut.emptyLayers.joined(separator: ", ")); " + what }
+        if cut.isConnected || config.allowDisconnected {
+            logger.warning("the initial mask leaves \(what); flow: random-addition connects every unit")
+        } else {
+            throw ConfigError("the initial mask disconnects the network: \(what); use flow: random-addition (it connects every unit), a lower sparsity, or allow_disconnected: true")
+        }
     }
 
     // MARK: - Running

@@ -66,3 +66,28 @@ final class DataSplitTests: XCTestCase {
         XCTAssertNoThrow(try same.load(ck, path: "ck"))
     }
 }
+
+/// An initial mask that cuts off classes is refused unless asked for.
+final class DisconnectedMaskTests: XCTestCase {
+    private func trainer(_ overrides: [String]) throws -> Trainer {
+        var c = TrainConfig()
+        for o in ["model=resnet20", "input=3x8x8", "synthetic_train=64", "synthetic_test=32", "batch_size=32", "epochs=1",
+                  "log_every=1000"] + overrides {
+            try c.apply(override: o)
+        }
+        c.output = NSTemporaryDirectory() + "disconnected-\(UUID().uuidString)"
+        return try Trainer(config: c, communicator: LocalCommunicator(), logger: Logger(label: "t"))
+    }
+
+    func testMasksThatCutOffClassesAreErrorsUnlessAllowed() throws {
+        XCTAssertThrowsError(try trainer(["density_method=pyramidal", "sparsity=0.99"])) {
+            XCTAssertTrue("\($0)".contains("layers without any weight: fc.weight; 10 of 10 classes are cut off"), "\($0)")
+        }
+        XCTAssertThrowsError(try trainer(["sparsity=0.9999"])) {
+            XCTAssertTrue("\($0)".contains("classes are cut off"), "\($0)")
+            XCTAssertTrue("\($0)".contains("flow: random-addition"), "\($0)")
+        }
+        XCTAssertNoThrow(try trainer(["density_method=pyramidal", "sparsity=0.99", "allow_disconnected=true"]))
+        XCTAssertNoThrow(try trainer(["density_method=pyramidal", "sparsity=0.99", "flow=random-addition"]))
+    }
+}
