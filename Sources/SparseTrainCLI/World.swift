@@ -48,8 +48,16 @@ extension CommError {
     }
 }
 
+/// Prints "error: <message>" on one line; a message that quotes a huge input is cut short.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("error: \(shortened(message))\n".utf8))
+}
+
+/// `text` with newlines shown as spaces, at most `limit` characters.
+func shortened(_ text: String, limit: Int = 1000) -> String {
+    let line = text.replacingOccurrences(of: "\n", with: " ")
+    guard line.count > limit else { return line }
+    return String(line.prefix(limit)) + "… (\(line.count - limit) more characters)"
 }
 
 func fail(_ message: String) -> Never {

@@ -109,7 +109,21 @@ public struct TrainConfig: Equatable, Sendable {
         var config = TrainConfig()
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return config }
         let node: Any?
-        do { node = try Yams.load(yaml: text) } catch {
+        do {
+            // Yams keeps the last of repeated keys: a repeated key is almost always a mistake.
+            if case .mapping(let mapping)? = try Yams.compose(yaml: text) {
+                var seen = Set<String>()
+                for key in mapping.keys {
+                    guard let name = key.string else { continue }
+                    guard seen.insert(name).inserted else {
+                        throw ConfigError("config sets \(name) twice (line \(key.mark.map { "\($0.line)" } ?? "?")); keep one")
+                    }
+                }
+            }
+            node = try Yams.load(yaml: text)
+        } catch let e as ConfigError {
+            throw e
+        } catch {
             let detail = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty && $0 != "^" }.joined(separator: "; ")
             throw ConfigError("config is not valid YAML: \(detail)")

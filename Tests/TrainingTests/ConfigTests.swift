@@ -29,6 +29,9 @@ final class ConfigTests: XCTestCase {
         }
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "epochs: many")) { XCTAssertTrue("\($0)".contains("epochs must be an integer")) }
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "- a\n- b")) { XCTAssertTrue("\($0)".contains("mapping")) }
+        XCTAssertThrowsError(try TrainConfig.parse(yaml: "epochs: 3\nlr: 0.1\nepochs: 5\n")) {
+            XCTAssertEqual("\($0)", "config sets epochs twice (line 3); keep one")
+        }
         var c = TrainConfig()
         XCTAssertThrowsError(try c.apply(override: "novalue")) { XCTAssertTrue("\($0)".contains("key=value")) }
         for (key, value, message) in [("sparsity", "1.0", "sparsity must be in [0, 1)"), ("batch_size", "127", "multiple of the 2 ranks"),
