@@ -166,6 +166,8 @@ fails "IMP final sparsity below the start" "final_sparsity must be above sparsit
 fails "update interval not positive" "rigl_update_every must be at least 1" run2 train --set algorithm=rigl --set rigl_update_every=0 --output "$runs/bad"
 fails "schedule without a mask update" "leaves no mask update" run2 train "${mlp[@]}" --set algorithm=rigl --set rigl_update_every=1000 --output "$runs/bad"
 check "an error quoting a 100 000-character value stays short" bash -c "n=\$('$st' train --set model=\$(printf '%*s' 100000 '' | tr ' ' x) --output '$runs/bad' 2>&1 | wc -c); [ \$n -lt 2000 ]"
+check "a file where the run directory should go" touch "$runs/afile"
+fails "output path under a file" "cannot create directory $runs/afile/run: $runs/afile is a file, not a directory" run2 train "${mlp[@]}" --output "$runs/afile/run"
 fails "compare tolerance NaN" "--tolerance must be a finite number" "$st" compare "$runs/mlp1/checkpoint.safetensors" "$runs/mlp1/checkpoint.safetensors" --tolerance nan
 fails "edge-popup without a target" "algorithm edge-popup needs final_sparsity" run2 train --set algorithm=edge-popup --output "$runs/bad"
 fails "edge-popup with zero levels" "popup_levels must be at least 1" run2 train --set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=0 --output "$runs/bad"

@@ -109,7 +109,7 @@ public func prepareDataset(
     }
     let temp = output + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
     try? fm.removeItem(atPath: temp)
-    try fm.createDirectory(atPath: temp, withIntermediateDirectories: true)
+    try createDirectory(temp)
     var succeeded = false
     defer { if !succeeded { try? fm.removeItem(atPath: temp) } }
 

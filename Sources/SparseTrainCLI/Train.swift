@@ -1,5 +1,6 @@
 import ArgumentParser
 import Comm
+import Datasets
 import Foundation
 import Logging
 import Training
@@ -188,7 +189,7 @@ extension SparseTrain {
         /// after its checkpoint (they are trained again) and temporary files of a killed write.
         func prepareRunDirectory(_ cfg: TrainConfig, completedEpochs: Int) throws {
             let fm = FileManager.default
-            try fm.createDirectory(atPath: cfg.output, withIntermediateDirectories: true)
+            do { try Datasets.createDirectory(cfg.output) } catch let e as DatasetError { throw ConfigError(e.description) }
             for f in (try? fm.contentsOfDirectory(atPath: cfg.output)) ?? [] where f.hasPrefix("." + Trainer.checkpointName + ".tmp-") {
                 try? fm.removeItem(atPath: cfg.output + "/" + f)
             }
