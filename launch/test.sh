@@ -168,6 +168,8 @@ fails "schedule without a mask update" "leaves no mask update" run2 train "${mlp
 check "an error quoting a 100 000-character value stays short" bash -c "n=\$('$st' train --set model=\$(printf '%*s' 100000 '' | tr ' ' x) --output '$runs/bad' 2>&1 | wc -c); [ \$n -lt 2000 ]"
 check "a file where the run directory should go" touch "$runs/afile"
 fails "output path under a file" "cannot create directory $runs/afile/run: $runs/afile is a file, not a directory" run2 train "${mlp[@]}" --output "$runs/afile/run"
+check "a command-line error under mpirun is printed once" bash -c "$(declare -f run2); st=$st; run2 train --resume 2>&1 | grep -c 'Missing value' | grep -qx 1"
+check "a failed run's own error is the last line under mpirun" bash -c "$(declare -f run2); st=$st; run2 train --set sparsity=2 --output '$runs/bad' 2>&1 | tail -n 1 | grep -q '^error: sparsity must be in'"
 fails "compare tolerance NaN" "--tolerance must be a finite number" "$st" compare "$runs/mlp1/checkpoint.safetensors" "$runs/mlp1/checkpoint.safetensors" --tolerance nan
 fails "edge-popup without a target" "algorithm edge-popup needs final_sparsity" run2 train --set algorithm=edge-popup --output "$runs/bad"
 fails "edge-popup with zero levels" "popup_levels must be at least 1" run2 train --set algorithm=edge-popup --set final_sparsity=0.9 --set popup_levels=0 --output "$runs/bad"
