@@ -170,6 +170,8 @@ public final class DataLoader: @unchecked Sendable {
                                 let image = try ds.image(at: index)
                                 try tf.apply(image, rng: &rng, into: ip.pointer + k * per)
                                 lp.pointer[k] = Int32(ds.label(at: index))
+                            } catch let e as DatasetError {
+                                if skip { bp.pointer[k] = true } else { failure.set(e.naming(index, of: ds)) }
                             } catch {
                                 if skip { bp.pointer[k] = true } else { failure.set(error) }
                             }

@@ -20,6 +20,20 @@ public protocol ImageDataset: AnyObject, Sendable {
     var classNames: [String] { get }
     func label(at index: Int) -> Int
     func image(at index: Int) throws -> RGBImage
+    /// What to call image `index` in an error: its file when it has one.
+    func name(at index: Int) -> String
+}
+
+extension ImageDataset {
+    public func name(at index: Int) -> String { "image \(index)" }
+}
+
+extension DatasetError {
+    /// This error about image `index` of `dataset`, naming the image unless it already does.
+    public func naming(_ index: Int, of dataset: ImageDataset) -> DatasetError {
+        let name = dataset.name(at: index)
+        return description.contains(name) ? self : DatasetError("\(name): \(description)")
+    }
 }
 
 /// A problem with data on disk or in a request, naming the file when there is one.

@@ -50,6 +50,7 @@ public final class ImageFolder: ImageDataset, @unchecked Sendable {
 
     public var count: Int { files.count }
     public func label(at index: Int) -> Int { Int(labels[index]) }
+    public func name(at index: Int) -> String { files[index] }
 
     public func image(at index: Int) throws -> RGBImage {
         let path = files[index]

@@ -44,7 +44,7 @@ public final class InMemoryDataset: ImageDataset, @unchecked Sendable {
                     do {
                         let img = try source.image(at: i)
                         guard img.width == first.width, img.height == first.height else {
-                            throw DatasetError("image \(i) is \(img.width)×\(img.height), expected \(first.width)×\(first.height)")
+                            throw DatasetError("\(source.name(at: i)) is \(img.width)×\(img.height), expected \(first.width)×\(first.height) like \(source.name(at: 0))")
                         }
                         img.pixels.withUnsafeBufferPointer { (out.pointer + i * n).update(from: $0.baseAddress!, count: n) }
                     } catch {

@@ -141,6 +141,8 @@ public func prepareDataset(
                                     dst[p * 3 + c] = UInt8(max(0, min(255, (planes[c * size * size + p] * 255).rounded())))
                                 }
                             }
+                        } catch let e as DatasetError {
+                            if skipBad { okP.pointer[k] = false } else { failure.set(e.naming(first + k, of: source)) }
                         } catch {
                             if skipBad { okP.pointer[k] = false } else { failure.set(error) }
                         }

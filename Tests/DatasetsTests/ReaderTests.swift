@@ -111,4 +111,20 @@ final class ReaderTests: XCTestCase {
         let ds = try ImageFolder(root: dir)
         XCTAssertThrowsError(try ds.image(at: 0)) { XCTAssertTrue("\($0)".contains("broken.jpg"), "\($0)") }
     }
+
+    func testImageSizeErrorsNameTheFile() throws {
+        try FileManager.default.createDirectory(atPath: dir + "/c", withIntermediateDirectories: true)
+        _ = write(try JPEG.encode(pixels: gradient(16, 16, tint: 0), width: 16, height: 16), "c/a.jpg")
+        _ = write(try JPEG.encode(pixels: gradient(20, 12, tint: 0), width: 20, height: 12), "c/b.jpg")
+        let folder = try ImageFolder(root: dir)
+        XCTAssertThrowsError(try InMemoryDataset.load(folder, threads: 1)) {
+            XCTAssertTrue("\($0)".contains("c/b.jpg is 20×12, expected 16×16"), "\($0)")
+        }
+        // A transform that cannot take an image: the loader names the file.
+        let loader = DataLoader(dataset: folder, transform: ImageTransform(size: 16, augmentation: .none, normalization: .none),
+                                depth: 1, threads: 1)
+        XCTAssertThrowsError(try loader.makeBatch([1], epoch: 0, seed: 0)) {
+            XCTAssertTrue("\($0)".contains("c/b.jpg: image is 20×12"), "\($0)")
+        }
+    }
 }
