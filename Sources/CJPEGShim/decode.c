@@ -4,12 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct stjpeg_error {
     struct jpeg_error_mgr base;
     jmp_buf jump;
     char *message;
     size_t message_size;
+    int truncated;
 };
 
 static void stjpeg_fail(j_common_ptr cinfo) {
@@ -22,15 +24,29 @@ static void stjpeg_fail(j_common_ptr cinfo) {
     longjmp(err->jump, 1);
 }
 
-static void stjpeg_silence(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+/* Warnings are not printed. Data that ends before the image does (libjpeg pads it with gray
+   and warns JWRN_JPEG_EOF) is remembered, with its message, so the caller can refuse it; other
+   warnings (e.g. extraneous bytes before a marker) leave a usable image. */
+static void stjpeg_warn(j_common_ptr cinfo, int level) {
+    struct stjpeg_error *err = (struct stjpeg_error *)cinfo->err;
+    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF && !err->truncated) {
+        err->truncated = 1;
+        if (err->message && err->message_size > 0) {
+            char text[JMSG_LENGTH_MAX];
+            (*cinfo->err->format_message)(cinfo, text);
+            snprintf(err->message, err->message_size, "truncated image data (%s)", text);
+        }
+    }
+}
 
-/* Routes libjpeg's errors to `err` (message copied, then longjmp) and silences its warnings. */
+/* Routes libjpeg's errors to `err` (message copied, then longjmp) and its warnings to stjpeg_warn. */
 static struct jpeg_error_mgr *stjpeg_errors(struct stjpeg_error *err, char *message, size_t message_size) {
     jpeg_std_error(&err->base);
     err->base.error_exit = stjpeg_fail;
-    err->base.emit_message = stjpeg_silence;
+    err->base.emit_message = stjpeg_warn;
     err->message = message;
     err->message_size = message_size;
+    err->truncated = 0;
     return &err->base;
 }
 
@@ -84,7 +100,7 @@ int stjpeg_decode_rgb(const unsigned char *data, size_t size, int scale_denom, u
     *out_height = (int)cinfo.output_height;
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
-    return 0;
+    return err.truncated ? 3 : 0;
 }
 
 int stjpeg_encode(const unsigned char *pixels, int width, int height, int components, int quality,

@@ -127,4 +127,16 @@ final class ReaderTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("c/b.jpg: image is 20×12"), "\($0)")
         }
     }
+
+    func testAJPEGTruncatedInsideItsScanDataIsAnError() throws {
+        var pixels = [UInt8](repeating: 0, count: 64 * 64 * 3)
+        for i in pixels.indices { pixels[i] = UInt8((i * 37 + (i / 192) * 11) % 256) }
+        let jpg = try JPEG.encode(pixels: pixels, width: 64, height: 64, quality: 95)
+        XCTAssertNoThrow(try JPEG.decode(jpg, name: "whole.jpg"))
+        // Keep the headers (the first quarter holds them easily) and cut the entropy-coded data.
+        let cut = Array(jpg.prefix(jpg.count * 3 / 4))
+        XCTAssertThrowsError(try JPEG.decode(cut, name: "cut.jpg")) {
+            XCTAssertTrue("\($0)".contains("cut.jpg") && "\($0)".contains("truncated image data"), "\($0)")
+        }
+    }
 }

@@ -11,7 +11,8 @@ int stjpeg_header(const unsigned char *data, size_t size, int *width, int *heigh
 
 /// Decodes to interleaved RGB (grayscale is expanded), scaled by 1/`scale_denom`
 /// (1, 2, 4 or 8) with libjpeg's DCT scaling. `out` must hold width·height·3 bytes of the
-/// scaled size, which is returned in `out_width`, `out_height`. Returns 0 on success.
+/// scaled size, which is returned in `out_width`, `out_height`. Returns 0 on success, 3 when
+/// the data ends inside the image (truncated file: the rest would be filled with gray).
 int stjpeg_decode_rgb(const unsigned char *data, size_t size, int scale_denom, unsigned char *out,
                       size_t out_capacity, int *out_width, int *out_height, char *message,
                       size_t message_size);
