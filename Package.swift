@@ -5,6 +5,7 @@ let package = Package(
     name: "sparsetrain",
     products: [
         .executable(name: "sparsetrain", targets: ["SparseTrainCLI"]),
+        .executable(name: "sparsetrain-fuzz", targets: ["SparseTrainFuzz"]),
         .library(name: "Comm", targets: ["Comm"]),
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "NN", targets: ["NN"]),
@@ -71,6 +72,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+
+        // libFuzzer targets for the parsers of user files (launch/fuzz.sh); replays inputs otherwise.
+        .executableTarget(name: "SparseTrainFuzz", dependencies: ["Datasets", "Training"]),
 
         .testTarget(name: "CommTests", dependencies: ["Comm", "Tensor"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),

@@ -66,6 +66,11 @@ public struct Checkpoint {
     /// Reads and checks a checkpoint; a truncated or corrupt file gives an error naming it.
     public static func read(from path: String) throws -> Checkpoint {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("\(path): cannot read checkpoint") }
+        return try decode(data, path: path)
+    }
+
+    /// Parses a checkpoint's bytes; `path` names it in errors.
+    public static func decode(_ data: Data, path: String) throws -> Checkpoint {
         func bad(_ why: String) -> ConfigError { ConfigError("\(path): not a valid checkpoint (\(why))") }
         guard data.count >= 8 else { throw bad("shorter than its header") }
         let rawLength = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }

@@ -108,28 +108,25 @@ public struct TrainConfig: Equatable, Sendable {
     public static func parse(yaml text: String) throws -> TrainConfig {
         var config = TrainConfig()
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return config }
-        let node: Any?
-        do {
-            // Yams keeps the last of repeated keys: a repeated key is almost always a mistake.
-            if case .mapping(let mapping)? = try Yams.compose(yaml: text) {
-                var seen = Set<String>()
-                for key in mapping.keys {
-                    guard let name = key.string else { continue }
-                    guard seen.insert(name).inserted else {
-                        throw ConfigError("config sets \(name) twice (line \(key.mark.map { "\($0.line)" } ?? "?")); keep one")
-                    }
-                }
-            }
-            node = try Yams.load(yaml: text)
-        } catch let e as ConfigError {
-            throw e
-        } catch {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
             let detail = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty && $0 != "^" }.joined(separator: "; ")
             throw ConfigError("config is not valid YAML: \(detail)")
         }
-        guard let map = node as? [String: Any] else { throw ConfigError("config must be a YAML mapping of keys to values") }
-        for (key, value) in map.sorted(by: { $0.key < $1.key }) { try config.set(key, value) }
+        guard case .mapping(let mapping)? = root else { throw ConfigError("config must be a YAML mapping of keys to values") }
+        var values: [String: Any] = [:]
+        for (keyNode, valueNode) in mapping {
+            guard case .scalar = keyNode, let key = keyNode.string else {
+                throw ConfigError("config keys must be plain names (line \(keyNode.mark.map { "\($0.line)" } ?? "?"))")
+            }
+            // Yams keeps the last of repeated keys: a repeated key is almost always a mistake.
+            guard values[key] == nil else {
+                throw ConfigError("config sets \(key) twice (line \(keyNode.mark.map { "\($0.line)" } ?? "?")); keep one")
+            }
+            values[key] = try plainValue(valueNode, key: key)
+        }
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) { try config.set(key, value) }
         return config
     }
 
@@ -140,8 +137,20 @@ public struct TrainConfig: Equatable, Sendable {
         }
         let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
         let raw = String(text[text.index(after: eq)...])
-        let value = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+        let node = (try? Yams.compose(yaml: raw)).flatMap { $0 }
+        let value = try node.map { try Self.plainValue($0, key: key) } ?? raw
         try set(key, value)
+    }
+
+    /// A config value from YAML: a scalar (resolved to Int, Double, Bool, String or null) or a
+    /// list of them. Yams builds other shapes itself, and traps on some (mappings with
+    /// non-scalar keys), so they are refused here.
+    static func plainValue(_ node: Node, key: String) throws -> Any {
+        switch node {
+        case .scalar: return node.any
+        case .sequence(let items): return try items.map { try plainValue($0, key: key) }
+        case .mapping: throw ConfigError("\(key) must be a value or a list, not a mapping")
+        }
     }
 
     mutating func set(_ key: String, _ value: Any) throws {

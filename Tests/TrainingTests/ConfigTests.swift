@@ -29,6 +29,12 @@ final class ConfigTests: XCTestCase {
         }
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "epochs: many")) { XCTAssertTrue("\($0)".contains("epochs must be an integer")) }
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "- a\n- b")) { XCTAssertTrue("\($0)".contains("mapping")) }
+        // Found by fuzzing: a mapping key that is a sequence made Yams trap while building values.
+        for text in ["?\r-", "? [a]\n: 1", "epochs: {a: 1}", "? - x\n  - y\n: z"] {
+            XCTAssertThrowsError(try TrainConfig.parse(yaml: text), text)
+        }
+        var c2 = TrainConfig()
+        XCTAssertThrowsError(try c2.apply(override: "hidden=? [a]")) { XCTAssertTrue("\($0)".contains("hidden"), "\($0)") }
         XCTAssertThrowsError(try TrainConfig.parse(yaml: "epochs: 3\nlr: 0.1\nepochs: 5\n")) {
             XCTAssertEqual("\($0)", "config sets epochs twice (line 3); keep one")
         }
