@@ -50,6 +50,11 @@ final class DivergenceTests: XCTestCase {
         let p = nan.tensors.firstIndex { $0.name.hasPrefix("param/") }!
         nan.tensors[p].values[0] = .nan
         XCTAssertThrowsError(try t.load(nan, path: "nan.safetensors")) { XCTAssertTrue("\($0)".contains("1 non-finite values"), "\($0)") }
+        for epoch in ["-3", "7", "x"] {
+            var bad = ck
+            bad.metadata["epoch"] = epoch
+            XCTAssertThrowsError(try t.restore(bad, path: "epoch.safetensors"), epoch)
+        }
         var mask = ck
         let m = mask.tensors.firstIndex { $0.name.hasPrefix("mask/") }!
         mask.tensors[m].values[0] = 0.5
