@@ -15,12 +15,18 @@ final class DivergenceTests: XCTestCase {
         return c
     }
 
-    func testADivergingRunStopsAndKeepsTheLastGoodCheckpoint() throws {
+    /// A prepared 1-epoch MLP trainer (lr 0.05) in a new directory.
+    private func preparedTrainer() throws -> (Trainer, String) {
         let dir = NSTemporaryDirectory() + "diverge-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let t = try Trainer(config: try config(dir, lr: 0.05, epochs: 1), communicator: LocalCommunicator(), logger: Logger(label: "test"))
+        try t.prepare()
+        return (t, dir)
+    }
+
+    func testADivergingRunStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let (good, dir) = try preparedTrainer()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let good = try Trainer(config: try config(dir, lr: 0.05, epochs: 1), communicator: LocalCommunicator(), logger: Logger(label: "test"))
-        try good.prepare()
         try good.run()
         let path = dir + "/" + Trainer.checkpointName
         let before = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -39,11 +45,8 @@ final class DivergenceTests: XCTestCase {
     }
 
     func testCheckpointsWithNonFiniteValuesOrNonBinaryMasksAreRefused() throws {
-        let dir = NSTemporaryDirectory() + "diverge-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (t, dir) = try preparedTrainer()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let t = try Trainer(config: try config(dir, lr: 0.05, epochs: 1), communicator: LocalCommunicator(), logger: Logger(label: "test"))
-        try t.prepare()
         let ck = t.checkpoint()
         XCTAssertNoThrow(try t.load(ck, path: "ok"))
         var nan = ck
