@@ -42,20 +42,4 @@ for v in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
 done
 # One core per rank when each rank runs one BLAS thread; otherwise let threads float.
 if [ "$threads" -gt 1 ] || [ "$np" -gt "$cores" ]; then args+=(--bind-to none); else args+=(--bind-to core); fi
-# mpirun follows a failed rank with a dozen lines of its own: repeat the program's one-line
-# error last so it stays in view. Signals are passed on to mpirun (it stops the ranks).
-errlog=$(mktemp)
-trap 'rm -f "$errlog"' EXIT
-mpirun "${args[@]}" -np "$np" "$bin" "$@" 2> >(tee "$errlog" >&2) &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
-rc=0
-wait "$pid" || rc=$?
-# A signal interrupts `wait`: wait again for mpirun to finish stopping the ranks.
-while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
-if [ "$rc" -ne 0 ]; then
-  sleep 0.2
-  last=$(grep -a '^error: ' "$errlog" | tail -n 1 || true)
-  if [ -n "$last" ]; then echo "$last" >&2; fi
-fi
-exit "$rc"
+run_mpirun "${args[@]}" -np "$np" "$bin" "$@"

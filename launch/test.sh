@@ -94,6 +94,19 @@ str=(--set epochs=3 --set algorithm=str --set str_s_init=-5 --set weight_decay=1
 popup=(--set algorithm=edge-popup --set final_sparsity=0.85 --set popup_levels=2 --set popup_level_epochs=2)
 same_as_one_rank "MLP, STR" mlp-str mlpnet str
 same_as_one_rank "MLP, edge-popup" mlp-popup mlpnet popup
+# Two hosts (network namespaces) over real TCP, with rank 0's mask updates broadcast: the same
+# as one process.
+if ip netns add "st-probe-$$" 2>/dev/null; then
+  ip netns del "st-probe-$$"
+  check "train MLP prune-and-rewire on 2 hosts over TCP" \
+    timeout 300 launch/run-hosts.sh -hosts 2 --bin "$st" -- train "${mlpnet[@]}" "${rigl[@]}" --output "$runs/mlp-rigl-hosts"
+  check "2 hosts over TCP equal 1 process (MLP, prune-and-rewire, max |dw| <= 1e-5)" \
+    "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-hosts/checkpoint.safetensors" --tolerance 1e-5
+  check "ranks of a 2-host run see two hostnames" bash -c "timeout 120 launch/run-hosts.sh -hosts 2 -np 4 --bin '$st' -- info | grep -o 'host host[12]' | sort -u | wc -l | grep -qx 2"
+  check "run-hosts.sh removes its namespaces" bash -c "! ip netns list | grep -q '^st[0-9]*h[0-9]'"
+else
+  echo "SKIP 2-host TCP run: cannot create network namespaces here (needs root)"
+fi
 # CNN with sync BN, 8 steps with 2 mask changes each. Short on purpose: in these small CNNs the
 # rounding differences between a 1-rank and a 2-rank sum grow quickly (fixed masks too) and can
 # flip a magnitude ranking, so longer runs agree only for some seeds.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Comm
 import Tensor
 
@@ -9,7 +10,7 @@ extension SparseTrain {
 
         func run() throws {
             withWorld { comm in
-                var line = "rank \(comm.rank)/\(comm.size)  blas-core \(BLAS.coreName)  "
+                var line = "rank \(comm.rank)/\(comm.size)  host \(ProcessInfo.processInfo.hostName)  blas-core \(BLAS.coreName)  "
                 line += "blas-threads \(BLAS.threads)"
                 // Each rank prints its own line; a launcher may interleave them in any order.
                 print(line)

@@ -37,5 +37,28 @@ mpi_env() {
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   fi
 }
+MPIRUN_PREFIX=()
 MPI_LOCAL_ARGS=(--oversubscribe --mca btl_vader_single_copy_mechanism none
                 -x MALLOC_MMAP_MAX_ -x MALLOC_TRIM_THRESHOLD_)
+
+# Runs `mpirun ARGS…` (behind the command in the array MPIRUN_PREFIX, if set) and exits with
+# its status. mpirun follows a failed rank with a dozen lines of its own: the program's one-line
+# error is repeated last so it stays in view. SIGTERM and SIGINT are passed on to mpirun (it
+# stops the ranks).
+run_mpirun() {
+  local errlog pid rc=0 last
+  errlog=$(mktemp)
+  "${MPIRUN_PREFIX[@]}" mpirun "$@" 2> >(tee "$errlog" >&2) &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  wait "$pid" || rc=$?
+  # A signal interrupts `wait`: wait again for mpirun to finish stopping the ranks.
+  while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
+  if [ "$rc" -ne 0 ]; then
+    sleep 0.2
+    last=$(grep -a '^error: ' "$errlog" | tail -n 1 || true)
+    if [ -n "$last" ]; then echo "$last" >&2; fi
+  fi
+  rm -f "$errlog"
+  exit "$rc"
+}
