@@ -165,7 +165,7 @@ extension SparseTrain {
         }
 
         /// Files that make a directory a run.
-        static let runFiles = ["config.yaml", "metrics.jsonl", Trainer.checkpointName]
+        static let runFiles = ["config.yaml", "metrics.jsonl", Trainer.checkpointName, Trainer.previousCheckpointName]
         /// Where `--overwrite` keeps the run it replaces until the new run's first checkpoint.
         static let replacedDirectory = ".replaced-run"
 

@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// Checkpoints in the safetensors format: an 8-byte little-endian header length, a JSON header
 /// `{"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, …,
@@ -25,7 +26,11 @@ public struct Checkpoint {
 
     /// The file's bytes.
     public func encoded() throws -> Data {
-        var header: [String: Any] = ["__metadata__": metadata]
+        var body = Data()
+        for t in tensors { t.values.withUnsafeBytes { body.append(contentsOf: $0) } }   // x86-64: little-endian
+        var meta = metadata
+        meta[Self.checksumKey] = String(body.withUnsafeBytes { checksum64($0) }, radix: 16)
+        var header: [String: Any] = ["__metadata__": meta]
         var offset = 0
         for t in tensors {
             precondition(t.shape.reduce(1, *) == t.values.count, "shape of \(t.name) does not match its values")
@@ -38,13 +43,18 @@ public struct Checkpoint {
         var out = Data(capacity: 8 + json.count + offset)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(json)
-        for t in tensors { t.values.withUnsafeBytes { out.append(contentsOf: $0) } }   // x86-64: little-endian
+        out.append(body)
         return out
     }
 
+    /// Metadata key of the checksum of the tensor bytes, checked on every read.
+    public static let checksumKey = "data_checksum"
+
     /// Writes atomically: a temporary file in the same directory, fsync, rename. A crash at any
-    /// point leaves either the old file or the new one under `path`, never a partial one.
-    public func write(to path: String) throws {
+    /// point leaves either the old file or the new one under `path`, never a partial one. With
+    /// `previous`, the file `path` held is first renamed to it (so the last two are kept; between
+    /// the two renames only `previous` and the temporary file exist).
+    public func write(to path: String, keepingPreviousAt previous: String? = nil) throws {
         let data = try encoded()
         let dir = (path as NSString).deletingLastPathComponent
         let temp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())"
@@ -56,6 +66,9 @@ public struct Checkpoint {
             try handle.write(contentsOf: data)
             try handle.synchronize()
             try handle.close()
+            if let previous, FileManager.default.fileExists(atPath: path) {
+                guard rename(path, previous) == 0 else { throw ConfigError("cannot rename \(path) to \(previous)") }
+            }
             guard rename(temp, path) == 0 else { throw ConfigError("cannot rename \(temp) to \(path)") }
         } catch {
             unlink(temp)
@@ -96,6 +109,12 @@ public struct Checkpoint {
             guard offsets[1] - offsets[0] == 4 * count else { throw bad("tensor \(name) has \(offsets[1] - offsets[0]) bytes for shape \(shape)") }
             entries.append((name, shape, offsets[0], offsets[1]))
         }
+        if let expected = ck.metadata[Self.checksumKey] {
+            let dataEnd = entries.map(\.3).max() ?? 0
+            let sum = data.subdata(in: body..<(body + dataEnd)).withUnsafeBytes { checksum64($0) }
+            guard String(sum, radix: 16) == expected else { throw bad("its data fails the checksum: the file is damaged") }
+        }
+        ck.metadata[Self.checksumKey] = nil
         for (name, shape, begin, end) in entries.sorted(by: { $0.2 < $1.2 }) {
             let values = data.subdata(in: (body + begin)..<(body + end)).withUnsafeBytes { raw in
                 (0..<((end - begin) / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }

@@ -75,6 +75,8 @@ public final class Trainer {
     /// Called on rank 0 after each checkpoint is written.
     public var onCheckpointSaved: (() -> Void)?
     public static let checkpointName = "checkpoint.safetensors"
+    /// The checkpoint before the last one, kept in case the last is damaged.
+    public static let previousCheckpointName = "checkpoint.prev.safetensors"
 
     /// Builds the model and the data, without talking to other ranks (so a failure here can be
     /// agreed on before any collective). With `resume`, loads the state saved in the run
@@ -123,15 +125,11 @@ public final class Trainer {
                 bn.crossReplicaSum = { [comm = communicator] sums in try? comm.allreduce(&sums, op: .sum, counts: .trusted) }
             }
         }
-        let checkpointPath = runDirectory + "/" + Self.checkpointName
-        if resume && !FileManager.default.fileExists(atPath: checkpointPath) {
-            if communicator.rank == 0 {
-                logger.warning("\(runDirectory) has no checkpoint yet (the run stopped before its first checkpoint): starting it from the beginning")
-            }
+        let latest = resume ? try Self.latestCheckpoint(in: runDirectory, logger: communicator.rank == 0 ? logger : nil) : nil
+        if resume && latest == nil && communicator.rank == 0 {
+            logger.warning("\(runDirectory) has no checkpoint yet (the run stopped before its first checkpoint): starting it from the beginning")
         }
-        if resume && FileManager.default.fileExists(atPath: checkpointPath) {
-            let path = checkpointPath
-            let ck = try Checkpoint.read(from: path)
+        if let (path, ck) = latest {
             completedEpochs = try restore(ck, path: path)
             resumeCheckpoint = ck
             resumed = true
@@ -318,7 +316,8 @@ public final class Trainer {
             if comm.rank == 0 {
                 try appendMetrics(m)
                 if completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
-                    try saveCheckpoint(to: runDirectory + "/" + Self.checkpointName)
+                    try checkpoint().write(to: runDirectory + "/" + Self.checkpointName,
+                                           keepingPreviousAt: runDirectory + "/" + Self.previousCheckpointName)
                     onCheckpointSaved?()
                 }
             }

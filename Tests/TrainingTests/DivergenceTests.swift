@@ -63,4 +63,29 @@ final class DivergenceTests: XCTestCase {
         mask.tensors[m].values[0] = 0.5
         XCTAssertThrowsError(try t.load(mask, path: "mask.safetensors")) { XCTAssertTrue("\($0)".contains("other than 0 and 1"), "\($0)") }
     }
+
+    func testADamagedLastCheckpointFallsBackToThePreviousOne() throws {
+        let dir = NSTemporaryDirectory() + "recover-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let t = try Trainer(config: try config(dir, lr: 0.05, epochs: 2), communicator: LocalCommunicator(), logger: Logger(label: "test"))
+        try t.prepare()
+        try t.run()
+        let last = dir + "/" + Trainer.checkpointName, previous = dir + "/" + Trainer.previousCheckpointName
+        XCTAssertEqual(try Checkpoint.read(from: previous).metadata["epoch"], "1", "the last two are kept")
+        // One flipped bit in the tensor data.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: last))
+        bytes[bytes.count - 5] ^= 0x10
+        try bytes.write(to: URL(fileURLWithPath: last))
+        XCTAssertThrowsError(try Checkpoint.read(from: last)) { XCTAssertTrue("\($0)".contains("fails the checksum"), "\($0)") }
+        let resumed = try Trainer(config: try config(dir, lr: 0.05, epochs: 2), communicator: LocalCommunicator(), resume: true,
+                                  logger: Logger(label: "test"))
+        XCTAssertEqual(resumed.completedEpochs, 1)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoint.damaged.safetensors"))
+        // The last one missing altogether (a crash between the two renames): the previous one too.
+        try FileManager.default.removeItem(atPath: dir + "/checkpoint.damaged.safetensors")
+        let again = try Trainer(config: try config(dir, lr: 0.05, epochs: 2), communicator: LocalCommunicator(), resume: true,
+                                logger: Logger(label: "test"))
+        XCTAssertEqual(again.completedEpochs, 1)
+    }
 }

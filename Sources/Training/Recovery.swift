@@ -1,4 +1,5 @@
 import Comm
+import Logging
 import Foundation
 
 /// Training stopped because the loss or the weights stopped being finite. Raised on every rank
@@ -53,5 +54,32 @@ extension Checkpoint {
                 throw ConfigError("\(path): \(t.name) holds values other than 0 and 1")
             }
         }
+    }
+}
+
+extension Trainer {
+    /// The checkpoint a resumed run continues from: the last one, or — when it is missing or
+    /// damaged (a crash between renames, a bad disk block) — the one before it, with a warning
+    /// from rank 0 (given `logger`), which also renames the damaged file. Nil when the run has
+    /// none yet; an error when every one present is unreadable.
+    static func latestCheckpoint(in directory: String, logger: Logger?) throws -> (String, Checkpoint)? {
+        let fm = FileManager.default
+        let last = directory + "/" + checkpointName, previous = directory + "/" + previousCheckpointName
+        var failure: Error? = nil
+        if fm.fileExists(atPath: last) {
+            do { return (last, try Checkpoint.read(from: last)) } catch { failure = error }
+        }
+        if fm.fileExists(atPath: previous) {
+            let ck = try Checkpoint.read(from: previous)
+            if let logger {
+                logger.warning("\(failure.map { "\($0)" } ?? "\(last) is missing"); resuming from the previous checkpoint \(previous) (epoch \(ck.metadata["epoch"] ?? "?"))")
+                // Rank 0 (the one given a logger) sets the damaged file aside, so the next
+                // checkpoint does not push the good one out.
+                if failure != nil { _ = rename(last, directory + "/checkpoint.damaged.safetensors") }
+            }
+            return (previous, ck)
+        }
+        if let failure { throw failure }
+        return nil
     }
 }
