@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "CJPEGShim", dependencies: ["CJPEG"]),
         // OpenMPI handles (macros) as C functions Swift can call.
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // Stop requests by signal, as a flag the training loop polls.
+        .target(name: "CSignals"),
         // Direct 3×3 convolution kernels (AVX2 + FMA, chosen at run time).
         .target(name: "CConvKernels"),
 
@@ -68,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets", "Training",
+                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets", "Training", "CSignals",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),

@@ -166,6 +166,26 @@ killed() {
     ! ls "$runs/killed" | grep -q '^checkpoint.safetensors..*'
 }
 check "checkpoint intact after kill -9" killed
+# SIGTERM to the launcher mid-run: every rank stops at one agreed step, the checkpoint is written,
+# exit code 3; --resume then ends bit-identical to an uninterrupted run.
+stopnet=(--set model=mlp --set input=3x8x8 --set hidden=[64,32] --set batch_size=64 --set synthetic_train=16384
+         --set synthetic_test=64 --set sparsity=0.7 --set epochs=4 --set algorithm=rigl --set rigl_update_every=10
+         --set final_sparsity=0.85 --set log_every=1000)
+check "uninterrupted 2-rank run" run2 train "${stopnet[@]}" --output "$runs/stop-full"
+stopped() {
+  launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --output "$runs/stopped" > "$log/stopped.txt" 2>&1 &
+  local launcher=$!
+  for _ in $(seq 1 300); do [ -f "$runs/stopped/checkpoint.safetensors" ] && break; sleep 0.05; done
+  sleep 0.3
+  kill -TERM "$launcher"
+  local rc=0
+  wait "$launcher" || rc=$?
+  [ "$rc" -eq 3 ] && tail -n 1 "$log/stopped.txt" | grep -q '^stopped on request'
+}
+check "SIGTERM stops every rank with a checkpoint and exit code 3" stopped
+check "the stopped run resumed" run2 train --resume "$runs/stopped"
+check "stopped and resumed equals uninterrupted (bit-identical)" \
+  "$st" compare "$runs/stop-full/checkpoint.safetensors" "$runs/stopped/checkpoint.safetensors" --tolerance 0
 fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
 fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
 check "copy of a finished run" cp -r "$runs/mlp2" "$runs/mlp2-copy"

@@ -130,4 +130,14 @@ extension Communicator {
 
 /// An error every rank raises together at the same point (decided by a collective or from
 /// state identical on every rank), so one rank reports it and all finish without an abort.
-public protocol RaisedOnEveryRank: Error {}
+public protocol RaisedOnEveryRank: Error {
+    /// The process's exit code (1 unless the error says otherwise).
+    var exitCode: Int32 { get }
+    /// False for an orderly stop that is reported, not as an error.
+    var isError: Bool { get }
+}
+
+extension RaisedOnEveryRank {
+    public var exitCode: Int32 { 1 }
+    public var isError: Bool { true }
+}

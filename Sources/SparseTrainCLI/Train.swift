@@ -1,5 +1,6 @@
 import ArgumentParser
 import Comm
+import CSignals
 import Datasets
 import Foundation
 import Logging
@@ -90,6 +91,9 @@ extension SparseTrain {
                 if comm.rank == 0 {
                     trainer.onCheckpointSaved = { try? FileManager.default.removeItem(atPath: replaced) }
                 }
+                // SIGTERM, SIGINT, SIGUSR1: stop at a step every rank agrees on, with a checkpoint.
+                stsig_install()
+                trainer.stopRequested = { stsig_received() != 0 }
                 do { try trainAndReport(trainer, comm) } catch {
                     if comm.rank == 0 { restoreReplacedRun(in: trainer.config.output) }
                     throw error

@@ -21,9 +21,11 @@ func withWorld(_ body: (Communicator) throws -> Void) -> Never {
         (world as? MPICommunicator)?.finalize()
         exit(1)
     } catch let error as RaisedOnEveryRank {
-        if world.rank == 0 { printError("\(error)") }
+        if world.rank == 0 {
+            if error.isError { printError("\(error)") } else { FileHandle.standardError.write(Data("\(error)\n".utf8)) }
+        }
         (world as? MPICommunicator)?.finalize()
-        exit(1)
+        exit(error.exitCode)
     } catch let failure as AgreedFailure {
         // Every rank knows (see `agreed`): the first failing rank reports, all finish cleanly.
         if let error = failure.report { printError("\(error)") }

@@ -9,15 +9,17 @@ public struct TrainingDiverged: RaisedOnEveryRank, CustomStringConvertible {
 }
 
 extension Trainer {
-    /// Agrees across ranks whether this step's loss is finite; throws `TrainingDiverged` if not.
-    /// One 2-value allreduce per step: a rank's local loss can be NaN while another's is not.
-    func checkLossIsFinite(_ loss: Float, epoch: Int, step: Int, learningRate: Float) throws {
-        var bad: [Double] = [loss.isNaN ? 1 : 0, loss.isInfinite ? 1 : 0]
+    /// Agrees across ranks whether this step's loss is finite (throws `TrainingDiverged` if not)
+    /// and whether any rank was asked to stop (returned). One 3-value allreduce per step: a rank's
+    /// local loss can be NaN, or a signal reach one rank, while the others see nothing.
+    func checkStep(_ loss: Float, epoch: Int, step: Int, learningRate: Float) throws -> Bool {
+        var bad: [Double] = [loss.isNaN ? 1 : 0, loss.isInfinite ? 1 : 0, (stopRequested?() ?? false) ? 1 : 0]
         try comm.allreduce(&bad, op: .max)
         guard bad[0] == 0 && bad[1] == 0 else {
             let what = bad[0] != 0 ? "NaN" : "infinite"
             throw TrainingDiverged(description: "the loss became \(what) at epoch \(epoch + 1) step \(step + 1) (lr \(learningRate)); \(lastGoodCheckpoint) — lower lr, add warmup_epochs or check the data")
         }
+        return bad[2] != 0
     }
 
     /// Throws `TrainingDiverged` if any weight, momentum or BN statistic is not finite (identical

@@ -74,6 +74,11 @@ public final class Trainer {
     public var runDirectory: String { config.output }
     /// Called on rank 0 after each checkpoint is written.
     public var onCheckpointSaved: (() -> Void)?
+    /// Polled every step (each rank); when it returns true on any rank, every rank stops after
+    /// the same step, the checkpoint is written and `run` throws `StoppedBySignal`.
+    public var stopRequested: (() -> Bool)?
+    /// The partial epoch a stopped run saved, or that a resumed run continues.
+    var partialEpoch: EpochProgress?
     public static let checkpointName = "checkpoint.safetensors"
     /// The checkpoint before the last one, kept in case the last is damaged.
     public static let previousCheckpointName = "checkpoint.prev.safetensors"
@@ -309,33 +314,46 @@ public final class Trainer {
         }
         let total = config.totalEpochs
         while completedEpochs < min(total, stopAfter ?? total) {
-            let m = try trainEpoch(completedEpochs, progress: progress)
+            let (finished, stop) = try trainEpoch(completedEpochs, progress: progress)
+            guard let m = finished else {
+                try checkStateIsFinite(epoch: completedEpochs)
+                if comm.rank == 0 { try writeCheckpoint() }
+                try comm.barrier()
+                throw StoppedBySignal(epoch: completedEpochs, step: partialEpoch!.steps,
+                                      steps: trainShards.batchesPerEpoch, directory: runDirectory)
+            }
             history.append(m)
             completedEpochs += 1
             try checkStateIsFinite(epoch: completedEpochs - 1)
             if comm.rank == 0 {
                 try appendMetrics(m)
-                if completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
-                    try checkpoint().write(to: runDirectory + "/" + Self.checkpointName,
-                                           keepingPreviousAt: runDirectory + "/" + Self.previousCheckpointName)
-                    onCheckpointSaved?()
+                if stop || completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
+                    try writeCheckpoint()
                 }
             }
             try comm.barrier()
+            if stop && completedEpochs < total {
+                throw StoppedBySignal(epoch: completedEpochs, step: 0, steps: trainShards.batchesPerEpoch, directory: runDirectory)
+            }
         }
         return history
     }
 
-    /// One epoch of training followed by evaluation.
-    func trainEpoch(_ epoch: Int, progress: ((String) -> Void)?) throws -> EpochMetrics {
+    /// One epoch of training followed by evaluation — or, when a stop is agreed in its middle,
+    /// the epoch so far in `partialEpoch` and no metrics. Also returns whether a stop was agreed.
+    /// A resumed partial epoch continues at its next step.
+    func trainEpoch(_ epoch: Int, progress: ((String) -> Void)?) throws -> (EpochMetrics?, Bool) {
         let steps = trainShards.batchesPerEpoch
         let perRank = config.batchSize / comm.size
-        let packedBefore = step.packedBytes, denseBefore = step.denseBytes
+        let resumed = partialEpoch.flatMap { $0.epoch == epoch ? $0 : nil }
+        partialEpoch = nil
+        let first = resumed?.steps ?? 0
+        let packedBefore = step.packedBytes - (resumed?.packedBytes ?? 0), denseBefore = step.denseBytes - (resumed?.denseBytes ?? 0)
         let phase = policy.phase(containing: epoch)
         let rates = schedule(of: phase)
         policy.prepare(epoch: epoch, store: network.store)
         network.store.refreshEffective()
-        if epoch == phase.start && phase.length < config.totalEpochs {
+        if epoch == phase.start && phase.length < config.totalEpochs && resumed == nil {
             let density = effectiveDensity
             let event = PhaseEvent(name: phase.name, epoch: epoch + 1, epochs: phase.length, density: density)
             if comm.rank == 0 {
@@ -344,13 +362,15 @@ public final class Trainer {
                                  epoch + phase.length, density))
             }
         }
-        loader.start(batches: trainShards.batches(epoch: epoch), epoch: epoch, seed: UInt64(config.seed))
+        loader.start(batches: Array(trainShards.batches(epoch: epoch).dropFirst(first)), epoch: epoch, seed: UInt64(config.seed))
         network.training = true
-        var lossSum = 0.0, correct = 0.0
+        var lossSum = comm.rank == 0 ? resumed?.lossSum ?? 0 : 0, correct = comm.rank == 0 ? resumed?.correct ?? 0 : 0
         var lr: Float = 0
-        var epochEvents: [MaskEvent] = []
-        let t0 = Date()
-        for s in 0..<steps {
+        var epochEvents: [MaskEvent] = resumed?.events ?? []
+        if let resumed, comm.rank == 0 { pendingLines = resumed.pendingLines.map { Data($0.utf8) } }
+        let t0 = Date(timeIntervalSinceNow: -(resumed?.seconds ?? 0))
+        var stop = false
+        for s in first..<steps {
             guard let batch = try loader.next() else { throw ConfigError("the data loader ended early at step \(s)") }
             let t = epoch * steps + s + 1
             lr = rates.rate(atEpoch: Double(epoch - phase.start) + Double(s + 1) / Double(steps))
@@ -361,7 +381,7 @@ public final class Trainer {
                                  denseGradient: policy.needsDenseGradient(atStep: t))
                 }
             }
-            try checkLossIsFinite(l, epoch: epoch, step: s, learningRate: lr)
+            stop = try checkStep(l, epoch: epoch, step: s, learningRate: lr)
             lossSum += Double(l)
             correct += Double(c)
             policy.didStep(t, masks: masks)
@@ -369,6 +389,15 @@ public final class Trainer {
             // accuracy is that of the network trained this epoch (IMP rewinds at a cycle's end).
             if policy.changesMask(afterStep: t) && s + 1 < steps {
                 epochEvents.append(try applyChange(afterStep: t, epoch: epoch, progress: progress))
+            }
+            if stop && s + 1 < steps {
+                var sums = [lossSum, correct]
+                try comm.allreduce(&sums, op: .sum)
+                partialEpoch = EpochProgress(
+                    epoch: epoch, steps: s + 1, lossSum: sums[0], correct: sums[1], packedBytes: step.packedBytes - packedBefore,
+                    denseBytes: step.denseBytes - denseBefore, seconds: Date().timeIntervalSince(t0), events: epochEvents,
+                    pendingLines: pendingLines.map { String(decoding: $0, as: UTF8.self) })
+                return (nil, true)
             }
             if (s + 1) % config.logEvery == 0 || s + 1 == steps {
                 // The running loss and accuracy over the global batches so far (all ranks take part).
@@ -402,7 +431,7 @@ public final class Trainer {
         }
         events += epochEvents
         let dense = step.denseBytes - denseBefore
-        return EpochMetrics(
+        return (EpochMetrics(
             epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
             train_acc: totals[1] / Double(steps * config.batchSize), test_loss: eval.loss, test_acc: eval.top1,
             test_top5: eval.top5, images_per_second: Double(steps * config.batchSize) / seconds, seconds: seconds,
@@ -411,7 +440,7 @@ public final class Trainer {
             phase: phase.name, global_density: densities.global,
             layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), densities.layers)),
             effective_density: Double(used.reduce(0, +)) / Double(max(1, masks.maskableTotal)),
-            effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) }))
+            effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) })), stop)
     }
 
     /// Applies the policy's change after step `t` on every rank; rank 0 logs and prints it.
@@ -492,7 +521,17 @@ public final class Trainer {
             "config": config.yaml(),
             "class_names": data.train.classNames.joined(separator: "\n"),
         ]
+        if let partialEpoch, let json = try? JSONEncoder().encode(partialEpoch) {
+            ck.metadata[EpochProgress.metadataKey] = String(decoding: json, as: UTF8.self)
+        }
         return ck
+    }
+
+    /// Rank 0: the run's checkpoint, keeping the previous one.
+    func writeCheckpoint() throws {
+        try checkpoint().write(to: runDirectory + "/" + Self.checkpointName,
+                               keepingPreviousAt: runDirectory + "/" + Self.previousCheckpointName)
+        onCheckpointSaved?()
     }
 
     public func saveCheckpoint(to path: String) throws {
@@ -507,6 +546,13 @@ public final class Trainer {
         }
         guard epoch <= config.totalEpochs else {
             throw ConfigError("\(path): the checkpoint is at epoch \(epoch), past the run's \(config.totalEpochs) epochs")
+        }
+        if let text = ck.metadata[EpochProgress.metadataKey] {
+            guard let partial = try? JSONDecoder().decode(EpochProgress.self, from: Data(text.utf8)), partial.epoch == epoch,
+                  partial.steps > 0, partial.steps < trainShards.batchesPerEpoch else {
+                throw ConfigError("\(path): its record of a stopped epoch does not fit this run")
+            }
+            partialEpoch = partial
         }
         if let ranks = Int(ck.metadata["ranks"] ?? ""), ranks != comm.size, comm.rank == 0 {
             logger.warning("resuming a \(ranks)-rank run on \(comm.size) ranks: the data order changes from here on")

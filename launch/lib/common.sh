@@ -43,20 +43,22 @@ MPI_LOCAL_ARGS=(--oversubscribe --mca btl_vader_single_copy_mechanism none
 
 # Runs `mpirun ARGS…` (behind the command in the array MPIRUN_PREFIX, if set) and exits with
 # its status. mpirun follows a failed rank with a dozen lines of its own: the program's one-line
-# error is repeated last so it stays in view. SIGTERM and SIGINT are passed on to mpirun (it
-# stops the ranks).
+# error (or stop notice) is repeated last so it stays in view. The first SIGTERM or SIGINT is passed to the ranks
+# as SIGUSR1 (mpirun forwards it): sparsetrain then stops at a step all ranks agree on, writes its
+# checkpoint and exits with code 3. A second one stops mpirun at once.
 run_mpirun() {
-  local errlog pid rc=0 last
+  local errlog pid rc=0 last signals=0
   errlog=$(mktemp)
   "${MPIRUN_PREFIX[@]}" mpirun "$@" 2> >(tee "$errlog" >&2) &
   pid=$!
-  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  # (The background command execs down to mpirun, so $pid is mpirun's.)
+  trap 'signals=$((signals + 1)); if [ $signals -eq 1 ]; then kill -USR1 "$pid"; else kill -TERM "$pid"; fi 2>/dev/null' TERM INT
   wait "$pid" || rc=$?
   # A signal interrupts `wait`: wait again for mpirun to finish stopping the ranks.
   while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
   if [ "$rc" -ne 0 ]; then
     sleep 0.2
-    last=$(grep -a '^error: ' "$errlog" | tail -n 1 || true)
+    last=$(grep -a -E '^(error: |stopped on request )' "$errlog" | tail -n 1 || true)
     if [ -n "$last" ]; then echo "$last" >&2; fi
   fi
   rm -f "$errlog"
