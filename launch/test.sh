@@ -183,6 +183,19 @@ stopped() {
   [ "$rc" -eq 3 ] && tail -n 1 "$log/stopped.txt" | grep -q '^stopped on request'
 }
 check "SIGTERM stops every rank with a checkpoint and exit code 3" stopped
+# A hung rank (SIGSTOP): the other's watchdog ends the job with one line naming rank and step.
+hung() {
+  launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --set epochs=1000 --set watchdog_seconds=3 \
+    --output "$runs/hung" > "$log/hung.txt" 2>&1 &
+  local launcher=$! rank1=""
+  for _ in $(seq 1 300); do [ -f "$runs/hung/checkpoint.safetensors" ] && break; sleep 0.05; done
+  rank1=$(pgrep -f "sparsetrain train .*$runs/hung" | tail -n 1)
+  kill -STOP "$rank1"
+  local start=$SECONDS rc=0
+  wait "$launcher" || rc=$?
+  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 30 ] && grep -q 'made no progress for .* after epoch [0-9]* step [0-9]*' "$log/hung.txt"
+}
+check "a hung rank is caught by the watchdog and the job ends" hung
 check "the stopped run resumed" run2 train --resume "$runs/stopped"
 check "stopped and resumed equals uninterrupted (bit-identical)" \
   "$st" compare "$runs/stop-full/checkpoint.safetensors" "$runs/stopped/checkpoint.safetensors" --tolerance 0

@@ -68,6 +68,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var dataThreads = 1
     public var output = "runs/latest"
     public var checkpointEvery = 1
+    /// Seconds without progress (at least; 20 median steps if longer) after which a rank ends the
+    /// job: a hung peer would otherwise leave the others waiting forever. 0: off.
+    public var watchdogSeconds = 300.0
     /// local (per-rank batch statistics) or sync (synchronised over ranks).
     public var bn = "local"
     /// Progress line every this many steps.
@@ -100,7 +103,7 @@ public struct TrainConfig: Equatable, Sendable {
         "in_memory", "batch_size", "epochs", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
         "synflow_shortcuts", "mask_draw",
-        "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every",
+        "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every", "watchdog_seconds",
         "bn", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
@@ -221,6 +224,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "data_threads": dataThreads = try int()
         case "output": output = string()
         case "checkpoint_every": checkpointEvery = try int()
+        case "watchdog_seconds": watchdogSeconds = try double()
         case "bn": bn = string()
         case "log_every": logEvery = try int()
         case "algorithm": algorithm = string()
@@ -282,6 +286,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(threads >= 1 && dataThreads >= 1, "threads and data_threads must be at least 1")
         try check(!output.isEmpty, "output must name a directory")
         try check(checkpointEvery >= 1, "checkpoint_every must be at least 1")
+        try check(watchdogSeconds.isFinite && watchdogSeconds >= 0, "watchdog_seconds must be ≥ 0 (0 turns it off)")
         try check(["local", "sync"].contains(bn), "bn must be local or sync")
         try check(logEvery >= 1, "log_every must be at least 1")
         try check(syntheticTrain > 0 && syntheticTest > 0, "synthetic_train and synthetic_test must be positive")
@@ -303,7 +308,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("synflow_shortcuts", q(synflowShortcuts)),
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("allow_disconnected", "\(allowDisconnected)"), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
-            ("checkpoint_every", "\(checkpointEvery)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
+            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
             ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),
         ]
         lines += algorithmValues()

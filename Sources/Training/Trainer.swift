@@ -79,6 +79,8 @@ public final class Trainer {
     public var stopRequested: (() -> Bool)?
     /// The partial epoch a stopped run saved, or that a resumed run continues.
     var partialEpoch: EpochProgress?
+    /// Ends the job when this rank stops making progress (a hung peer).
+    lazy var watchdog = Watchdog(rank: comm.rank, floor: config.watchdogSeconds)
     public static let checkpointName = "checkpoint.safetensors"
     /// The checkpoint before the last one, kept in case the last is damaged.
     public static let previousCheckpointName = "checkpoint.prev.safetensors"
@@ -313,6 +315,7 @@ public final class Trainer {
             logger.info("\(config.model): \(network.store.count) parameters, \(maskable) maskable, density \(String(format: "%.4f", masks.globalDensity)), \(comm.size) rank(s), \(trainShards.batchesPerEpoch) steps/epoch, algorithm \(config.algorithm), \(config.totalEpochs) epochs")
         }
         let total = config.totalEpochs
+        watchdog.start()
         while completedEpochs < min(total, stopAfter ?? total) {
             let (finished, stop) = try trainEpoch(completedEpochs, progress: progress)
             guard let m = finished else {
@@ -325,6 +328,7 @@ public final class Trainer {
             history.append(m)
             completedEpochs += 1
             try checkStateIsFinite(epoch: completedEpochs - 1)
+            watchdog.expectDelay(floors: 1, at: "epoch \(completedEpochs)'s checkpoint")
             if comm.rank == 0 {
                 try appendMetrics(m)
                 if stop || completedEpochs % config.checkpointEvery == 0 || completedEpochs == total || completedEpochs == stopAfter {
@@ -371,6 +375,7 @@ public final class Trainer {
         let t0 = Date(timeIntervalSinceNow: -(resumed?.seconds ?? 0))
         var stop = false
         for s in first..<steps {
+            let stepStart = Date()
             guard let batch = try loader.next() else { throw ConfigError("the data loader ended early at step \(s)") }
             let t = epoch * steps + s + 1
             lr = rates.rate(atEpoch: Double(epoch - phase.start) + Double(s + 1) / Double(steps))
@@ -382,6 +387,7 @@ public final class Trainer {
                 }
             }
             stop = try checkStep(l, epoch: epoch, step: s, learningRate: lr)
+            watchdog.beat("epoch \(epoch + 1) step \(s + 1)", stepSeconds: Date().timeIntervalSince(stepStart))
             lossSum += Double(l)
             correct += Double(c)
             policy.didStep(t, masks: masks)
@@ -445,6 +451,7 @@ public final class Trainer {
 
     /// Applies the policy's change after step `t` on every rank; rank 0 logs and prints it.
     private func applyChange(afterStep t: Int, epoch: Int, progress: ((String) -> Void)?) throws -> MaskEvent {
+        watchdog.expectDelay(floors: 1, at: "the mask change after step \(t)")
         let event = try changes.apply(afterStep: t, epoch: epoch, policy: policy)
         if comm.rank == 0 {
             pendingLines.append(try jsonLine(event))
@@ -470,6 +477,7 @@ public final class Trainer {
         defer { network.training = true }
         var sums = [0.0, 0.0, 0.0, 0.0]   // loss, top-1, top-5, count
         while let b = try evalLoader.next() {
+            watchdog.beat("evaluation")
             let logits = b.images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: b.count) }
             b.labels.withUnsafeBufferPointer { labels in
                 let (l, c) = loss(logits, labels: labels.baseAddress!, normalizer: 1, ctx: network.ctx)
@@ -495,106 +503,6 @@ public final class Trainer {
         try handle.seekToEnd()
         for line in lines { try handle.write(contentsOf: line) }
         try handle.close()
-    }
-
-    /// The full training state as a checkpoint.
-    public func checkpoint() -> Checkpoint {
-        let store = network.store
-        var ck = Checkpoint()
-        for p in store.parameters {
-            let r = p.ref.offset..<(p.ref.offset + p.ref.count)
-            ck.tensors.append(("param/" + p.name, p.shape, Array(store.values[r])))
-            ck.tensors.append(("momentum/" + p.name, p.shape, Array(store.momentum[r])))
-            if p.maskable { ck.tensors.append(("mask/" + p.name, p.shape, Array(store.mask[r]))) }
-        }
-        for bn in network.batchNorms {
-            ck.tensors.append(("bn/\(bn.name).running_mean", [bn.channels], bn.runningMean))
-            ck.tensors.append(("bn/\(bn.name).running_var", [bn.channels], bn.runningVar))
-        }
-        for t in policy.stateTensors(masks: masks) { ck.tensors.append(t) }
-        for t in store.transform?.stateTensors(store) ?? [] { ck.tensors.append(t) }
-        ck.metadata = [
-            "format": "sparsetrain-checkpoint-1", "model": config.model, "epoch": "\(completedEpochs)",
-            "algorithm": config.algorithm, "mask_generation": "\(masks.generation)",
-            "step": "\(completedEpochs * trainShards.batchesPerEpoch)", "ranks": "\(comm.size)",
-            "seed": "\(config.seed)", "rng": "data order, augmentation and masks derive from (seed, epoch)",
-            "config": config.yaml(),
-            "class_names": data.train.classNames.joined(separator: "\n"),
-        ]
-        if let partialEpoch, let json = try? JSONEncoder().encode(partialEpoch) {
-            ck.metadata[EpochProgress.metadataKey] = String(decoding: json, as: UTF8.self)
-        }
-        return ck
-    }
-
-    /// Rank 0: the run's checkpoint, keeping the previous one.
-    func writeCheckpoint() throws {
-        try checkpoint().write(to: runDirectory + "/" + Self.checkpointName,
-                               keepingPreviousAt: runDirectory + "/" + Self.previousCheckpointName)
-        onCheckpointSaved?()
-    }
-
-    public func saveCheckpoint(to path: String) throws {
-        try checkpoint().write(to: path)
-    }
-
-    /// Loads weights, momentum, masks and BN statistics; returns the epochs completed.
-    func restore(_ ck: Checkpoint, path: String) throws -> Int {
-        try load(ck, path: path)
-        guard let epoch = Int(ck.metadata["epoch"] ?? ""), epoch >= 0 else {
-            throw ConfigError("\(path): checkpoint has no valid epoch (\(ck.metadata["epoch"] ?? "missing"))")
-        }
-        guard epoch <= config.totalEpochs else {
-            throw ConfigError("\(path): the checkpoint is at epoch \(epoch), past the run's \(config.totalEpochs) epochs")
-        }
-        if let text = ck.metadata[EpochProgress.metadataKey] {
-            guard let partial = try? JSONDecoder().decode(EpochProgress.self, from: Data(text.utf8)), partial.epoch == epoch,
-                  partial.steps > 0, partial.steps < trainShards.batchesPerEpoch else {
-                throw ConfigError("\(path): its record of a stopped epoch does not fit this run")
-            }
-            partialEpoch = partial
-        }
-        if let ranks = Int(ck.metadata["ranks"] ?? ""), ranks != comm.size, comm.rank == 0 {
-            logger.warning("resuming a \(ranks)-rank run on \(comm.size) ranks: the data order changes from here on")
-        }
-        return epoch
-    }
-
-    /// Copies a checkpoint's tensors into the network; every tensor must match by name and size.
-    public func load(_ ck: Checkpoint, path: String) throws {
-        try ck.validateValues(path: path)
-        if let names = ck.metadata["class_names"], names != data.train.classNames.joined(separator: "\n") {
-            throw ConfigError("\(path): the model was trained on classes \(RunData.names(names.split(separator: "\n").map(String.init))), the data has \(RunData.names(data.train.classNames))")
-        }
-        let store = network.store
-        func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
-            guard let v = ck.tensor(name) else { throw ConfigError("\(path): checkpoint lacks \(name) (was it made with another model?)") }
-            guard v.count == count else { throw ConfigError("\(path): \(name) has \(v.count) values, the model needs \(count) (another model?)") }
-            v.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: count) }
-        }
-        for p in store.parameters {
-            try copy("param/" + p.name, p.ref.count, into: store.value(p.ref))
-            try copy("momentum/" + p.name, p.ref.count, into: store.momentum.baseAddress! + p.ref.offset)
-            if p.maskable { try copy("mask/" + p.name, p.ref.count, into: store.maskValues(p.ref)) }
-        }
-        let expected = store.parameters.count * 2 + store.parameters.filter(\.maskable).count + network.batchNorms.count * 2
-        let modelTensors = ck.tensors.filter { !Self.isPolicyTensor($0.name) }.count
-        guard modelTensors == expected else {
-            throw ConfigError("\(path): checkpoint has \(modelTensors) tensors, the model \(expected) (another model?)")
-        }
-        for bn in network.batchNorms {
-            guard let mean = ck.tensor("bn/\(bn.name).running_mean"), let variance = ck.tensor("bn/\(bn.name).running_var"),
-                  mean.count == bn.channels, variance.count == bn.channels
-            else { throw ConfigError("\(path): checkpoint lacks the statistics of \(bn.name)") }
-            bn.setRunningStatistics(mean: mean, variance: variance)
-        }
-        do { try store.transform?.restoreState(store) { ck.tensor($0) } } catch let e as SparsityError {
-            throw ConfigError("\(path): \(e.description)")
-        }
-        if let epoch = Int(ck.metadata["epoch"] ?? ""), epoch > 0, epoch <= config.totalEpochs {
-            policy.prepare(epoch: epoch - 1, store: store)
-        }
-        store.refreshEffective()
     }
 }
 

@@ -89,3 +89,19 @@ final class DivergenceTests: XCTestCase {
         XCTAssertEqual(again.completedEpochs, 1)
     }
 }
+
+final class WatchdogTests: XCTestCase {
+    func testTheDeadlineFollowsTheFloorTheMedianStepAndTheGrace() {
+        let w = Watchdog(rank: 3, floor: 2, multiple: 20)
+        XCTAssertEqual(w.deadline, 2)
+        for _ in 0..<5 { w.beat("epoch 1 step 1", stepSeconds: 0.5) }
+        XCTAssertEqual(w.deadline, 10, "20 median steps")
+        w.beat("epoch 1 step 2")
+        XCTAssertNil(w.expired(now: Date().addingTimeInterval(9)))
+        let message = w.expired(now: Date().addingTimeInterval(11))
+        XCTAssertTrue(message?.contains("rank 3 made no progress for 11 s (deadline 10 s) after epoch 1 step 2") ?? false, message ?? "nil")
+        w.expectDelay(floors: 1, at: "a checkpoint")
+        XCTAssertNil(w.expired(now: Date().addingTimeInterval(11)), "grace of one floor")
+        XCTAssertNotNil(w.expired(now: Date().addingTimeInterval(13)))
+    }
+}
