@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Theory", targets: ["Theory"]),
         .library(name: "Datasets", targets: ["Datasets"]),
         .library(name: "Training", targets: ["Training"]),
+        .library(name: "Reporting", targets: ["Reporting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -67,10 +68,13 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]),
 
+        // Reports of finished runs: tables with intervals over seeds, the paper's numbers, SVG, HTML.
+        .target(name: "Reporting", dependencies: ["Training"]),
+
         .executableTarget(
             name: "SparseTrainCLI",
             dependencies: [
-                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets", "Training", "CSignals",
+                "Comm", "Tensor", "NN", "Sparsity", "Theory", "Datasets", "Training", "CSignals", "Reporting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -85,6 +89,7 @@ let package = Package(
         .testTarget(name: "TheoryTests", dependencies: ["Theory", "NN", "Tensor"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Tensor"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Comm", "NN", "Tensor"]),
+        .testTarget(name: "ReportingTests", dependencies: ["Reporting", "Training"]),
         // Runs for real only under `mpirun -np 2` (see launch/test.sh); skips otherwise.
         .testTarget(name: "MPIIntegrationTests", dependencies: ["Comm", "Tensor", "Training", "NN"]),
     ]

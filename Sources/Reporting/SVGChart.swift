@@ -2,7 +2,7 @@ import Foundation
 
 /// A grouped bar chart as a standalone SVG document: one group per category (layer), one bar per
 /// series (method), values in [0, 1] on a linear axis.
-func barChartSVG(title: String, categories: [String], series: [(String, [Double])], yLabel: String) -> String {
+public func barChartSVG(title: String, categories: [String], series: [(String, [Double])], yLabel: String) -> String {
     let colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
     let left = 60.0, right = 20.0, top = 40.0, bottom = 150.0
     let groupWidth = max(24.0, Double(series.count) * 6 + 6)
@@ -42,13 +42,13 @@ func barChartSVG(title: String, categories: [String], series: [(String, [Double]
 
 private func q(_ v: Double) -> String { "\"\((v * 10).rounded() / 10)\"" }
 
-private func escape(_ text: String) -> String {
+func escape(_ text: String) -> String {
     text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
         .replacingOccurrences(of: ">", with: "&gt;")
 }
 
 /// A line chart with a logarithmic y axis, as a standalone SVG document.
-func lineChartSVG(title: String, x: [Double], y: [Double], xLabel: String, yLabel: String) -> String {
+public func lineChartSVG(title: String, x: [Double], y: [Double], xLabel: String, yLabel: String) -> String {
     let width = 640.0, height = 400.0, left = 70.0, right = 20.0, top = 40.0, bottom = 50.0
     let plotW = width - left - right, plotH = height - top - bottom
     let x0 = x.min() ?? 0, x1 = x.max() ?? 1

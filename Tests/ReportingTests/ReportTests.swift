@@ -1,0 +1,69 @@
+import Foundation
+import FoundationXML
+import XCTest
+@testable import Reporting
+import Training
+
+final class ReportTests: XCTestCase {
+    private var root = ""
+    override func setUp() { root = NSTemporaryDirectory() + "report-\(UUID().uuidString)" }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: root) }
+
+    /// A run directory with `config` (key=value overrides) and one metrics line per accuracy.
+    private func run(_ name: String, _ overrides: [String], accuracies: [Double]) throws -> String {
+        let dir = root + "/" + name
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var config = TrainConfig()
+        for o in overrides { try config.apply(override: o) }
+        try config.yaml().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        var lines = "{\"event\":\"mask_change\",\"epoch\":1,\"step\":3}\n"
+        for (e, a) in accuracies.enumerated() {
+            lines += "{\"epoch\":\(e + 1),\"test_acc\":\(a),\"train_loss\":1,\"test_loss\":1,\"seconds\":10,\"bytes_allreduced\":2000000,"
+                + "\"bytes_broadcast\":500,\"mask_changes\":1,\"global_density\":0.01,\"effective_density\":0.01}\n"
+        }
+        try lines.write(toFile: dir + "/metrics.jsonl", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    func testSeedsAreOneRowWithMeanIntervalAndThePaperColumn() throws {
+        let vgg = ["model=vgg16", "density_method=balanced", "sparsity=0.99"]
+        let dirs = [try run("a", vgg + ["seed=0"], accuracies: [0.3, 0.5]), try run("b", vgg + ["seed=1"], accuracies: [0.4, 0.6]),
+                    try run("c", vgg + ["seed=2"], accuracies: [0.5, 0.7]),
+                    try run("d", ["model=vgg16", "density_method=uniform", "sparsity=0.95"], accuracies: [0.8])]
+        let groups = RunGroup.grouping(try dirs.map { try RunRecord(directory: $0) })
+        XCTAssertEqual(groups.map(\.runs.count), [3, 1])
+        XCTAssertEqual(groups[0].label, "vgg16 fixed balanced 0.99")
+        // Final accuracies 0.5, 0.6, 0.7: mean 60.0, 95% half-width t(2) · s / √3 = 4.303 · 0.1 / √3.
+        XCTAssertEqual(groups[0].finalAccuracy.mean, 0.6, accuracy: 1e-12)
+        XCTAssertEqual(groups[0].finalAccuracy.halfWidth!, 4.303 * 0.1 / 3.0.squareRoot(), accuracy: 1e-9)
+        XCTAssertNil(groups[1].finalAccuracy.halfWidth)
+        let table = markdownTable(groups, paper: PaperTable.named("table1"))
+        let rows = table.split(separator: "\n")
+        XCTAssertEqual(rows.count, 4)
+        XCTAssertEqual(rows[2], "| vgg16 fixed balanced 0.99 | 3 | 60.0 ± 24.8 | 89.3 | 60.0 ± 24.8 | 0.0100 | 2 | 20 | 4.0 | 1.0 | 2 |")
+        XCTAssertTrue(rows[3].hasPrefix("| vgg16 fixed uniform 0.95 | 1 | 80.0 | — | 80.0 |"), String(rows[3]))
+    }
+
+    func testFiguresAndThePageAreWellFormedXML() throws {
+        let dirs = [try run("a", ["model=resnet20", "sparsity=0.9"], accuracies: [0.4, 0.5]),
+                    try run("b", ["model=resnet20", "sparsity=0.99"], accuracies: [0.3, 0.35]),
+                    try run("c", ["model=resnet20", "algorithm=rigl", "sparsity=0.9", "final_sparsity=0.99"], accuracies: [0.2, 0.45])]
+        let groups = RunGroup.grouping(try dirs.map { try RunRecord(directory: $0) })
+        let figures = reportFigures(groups)
+        XCTAssertEqual(figures.count, 2)
+        for (_, svg) in figures {
+            let parser = XMLParser(data: Data(svg.utf8))
+            XCTAssertTrue(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        }
+        XCTAssertTrue(figures[0].1.contains(">0.99<") && figures[0].1.contains(">0.9<"), "sparsity ticks")
+        let page = reportPage(title: "t <&>", groups: groups, paper: nil, figures: figures)
+        let parser = XMLParser(data: Data(page.utf8))
+        XCTAssertTrue(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        XCTAssertEqual(page.components(separatedBy: "<svg ").count - 1, 2)
+        XCTAssertTrue(page.contains("t &lt;&amp;&gt;"))
+    }
+
+    func testADirectoryWithoutARunIsAnError() {
+        XCTAssertThrowsError(try RunRecord(directory: root + "/none")) { XCTAssertTrue("\($0)".contains("no config.yaml"), "\($0)") }
+    }
+}
