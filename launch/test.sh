@@ -189,11 +189,13 @@ hung() {
     --output "$runs/hung" > "$log/hung.txt" 2>&1 &
   local launcher=$! rank1=""
   for _ in $(seq 1 300); do [ -f "$runs/hung/checkpoint.safetensors" ] && break; sleep 0.05; done
+  sleep 0.5
   rank1=$(pgrep -f "sparsetrain train .*$runs/hung" | tail -n 1)
   kill -STOP "$rank1"
   local start=$SECONDS rc=0
   wait "$launcher" || rc=$?
-  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 30 ] && grep -q 'made no progress for .* after epoch [0-9]* step [0-9]*' "$log/hung.txt"
+  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 30 ] && grep -q 'error: rank [01] made no progress for [0-9]* s .* after ' "$log/hung.txt" ||
+    { echo "exit $rc after $((SECONDS - start)) s"; tail -n 3 "$log/hung.txt"; false; }
 }
 check "a hung rank is caught by the watchdog and the job ends" hung
 check "the stopped run resumed" run2 train --resume "$runs/stopped"
