@@ -47,8 +47,7 @@ private func r(_ v: Double) -> Double { (v * 10).rounded() / 10 }
 
 /// The report as one self-contained XHTML page: the table (from `groups`) and the SVG figures.
 public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, figures: [(String, String)]) -> String {
-    var header = ["run", "seeds", "final test acc %", "best %", "density", "wall s", "MB allreduced", "KB broadcast"]
-    if let paper { header.insert("paper (\(paper.name)) %", at: 3) }
+    let (header, rows) = reportCells(groups, paper: paper)
     var html = """
     <!DOCTYPE html>
     <html xmlns="http://www.w3.org/1999/xhtml"><head><meta charset="utf-8"/><title>\(escape(title))</title>
@@ -57,13 +56,7 @@ public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, fi
     <table><tr>\(header.map { "<th>\(escape($0))</th>" }.joined())</tr>
 
     """
-    for g in groups {
-        var row = [g.label, "\(g.runs.count)", g.finalAccuracy.formatted(scale: 100), g.bestAccuracy.formatted(scale: 100),
-                   g.density.formatted(digits: 4), g.wallSeconds.formatted(digits: 0), g.megabytesAllreduced.formatted(digits: 1),
-                   g.kilobytesBroadcast.formatted(digits: 1)]
-        if let paper { row.insert(paper.value(for: g.runs[0]).map { String(format: "%.1f", $0) } ?? "—", at: 3) }
-        html += "<tr>" + row.map { "<td>\(escape($0))</td>" }.joined() + "</tr>\n"
-    }
+    for row in rows { html += "<tr>" + row.map { "<td>\(escape($0))</td>" }.joined() + "</tr>\n" }
     html += "</table>\n"
     for (caption, svg) in figures {
         html += "<h2>\(escape(caption))</h2>\n" + svg.replacingOccurrences(of: "<svg xmlns=\"http://www.w3.org/2000/svg\"", with: "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\"")

@@ -56,19 +56,26 @@ public struct Estimate: Equatable {
     }
 }
 
-/// The report's markdown table: one row per group, with the paper's number beside ours when a
-/// paper table is given and has a matching cell.
-public func markdownTable(_ groups: [RunGroup], paper: PaperTable? = nil) -> String {
+/// The report's table as cells: a header and one row per group, with the paper's number beside
+/// ours when a paper table is given and has a matching cell.
+public func reportCells(_ groups: [RunGroup], paper: PaperTable? = nil) -> (header: [String], rows: [[String]]) {
     var header = ["run", "seeds", "final test acc %", "best %", "density", "epochs", "wall s", "MB allreduced", "KB broadcast", "mask changes"]
     if let paper { header.insert("paper (\(paper.name)) %", at: 3) }
-    var lines = ["| " + header.joined(separator: " | ") + " |", "|" + String(repeating: " --- |", count: header.count)]
-    for g in groups {
+    let rows = groups.map { g -> [String] in
         var row = [g.label, "\(g.runs.count)", g.finalAccuracy.formatted(scale: 100), g.bestAccuracy.formatted(scale: 100),
                    g.density.formatted(digits: 4), "\(g.runs[0].epochs.count)", g.wallSeconds.formatted(digits: 0),
                    g.megabytesAllreduced.formatted(digits: 1), g.kilobytesBroadcast.formatted(digits: 1),
                    "\(g.runs[0].maskChanges)"]
         if let paper { row.insert(paper.value(for: g.runs[0]).map { String(format: "%.1f", $0) } ?? "—", at: 3) }
-        lines.append("| " + row.joined(separator: " | ") + " |")
+        return row
     }
+    return (header, rows)
+}
+
+/// The report's table in markdown.
+public func markdownTable(_ groups: [RunGroup], paper: PaperTable? = nil) -> String {
+    let (header, rows) = reportCells(groups, paper: paper)
+    let lines = ["| " + header.joined(separator: " | ") + " |", "|" + String(repeating: " --- |", count: header.count)]
+        + rows.map { "| " + $0.joined(separator: " | ") + " |" }
     return lines.joined(separator: "\n") + "\n"
 }
