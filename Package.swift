@@ -39,12 +39,14 @@ let package = Package(
         .target(name: "CSignals"),
         // Direct 3×3 convolution kernels (AVX2 + FMA, chosen at run time).
         .target(name: "CConvKernels"),
+        // Sparse kernels of masked layers (portable, AVX2 + FMA, AVX-512F; chosen at run time).
+        .target(name: "CSparseKernels"),
 
         // Communication: Communicator, MPI and local implementations, packed masked reducer.
         .target(name: "Comm", dependencies: ["CMPI", "CMPIShim", "Tensor"]),
         // Numeric kernels: GEMM seam over OpenBLAS, random numbers, parallel loops.
         .target(
-            name: "Tensor", dependencies: ["COpenBLAS", "CConvKernels"],
+            name: "Tensor", dependencies: ["COpenBLAS", "CConvKernels", "CSparseKernels"],
             linkerSettings: [.linkedLibrary("m")]),
 
         // Layers as forward/backward pairs, flat parameter store, models, loss, SGD, schedules.

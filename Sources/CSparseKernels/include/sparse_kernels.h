@@ -1,0 +1,31 @@
+#ifndef SPARSETRAIN_SPARSE_KERNELS_H
+#define SPARSETRAIN_SPARSE_KERNELS_H
+// Sparse kernels of masked layers on batch-innermost activations ([features][n], row stride ld).
+// A masked weight W[rows × cols] is described by a compressed row index: for row r the entries
+// k in [row_ptr[r], row_ptr[r+1]) read the activation row src[k] and the weight value w[wpos[k]]
+// (an element offset into the layer's weights, so the kernels always see the current values).
+// The same kernel runs the forward pass (rows = outputs, src = input features) and the input
+// gradient (rows = inputs, src = outputs, over the transposed index): no scatter anywhere.
+// Variants: 0 portable C, 1 AVX2 + FMA, 2 AVX-512F; pick one with stsp_isa_supported.
+// Prefix: stsp_.
+#include <stddef.h>
+#include <stdint.h>
+
+/// 1 when this CPU can run variant `isa` (0 portable, 1 AVX2 + FMA, 2 AVX-512F), else 0.
+int stsp_isa_supported(int isa);
+
+/// y[r·ldy + b] (= or, with accumulate ≠ 0, +=) Σ_{k ∈ row r} w[wpos[k]] · x[src[k]·ldx + b]
+/// for r0 ≤ r < r1, 0 ≤ b < n. Rows with no entry get 0 (or keep y). With wpos NULL the
+/// values are in index order: w[k].
+void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+               const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
+               int r0, int r1, int accumulate);
+
+/// Sampled product at the index's entries only:
+/// out[outpos ? outpos[k] : k] += Σ_b dy[r·lddy + b] · x[src[k]·ldx + b] for every entry k of
+/// rows r0 ≤ r < r1 (the weight gradient of the forward index: dW at the mask's positions).
+void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
+                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                const int32_t *outpos, int r0, int r1);
+
+#endif

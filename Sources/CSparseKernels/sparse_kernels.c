@@ -1,0 +1,311 @@
+#include "sparse_kernels.h"
+
+// Forward / input-gradient kernel: output-stationary. For one row and a tile of the batch, the
+// outputs stay in registers across all the row's entries (one broadcast weight, one activation
+// row load per vector), so nothing is read back and written per entry.
+// Weight-gradient kernel: for a row r, eight entries at a time, dot products of the dy row with
+// eight activation rows in eight accumulators, folded with one horizontal-add tree.
+// Rows are independent: callers split [r0, r1) between threads (disjoint outputs, no atomics).
+
+// ---- portable C ---------------------------------------------------------------------------
+
+static void spmm_portable(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+                          const float *w, const float *x, ptrdiff_t ldx, int n, float *y,
+                          ptrdiff_t ldy, int r0, int r1, int accumulate) {
+    for (int r = r0; r < r1; r++) {
+        float *yr = y + (ptrdiff_t)r * ldy;
+        if (!accumulate)
+            for (int b = 0; b < n; b++) yr[b] = 0;
+        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+            const float v = wpos ? w[wpos[k]] : w[k];
+            const float *xr = x + (ptrdiff_t)src[k] * ldx;
+            for (int b = 0; b < n; b++) yr[b] += v * xr[b];
+        }
+    }
+}
+
+static void sddmm_portable(const int32_t *row_ptr, const int32_t *src, const float *dy,
+                           ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                           const int32_t *outpos, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+            const float *xr = x + (ptrdiff_t)src[k] * ldx;
+            float s = 0;
+            for (int b = 0; b < n; b++) s += d[b] * xr[b];
+            out[outpos ? outpos[k] : k] += s;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define INLINE static inline __attribute__((always_inline))
+/// Entries ahead whose activation rows are prefetched.
+#define PREFETCH_DISTANCE 16
+
+// ---- AVX2 + FMA: 8 floats per vector, tiles of up to 8 vectors ---------------------------
+
+/// Lanes [0, count) of a ymm mask.
+INLINE AVX2 __m256i tail_mask8(int count) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
+}
+
+/// One row, P full vectors (+ one masked vector when tail > 0) starting at yr / column b.
+INLINE AVX2 void spmm_tile8(const int P, int tail, const int32_t *src, const int32_t *wpos,
+                            int32_t k0, int32_t k1, const float *w, const float *x,
+                            ptrdiff_t ldx, float *yr, int accumulate) {
+    __m256 acc[9];
+    const __m256i tm = tail_mask8(tail);
+    for (int p = 0; p < P; p++) acc[p] = accumulate ? _mm256_loadu_ps(yr + 8 * p) : _mm256_setzero_ps();
+    if (tail) acc[P] = accumulate ? _mm256_maskload_ps(yr + 8 * P, tm) : _mm256_setzero_ps();
+    for (int32_t k = k0; k < k1; k++) {
+        // The activation rows are read in index order, which no hardware prefetcher predicts.
+        if (k + PREFETCH_DISTANCE < k1) {
+            const char *next = (const char *)(x + (ptrdiff_t)src[k + PREFETCH_DISTANCE] * ldx);
+            for (int p = 0; p < P + (tail != 0); p += 2) _mm_prefetch(next + 32 * p, _MM_HINT_T0);
+        }
+        const __m256 v = _mm256_broadcast_ss(wpos ? w + wpos[k] : w + k);
+        const float *xr = x + (ptrdiff_t)src[k] * ldx;
+        for (int p = 0; p < P; p++) acc[p] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * p), acc[p]);
+        if (tail) acc[P] = _mm256_fmadd_ps(v, _mm256_maskload_ps(xr + 8 * P, tm), acc[P]);
+    }
+    for (int p = 0; p < P; p++) _mm256_storeu_ps(yr + 8 * p, acc[p]);
+    if (tail) _mm256_maskstore_ps(yr + 8 * P, tm, acc[P]);
+}
+
+static AVX2 void spmm_avx2(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+                           const float *w, const float *x, ptrdiff_t ldx, int n, float *y,
+                           ptrdiff_t ldy, int r0, int r1, int accumulate) {
+    for (int r = r0; r < r1; r++) {
+        const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
+        float *yr = y + (ptrdiff_t)r * ldy;
+        int b = 0;
+        for (; n - b >= 64; b += 64) spmm_tile8(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
+        const int rest = n - b, P = rest / 8, tail = rest % 8;
+        switch (P) {
+        case 7: spmm_tile8(7, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 6: spmm_tile8(6, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 5: spmm_tile8(5, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 4: spmm_tile8(4, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 3: spmm_tile8(3, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 2: spmm_tile8(2, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 1: spmm_tile8(1, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        default:
+            if (tail) spmm_tile8(0, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
+        }
+    }
+}
+
+/// Horizontal sum of one vector.
+INLINE AVX2 float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/// [Σa0, Σa1, …, Σa7]: the horizontal sums of eight vectors in one vector.
+INLINE AVX2 __m256 hsum8x8(const __m256 a[8]) {
+    const __m256 h0 = _mm256_hadd_ps(a[0], a[1]), h1 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 h2 = _mm256_hadd_ps(a[4], a[5]), h3 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+INLINE void add_results(float *out, const int32_t *outpos, int32_t k, const float *s, int count) {
+    if (outpos)
+        for (int i = 0; i < count; i++) out[outpos[k + i]] += s[i];
+    else
+        for (int i = 0; i < count; i++) out[k + i] += s[i];
+}
+
+static AVX2 void sddmm_avx2(const int32_t *row_ptr, const int32_t *src, const float *dy,
+                            ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                            const int32_t *outpos, int r0, int r1) {
+    const int full = n / 8 * 8, tail = n % 8;
+    const __m256i tm = tail_mask8(tail);
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        int32_t k = row_ptr[r];
+        const int32_t k1 = row_ptr[r + 1];
+        for (; k + 8 <= k1; k += 8) {
+            const float *xr[8];
+            __m256 acc[8];
+            for (int i = 0; i < 8; i++) {
+                xr[i] = x + (ptrdiff_t)src[k + i] * ldx;
+                acc[i] = _mm256_setzero_ps();
+            }
+            for (int b = 0; b < full; b += 8) {
+                const __m256 dv = _mm256_loadu_ps(d + b);
+                for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(xr[i] + b), acc[i]);
+            }
+            if (tail) {
+                const __m256 dv = _mm256_maskload_ps(d + full, tm);
+                for (int i = 0; i < 8; i++)
+                    acc[i] = _mm256_fmadd_ps(dv, _mm256_maskload_ps(xr[i] + full, tm), acc[i]);
+            }
+            float s[8];
+            _mm256_storeu_ps(s, hsum8x8(acc));
+            add_results(out, outpos, k, s, 8);
+        }
+        for (; k < k1; k++) {
+            const float *xr = x + (ptrdiff_t)src[k] * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int b = 0;
+            for (; b + 16 <= full; b += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(xr + b), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b + 8), _mm256_loadu_ps(xr + b + 8), a1);
+            }
+            if (b < full) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(xr + b), a0);
+            if (tail)
+                a1 = _mm256_fmadd_ps(_mm256_maskload_ps(d + full, tm), _mm256_maskload_ps(xr + full, tm), a1);
+            const float s = hsum8(_mm256_add_ps(a0, a1));
+            add_results(out, outpos, k, &s, 1);
+        }
+    }
+}
+
+// ---- AVX-512F: 16 floats per vector, tiles of up to 8 vectors -----------------------------
+
+INLINE AVX512 void spmm_tile16(const int P, int tail, const int32_t *src, const int32_t *wpos,
+                               int32_t k0, int32_t k1, const float *w, const float *x,
+                               ptrdiff_t ldx, float *yr, int accumulate) {
+    __m512 acc[9];
+    const __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+    for (int p = 0; p < P; p++) acc[p] = accumulate ? _mm512_loadu_ps(yr + 16 * p) : _mm512_setzero_ps();
+    if (tail) acc[P] = accumulate ? _mm512_maskz_loadu_ps(tm, yr + 16 * P) : _mm512_setzero_ps();
+    for (int32_t k = k0; k < k1; k++) {
+        const __m512 v = _mm512_set1_ps(wpos ? w[wpos[k]] : w[k]);
+        const float *xr = x + (ptrdiff_t)src[k] * ldx;
+        for (int p = 0; p < P; p++) acc[p] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * p), acc[p]);
+        if (tail) acc[P] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(tm, xr + 16 * P), acc[P]);
+    }
+    for (int p = 0; p < P; p++) _mm512_storeu_ps(yr + 16 * p, acc[p]);
+    if (tail) _mm512_mask_storeu_ps(yr + 16 * P, tm, acc[P]);
+}
+
+static AVX512 void spmm_avx512(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+                               const float *w, const float *x, ptrdiff_t ldx, int n, float *y,
+                               ptrdiff_t ldy, int r0, int r1, int accumulate) {
+    for (int r = r0; r < r1; r++) {
+        const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
+        float *yr = y + (ptrdiff_t)r * ldy;
+        int b = 0;
+        for (; n - b >= 128; b += 128) spmm_tile16(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
+        const int rest = n - b, P = rest / 16, tail = rest % 16;
+        switch (P) {
+        case 7: spmm_tile16(7, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 6: spmm_tile16(6, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 5: spmm_tile16(5, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 4: spmm_tile16(4, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 3: spmm_tile16(3, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 2: spmm_tile16(2, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        case 1: spmm_tile16(1, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
+        default:
+            if (tail) spmm_tile16(0, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
+        }
+    }
+}
+
+/// The eight 256-bit halves-summed vectors of a[0..8), then the AVX2 horizontal-add tree.
+INLINE AVX512 __m256 hsum16x8(const __m512 a[8]) {
+    __m256 h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
+    const __m256 h0 = _mm256_hadd_ps(h[0], h[1]), h1 = _mm256_hadd_ps(h[2], h[3]);
+    const __m256 h2 = _mm256_hadd_ps(h[4], h[5]), h3 = _mm256_hadd_ps(h[6], h[7]);
+    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+static AVX512 void sddmm_avx512(const int32_t *row_ptr, const int32_t *src, const float *dy,
+                                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                                const int32_t *outpos, int r0, int r1) {
+    const int full = n / 16 * 16, tail = n % 16;
+    const __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        int32_t k = row_ptr[r];
+        const int32_t k1 = row_ptr[r + 1];
+        for (; k + 8 <= k1; k += 8) {
+            const float *xr[8];
+            __m512 acc[8];
+            for (int i = 0; i < 8; i++) {
+                xr[i] = x + (ptrdiff_t)src[k + i] * ldx;
+                acc[i] = _mm512_setzero_ps();
+            }
+            for (int b = 0; b < full; b += 16) {
+                const __m512 dv = _mm512_loadu_ps(d + b);
+                for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(xr[i] + b), acc[i]);
+            }
+            if (tail) {
+                const __m512 dv = _mm512_maskz_loadu_ps(tm, d + full);
+                for (int i = 0; i < 8; i++)
+                    acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(tm, xr[i] + full), acc[i]);
+            }
+            float s[8];
+            _mm256_storeu_ps(s, hsum16x8(acc));
+            add_results(out, outpos, k, s, 8);
+        }
+        for (; k < k1; k++) {
+            const float *xr = x + (ptrdiff_t)src[k] * ldx;
+            __m512 a = _mm512_setzero_ps();
+            for (int b = 0; b < full; b += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(d + b), _mm512_loadu_ps(xr + b), a);
+            if (tail) a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, d + full), _mm512_maskz_loadu_ps(tm, xr + full), a);
+            const float s = _mm512_reduce_add_ps(a);
+            add_results(out, outpos, k, &s, 1);
+        }
+    }
+}
+
+int stsp_isa_supported(int isa) {
+    __builtin_cpu_init();
+    switch (isa) {
+    case 0: return 1;
+    case 1: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case 2: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: return 0;
+    }
+}
+
+void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+               const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
+               int r0, int r1, int accumulate) {
+    if (isa == 2) spmm_avx512(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+    else if (isa == 1) spmm_avx2(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+    else spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+}
+
+void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
+                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                const int32_t *outpos, int r0, int r1) {
+    if (isa == 2) sddmm_avx512(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+    else if (isa == 1) sddmm_avx2(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+    else sddmm_portable(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+}
+
+#else
+
+int stsp_isa_supported(int isa) { return isa == 0; }
+
+void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
+               const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
+               int r0, int r1, int accumulate) {
+    (void)isa;
+    spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+}
+
+void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
+                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+                const int32_t *outpos, int r0, int r1) {
+    (void)isa;
+    sddmm_portable(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+}
+
+#endif

@@ -1,0 +1,142 @@
+import CSparseKernels
+import Dispatch
+import Foundation
+
+/// Instruction set a sparse kernel variant uses, chosen at run time.
+public enum SparseISA: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case portable = 0, avx2 = 1, avx512 = 2
+
+    /// Whether this CPU runs the variant.
+    public var isSupported: Bool { stsp_isa_supported(Int32(rawValue)) != 0 }
+
+    /// The widest supported variant, or the one `SPARSETRAIN_ISA` (`avx512`, `avx2`, `portable`)
+    /// names when this CPU supports it.
+    public static let best: SparseISA = {
+        if let name = ProcessInfo.processInfo.environment["SPARSETRAIN_ISA"],
+           let isa = SparseISA(name: name), isa.isSupported { return isa }
+        return allCases.reversed().first { $0.isSupported } ?? .portable
+    }()
+
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "avx512", "avx-512", "avx512f": self = .avx512
+        case "avx2": self = .avx2
+        case "portable", "c": self = .portable
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .portable: return "portable C"
+        case .avx2: return "AVX2+FMA"
+        case .avx512: return "AVX-512F"
+        }
+    }
+}
+
+/// Sparse products of a masked weight with batch-innermost activations (`[features][n]`, row
+/// stride `ld`), over a `SparseIndex`. Threads own disjoint rows of the index (split by entry
+/// count): no atomics, no per-thread copies.
+public enum SparseKernels {
+    /// Work (entries × batch) below which a product stays on one thread.
+    static let parallelThreshold = 1 << 16
+
+    /// `y[r][b] (+)= Σ_{k ∈ row r} w[weightOffset[k]] · x[source[k]][b]` for every row r of the
+    /// index and `b < n`. With the `.rows` index this is `Y = (W⊙M)·X` (forward); with the
+    /// `.columns` index, `dX = (W⊙M)ᵀ·dY` (input gradient).
+    /// `weights` holds the dense weight (read at `weightOffset[k]`) or, with `weightsInIndexOrder`,
+    /// the values in index order (`w[k]`, see `gatherValues`).
+    public static func multiply(
+        _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
+        x: UnsafePointer<Float>, ldx: Int,
+        n: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false,
+        isa: SparseISA = .best, threads: Int = 1
+    ) {
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let wo = weightsInIndexOrder ? nil : SendablePointer(index.weightOffset)
+        let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
+        let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
+        let isaCode = Int32(isa.rawValue), acc: Int32 = accumulate ? 1 : 0
+        forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
+            stsp_spmm(isaCode, rs.pointer, src.pointer, wo?.pointer, wp.pointer, xp.pointer, ldx, Int32(n),
+                      yp.pointer, ldy, Int32(r0), Int32(r1), acc)
+        }
+    }
+
+    /// `out[p(k)] += Σ_b dy[r][b] · x[source[k]][b]` for every entry k (row r) of a `.rows`
+    /// index, where `p(k) = outputOffset[k]` when given, else k. With `outputOffset =
+    /// weightOffset` this adds `dW = dY·Xᵀ` at the mask's positions of the dense gradient; without,
+    /// it writes the gradient packed in the index's (= the reducer's) order.
+    public static func sampledProduct(
+        _ index: SparseIndex, dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
+        n: Int, out: UnsafeMutablePointer<Float>, outputOffset: UnsafePointer<Int32>?,
+        isa: SparseISA = .best, threads: Int = 1
+    ) {
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let op = SendablePointer(out), oo = outputOffset.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
+        let isaCode = Int32(isa.rawValue)
+        forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
+            stsp_sddmm(isaCode, rs.pointer, src.pointer, dp.pointer, lddy, xp.pointer, ldx, Int32(n), op.pointer,
+                       oo?.pointer, Int32(r0), Int32(r1))
+        }
+    }
+
+    /// `values[k] = w[weightOffset[k]]`: the weights in index order, read once per pass instead
+    /// of once per batch tile (the `.columns` index reads the dense weight with a stride of a row).
+    public static func gatherValues(
+        _ index: SparseIndex, weights w: UnsafePointer<Float>, into values: UnsafeMutablePointer<Float>, threads: Int = 1
+    ) {
+        let wo = SendablePointer(index.weightOffset), wp = SendablePointer(UnsafeMutablePointer(mutating: w))
+        let vp = SendablePointer(values)
+        parallelChunks(index.count, chunks: index.count >= parallelThreshold ? threads : 1) { r in
+            let o = wo.pointer, src = wp.pointer, dst = vp.pointer
+            for k in r { dst[k] = src[Int(o[k])] }
+        }
+    }
+
+    private static func forEachRowRun(
+        _ index: SparseIndex, work: Int, threads: Int, _ body: @Sendable (Int, Int) -> Void
+    ) {
+        guard threads > 1, work >= parallelThreshold, index.rows > 1 else {
+            body(0, index.rows)
+            return
+        }
+        let bounds = index.balancedRowSplit(parts: threads)
+        DispatchQueue.concurrentPerform(iterations: threads) { t in body(bounds[t], bounds[t + 1]) }
+    }
+
+    /// Naive `multiply` in Double: the reference the kernels are tested against.
+    public static func multiplyReference(
+        _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
+        x: UnsafePointer<Float>, ldx: Int,
+        n: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false
+    ) {
+        for r in 0..<index.rows {
+            for b in 0..<n {
+                var s = accumulate ? Double(y[r * ldy + b]) : 0
+                for k in Int(index.rowStart[r])..<Int(index.rowStart[r + 1]) {
+                    let v = weightsInIndexOrder ? w[k] : w[Int(index.weightOffset[k])]
+                    s += Double(v) * Double(x[Int(index.source[k]) * ldx + b])
+                }
+                y[r * ldy + b] = Float(s)
+            }
+        }
+    }
+
+    /// Naive `sampledProduct` in Double.
+    public static func sampledProductReference(
+        _ index: SparseIndex, dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
+        n: Int, out: UnsafeMutablePointer<Float>, outputOffset: UnsafePointer<Int32>?
+    ) {
+        for r in 0..<index.rows {
+            for k in Int(index.rowStart[r])..<Int(index.rowStart[r + 1]) {
+                var s = 0.0
+                for b in 0..<n { s += Double(dy[r * lddy + b]) * Double(x[Int(index.source[k]) * ldx + b]) }
+                let p = outputOffset.map { Int($0[k]) } ?? k
+                out[p] = Float(Double(out[p]) + s)
+            }
+        }
+    }
+}

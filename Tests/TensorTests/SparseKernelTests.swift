@@ -1,0 +1,174 @@
+import XCTest
+import Tensor
+
+/// Every sparse kernel variant this CPU has, against the naive Double reference: densities 0, one
+/// entry, 1%, 50%, 100%, with empty rows and columns, batch sizes that are not a multiple of any
+/// vector width, ld > n, one and two threads.
+final class SparseKernelTests: XCTestCase {
+    private var variants: [SparseISA] {
+        let v = SparseISA.allCases.filter(\.isSupported)
+        print("sparse kernel variants tested on this CPU: \(v.map(\.description).joined(separator: ", "))"
+              + (SparseISA.avx512.isSupported ? "" : " (no AVX-512 here: that variant is not run)"))
+        return v
+    }
+
+    /// A mask of `rows × cols` with the requested pattern; row 1 and column 2 forced empty
+    /// when the matrix has them (except for the full mask).
+    private func mask(rows: Int, cols: Int, pattern: String, rng: inout Xoshiro256) -> [Float] {
+        var m = [Float](repeating: 0, count: rows * cols)
+        switch pattern {
+        case "empty": break
+        case "single": m[Int(rng.next() % UInt64(rows * cols))] = 1
+        case "full": m = [Float](repeating: 1, count: rows * cols)
+        default:
+            let p = pattern == "1%" ? 0.01 : 0.5
+            for i in m.indices where rng.nextDouble() < p { m[i] = 1 }
+            if rows > 2 { for c in 0..<cols { m[1 * cols + c] = 0 } }
+            if cols > 3 { for r in 0..<rows { m[r * cols + 2] = 0 } }
+        }
+        return m
+    }
+
+    func testKernelsMatchNaiveReference() {
+        var rng = Xoshiro256(seed: 11)
+        let shapes = [(1, 1), (5, 3), (17, 29), (64, 40), (130, 150)]
+        let batches = [1, 7, 8, 13, 33, 64, 100, 130, 257]
+        for isa in variants {
+            for (rows, cols) in shapes {
+                for pattern in ["empty", "single", "1%", "50%", "full"] {
+                    let m = mask(rows: rows, cols: cols, pattern: pattern, rng: &rng)
+                    let w = m.map { $0 * (rng.nextFloat() * 2 - 1) }
+                    let forward = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
+                    let transposed = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
+                    m.withUnsafeBufferPointer { forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!) }
+                    XCTAssertEqual(forward.count, Int(m.reduce(0, +)))
+                    XCTAssertEqual(transposed.count, forward.count)
+                    for n in batches.shuffled(using: &rng).prefix(2) {
+                        for threads in rows * cols > 1000 ? [1, 2] : [1] {
+                            let tag = "\(isa) \(rows)×\(cols) \(pattern) n\(n) threads \(threads)"
+                            check(forward, w: w, inRows: cols, n: n, isa: isa, threads: threads, tag: "forward " + tag, rng: &rng)
+                            check(transposed, w: w, inRows: rows, n: n, isa: isa, threads: threads, tag: "input gradient " + tag, rng: &rng)
+                            checkSampled(forward, inRows: cols, n: n, isa: isa, threads: threads, tag: tag, rng: &rng)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `multiply` (overwrite and accumulate, ld > n) against the reference and, for the forward
+    /// index, against a dense product with the masked weight.
+    private func check(_ index: SparseIndex, w: [Float], inRows: Int, n: Int, isa: SparseISA, threads: Int,
+                       tag: String, rng: inout Xoshiro256) {
+        let ldx = n + 3, ldy = n + 5
+        let x = (0..<(inRows * ldx)).map { _ in rng.nextFloat() * 2 - 1 }
+        for accumulate in [false, true] {
+            let y0 = (0..<(index.rows * ldy)).map { _ in rng.nextFloat() }
+            var fast = y0, slow = y0
+            fast.withUnsafeMutableBufferPointer { y in
+                SparseKernels.multiply(index, weights: w, x: x, ldx: ldx, n: n, y: y.baseAddress!, ldy: ldy,
+                                       accumulate: accumulate, isa: isa, threads: threads)
+            }
+            slow.withUnsafeMutableBufferPointer { y in
+                SparseKernels.multiplyReference(index, weights: w, x: x, ldx: ldx, n: n, y: y.baseAddress!, ldy: ldy,
+                                                accumulate: accumulate)
+            }
+            for r in 0..<index.rows {
+                for b in 0..<ldy {
+                    let i = r * ldy + b
+                    if b >= n {
+                        XCTAssertEqual(fast[i], y0[i], "\(tag): wrote past n at row \(r) column \(b)")
+                    } else {
+                        XCTAssertEqual(fast[i], slow[i], accuracy: 1e-5 * (1 + abs(slow[i])), "\(tag) acc \(accumulate) at \(r),\(b)")
+                    }
+                }
+            }
+        }
+        if index.orientation == .rows {
+            // The dense masked product: the index is the mask, nothing more or less.
+            var dense = [Float](repeating: 0, count: index.rows * n)
+            let xc = (0..<inRows).flatMap { r in x[(r * ldx)..<(r * ldx + n)] }
+            dense.withUnsafeMutableBufferPointer { d in
+                gemmReference(.none, .none, m: index.rows, n: n, k: inRows, a: w, lda: inRows, b: xc, ldb: n,
+                              c: d.baseAddress!, ldc: n)
+            }
+            var fast = [Float](repeating: .nan, count: index.rows * n)
+            fast.withUnsafeMutableBufferPointer { y in
+                SparseKernels.multiply(index, weights: w, x: x, ldx: ldx, n: n, y: y.baseAddress!, ldy: n, isa: isa, threads: threads)
+            }
+            for i in fast.indices { XCTAssertEqual(fast[i], dense[i], accuracy: 1e-5 * (1 + abs(dense[i])), "\(tag) dense at \(i)") }
+        }
+    }
+
+    /// `sampledProduct` into a dense gradient (at the weight offsets) and packed (index order).
+    private func checkSampled(_ index: SparseIndex, inRows: Int, n: Int, isa: SparseISA, threads: Int,
+                              tag: String, rng: inout Xoshiro256) {
+        let lddy = n + 1, ldx = n + 2
+        let dy = (0..<(index.rows * lddy)).map { _ in rng.nextFloat() * 2 - 1 }
+        let x = (0..<(inRows * ldx)).map { _ in rng.nextFloat() * 2 - 1 }
+        let size = index.weightRows * index.weightColumns
+        let g0 = (0..<size).map { _ in rng.nextFloat() }
+        var fast = g0, slow = g0
+        fast.withUnsafeMutableBufferPointer { g in
+            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: g.baseAddress!,
+                                         outputOffset: index.weightOffset, isa: isa, threads: threads)
+        }
+        slow.withUnsafeMutableBufferPointer { g in
+            SparseKernels.sampledProductReference(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: g.baseAddress!,
+                                                  outputOffset: index.weightOffset)
+        }
+        var active = Set<Int>()
+        for k in 0..<index.count { active.insert(Int(index.weightOffset[k])) }
+        for i in 0..<size {
+            if active.contains(i) {
+                XCTAssertEqual(fast[i], slow[i], accuracy: 1e-5 * (1 + abs(slow[i])), "weight gradient \(tag) at \(i)")
+            } else {
+                XCTAssertEqual(fast[i], g0[i], "weight gradient \(tag): inactive entry \(i) written")
+            }
+        }
+        var packed = [Float](repeating: 0, count: max(index.count, 1))
+        packed.withUnsafeMutableBufferPointer { p in
+            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: p.baseAddress!,
+                                         outputOffset: nil, isa: isa, threads: threads)
+        }
+        for k in 0..<index.count {
+            let i = Int(index.weightOffset[k])
+            XCTAssertEqual(packed[k], slow[i] - g0[i], accuracy: 1e-5 * (1 + abs(slow[i])), "packed \(tag) at \(k)")
+        }
+    }
+
+    func testColumnIndexIsTheTransposeOfTheRowIndex() {
+        var rng = Xoshiro256(seed: 3)
+        let rows = 23, cols = 41
+        let m = (0..<(rows * cols)).map { _ in Float(rng.nextDouble() < 0.2 ? 1 : 0) }
+        let byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
+        let byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
+        m.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!); byColumn.rebuild(mask: $0.baseAddress!) }
+        var fromRows: [(Int32, Int32)] = [], fromColumns: [(Int32, Int32)] = []
+        for o in 0..<rows {
+            for k in Int(byRow.rowStart[o])..<Int(byRow.rowStart[o + 1]) {
+                XCTAssertEqual(byRow.weightOffset[k], Int32(o * cols) + byRow.source[k])
+                fromRows.append((Int32(o), byRow.source[k]))
+            }
+        }
+        for c in 0..<cols {
+            var previous: Int32 = -1
+            for k in Int(byColumn.rowStart[c])..<Int(byColumn.rowStart[c + 1]) {
+                XCTAssertGreaterThan(byColumn.source[k], previous, "rows ascending within a column")
+                previous = byColumn.source[k]
+                XCTAssertEqual(byColumn.weightOffset[k], byColumn.source[k] * Int32(cols) + Int32(c))
+                fromColumns.append((byColumn.source[k], Int32(c)))
+            }
+        }
+        XCTAssertEqual(fromRows.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" },
+                       fromColumns.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" })
+        // Rebuilding after a change reuses the index and follows the new mask.
+        var m2 = m
+        for i in m2.indices where i % 3 == 0 { m2[i] = 1 - m2[i] }
+        m2.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!); byColumn.rebuild(mask: $0.baseAddress!) }
+        XCTAssertEqual(byRow.count, Int(m2.reduce(0, +)))
+        XCTAssertEqual(byColumn.rowStart[cols], Int32(byRow.count))
+        XCTAssertEqual(byRow.balancedRowSplit(parts: 2).first, 0)
+        XCTAssertEqual(byRow.balancedRowSplit(parts: 2).last, rows)
+    }
+}
