@@ -16,8 +16,30 @@ public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     case direct
 }
 
+/// Whether masked layers may run sparse kernels (`sparse_kernels` in a run's config).
+public enum SparseKernelMode: String, CaseIterable, Sendable {
+    /// Dense GEMMs everywhere (masked weights are zeros in them).
+    case off
+    /// Sparse kernels in every masked layer that supports them, whatever the density.
+    case on
+    /// Per layer and pass, whichever was faster when both were timed for this batch and
+    /// number of active weights (dense without timing above density 0.5).
+    case auto
+}
+
 /// Settings and scratch shared by all layers of one network.
 public final class Context {
+    /// Whether masked layers may run sparse kernels. Off unless the trainer turns it on once
+    /// the mask is in place (SNIP and Synflow scoring need dense passes).
+    public var sparseKernels = SparseKernelMode.off
+    /// Set for steps whose weight gradient must be dense everywhere (RiGL's regrowth scores):
+    /// sparse layers then compute their weight gradient with a dense GEMM.
+    public var denseWeightGradient = false
+    /// Variant of the sparse kernels (the widest this CPU runs unless `SPARSETRAIN_ISA` says).
+    public var sparseISA = SparseISA.best
+    /// Dense-or-sparse decisions of `.auto` mode, keyed "layer/pass/batch/active weights". Saved
+    /// in checkpoints, so a resumed run takes the same paths (and rounds the same way).
+    public var kernelChoices: [String: KernelPath] = [:]
     /// Threads for parallel loops inside a layer (BLAS threads are set separately).
     public var threads: Int = 1
     /// Training mode: batch statistics in BN, caches kept for backward.
@@ -176,10 +198,17 @@ public protocol Layer: AnyObject {
     func forwardFlops(for shape: Shape) -> Double
     /// Batch-norm layers inside (for running statistics and synchronised BN).
     var batchNorms: [BatchNorm] { get }
+    /// Forward FLOPs of each weight tensor inside (dense), for an input of `shape`: the FLOP
+    /// ideal of a mask is `Σ density · flops / Σ flops`.
+    func weightFlops(for shape: Shape) -> [(ref: ParameterRef, flops: Double)]
+    /// Paths the masked layers inside took in their last step.
+    var kernelReports: [KernelReport] { get }
 }
 
 extension Layer {
     public var parameterRefs: [ParameterRef] { [] }
     public func forwardFlops(for shape: Shape) -> Double { 0 }
     public var batchNorms: [BatchNorm] { [] }
+    public func weightFlops(for shape: Shape) -> [(ref: ParameterRef, flops: Double)] { [] }
+    public var kernelReports: [KernelReport] { [] }
 }

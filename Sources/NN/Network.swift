@@ -88,6 +88,17 @@ public final class Network {
 
     public var batchNorms: [BatchNorm] { body.batchNorms }
 
+    /// Forward FLOPs of the weight tensors that remain at the current mask over those of the
+    /// dense model: `Σ_l d_l · F_l / Σ_l F_l` (its inverse is the ideal speed-up of the GEMM work).
+    public var maskedFlopFraction: Double {
+        let parts = body.weightFlops(for: Shape(n: 1, c: inputChannels, h: inputHeight, w: inputWidth))
+        let total = parts.reduce(0) { $0 + $1.flops }
+        let kept = parts.reduce(0.0) { acc, p in
+            acc + p.flops * Double(sum(store.maskValues(p.ref), p.ref.count)) / Double(p.ref.count)
+        }
+        return total > 0 ? kept / total : 1
+    }
+
     /// Sets training or evaluation mode.
     public var training: Bool {
         get { ctx.training }

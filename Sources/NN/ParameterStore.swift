@@ -51,6 +51,10 @@ public final class ParameterStore {
     public var batchNormAffine = true
     private var allocated = false
 
+    /// Goes up whenever the mask may have changed (`maskDidChange()`); layers with sparse
+    /// kernels rebuild their indices when it moves.
+    public private(set) var maskGeneration = 0
+
     /// Called after a layer's backward has written its parameter gradients (reverse layer order);
     /// the trainer points it at the gradient reducer to start allreduces early.
     public var onGradientReady: ((ParameterRef) -> Void)?
@@ -135,8 +139,13 @@ public final class ParameterStore {
 
     public func zeroGradients() { gradients.update(repeating: 0) }
 
-    /// `w ← w ⊙ m` and `v ← v ⊙ m` over maskable parameters.
+    /// Records that the mask buffer was written (sparse kernels rebuild their indices).
+    public func maskDidChange() { maskGeneration &+= 1 }
+
+    /// `w ← w ⊙ m` and `v ← v ⊙ m` over maskable parameters (after the mask was written: also
+    /// `maskDidChange()`).
     public func applyMask() {
+        maskDidChange()
         for p in parameters where p.maskable {
             let o = p.ref.offset
             for i in o..<(o + p.ref.count) where mask[i] == 0 {

@@ -3,6 +3,7 @@ import NN
 
 extension ModelName: ExpressibleByArgument {}
 extension ConvolutionAlgorithm: ExpressibleByArgument {}
+extension SparseKernelMode: ExpressibleByArgument {}
 
 /// The model a command works on: name, classes, input shape, MLP widths.
 struct ModelOptions: ParsableArguments {

@@ -18,6 +18,7 @@ public final class MaskState {
         self.store = store
         layers = MaskableLayer.all(in: store)
         rebuildIndices()
+        store.maskDidChange()
     }
 
     /// Active weights per layer.
@@ -59,6 +60,7 @@ public final class MaskState {
         }
         rebuildIndices()
         generation += 1
+        store.maskDidChange()
         return delta
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NN
 import Yams
 
 /// Everything a training run needs, from a YAML file and `key=value` overrides. Unknown keys are
@@ -73,6 +74,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var watchdogSeconds = 300.0
     /// local (per-rank batch statistics) or sync (synchronised over ranks).
     public var bn = "local"
+    /// Sparse kernels in masked linear layers: auto (per layer and pass, the faster of dense and
+    /// sparse as timed once per batch size and density), on, off.
+    public var sparseKernels = "auto"
     /// Progress line every this many steps.
     public var logEvery = 20
     /// How the mask changes during training: fixed, imp, rigl, str, edge-popup (see `AlgorithmSettings`).
@@ -104,7 +108,7 @@ public struct TrainConfig: Equatable, Sendable {
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
         "synflow_shortcuts", "mask_draw",
         "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every", "watchdog_seconds",
-        "bn", "log_every", "algorithm", "mask_from",
+        "bn", "sparse_kernels", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
     /// Parses YAML text (a mapping) on top of the defaults.
@@ -226,6 +230,10 @@ public struct TrainConfig: Equatable, Sendable {
         case "checkpoint_every": checkpointEvery = try int()
         case "watchdog_seconds": watchdogSeconds = try double()
         case "bn": bn = string()
+        case "sparse_kernels":
+            // YAML 1.1 reads on/off as booleans.
+            let v = string()
+            sparseKernels = v == "true" ? "on" : v == "false" ? "off" : v
         case "log_every": logEvery = try int()
         case "algorithm": algorithm = string()
         case "mask_from": maskFrom = string()
@@ -288,6 +296,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(checkpointEvery >= 1, "checkpoint_every must be at least 1")
         try check(watchdogSeconds.isFinite && watchdogSeconds >= 0, "watchdog_seconds must be ≥ 0 (0 turns it off)")
         try check(["local", "sync"].contains(bn), "bn must be local or sync")
+        try check(SparseKernelMode(rawValue: sparseKernels) != nil, "sparse_kernels must be auto, on or off; got '\(sparseKernels)'")
         try check(logEvery >= 1, "log_every must be at least 1")
         try check(syntheticTrain > 0 && syntheticTest > 0, "synthetic_train and synthetic_test must be positive")
     }
@@ -308,7 +317,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("synflow_shortcuts", q(synflowShortcuts)),
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("allow_disconnected", "\(allowDisconnected)"), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
-            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("log_every", "\(logEvery)"),
+            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("sparse_kernels", q(sparseKernels)), ("log_every", "\(logEvery)"),
             ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),
         ]
         lines += algorithmValues()

@@ -161,6 +161,8 @@ public final class Trainer {
         try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.values), segments: network.store.segments,
                                      what: "weights", maskedOnly: false, communicator: comm)
         masks = MaskState(store: network.store)
+        // Scoring (SNIP, Synflow) is done: masked layers may now run sparse.
+        network.ctx.sparseKernels = SparseKernelMode(rawValue: config.sparseKernels) ?? .off
         step = try TrainingStep(network: network, masks: masks, communicator: comm, loss: loss, sgd: sgd, threads: config.threads)
         changes = MaskChangePath(masks: masks, communicator: comm, step: step)
         if let ck = resumeCheckpoint {

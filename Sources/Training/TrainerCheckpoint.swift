@@ -27,6 +27,7 @@ extension Trainer {
             "seed": "\(config.seed)", "rng": "data order, augmentation and masks derive from (seed, epoch)",
             "config": config.yaml(),
             "class_names": data.train.classNames.joined(separator: "\n"),
+            "kernel_choices": network.ctx.kernelChoicesText,
         ]
         if let partialEpoch, let json = try? JSONEncoder().encode(partialEpoch) {
             ck.metadata[EpochProgress.metadataKey] = String(decoding: json, as: UTF8.self)
@@ -84,6 +85,9 @@ extension Trainer {
             try copy("momentum/" + p.name, p.ref.count, into: store.momentum.baseAddress! + p.ref.offset)
             if p.maskable { try copy("mask/" + p.name, p.ref.count, into: store.maskValues(p.ref)) }
         }
+        store.maskDidChange()
+        // Rank 0's dense-or-sparse decisions: the resumed run takes the same kernel paths.
+        network.ctx.kernelChoicesText = ck.metadata["kernel_choices"] ?? ""
         let expected = store.parameters.count * 2 + store.parameters.filter(\.maskable).count + network.batchNorms.count * 2
         let modelTensors = ck.tensors.filter { !Self.isPolicyTensor($0.name) }.count
         guard modelTensors == expected else {

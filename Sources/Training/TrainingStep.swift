@@ -25,6 +25,8 @@ public final class TrainingStep {
     /// Bytes passed to dense-gradient allreduces.
     public private(set) var denseBytes = 0
     private var denseStep = false
+    /// Set after the first step and after mask changes: rank 0's kernel choices go to all ranks.
+    private var shareChoicesAfterStep = true
     private var reduceError: Error?
 
     public init(network: Network, masks: MaskState, communicator: Communicator, loss: SoftmaxCrossEntropy, sgd: SGD,
@@ -52,6 +54,21 @@ public final class TrainingStep {
         earlierPackedBytes += reducer.bytesReduced
         reducer = try Self.makeReducer(masks, comm)
         reducerGeneration = masks.generation
+        shareChoicesAfterStep = true
+    }
+
+    /// Every rank adopts rank 0's dense-or-sparse kernel choices (collective), so all ranks take
+    /// the same paths from here on, as a run resumed from rank 0's checkpoint will.
+    private func shareKernelChoices() throws {
+        shareChoicesAfterStep = false
+        guard comm.size > 1 else { return }
+        var text = Array(network.ctx.kernelChoicesText.utf8)
+        var length: [Int64] = [Int64(text.count)]
+        try comm.broadcast(&length, root: 0, counts: .trusted)
+        guard length[0] > 0 else { return }
+        if comm.rank != 0 { text = [UInt8](repeating: 0, count: Int(length[0])) }
+        try comm.broadcast(&text, root: 0, counts: .trusted)
+        if comm.rank != 0 { network.ctx.kernelChoicesText = String(decoding: text, as: UTF8.self) }
     }
 
     /// Bytes of packed gradient reductions since the step was built.
@@ -72,6 +89,8 @@ public final class TrainingStep {
             // Gradients a weight transform derives after the reduction get nothing from backward.
             for ref in store.transform?.derivedParameters ?? [] { try reducer.segmentReady(ref.index) }
         }
+        network.ctx.denseWeightGradient = denseGradient
+        defer { network.ctx.denseWeightGradient = false }
         let logits = network.forward(images: images, batch: batch)
         let (l, c) = loss(logits, labels: labels, normalizer: normalizer, ctx: network.ctx)
         network.backward(loss.gradient)
@@ -84,6 +103,7 @@ public final class TrainingStep {
         }
         store.transform?.backpropagate(store)
         sgd.step(store, learningRate: learningRate, threads: threads)
+        if shareChoicesAfterStep { try shareKernelChoices() }
         return (l, Int(c))
     }
 }

@@ -62,6 +62,8 @@ public final class Conv2d: Layer {
         return Shape(n: s.n, c: outChannels, h: g.outHeight, w: g.outWidth)
     }
 
+    public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
+
     public func forwardFlops(for s: Shape) -> Double {
         let g = geometry(s)
         return 2 * Double(outChannels * g.patchSize * g.outPlane * s.n)

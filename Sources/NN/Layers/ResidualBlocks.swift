@@ -73,6 +73,10 @@ public final class ResidualBlock: Layer {
 
     public var parameterRefs: [ParameterRef] { main.parameterRefs + (shortcut?.parameterRefs ?? []) }
     public var batchNorms: [BatchNorm] { main.batchNorms + (shortcut?.batchNorms ?? []) }
+    public var kernelReports: [KernelReport] { main.kernelReports + (shortcut?.kernelReports ?? []) }
+    public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] {
+        main.weightFlops(for: s) + (shortcut?.weightFlops(for: s) ?? [])
+    }
 
     public func forwardFlops(for s: Shape) -> Double {
         main.forwardFlops(for: s) + (shortcut?.forwardFlops(for: s) ?? 0)

@@ -21,6 +21,18 @@ public final class Sequential: Layer {
     public var parameterRefs: [ParameterRef] { layers.flatMap(\.parameterRefs) }
     public var batchNorms: [BatchNorm] { layers.flatMap(\.batchNorms) }
 
+    public var kernelReports: [KernelReport] { layers.flatMap(\.kernelReports) }
+
+    public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] {
+        var shape = s
+        var all: [(ref: ParameterRef, flops: Double)] = []
+        for l in layers {
+            all += l.weightFlops(for: shape)
+            shape = (try? l.outputShape(for: shape)) ?? shape
+        }
+        return all
+    }
+
     public func forwardFlops(for s: Shape) -> Double {
         var shape = s
         var total = 0.0

@@ -41,6 +41,9 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
     var conv: ConvolutionAlgorithm = .automatic
 
+    @Option(help: "Sparse kernels in masked linear layers: auto (per layer and pass, the faster as timed), on, off.")
+    var sparseKernels: SparseKernelMode = .auto
+
     @Option(help: ArgumentHelp(
         "Python with torch installed: also time PyTorch on the same step in this run (resnet20, vgg16).",
         valueName: "python"))
@@ -72,10 +75,21 @@ struct BenchStep: ParsableCommand {
         var forward_gflop_per_image: Double
         var breakdown_seconds: [String: Double]
         var peak_rss_mib: Double?
+        var sparse_kernels: String
+        var sparse_isa: String
+        /// Forward GEMM FLOPs left at this mask over the dense model's.
+        var masked_flop_fraction: Double
+        var layers: [LayerRow]
         var blas_core: String
         var reference_pytorch_images_per_second: String?
         var pytorch_images_per_second: Double?
         var speedup_vs_pytorch: Double?
+    }
+
+    struct LayerRow: Codable {
+        var name: String, density: Double
+        var forward: String, input_gradient: String, weight_gradient: String
+        var ms: Double
     }
 
     func run() throws {
@@ -96,6 +110,7 @@ struct BenchStep: ParsableCommand {
             net.store.applyMask()
         }
         let masks = MaskState(store: net.store)
+        net.ctx.sparseKernels = sparseKernels
         let trainingStep = try TrainingStep(network: net, masks: masks, communicator: LocalCommunicator(),
                                             loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threadCount)
         func step() throws {
@@ -109,6 +124,7 @@ struct BenchStep: ParsableCommand {
         for _ in 0..<warmup { try step() }
         net.ctx.profiling = true
         net.ctx.resetTimes()
+        let layerSecondsBefore = net.body.kernelReports.map(\.seconds)
         var times: [Double] = []
         for _ in 0..<steps {
             let t0 = now()
@@ -124,13 +140,20 @@ struct BenchStep: ParsableCommand {
         let reference: [ModelName: String] = [
             .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
         ]
+        let layerRows = zip(net.body.kernelReports, layerSecondsBefore).map { r, before in
+            LayerRow(name: r.name, density: r.density, forward: r.forward?.rawValue ?? "-",
+                     input_gradient: r.inputGradient?.rawValue ?? "-", weight_gradient: r.weightGradient?.rawValue ?? "-",
+                     ms: (r.seconds - before) / Double(steps) * 1e3)
+        }
         let report = Report(
             model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
             density: masks.globalDensity,
             images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
-            peak_rss_mib: peakResidentMiB().isFinite ? peakResidentMiB() : nil, blas_core: BLAS.coreName,
+            peak_rss_mib: peakResidentMiB().isFinite ? peakResidentMiB() : nil, sparse_kernels: sparseKernels.rawValue,
+            sparse_isa: net.ctx.sparseISA.description, masked_flop_fraction: net.maskedFlopFraction, layers: layerRows,
+            blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
             pytorch_images_per_second: torch, speedup_vs_pytorch: torch.map { Double(batch) / seconds / $0 })
         if json {
@@ -149,6 +172,16 @@ struct BenchStep: ParsableCommand {
             parts.add(k, fixed(v * 1e3, 2), fixed(100 * v / total, 1) + "%")
         }
         print(parts.render())
+        print("FLOP ideal at this mask: the masked layers keep \(fixed(100 * report.masked_flop_fraction, 2))% of the dense "
+            + "forward FLOPs (ideal speed-up of that work \(fixed(1 / max(report.masked_flop_fraction, 1e-9), 1))x)")
+        if !layerRows.isEmpty {
+            print("masked linear layers (sparse kernels \(sparseKernels.rawValue), \(report.sparse_isa)):")
+            var layers = TextTable("layer", "density", "forward", "input grad", "weight grad", "ms/step")
+            for r in layerRows {
+                layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, fixed(r.ms, 2))
+            }
+            print(layers.render())
+        }
         if let t = torch {
             print("PyTorch in this run (launch/reference/pytorch_step.py): \(fixed(t, 1)) images/s; "
                 + "sparsetrain is \(fixed(Double(batch) / seconds / t, 2))x")
