@@ -44,6 +44,48 @@ public struct SGD: Sendable {
             }
         }
     }
+
+    /// The same update visiting only the mask's active entries of the maskable tensors
+    /// (`active[t]`: ascending positions in maskable tensor t, in store order) and every entry of
+    /// the others. Equal to `step` bit for bit when masked weights and momentum are +0 (they stay
+    /// untouched, hence +0); at density d it reads and writes d of the maskable entries.
+    public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1,
+                     active: [[Int32]], threads: Int = 1) {
+        let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
+        let v = SendablePointer(store.momentum.baseAddress!)
+        let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
+        @Sendable @inline(__always) func update(_ i: Int, _ wp: UnsafeMutablePointer<Float>, _ gp: UnsafeMutablePointer<Float>,
+                                                _ vp: UnsafeMutablePointer<Float>) {
+            if nest {
+                let grad = gp[i] * s + wd * wp[i]
+                let vel = mu * vp[i] + grad
+                wp[i] = wp[i] - lr * (grad + mu * vel)
+                vp[i] = vel
+            } else {
+                let vel = mu * vp[i] + (gp[i] * s + wd * wp[i])
+                wp[i] = wp[i] - lr * vel
+                vp[i] = vel
+            }
+        }
+        var t = 0
+        for p in store.parameters {
+            let o = p.ref.offset
+            let wp = SendablePointer(w.pointer + o), gp = SendablePointer(g.pointer + o), vp = SendablePointer(v.pointer + o)
+            if p.maskable {
+                active[t].withUnsafeBufferPointer { list in
+                    let idx = SendablePointer(UnsafeMutablePointer(mutating: list.baseAddress ?? UnsafePointer(bitPattern: 8)!))
+                    parallelChunks(list.count, chunks: list.count > 1 << 18 ? threads : 1) { r in
+                        for k in r { update(Int(idx.pointer[k]), wp.pointer, gp.pointer, vp.pointer) }
+                    }
+                }
+                t += 1
+            } else {
+                parallelChunks(p.ref.count, chunks: p.ref.count > 1 << 18 ? threads : 1) { r in
+                    for i in r { update(i, wp.pointer, gp.pointer, vp.pointer) }
+                }
+            }
+        }
+    }
 }
 
 /// Learning rate as a function of the (fractional) epoch.

@@ -51,6 +51,11 @@ public final class ParameterStore {
     public var batchNormAffine = true
     private var allocated = false
 
+    /// Per parameter: whether its layer's last backward wrote the gradient at the mask's active
+    /// entries only (a sparse weight-gradient kernel); the rest of that tensor's gradient is then
+    /// stale and only active entries need zeroing before the next step.
+    public var gradientAtMaskOnly: [Bool] = []
+
     /// Goes up whenever the mask may have changed (`maskDidChange()`); layers with sparse
     /// kernels rebuild their indices when it moves.
     public private(set) var maskGeneration = 0
@@ -92,6 +97,7 @@ public final class ParameterStore {
             self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
         }
         mask.update(repeating: 1)
+        gradientAtMaskOnly = [Bool](repeating: false, count: parameters.count)
         initialize(seed: seed)
     }
 

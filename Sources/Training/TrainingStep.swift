@@ -57,6 +57,24 @@ public final class TrainingStep {
         shareChoicesAfterStep = true
     }
 
+    /// Zeroes the gradients backward adds into: whole tensors, except that a weight whose layer
+    /// wrote only its mask's entries last time (sparse weight gradient) gets only those zeroed
+    /// (its other entries are never read: the reducer packs active entries, the optimizer visits
+    /// them). Steps that need the dense gradient zero everything.
+    private func zeroGradients(dense: Bool) {
+        let store = network.store
+        var t = 0
+        for p in store.parameters {
+            defer { if p.maskable { t += 1 } }
+            let g = store.gradient(p.ref)
+            if !dense && p.maskable && store.gradientAtMaskOnly[p.ref.index] {
+                masks.activeIndices[t].withUnsafeBufferPointer { idx in for j in idx { g[Int(j)] = 0 } }
+            } else {
+                g.update(repeating: 0, count: p.ref.count)
+            }
+        }
+    }
+
     /// Every rank adopts rank 0's dense-or-sparse kernel choices (collective), so all ranks take
     /// the same paths from here on, as a run resumed from rank 0's checkpoint will.
     private func shareKernelChoices() throws {
@@ -82,7 +100,7 @@ public final class TrainingStep {
                     learningRate: Float, denseGradient: Bool = false) throws -> (loss: Float, correct: Int) {
         precondition(reducerGeneration == masks.generation, "the reducer is stale: the mask changed without rebuildReducer()")
         let store = network.store
-        store.zeroGradients()
+        zeroGradients(dense: denseGradient)
         denseStep = denseGradient
         if !denseGradient {
             reducer.beginStep(gradients: store.gradients)
@@ -102,7 +120,12 @@ public final class TrainingStep {
             try reducer.finishStep()
         }
         store.transform?.backpropagate(store)
-        sgd.step(store, learningRate: learningRate, threads: threads)
+        if store.transform == nil {
+            // Masked weights and momentum are +0 and stay so: visit the active entries only.
+            sgd.step(store, learningRate: learningRate, active: masks.activeIndices, threads: threads)
+        } else {
+            sgd.step(store, learningRate: learningRate, threads: threads)
+        }
         if shareChoicesAfterStep { try shareKernelChoices() }
         return (l, Int(c))
     }

@@ -161,6 +161,7 @@ public final class Linear: Layer {
                      b: x.data, ldb: n, beta: beta, c: target, ldc: self.inFeatures)
             }
         }
+        store.gradientAtMaskOnly[weight.index] = false
         guard let k = kernels, !ctx.denseWeightGradient else {
             dense(g, 1)
             kernels?.lastPaths[KernelPass.weightGradient.rawValue] = .dense
@@ -182,6 +183,11 @@ public final class Linear: Layer {
             sampled(scratch!, nil)
         })
         k.lastPaths[KernelPass.weightGradient.rawValue] = path
-        if path == .sparse { sampled(g, k.byRow.weightOffset) } else { dense(g, 1) }
+        if path == .sparse {
+            sampled(g, k.byRow.weightOffset)
+            store.gradientAtMaskOnly[weight.index] = true
+        } else {
+            dense(g, 1)
+        }
     }
 }

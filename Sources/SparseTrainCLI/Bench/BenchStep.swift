@@ -45,7 +45,7 @@ struct BenchStep: ParsableCommand {
     var sparseKernels: SparseKernelMode = .auto
 
     @Option(help: ArgumentHelp(
-        "Python with torch installed: also time PyTorch on the same step in this run (resnet20, vgg16).",
+        "Python with torch installed: also time PyTorch (dense) on the same step in this run (resnet20, vgg16, mlp, resnet50-imagenet).",
         valueName: "python"))
     var pytorch: String?
 
@@ -193,8 +193,14 @@ struct BenchStep: ParsableCommand {
 
     /// Runs the PyTorch reference step with `python`; returns its images per second.
     private func runPyTorch(_ python: String, threads: Int) throws -> Double {
-        guard model == .resnet20 || model == .vgg16 else {
-            throw InputError("--pytorch supports resnet20 and vgg16")
+        guard [.resnet20, .vgg16, .mlp, .resnet50ImageNet].contains(model) else {
+            throw InputError("--pytorch supports resnet20, vgg16, mlp and resnet50-imagenet")
+        }
+        if model == .resnet50ImageNet, modelOptions.input != nil || modelOptions.classes != nil {
+            throw InputError("--pytorch times resnet50-imagenet at 3x224x224 with 1000 classes only")
+        }
+        if model == .mlp, modelOptions.input != nil || modelOptions.classes != nil {
+            throw InputError("--pytorch times the MLP on 3x32x32 inputs with 10 classes only")
         }
         // The script lives in the repository: look in the working directory, then above the binary.
         let relative = "launch/reference/pytorch_step.py"
@@ -211,6 +217,7 @@ struct BenchStep: ParsableCommand {
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [script, "--model", model.rawValue, "--batch", "\(batch)",
                              "--threads", "\(threads)", "--steps", "\(steps)", "--warmup", "\(warmup)"]
+            + (model == .mlp ? ["--hidden"] + modelOptions.hidden.map(String.init) : [])
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
