@@ -25,7 +25,7 @@ public struct KernelReport: Sendable, Equatable {
 }
 
 /// The sparse side of a masked linear layer W[rows × cols]: the compressed indices of its mask
-/// (rebuilt in place when the store's mask generation moves), its transposed values, and for
+/// (rebuilt in place when the store's mask generation moves), its values in index order, and for
 /// each pass and batch size the path to take.
 ///
 /// Choosing (`SparseKernelMode.auto`): both paths are timed (twice each, the faster run kept)
@@ -36,9 +36,11 @@ public struct KernelReport: Sendable, Equatable {
 final class SparseLinearKernels {
     let byRow: SparseIndex
     let byColumn: SparseIndex
-    /// The weights in `byColumn` order, gathered once per input-gradient pass.
-    private(set) var transposedValues: UnsafeMutablePointer<Float>
-    private var transposedCapacity = 1
+    /// The weights in the order of the index a pass runs over (`byRow` for the forward pass,
+    /// `byColumn` for the input gradient), gathered at the start of the pass: the kernels then
+    /// read them as one stream instead of hopping through the dense weight.
+    private(set) var values: UnsafeMutablePointer<Float>
+    private var valuesCapacity = 1
     private var builtGeneration = -1
     /// Paths of the last step, per pass.
     var lastPaths: [KernelPath?] = [nil, nil, nil]
@@ -46,10 +48,10 @@ final class SparseLinearKernels {
     init(rows: Int, cols: Int) {
         byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
         byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
-        transposedValues = .allocate(capacity: 1)
+        values = .allocate(capacity: 1)
     }
 
-    deinit { transposedValues.deallocate() }
+    deinit { values.deallocate() }
 
     var density: Double { byRow.density }
 
@@ -58,10 +60,10 @@ final class SparseLinearKernels {
         guard generation != builtGeneration else { return }
         byRow.rebuild(mask: mask)
         byColumn.rebuild(mask: mask)
-        if byRow.count > transposedCapacity {
-            transposedValues.deallocate()
-            transposedCapacity = byRow.count
-            transposedValues = .allocate(capacity: transposedCapacity)
+        if byRow.count > valuesCapacity {
+            values.deallocate()
+            valuesCapacity = byRow.count
+            values = .allocate(capacity: valuesCapacity)
         }
         builtGeneration = generation
     }

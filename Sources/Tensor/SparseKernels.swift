@@ -35,18 +35,25 @@ public enum SparseISA: Int, CaseIterable, Sendable, CustomStringConvertible {
     }
 }
 
+/// Where `sampledProduct` puts entry k's result.
+public enum SampledOutput {
+    /// Added into a dense `rows × columns` gradient at `weightOffset[k]`.
+    case dense(UnsafeMutablePointer<Float>)
+    /// Added into a packed gradient at `rowMajorPosition[k]` (the reducer's packed order).
+    case packed(UnsafeMutablePointer<Float>)
+}
+
 /// Sparse products of a masked weight with batch-innermost activations (`[features][n]`, row
-/// stride `ld`), over a `SparseIndex`. Threads own disjoint rows of the index (split by entry
-/// count): no atomics, no per-thread copies.
+/// stride `ld`), over a `SparseIndex`, one source block after the other. Threads own disjoint
+/// rows of the index (split by entry count): no atomics, no per-thread copies.
 public enum SparseKernels {
     /// Work (entries × batch) below which a product stays on one thread.
     static let parallelThreshold = 1 << 16
 
-    /// `y[r][b] (+)= Σ_{k ∈ row r} w[weightOffset[k]] · x[source[k]][b]` for every row r of the
-    /// index and `b < n`. With the `.rows` index this is `Y = (W⊙M)·X` (forward); with the
-    /// `.columns` index, `dX = (W⊙M)ᵀ·dY` (input gradient).
-    /// `weights` holds the dense weight (read at `weightOffset[k]`) or, with `weightsInIndexOrder`,
-    /// the values in index order (`w[k]`, see `gatherValues`).
+    /// `y[r][b] (+)= Σ_{k ∈ row r} w(k) · x[source[k]][b]` for every row r of the index and
+    /// `b < n`, where `w(k) = weights[weightOffset[k]]`, or `weights[k]` with
+    /// `weightsInIndexOrder` (see `gatherValues`). With the `.rows` index this is `Y = (W⊙M)·X`
+    /// (forward); with the `.columns` index, `dX = (W⊙M)ᵀ·dY` (input gradient).
     public static func multiply(
         _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
         x: UnsafePointer<Float>, ldx: Int,
@@ -57,29 +64,35 @@ public enum SparseKernels {
         let wo = weightsInIndexOrder ? nil : SendablePointer(index.weightOffset)
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
         let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
-        let isaCode = Int32(isa.rawValue), acc: Int32 = accumulate ? 1 : 0
+        let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
-            stsp_spmm(isaCode, rs.pointer, src.pointer, wo?.pointer, wp.pointer, xp.pointer, ldx, Int32(n),
-                      yp.pointer, ldy, Int32(r0), Int32(r1), acc)
+            for b in 0..<blocks {
+                stsp_spmm(isaCode, rs.pointer + b &* rows, src.pointer, wo?.pointer, wp.pointer, xp.pointer, ldx,
+                          Int32(n), yp.pointer, ldy, Int32(r0), Int32(r1), accumulate || b > 0 ? 1 : 0)
+            }
         }
     }
 
-    /// `out[p(k)] += Σ_b dy[r][b] · x[source[k]][b]` for every entry k (row r) of a `.rows`
-    /// index, where `p(k) = outputOffset[k]` when given, else k. With `outputOffset =
-    /// weightOffset` this adds `dW = dY·Xᵀ` at the mask's positions of the dense gradient; without,
-    /// it writes the gradient packed in the index's (= the reducer's) order.
+    /// `out(k) += Σ_b dy[r][b] · x[source[k]][b]` for every entry k (row r) of a `.rows` index:
+    /// the weight gradient `dW = dY·Xᵀ` at the mask's positions only.
     public static func sampledProduct(
         _ index: SparseIndex, dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
-        n: Int, out: UnsafeMutablePointer<Float>, outputOffset: UnsafePointer<Int32>?,
-        isa: SparseISA = .best, threads: Int = 1
+        n: Int, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
     ) {
         let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
         let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
-        let op = SendablePointer(out), oo = outputOffset.map { SendablePointer(UnsafeMutablePointer(mutating: $0)) }
-        let isaCode = Int32(isa.rawValue)
+        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>)
+        switch output {
+        case .dense(let g): (out, positions) = (g, index.weightOffset)
+        case .packed(let g): (out, positions) = (g, index.rowMajorPosition)
+        }
+        let op = SendablePointer(out), oo = SendablePointer(positions)
+        let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
-            stsp_sddmm(isaCode, rs.pointer, src.pointer, dp.pointer, lddy, xp.pointer, ldx, Int32(n), op.pointer,
-                       oo?.pointer, Int32(r0), Int32(r1))
+            for b in 0..<blocks {
+                stsp_sddmm(isaCode, rs.pointer + b &* rows, src.pointer, dp.pointer, lddy, xp.pointer, ldx, Int32(n),
+                           op.pointer, oo.pointer, Int32(r0), Int32(r1))
+            }
         }
     }
 
@@ -107,6 +120,13 @@ public enum SparseKernels {
         DispatchQueue.concurrentPerform(iterations: threads) { t in body(bounds[t], bounds[t + 1]) }
     }
 
+    /// Entries of row r, over all blocks.
+    static func entries(_ index: SparseIndex, row r: Int) -> [Int] {
+        (0..<index.blocks).flatMap { b in
+            Int(index.rowStart[b * index.rows + r])..<Int(index.rowStart[b * index.rows + r + 1])
+        }
+    }
+
     /// Naive `multiply` in Double: the reference the kernels are tested against.
     public static func multiplyReference(
         _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
@@ -114,9 +134,10 @@ public enum SparseKernels {
         n: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false
     ) {
         for r in 0..<index.rows {
+            let ks = entries(index, row: r)
             for b in 0..<n {
                 var s = accumulate ? Double(y[r * ldy + b]) : 0
-                for k in Int(index.rowStart[r])..<Int(index.rowStart[r + 1]) {
+                for k in ks {
                     let v = weightsInIndexOrder ? w[k] : w[Int(index.weightOffset[k])]
                     s += Double(v) * Double(x[Int(index.source[k]) * ldx + b])
                 }
@@ -128,14 +149,20 @@ public enum SparseKernels {
     /// Naive `sampledProduct` in Double.
     public static func sampledProductReference(
         _ index: SparseIndex, dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
-        n: Int, out: UnsafeMutablePointer<Float>, outputOffset: UnsafePointer<Int32>?
+        n: Int, into output: SampledOutput
     ) {
         for r in 0..<index.rows {
-            for k in Int(index.rowStart[r])..<Int(index.rowStart[r + 1]) {
+            for k in entries(index, row: r) {
                 var s = 0.0
                 for b in 0..<n { s += Double(dy[r * lddy + b]) * Double(x[Int(index.source[k]) * ldx + b]) }
-                let p = outputOffset.map { Int($0[k]) } ?? k
-                out[p] = Float(Double(out[p]) + s)
+                switch output {
+                case .dense(let g):
+                    let p = Int(index.weightOffset[k])
+                    g[p] = Float(Double(g[p]) + s)
+                case .packed(let g):
+                    let p = Int(index.rowMajorPosition[k])
+                    g[p] = Float(Double(g[p]) + s)
+                }
             }
         }
     }

@@ -33,6 +33,7 @@ final class SparseKernelTests: XCTestCase {
         var rng = Xoshiro256(seed: 11)
         let shapes = [(1, 1), (5, 3), (17, 29), (64, 40), (130, 150)]
         let batches = [1, 7, 8, 13, 33, 64, 100, 130, 257]
+        var variantCounter = 0
         for isa in variants {
             for (rows, cols) in shapes {
                 for pattern in ["empty", "single", "1%", "50%", "full"] {
@@ -40,12 +41,22 @@ final class SparseKernelTests: XCTestCase {
                     let w = m.map { $0 * (rng.nextFloat() * 2 - 1) }
                     let forward = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
                     let transposed = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
-                    m.withUnsafeBufferPointer { forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!) }
+                    // Default source blocks (one block at these sizes) and narrow ones (many blocks).
+                    let width = [0, 3, 16][variantCounter % 3]
+                    variantCounter += 1
+                    m.withUnsafeBufferPointer {
+                        if width == 0 {
+                            forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!)
+                        } else {
+                            forward.rebuild(mask: $0.baseAddress!, blockWidth: width)
+                            transposed.rebuild(mask: $0.baseAddress!, blockWidth: width)
+                        }
+                    }
                     XCTAssertEqual(forward.count, Int(m.reduce(0, +)))
                     XCTAssertEqual(transposed.count, forward.count)
                     for n in batches.shuffled(using: &rng).prefix(2) {
                         for threads in rows * cols > 1000 ? [1, 2] : [1] {
-                            let tag = "\(isa) \(rows)×\(cols) \(pattern) n\(n) threads \(threads)"
+                            let tag = "\(isa) \(rows)×\(cols) \(pattern) n\(n) threads \(threads) blocks \(forward.blocks)"
                             check(forward, w: w, inRows: cols, n: n, isa: isa, threads: threads, tag: "forward " + tag, rng: &rng)
                             check(transposed, w: w, inRows: rows, n: n, isa: isa, threads: threads, tag: "input gradient " + tag, rng: &rng)
                             checkSampled(forward, inRows: cols, n: n, isa: isa, threads: threads, tag: tag, rng: &rng)
@@ -110,12 +121,11 @@ final class SparseKernelTests: XCTestCase {
         let g0 = (0..<size).map { _ in rng.nextFloat() }
         var fast = g0, slow = g0
         fast.withUnsafeMutableBufferPointer { g in
-            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: g.baseAddress!,
-                                         outputOffset: index.weightOffset, isa: isa, threads: threads)
+            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, into: .dense(g.baseAddress!),
+                                         isa: isa, threads: threads)
         }
         slow.withUnsafeMutableBufferPointer { g in
-            SparseKernels.sampledProductReference(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: g.baseAddress!,
-                                                  outputOffset: index.weightOffset)
+            SparseKernels.sampledProductReference(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, into: .dense(g.baseAddress!))
         }
         var active = Set<Int>()
         for k in 0..<index.count { active.insert(Int(index.weightOffset[k])) }
@@ -128,47 +138,73 @@ final class SparseKernelTests: XCTestCase {
         }
         var packed = [Float](repeating: 0, count: max(index.count, 1))
         packed.withUnsafeMutableBufferPointer { p in
-            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, out: p.baseAddress!,
-                                         outputOffset: nil, isa: isa, threads: threads)
+            SparseKernels.sampledProduct(index, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, into: .packed(p.baseAddress!),
+                                         isa: isa, threads: threads)
         }
-        for k in 0..<index.count {
-            let i = Int(index.weightOffset[k])
-            XCTAssertEqual(packed[k], slow[i] - g0[i], accuracy: 1e-5 * (1 + abs(slow[i])), "packed \(tag) at \(k)")
+        // Packed = the active entries in row-major order (the reducer's packed order).
+        let activeInOrder = active.sorted()
+        for (j, i) in activeInOrder.enumerated() {
+            XCTAssertEqual(packed[j], slow[i] - g0[i], accuracy: 1e-5 * (1 + abs(slow[i])), "packed \(tag) at \(j)")
         }
+    }
+
+    /// Entries of index row r over all source blocks, in block order.
+    private func entries(_ index: SparseIndex, _ r: Int) -> [Int] {
+        (0..<index.blocks).flatMap { b in Int(index.rowStart[b * index.rows + r])..<Int(index.rowStart[b * index.rows + r + 1]) }
     }
 
     func testColumnIndexIsTheTransposeOfTheRowIndex() {
         var rng = Xoshiro256(seed: 3)
         let rows = 23, cols = 41
         let m = (0..<(rows * cols)).map { _ in Float(rng.nextDouble() < 0.2 ? 1 : 0) }
-        let byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
-        let byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
-        m.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!); byColumn.rebuild(mask: $0.baseAddress!) }
-        var fromRows: [(Int32, Int32)] = [], fromColumns: [(Int32, Int32)] = []
-        for o in 0..<rows {
-            for k in Int(byRow.rowStart[o])..<Int(byRow.rowStart[o + 1]) {
-                XCTAssertEqual(byRow.weightOffset[k], Int32(o * cols) + byRow.source[k])
-                fromRows.append((Int32(o), byRow.source[k]))
+        for width in [64, 4] {
+            let byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
+            let byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
+            m.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!, blockWidth: width); byColumn.rebuild(mask: $0.baseAddress!, blockWidth: width) }
+            XCTAssertEqual(byRow.blocks, width == 64 ? 1 : 11)
+            var fromRows: [(Int32, Int32)] = [], fromColumns: [(Int32, Int32)] = []
+            var rowMajor: [Int32: Int32] = [:]
+            for o in 0..<rows {
+                var previous: Int32 = -1
+                for k in entries(byRow, o) {
+                    XCTAssertGreaterThan(byRow.source[k], previous, "columns ascending within a row")
+                    previous = byRow.source[k]
+                    XCTAssertEqual(byRow.weightOffset[k], Int32(o * cols) + byRow.source[k])
+                    fromRows.append((Int32(o), byRow.source[k]))
+                    rowMajor[byRow.weightOffset[k]] = byRow.rowMajorPosition[k]
+                }
             }
-        }
-        for c in 0..<cols {
-            var previous: Int32 = -1
-            for k in Int(byColumn.rowStart[c])..<Int(byColumn.rowStart[c + 1]) {
-                XCTAssertGreaterThan(byColumn.source[k], previous, "rows ascending within a column")
-                previous = byColumn.source[k]
-                XCTAssertEqual(byColumn.weightOffset[k], byColumn.source[k] * Int32(cols) + Int32(c))
-                fromColumns.append((byColumn.source[k], Int32(c)))
+            // rowMajorPosition ranks the active entries in row-major order.
+            XCTAssertEqual(rowMajor.keys.sorted().map { rowMajor[$0]! }, (0..<Int32(byRow.count)).map { $0 })
+            for c in 0..<cols {
+                var previous: Int32 = -1
+                for k in entries(byColumn, c) {
+                    XCTAssertGreaterThan(byColumn.source[k], previous, "rows ascending within a column")
+                    previous = byColumn.source[k]
+                    XCTAssertEqual(byColumn.weightOffset[k], byColumn.source[k] * Int32(cols) + Int32(c))
+                    XCTAssertEqual(byColumn.rowMajorPosition[k], rowMajor[byColumn.weightOffset[k]])
+                    fromColumns.append((byColumn.source[k], Int32(c)))
+                }
             }
+            XCTAssertEqual(fromRows.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" },
+                           fromColumns.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" })
+            // Rebuilding after a change reuses the index and follows the new mask.
+            var m2 = m
+            for i in m2.indices where i % 3 == 0 { m2[i] = 1 - m2[i] }
+            m2.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!, blockWidth: width); byColumn.rebuild(mask: $0.baseAddress!, blockWidth: width) }
+            XCTAssertEqual(byRow.count, Int(m2.reduce(0, +)))
+            XCTAssertEqual(byColumn.rowStart[byColumn.blocks * cols], Int32(byRow.count))
+            XCTAssertEqual((0..<rows).reduce(0) { $0 + byRow.entries(inRow: $1) }, byRow.count)
+            let split = byRow.balancedRowSplit(parts: 2)
+            XCTAssertEqual(split.first, 0)
+            XCTAssertEqual(split.last, rows)
         }
-        XCTAssertEqual(fromRows.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" },
-                       fromColumns.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" })
-        // Rebuilding after a change reuses the index and follows the new mask.
-        var m2 = m
-        for i in m2.indices where i % 3 == 0 { m2[i] = 1 - m2[i] }
-        m2.withUnsafeBufferPointer { byRow.rebuild(mask: $0.baseAddress!); byColumn.rebuild(mask: $0.baseAddress!) }
-        XCTAssertEqual(byRow.count, Int(m2.reduce(0, +)))
-        XCTAssertEqual(byColumn.rowStart[cols], Int32(byRow.count))
-        XCTAssertEqual(byRow.balancedRowSplit(parts: 2).first, 0)
-        XCTAssertEqual(byRow.balancedRowSplit(parts: 2).last, rows)
+    }
+
+    func testBlockWidthFollowsTheDensity() {
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 10), 512)
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 100), 1024)
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 300, rows: 10, entries: 30), 300)
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 0), 4096)
     }
 }

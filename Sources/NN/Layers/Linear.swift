@@ -102,8 +102,9 @@ public final class Linear: Layer {
                     let b = self.store.value(bias)
                     for o in 0..<self.outFeatures { (y + o * n).update(repeating: b[o], count: n) }
                 }
-                SparseKernels.multiply(k.byRow, weights: w, x: x.data, ldx: n, n: n, y: y, ldy: n,
-                                       accumulate: self.bias != nil, isa: ctx.sparseISA, threads: ctx.threads)
+                SparseKernels.gatherValues(k.byRow, weights: w, into: k.values, threads: ctx.threads)
+                SparseKernels.multiply(k.byRow, weights: k.values, weightsInIndexOrder: true, x: x.data, ldx: n, n: n,
+                                       y: y, ldy: n, accumulate: self.bias != nil, isa: ctx.sparseISA, threads: ctx.threads)
             }
             let path = k.path(.forward, layer: name, n: n, ctx, time: dense, sparse)
             k.lastPaths[KernelPass.forward.rawValue] = path
@@ -135,8 +136,8 @@ public final class Linear: Layer {
                 }
                 if let k = kernels {
                     let sparse = {
-                        SparseKernels.gatherValues(k.byColumn, weights: w, into: k.transposedValues, threads: ctx.threads)
-                        SparseKernels.multiply(k.byColumn, weights: k.transposedValues, weightsInIndexOrder: true,
+                        SparseKernels.gatherValues(k.byColumn, weights: w, into: k.values, threads: ctx.threads)
+                        SparseKernels.multiply(k.byColumn, weights: k.values, weightsInIndexOrder: true,
                                                x: dy.data, ldx: n, n: n, y: dx, ldy: n, isa: ctx.sparseISA,
                                                threads: ctx.threads)
                     }
@@ -167,9 +168,9 @@ public final class Linear: Layer {
             kernels?.lastPaths[KernelPass.weightGradient.rawValue] = .dense
             return
         }
-        let sampled = { (target: UnsafeMutablePointer<Float>, offsets: UnsafePointer<Int32>?) in
-            SparseKernels.sampledProduct(k.byRow, dy: dy.data, lddy: n, x: x.data, ldx: n, n: n, out: target,
-                                         outputOffset: offsets, isa: ctx.sparseISA, threads: ctx.threads)
+        let sampled = { (output: SampledOutput) in
+            SparseKernels.sampledProduct(k.byRow, dy: dy.data, lddy: n, x: x.data, ldx: n, n: n, into: output,
+                                         isa: ctx.sparseISA, threads: ctx.threads)
         }
         // Timing writes into scratch: the gradient accumulates and must see one pass only.
         var scratch: UnsafeMutablePointer<Float>?
@@ -180,11 +181,11 @@ public final class Linear: Layer {
         }, {
             if scratch == nil { scratch = .allocate(capacity: self.outFeatures * self.inFeatures) }
             scratch!.update(repeating: 0, count: max(1, k.byRow.count))
-            sampled(scratch!, nil)
+            sampled(.packed(scratch!))
         })
         k.lastPaths[KernelPass.weightGradient.rawValue] = path
         if path == .sparse {
-            sampled(g, k.byRow.weightOffset)
+            sampled(.dense(g))
             store.gradientAtMaskOnly[weight.index] = true
         } else {
             dense(g, 1)

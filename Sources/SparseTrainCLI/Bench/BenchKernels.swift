@@ -23,6 +23,8 @@ struct BenchKernels: ParsableCommand {
     var steps: Int = 5
     @Option(help: "Kernel variant: avx512, avx2 or portable. Default: the widest this CPU runs.")
     var isa: String?
+    @Option(help: "Sources per block of the sparse index (default: chosen from the density).")
+    var blockWidth: Int?
     @Flag(help: "Print one JSON object per density instead of a table.")
     var json = false
 
@@ -55,6 +57,7 @@ struct BenchKernels: ParsableCommand {
         }
         guard outFeatures * inFeatures <= Int(Int32.max) else { throw InputError("the weight must have fewer than 2^31 entries") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
+        if let b = blockWidth, b < 1 { throw InputError("--block-width must be at least 1") }
         _ = try parsedDensities()
         _ = try selectedISA()
     }
@@ -91,10 +94,18 @@ struct BenchKernels: ParsableCommand {
             for i in 0..<(m * k) { mask[i] = rng.nextDouble() < d ? 1 : 0 }
             let byRow = SparseIndex(weightRows: m, weightColumns: k, orientation: .rows)
             let byColumn = SparseIndex(weightRows: m, weightColumns: k, orientation: .columns)
-            byRow.rebuild(mask: mask)
-            byColumn.rebuild(mask: mask)
+            if let width = blockWidth {
+                byRow.rebuild(mask: mask, blockWidth: width)
+                byColumn.rebuild(mask: mask, blockWidth: width)
+            } else {
+                byRow.rebuild(mask: mask)
+                byColumn.rebuild(mask: mask)
+            }
+            let rowValues = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
+            defer { rowValues.deallocate() }
             let forward = time {
-                SparseKernels.multiply(byRow, weights: w, x: x, ldx: n, n: n, y: y, ldy: n, isa: variant, threads: threadCount)
+                SparseKernels.gatherValues(byRow, weights: w, into: rowValues, threads: threadCount)
+                SparseKernels.multiply(byRow, weights: rowValues, weightsInIndexOrder: true, x: x, ldx: n, n: n, y: y, ldy: n, isa: variant, threads: threadCount)
             }
             let values = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byColumn.count))
             defer { values.deallocate() }
@@ -104,8 +115,8 @@ struct BenchKernels: ParsableCommand {
                                        ldy: n, isa: variant, threads: threadCount)
             }
             let weight = time {
-                SparseKernels.sampledProduct(byRow, dy: dy, lddy: n, x: x, ldx: n, n: n, out: dw,
-                                             outputOffset: byRow.weightOffset, isa: variant, threads: threadCount)
+                SparseKernels.sampledProduct(byRow, dy: dy, lddy: n, x: x, ldx: n, n: n, into: .packed(dw),
+                                             isa: variant, threads: threadCount)
             }
             rows.append(Row(
                 density: d, nnz: byRow.count,
