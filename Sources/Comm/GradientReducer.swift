@@ -88,6 +88,8 @@ public final class GradientReducer {
 
     // Per-step state.
     private var gradients: UnsafeMutableBufferPointer<Float>?
+    /// Segments whose gradient was written straight into the packed buffer this step.
+    private var bornPacked: [Bool]
     private var pending: [Int] = []
     private var requests: [CommRequest?] = []
     private var nextToStart = 0
@@ -199,6 +201,7 @@ public final class GradientReducer {
         self.elementsPerStep = activeCounts.reduce(0, +)
         self.packed = .allocate(capacity: max(packedEnd, 1))
         self.packed.initialize(repeating: 0)
+        bornPacked = [Bool](repeating: false, count: segments.count)
 
         try verifyLayout(activeCounts: activeCounts)
     }
@@ -237,10 +240,32 @@ public final class GradientReducer {
         pending = buckets.map(\.segmentIndices.count)
         requests = Array(repeating: nil, count: buckets.count)
         nextToStart = 0
+        for i in bornPacked.indices { bornPacked[i] = false }
     }
 
-    /// Marks segment `index`'s gradient as final; starts buckets that are complete.
-    public func segmentReady(_ index: Int) throws {
+    /// The packed slot of a masked segment that travels gathered (some but not all entries
+    /// active): its active gradient entries in ascending position order. A layer may write its
+    /// gradient there directly during a step ("born packed", see `segmentReady(_:bornPacked:)`);
+    /// nil for segments reduced in place, whole, or with no active entry.
+    public func packedSlot(segment i: Int) -> UnsafeMutableBufferPointer<Float>? {
+        guard case .indexed(let at) = entries[i] else { return nil }
+        return UnsafeMutableBufferPointer(start: packed.baseAddress! + at, count: activeOffsets[i].count)
+    }
+
+    /// The reduced gradient of a born-packed segment after `finishStep()` (it is not scattered
+    /// back into the dense buffer), else nil.
+    public func reducedPackedGradient(segment i: Int) -> UnsafeMutablePointer<Float>? {
+        bornPacked[i] ? packedSlot(segment: i)?.baseAddress : nil
+    }
+
+    /// Marks segment `index`'s gradient as final; starts buckets that are complete. With
+    /// `bornPacked` the gradient is already in `packedSlot(segment:)`: it is neither gathered
+    /// nor scattered back.
+    public func segmentReady(_ index: Int, bornPacked packedAlready: Bool = false) throws {
+        if packedAlready {
+            precondition(packedSlot(segment: index) != nil, "segment \(segments[index].name) has no packed slot")
+            bornPacked[index] = true
+        }
         let b = bucketOfSegment[index]
         pending[b] -= 1
         precondition(pending[b] >= 0, "segment \(segments[index].name) marked ready twice")
@@ -270,7 +295,13 @@ public final class GradientReducer {
             defer { timings.scatter += seconds() - t1 }
             switch bucket.transport {
             case .packed:
-                for i in bucket.segmentIndices { scatter(segment: i, into: g, scale: scale) }
+                for i in bucket.segmentIndices {
+                    if bornPacked[i] {
+                        if scale != 1, let slot = packedSlot(segment: i) { scaleInPlace(slot.baseAddress!, slot.count, scale) }
+                    } else {
+                        scatter(segment: i, into: g, scale: scale)
+                    }
+                }
             case .inPlace(let r):
                 if scale != 1 { scaleInPlace(g.baseAddress! + r.lowerBound, r.count, scale) }
             }
@@ -296,7 +327,7 @@ public final class GradientReducer {
         let t0 = seconds()
         switch bucket.transport {
         case .packed(let r):
-            for i in bucket.segmentIndices { gather(segment: i, from: g) }
+            for i in bucket.segmentIndices where !bornPacked[i] { gather(segment: i, from: g) }
             region = UnsafeMutableBufferPointer(rebasing: packed[r])
         case .inPlace(let r):
             region = UnsafeMutableBufferPointer(rebasing: g[r])

@@ -49,20 +49,22 @@ public struct SGD: Sendable {
     /// (`active[t]`: ascending positions in maskable tensor t, in store order) and every entry of
     /// the others. Equal to `step` bit for bit when masked weights and momentum are +0 (they stay
     /// untouched, hence +0); at density d it reads and writes d of the maskable entries.
+    /// `packedGradients[t]`, when given, holds tensor t's gradient packed (entry k belongs to
+    /// position `active[t][k]`) instead of `store.gradients`.
     public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1,
-                     active: [[Int32]], threads: Int = 1) {
+                     active: [[Int32]], packedGradients: [UnsafeMutablePointer<Float>?] = [], threads: Int = 1) {
         let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
         let v = SendablePointer(store.momentum.baseAddress!)
         let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
-        @Sendable @inline(__always) func update(_ i: Int, _ wp: UnsafeMutablePointer<Float>, _ gp: UnsafeMutablePointer<Float>,
+        @Sendable @inline(__always) func update(_ i: Int, _ wp: UnsafeMutablePointer<Float>, _ g: Float,
                                                 _ vp: UnsafeMutablePointer<Float>) {
             if nest {
-                let grad = gp[i] * s + wd * wp[i]
+                let grad = g * s + wd * wp[i]
                 let vel = mu * vp[i] + grad
                 wp[i] = wp[i] - lr * (grad + mu * vel)
                 vp[i] = vel
             } else {
-                let vel = mu * vp[i] + (gp[i] * s + wd * wp[i])
+                let vel = mu * vp[i] + (g * s + wd * wp[i])
                 wp[i] = wp[i] - lr * vel
                 vp[i] = vel
             }
@@ -72,16 +74,24 @@ public struct SGD: Sendable {
             let o = p.ref.offset
             let wp = SendablePointer(w.pointer + o), gp = SendablePointer(g.pointer + o), vp = SendablePointer(v.pointer + o)
             if p.maskable {
+                let packed = t < packedGradients.count ? packedGradients[t].map { SendablePointer($0) } : nil
                 active[t].withUnsafeBufferPointer { list in
                     let idx = SendablePointer(UnsafeMutablePointer(mutating: list.baseAddress ?? UnsafePointer(bitPattern: 8)!))
                     parallelChunks(list.count, chunks: list.count > 1 << 18 ? threads : 1) { r in
-                        for k in r { update(Int(idx.pointer[k]), wp.pointer, gp.pointer, vp.pointer) }
+                        if let pg = packed {
+                            for k in r { update(Int(idx.pointer[k]), wp.pointer, pg.pointer[k], vp.pointer) }
+                        } else {
+                            for k in r {
+                                let i = Int(idx.pointer[k])
+                                update(i, wp.pointer, gp.pointer[i], vp.pointer)
+                            }
+                        }
                     }
                 }
                 t += 1
             } else {
                 parallelChunks(p.ref.count, chunks: p.ref.count > 1 << 18 ? threads : 1) { r in
-                    for i in r { update(i, wp.pointer, gp.pointer, vp.pointer) }
+                    for i in r { update(i, wp.pointer, gp.pointer[i], vp.pointer) }
                 }
             }
         }

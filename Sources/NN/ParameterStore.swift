@@ -2,6 +2,17 @@ import Comm
 import Foundation
 import Tensor
 
+/// Where a layer's backward put a parameter's gradient.
+public enum GradientPlacement: Sendable, Equatable {
+    /// Every entry of the tensor in `gradients`.
+    case dense
+    /// Only the mask's active entries in `gradients` (a sparse weight-gradient kernel); the
+    /// others are stale and never read.
+    case atMaskOnly
+    /// In `packedGradientSlot` (born packed); nothing in `gradients`.
+    case packed
+}
+
 /// One parameter tensor's place in the flat buffers.
 public struct ParameterRef: Sendable, Equatable {
     public let index: Int
@@ -51,10 +62,12 @@ public final class ParameterStore {
     public var batchNormAffine = true
     private var allocated = false
 
-    /// Per parameter: whether its layer's last backward wrote the gradient at the mask's active
-    /// entries only (a sparse weight-gradient kernel); the rest of that tensor's gradient is then
-    /// stale and only active entries need zeroing before the next step.
-    public var gradientAtMaskOnly: [Bool] = []
+    /// Per parameter: where its layer's last backward put the gradient.
+    public var gradientPlacement: [GradientPlacement] = []
+    /// Set by the training step on steps whose gradient is reduced packed: the slot where a
+    /// sparse layer may write a weight's gradient packed (its active entries in ascending
+    /// position order), or nil when that weight has none.
+    public var packedGradientSlot: ((ParameterRef) -> UnsafeMutableBufferPointer<Float>?)?
 
     /// Goes up whenever the mask may have changed (`maskDidChange()`); layers with sparse
     /// kernels rebuild their indices when it moves.
@@ -97,7 +110,7 @@ public final class ParameterStore {
             self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
         }
         mask.update(repeating: 1)
-        gradientAtMaskOnly = [Bool](repeating: false, count: parameters.count)
+        gradientPlacement = [GradientPlacement](repeating: .dense, count: parameters.count)
         initialize(seed: seed)
     }
 

@@ -41,7 +41,10 @@ public final class TrainingStep {
         reducerGeneration = masks.generation
         network.store.onGradientReady = { [unowned self] ref in
             guard !self.denseStep else { return }
-            do { try self.reducer.segmentReady(ref.index) } catch { if self.reduceError == nil { self.reduceError = error } }
+            let packed = self.network.store.gradientPlacement[ref.index] == .packed
+            do { try self.reducer.segmentReady(ref.index, bornPacked: packed) } catch {
+                if self.reduceError == nil { self.reduceError = error }
+            }
         }
     }
 
@@ -60,16 +63,20 @@ public final class TrainingStep {
     /// Zeroes the gradients backward adds into: whole tensors, except that a weight whose layer
     /// wrote only its mask's entries last time (sparse weight gradient) gets only those zeroed
     /// (its other entries are never read: the reducer packs active entries, the optimizer visits
-    /// them). Steps that need the dense gradient zero everything.
+    /// them), and one born packed last time nothing. Steps that need the dense gradient zero
+    /// everything.
     private func zeroGradients(dense: Bool) {
         let store = network.store
         var t = 0
         for p in store.parameters {
             defer { if p.maskable { t += 1 } }
             let g = store.gradient(p.ref)
-            if !dense && p.maskable && store.gradientAtMaskOnly[p.ref.index] {
+            switch (dense, p.maskable, store.gradientPlacement[p.ref.index]) {
+            case (false, true, .packed):
+                break // written into the reducer's slot, zeroed there by the layer
+            case (false, true, .atMaskOnly):
                 masks.activeIndices[t].withUnsafeBufferPointer { idx in for j in idx { g[Int(j)] = 0 } }
-            } else {
+            default:
                 g.update(repeating: 0, count: p.ref.count)
             }
         }
@@ -102,6 +109,8 @@ public final class TrainingStep {
         let store = network.store
         zeroGradients(dense: denseGradient)
         denseStep = denseGradient
+        store.packedGradientSlot = denseGradient ? nil : { [unowned self] ref in self.reducer.packedSlot(segment: ref.index) }
+        defer { store.packedGradientSlot = nil }
         if !denseGradient {
             reducer.beginStep(gradients: store.gradients)
             // Gradients a weight transform derives after the reduction get nothing from backward.
@@ -122,7 +131,11 @@ public final class TrainingStep {
         store.transform?.backpropagate(store)
         if store.transform == nil {
             // Masked weights and momentum are +0 and stay so: visit the active entries only.
-            sgd.step(store, learningRate: learningRate, active: masks.activeIndices, threads: threads)
+            // Born-packed weights: the optimizer reads the reduced packed slot.
+            let packed = store.parameters.filter(\.maskable).map { p in
+                denseGradient ? nil : reducer.reducedPackedGradient(segment: p.ref.index)
+            }
+            sgd.step(store, learningRate: learningRate, active: masks.activeIndices, packedGradients: packed, threads: threads)
         } else {
             sgd.step(store, learningRate: learningRate, threads: threads)
         }

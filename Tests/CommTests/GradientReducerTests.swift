@@ -82,6 +82,37 @@ final class GradientReducerTests: XCTestCase {
         }
     }
 
+    /// A segment written straight into its packed slot travels as it is: never gathered from
+    /// nor scattered into the dense buffer; its reduced values are read from the slot.
+    func testBornPackedSegmentIsNeitherGatheredNorScattered() throws {
+        let mask = makeMask()
+        let comm = SimulatedCommunicator(size: 4)
+        let reducer = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: comm, result: .sum,
+                                bucketCapBytes: 64 << 10, inPlaceMinElements: 60_000)
+        }
+        XCTAssertNil(reducer.packedSlot(segment: 2), "fully active fc.weight is reduced in place")
+        XCTAssertNil(reducer.packedSlot(segment: 4), "nothing active: no slot")
+        let slot = try XCTUnwrap(reducer.packedSlot(segment: 0))
+        let active = (0..<100_000).filter { mask[$0] != 0 }
+        XCTAssertEqual(slot.count, active.count)
+        let original = makeGradients()
+        var g = original
+        try g.withUnsafeMutableBufferPointer { gp in
+            reducer.beginStep(gradients: gp)
+            for (k, _) in active.enumerated() { slot[k] = Float(k % 97) }
+            for i in segments.indices.reversed() { try reducer.segmentReady(i, bornPacked: i == 0) }
+            try reducer.finishStep()
+        }
+        let reduced = try XCTUnwrap(reducer.reducedPackedGradient(segment: 0))
+        for k in active.indices where reduced[k] != Float(k % 97) * 4 {
+            return XCTFail("packed entry \(k): \(reduced[k])")
+        }
+        XCTAssertEqual(Array(g[0..<100_000]), Array(original[0..<100_000]), "the dense conv gradient is untouched")
+        XCTAssertEqual(g[100_016], original[100_016] * 4, "other segments are reduced as before")
+        XCTAssertNil(reducer.reducedPackedGradient(segment: 2))
+    }
+
     func testStepApiStartsBucketsInOrderAsSegmentsBecomeReady() throws {
         let mask = makeMask()
         let comm = SimulatedCommunicator(size: 2)

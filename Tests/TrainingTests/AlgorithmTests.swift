@@ -127,6 +127,9 @@ final class AlgorithmTests: XCTestCase {
         XCTAssertTrue(reports.allSatisfy { $0.forward == .sparse && $0.weightGradient == .sparse },
                       "every masked layer ran sparse: \(reports)")
         XCTAssertTrue(dense.network.body.kernelReports.allSatisfy { $0.forward == .dense })
+        let weights = sparse.network.store.parameters.filter(\.maskable).map(\.ref.index)
+        XCTAssertEqual(weights.map { sparse.network.store.gradientPlacement[$0] }, [.packed, .packed, .packed],
+                       "the last step's weight gradients were born packed")
         let a = sparse.network.store, b = dense.network.store
         XCTAssertEqual(Array(a.mask), Array(b.mask), "same masks after every change")
         var worst: Float = 0

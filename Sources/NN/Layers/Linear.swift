@@ -153,18 +153,27 @@ public final class Linear: Layer {
         } }
     }
 
-    /// `dW += dY·Xᵀ`: dense, or only at the mask's positions.
+    /// `dW += dY·Xᵀ`: dense, or only at the mask's positions (into the dense gradient or born
+    /// packed into the reducer's slot).
+    ///
+    /// The training step zeroes a weight's dense gradient according to where the previous step
+    /// put it (`gradientPlacement`, still the previous one here): all of it after `.dense`, the
+    /// active entries after `.atMaskOnly`, nothing after `.packed`. So after a sparse step the
+    /// dense GEMM overwrites (β = 0; this layer is the weight's only writer in a step) and the
+    /// sampled kernel into the dense gradient first zeroes the active entries it adds to.
     private func weightGradient(x: Tensor, dy: Tensor, n: Int, kernels: SparseLinearKernels?, _ ctx: Context) {
         let g = store.gradient(weight)
+        let previous = store.gradientPlacement[weight.index]
+        let denseBeta: Float = previous == .dense ? 1 : 0
         let dense = { (target: UnsafeMutablePointer<Float>, beta: Float) in
             BLAS.withThreads(ctx.threads) {
                 gemm(.none, .transposed, m: self.outFeatures, n: self.inFeatures, k: n, a: dy.data, lda: n,
                      b: x.data, ldb: n, beta: beta, c: target, ldc: self.inFeatures)
             }
         }
-        store.gradientAtMaskOnly[weight.index] = false
+        store.gradientPlacement[weight.index] = .dense
         guard let k = kernels, !ctx.denseWeightGradient else {
-            dense(g, 1)
+            dense(g, denseBeta)
             kernels?.lastPaths[KernelPass.weightGradient.rawValue] = .dense
             return
         }
@@ -185,10 +194,20 @@ public final class Linear: Layer {
         })
         k.lastPaths[KernelPass.weightGradient.rawValue] = path
         if path == .sparse {
-            sampled(.dense(g))
-            store.gradientAtMaskOnly[weight.index] = true
+            if let slot = store.packedGradientSlot?(weight), slot.count == k.byRow.count {
+                // Born packed: the reducer sends this slot as it is, the optimizer reads it.
+                slot.update(repeating: 0)
+                sampled(.packed(slot.baseAddress!))
+                store.gradientPlacement[weight.index] = .packed
+            } else {
+                if previous == .packed {
+                    for e in 0..<k.byRow.count { g[Int(k.byRow.weightOffset[e])] = 0 }
+                }
+                sampled(.dense(g))
+                store.gradientPlacement[weight.index] = .atMaskOnly
+            }
         } else {
-            dense(g, 1)
+            dense(g, denseBeta)
         }
     }
 }
