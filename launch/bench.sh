@@ -26,6 +26,10 @@ echo "## training step"
 "$bin" bench step --model vgg16 --steps 3 --warmup 1 "${torch[@]}"
 echo "## 3x3 convolutions"
 "$bin" bench conv
+"$bin" bench kernels
+for s in 0 0.9 0.99; do
+  "$bin" bench step --model mlp --hidden 4096 4096 4096 --sparsity "$s" --method uniform --steps 5 "${torch[@]}"
+done
 echo "## gradient allreduce, 2 ranks"
 launch/run-local.sh -np 2 --bin "$bin" -- bench allreduce
 echo "## data pipeline"
