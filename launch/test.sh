@@ -55,6 +55,9 @@ runs="$log/runs"
 mkdir -p "$runs"
 check "bench allreduce on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --params 300000 --density 1 0.1 --repeats 3 --warmup 1 --json | grep -q '\"packed_bytes\":1200000,'"
 check "bench step" bash -c "'$st' bench step --model resnet20 --batch 8 --steps 1 --warmup 0 --json | grep -q images_per_second"
+check "bench kernels" bash -c "'$st' bench kernels --out-features 64 --in-features 96 --batch 13 --densities 1,0.1 --steps 1 --json | grep -c forward_speedup | grep -qx 2"
+check "bench step prints per-layer kernel paths" bash -c "'$st' bench step --model mlp --hidden 64 --batch 16 --sparsity 0.9 --sparse-kernels on --steps 1 --warmup 0 | grep -q 'fc2 .* sparse .* sparse .* sparse'"
+fails "bench kernels with an unknown variant" "is not avx512, avx2 or portable" "$st" bench kernels --isa sse9
 check "densities exact total" bash -c "'$st' densities --model vgg16 --sparsity 0.9 --method balanced --json | grep -q '\"total_nnz\":1471558,'"
 # ER-Synflow on a residual network: the exact total and no layer emptied (ResNet-18: unit tests).
 check "er-synflow keeps every layer of ResNet-20 at 0.9" bash -c "out=\$('$st' densities --model resnet20 --sparsity 0.9 --method er-synflow --json) && ! grep -q '\"nnz\":0,' <<< \"\$out\" && grep -q '\"total_nnz\":26834,' <<< \"\$out\""

@@ -45,9 +45,14 @@ public final class Network {
         }
         store.allocate(seed: seed)
         if let transform { store.install(transform, seed: seed) }
-        // The first layer's input gradient is never used.
-        if let conv = body.layers.first as? Conv2d { conv.needsInputGradient = false }
-        if let linear = body.layers.first as? Linear { linear.needsInputGradient = false }
+        // The first layer's input gradient is never used (nor a leading flatten's).
+        var first = body.layers.first
+        if let flatten = first as? Flatten, body.layers.count > 1 {
+            flatten.needsInputGradient = false
+            first = body.layers[1]
+        }
+        if let conv = first as? Conv2d { conv.needsInputGradient = false }
+        if let linear = first as? Linear { linear.needsInputGradient = false }
     }
 
     /// Runs layers on `threads` workers. Convolutions split the batch into chunks, one per

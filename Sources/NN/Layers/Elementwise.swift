@@ -61,6 +61,8 @@ func reluBackward(_ y: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<F
 public final class Flatten: Layer {
     private let output = Tensor()
     private var inputShape = Shape(n: 0, c: 0)
+    /// False when it is the network's first layer: backward then returns an empty tensor.
+    public var needsInputGradient = true
 
     public init() {}
 
@@ -84,6 +86,10 @@ public final class Flatten: Layer {
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.flatten) {
+            guard needsInputGradient else {
+                ctx.release(dy)
+                return ctx.gradientBuffer(Shape(n: 0, c: 0))
+            }
             let s = inputShape
             let inputGradient = ctx.gradientBuffer(s)
             let n = s.n, p = s.plane
