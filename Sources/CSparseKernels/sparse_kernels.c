@@ -47,6 +47,33 @@ static void sddmm_portable(const int32_t *row_ptr, const int32_t *src, const flo
 /// Entries ahead whose activation rows are prefetched.
 #define PREFETCH_DISTANCE 16
 
+/// Defines NAME: for each row, full tiles of 8 vectors of WIDTH floats, then the rest as P < 8
+/// vectors and a masked tail, with P a constant in each call so TILE unrolls.
+#define DEFINE_SPMM(NAME, ATTR, TILE, WIDTH)                                                      \
+    static ATTR void NAME(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,       \
+                          const float *w, const float *x, ptrdiff_t ldx, int n, float *y,         \
+                          ptrdiff_t ldy, int r0, int r1, int accumulate) {                        \
+        for (int r = r0; r < r1; r++) {                                                           \
+            const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];                                   \
+            float *yr = y + (ptrdiff_t)r * ldy;                                                   \
+            int b = 0;                                                                            \
+            for (; n - b >= 8 * (WIDTH); b += 8 * (WIDTH))                                        \
+                TILE(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);                 \
+            const int rest = n - b, P = rest / (WIDTH), tail = rest % (WIDTH);                    \
+            switch (P) {                                                                          \
+            case 7: TILE(7, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 6: TILE(6, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 5: TILE(5, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 4: TILE(4, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 3: TILE(3, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 2: TILE(2, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            case 1: TILE(1, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;   \
+            default:                                                                              \
+                if (tail) TILE(0, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);    \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
 // ---- AVX2 + FMA: 8 floats per vector, tiles of up to 8 vectors ---------------------------
 
 /// Lanes [0, count) of a ymm mask.
@@ -78,28 +105,7 @@ INLINE AVX2 void spmm_tile8(const int P, int tail, const int32_t *src, const int
     if (tail) _mm256_maskstore_ps(yr + 8 * P, tm, acc[P]);
 }
 
-static AVX2 void spmm_avx2(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
-                           const float *w, const float *x, ptrdiff_t ldx, int n, float *y,
-                           ptrdiff_t ldy, int r0, int r1, int accumulate) {
-    for (int r = r0; r < r1; r++) {
-        const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
-        float *yr = y + (ptrdiff_t)r * ldy;
-        int b = 0;
-        for (; n - b >= 64; b += 64) spmm_tile8(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
-        const int rest = n - b, P = rest / 8, tail = rest % 8;
-        switch (P) {
-        case 7: spmm_tile8(7, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 6: spmm_tile8(6, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 5: spmm_tile8(5, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 4: spmm_tile8(4, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 3: spmm_tile8(3, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 2: spmm_tile8(2, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 1: spmm_tile8(1, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        default:
-            if (tail) spmm_tile8(0, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
-        }
-    }
-}
+DEFINE_SPMM(spmm_avx2, AVX2, spmm_tile8, 8)
 
 /// Horizontal sum of one vector.
 INLINE AVX2 float hsum8(__m256 v) {
@@ -180,6 +186,10 @@ INLINE AVX512 void spmm_tile16(const int P, int tail, const int32_t *src, const 
     for (int p = 0; p < P; p++) acc[p] = accumulate ? _mm512_loadu_ps(yr + 16 * p) : _mm512_setzero_ps();
     if (tail) acc[P] = accumulate ? _mm512_maskz_loadu_ps(tm, yr + 16 * P) : _mm512_setzero_ps();
     for (int32_t k = k0; k < k1; k++) {
+        if (k + PREFETCH_DISTANCE < k1) {
+            const char *next = (const char *)(x + (ptrdiff_t)src[k + PREFETCH_DISTANCE] * ldx);
+            for (int p = 0; p < P + (tail != 0); p++) _mm_prefetch(next + 64 * p, _MM_HINT_T0);
+        }
         const __m512 v = _mm512_set1_ps(wpos ? w[wpos[k]] : w[k]);
         const float *xr = x + (ptrdiff_t)src[k] * ldx;
         for (int p = 0; p < P; p++) acc[p] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * p), acc[p]);
@@ -189,28 +199,7 @@ INLINE AVX512 void spmm_tile16(const int P, int tail, const int32_t *src, const 
     if (tail) _mm512_mask_storeu_ps(yr + 16 * P, tm, acc[P]);
 }
 
-static AVX512 void spmm_avx512(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
-                               const float *w, const float *x, ptrdiff_t ldx, int n, float *y,
-                               ptrdiff_t ldy, int r0, int r1, int accumulate) {
-    for (int r = r0; r < r1; r++) {
-        const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
-        float *yr = y + (ptrdiff_t)r * ldy;
-        int b = 0;
-        for (; n - b >= 128; b += 128) spmm_tile16(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
-        const int rest = n - b, P = rest / 16, tail = rest % 16;
-        switch (P) {
-        case 7: spmm_tile16(7, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 6: spmm_tile16(6, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 5: spmm_tile16(5, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 4: spmm_tile16(4, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 3: spmm_tile16(3, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 2: spmm_tile16(2, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        case 1: spmm_tile16(1, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate); break;
-        default:
-            if (tail) spmm_tile16(0, tail, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);
-        }
-    }
-}
+DEFINE_SPMM(spmm_avx512, AVX512, spmm_tile16, 16)
 
 /// The eight 256-bit halves-summed vectors of a[0..8), then the AVX2 horizontal-add tree.
 INLINE AVX512 __m256 hsum16x8(const __m512 a[8]) {
