@@ -77,7 +77,7 @@ public struct SGD: Sendable {
                 let packed = t < packedGradients.count ? packedGradients[t].map { SendablePointer($0) } : nil
                 active[t].withUnsafeBufferPointer { list in
                     let idx = SendablePointer(UnsafeMutablePointer(mutating: list.baseAddress ?? UnsafePointer(bitPattern: 8)!))
-                    parallelChunks(list.count, chunks: list.count > 1 << 18 ? threads : 1) { r in
+                    parallelChunks(list.count, chunks: list.count > 1 << 15 ? threads : 1) { r in
                         if let pg = packed {
                             for k in r { update(Int(idx.pointer[k]), wp.pointer, pg.pointer[k], vp.pointer) }
                         } else {

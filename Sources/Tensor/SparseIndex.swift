@@ -29,6 +29,11 @@ public final class SparseIndex {
     public private(set) var source: UnsafeMutablePointer<Int32>
     public private(set) var weightOffset: UnsafeMutablePointer<Int32>
     public private(set) var rowMajorPosition: UnsafeMutablePointer<Int32>
+    /// The inverse view, by row-major rank j: the dense offset of the j-th active weight and its
+    /// entry k in this index. Gathering values in index order walks these, reading the dense
+    /// weight in ascending order (each cache line once) and writing within the small value array.
+    public private(set) var rowMajorOffset: UnsafeMutablePointer<Int32>
+    public private(set) var entryOfRowMajor: UnsafeMutablePointer<Int32>
     /// Entries of rows `0 ..< r` over all blocks, `rows + 1` values (splitting work by rows).
     private var rowPrefix: UnsafeMutablePointer<Int>
     private var capacity = 0, startCapacity = 0
@@ -49,11 +54,13 @@ public final class SparseIndex {
         source = .allocate(capacity: 1)
         weightOffset = .allocate(capacity: 1)
         rowMajorPosition = .allocate(capacity: 1)
+        rowMajorOffset = .allocate(capacity: 1)
+        entryOfRowMajor = .allocate(capacity: 1)
     }
 
     deinit {
         rowStart.deallocate(); rowPrefix.deallocate(); source.deallocate(); weightOffset.deallocate()
-        rowMajorPosition.deallocate()
+        rowMajorPosition.deallocate(); rowMajorOffset.deallocate(); entryOfRowMajor.deallocate()
     }
 
     /// Active fraction of the weight.
@@ -119,6 +126,8 @@ public final class SparseIndex {
                 source[k] = Int32(truncatingIfNeeded: s)
                 weightOffset[k] = Int32(truncatingIfNeeded: o &* n &+ c)
                 rowMajorPosition[k] = j
+                rowMajorOffset[Int(j)] = Int32(truncatingIfNeeded: o &* n &+ c)
+                entryOfRowMajor[Int(j)] = Int32(truncatingIfNeeded: k)
                 rowStart[bucket] &+= 1
                 j &+= 1
             }
@@ -141,10 +150,13 @@ public final class SparseIndex {
     private func reserve(_ entries: Int) {
         guard entries > capacity else { return }
         source.deallocate(); weightOffset.deallocate(); rowMajorPosition.deallocate()
+        rowMajorOffset.deallocate(); entryOfRowMajor.deallocate()
         capacity = max(entries, capacity * 5 / 4)
         source = .allocate(capacity: capacity)
         weightOffset = .allocate(capacity: capacity)
         rowMajorPosition = .allocate(capacity: capacity)
+        rowMajorOffset = .allocate(capacity: capacity)
+        entryOfRowMajor = .allocate(capacity: capacity)
     }
 
     /// Entries of row r over all blocks.

@@ -96,16 +96,17 @@ public enum SparseKernels {
         }
     }
 
-    /// `values[k] = w[weightOffset[k]]`: the weights in index order, read once per pass instead
-    /// of once per batch tile (the `.columns` index reads the dense weight with a stride of a row).
+    /// `values[k] = w[weightOffset[k]]`: the weights in index order, once per pass instead of
+    /// once per batch tile. Walks the active weights in row-major order (the dense weight read
+    /// ascending, each cache line once) and writes each to its entry.
     public static func gatherValues(
         _ index: SparseIndex, weights w: UnsafePointer<Float>, into values: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
-        let wo = SendablePointer(index.weightOffset), wp = SendablePointer(UnsafeMutablePointer(mutating: w))
-        let vp = SendablePointer(values)
+        let off = SendablePointer(index.rowMajorOffset), entry = SendablePointer(index.entryOfRowMajor)
+        let wp = SendablePointer(UnsafeMutablePointer(mutating: w)), vp = SendablePointer(values)
         parallelChunks(index.count, chunks: index.count >= parallelThreshold ? threads : 1) { r in
-            let o = wo.pointer, src = wp.pointer, dst = vp.pointer
-            for k in r { dst[k] = src[Int(o[k])] }
+            let o = off.pointer, e = entry.pointer, src = wp.pointer, dst = vp.pointer
+            for j in r { dst[Int(e[j])] = src[Int(o[j])] }
         }
     }
 

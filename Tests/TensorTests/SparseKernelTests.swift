@@ -188,6 +188,13 @@ final class SparseKernelTests: XCTestCase {
             }
             XCTAssertEqual(fromRows.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" },
                            fromColumns.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { "\($0)" })
+            // Values gathered in index order, for either index, are the weights at their offsets.
+            let w = (0..<(rows * cols)).map { Float($0) * 0.5 }
+            for index in [byRow, byColumn] {
+                var values = [Float](repeating: -1, count: index.count)
+                values.withUnsafeMutableBufferPointer { SparseKernels.gatherValues(index, weights: w, into: $0.baseAddress!, threads: 2) }
+                XCTAssertEqual(values, (0..<index.count).map { w[Int(index.weightOffset[$0])] })
+            }
             // Rebuilding after a change reuses the index and follows the new mask.
             var m2 = m
             for i in m2.indices where i % 3 == 0 { m2[i] = 1 - m2[i] }
