@@ -57,6 +57,11 @@ public final class GradientReducer {
 
     public let segments: [BufferSegment]
     public let result: Result
+    /// Whether buckets start (non-blocking) during backward as they become ready. When false,
+    /// `finishStep()` reduces every bucket with a blocking allreduce: on fewer than 4 ranks
+    /// OpenMPI 4.1's non-blocking allreduce is a binomial reduce + broadcast, about twice the
+    /// latency and traffic of the blocking call, so overlap costs more than it hides there.
+    public var overlapsBackward = true
     public private(set) var buckets: [Bucket] = []
     /// Elements in the packed buffer.
     public let packedCount: Int
@@ -269,6 +274,7 @@ public final class GradientReducer {
         let b = bucketOfSegment[index]
         pending[b] -= 1
         precondition(pending[b] >= 0, "segment \(segments[index].name) marked ready twice")
+        guard overlapsBackward else { return }
         while nextToStart < buckets.count && pending[nextToStart] == 0 {
             try start(nextToStart)
             nextToStart += 1
@@ -282,7 +288,7 @@ public final class GradientReducer {
         guard let g = gradients else { preconditionFailure("finishStep without beginStep") }
         defer { gradients = nil }
         while nextToStart < buckets.count {
-            try start(nextToStart)
+            try start(nextToStart, blocking: !overlapsBackward)
             nextToStart += 1
         }
         let scale = result == .average ? 1 / Float(communicator.size) : 1

@@ -49,7 +49,10 @@ public final class TrainingStep {
     }
 
     private static func makeReducer(_ masks: MaskState, _ comm: Communicator) throws -> GradientReducer {
-        try GradientReducer(segments: masks.store.segments, mask: masks.mask, communicator: comm, result: .sum)
+        let reducer = try GradientReducer(segments: masks.store.segments, mask: masks.mask, communicator: comm, result: .sum)
+        // Below 4 ranks the non-blocking allreduce costs more than overlapping it hides.
+        reducer.overlapsBackward = comm.size >= 4
+        return reducer
     }
 
     /// Rebuilds the reducer's plan for the current mask (collective: every rank calls it).

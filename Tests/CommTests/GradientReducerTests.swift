@@ -111,6 +111,21 @@ final class GradientReducerTests: XCTestCase {
         XCTAssertEqual(Array(g[0..<100_000]), Array(original[0..<100_000]), "the dense conv gradient is untouched")
         XCTAssertEqual(g[100_016], original[100_016] * 4, "other segments are reduced as before")
         XCTAssertNil(reducer.reducedPackedGradient(segment: 2))
+
+        // Without overlap every bucket is reduced (blocking) in finishStep: the same result.
+        let overlapped = g
+        reducer.overlapsBackward = false
+        g = original
+        try g.withUnsafeMutableBufferPointer { gp in
+            reducer.beginStep(gradients: gp)
+            for (k, _) in active.enumerated() { slot[k] = Float(k % 97) }
+            for i in segments.indices.reversed() { try reducer.segmentReady(i, bornPacked: i == 0) }
+            try reducer.finishStep()
+        }
+        XCTAssertEqual(g, overlapped)
+        for k in active.indices where reduced[k] != Float(k % 97) * 4 {
+            return XCTFail("packed entry \(k) without overlap: \(reduced[k])")
+        }
     }
 
     func testStepApiStartsBucketsInOrderAsSegmentsBecomeReady() throws {

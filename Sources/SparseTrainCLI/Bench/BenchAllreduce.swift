@@ -121,6 +121,8 @@ struct BenchAllreduce: ParsableCommand {
                 let packedSeconds = try timeCollective(comm) { try reducer.reduce(gradients: grad) }
                 let calls = Double(warmup + repeats)
                 let phase = reducer.timings
+                // As the training step sets it up for this many ranks.
+                reducer.overlapsBackward = comm.size >= 4
                 let bornPackedSeconds = try timeCollective(comm) {
                     reducer.beginStep(gradients: grad)
                     for i in layout.indices.reversed() {
