@@ -49,6 +49,14 @@ public enum SampledOutput {
 public enum SparseKernels {
     /// Work (entries × batch) below which a product stays on one thread.
     static let parallelThreshold = 1 << 16
+    /// Columns per chunk when `n` is larger (a 1×1 convolution's n = images × pixels): chunks
+    /// run one after the other, so a chunk's slice of the activation rows stays in L2.
+    public static let columnChunk = 256
+
+    /// `(first column, count)` of the chunks of `0 ..< n`.
+    static func columnChunks(_ n: Int) -> [(Int, Int)] {
+        n <= 2 * columnChunk ? [(0, n)] : Swift.stride(from: 0, to: n, by: columnChunk).map { ($0, min(columnChunk, n - $0)) }
+    }
 
     /// `y[r][b] (+)= Σ_{k ∈ row r} w(k) · x[source[k]][b]` for every row r of the index and
     /// `b < n`, where `w(k) = weights[weightOffset[k]]`, or `weights[k]` with
@@ -65,10 +73,13 @@ public enum SparseKernels {
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
         let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
         let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
+        let chunks = columnChunks(n)
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
-            for b in 0..<blocks {
-                stsp_spmm(isaCode, rs.pointer + b &* rows, src.pointer, wo?.pointer, wp.pointer, xp.pointer, ldx,
-                          Int32(n), yp.pointer, ldy, Int32(r0), Int32(r1), accumulate || b > 0 ? 1 : 0)
+            for (c0, cn) in chunks {
+                for b in 0..<blocks {
+                    stsp_spmm(isaCode, rs.pointer + b &* rows, src.pointer, wo?.pointer, wp.pointer, xp.pointer + c0, ldx,
+                              Int32(cn), yp.pointer + c0, ldy, Int32(r0), Int32(r1), accumulate || b > 0 ? 1 : 0)
+                }
             }
         }
     }
@@ -88,10 +99,13 @@ public enum SparseKernels {
         }
         let op = SendablePointer(out), oo = SendablePointer(positions)
         let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
+        let chunks = columnChunks(n)
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
-            for b in 0..<blocks {
-                stsp_sddmm(isaCode, rs.pointer + b &* rows, src.pointer, dp.pointer, lddy, xp.pointer, ldx, Int32(n),
-                           op.pointer, oo.pointer, Int32(r0), Int32(r1))
+            for (c0, cn) in chunks {
+                for b in 0..<blocks {
+                    stsp_sddmm(isaCode, rs.pointer + b &* rows, src.pointer, dp.pointer + c0, lddy, xp.pointer + c0, ldx,
+                               Int32(cn), op.pointer, oo.pointer, Int32(r0), Int32(r1))
+                }
             }
         }
     }

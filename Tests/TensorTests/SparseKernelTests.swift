@@ -67,6 +67,22 @@ final class SparseKernelTests: XCTestCase {
         }
     }
 
+    /// n beyond `columnChunk` (a 1×1 convolution's images × pixels) runs in column chunks.
+    func testWideProductsRunInColumnChunks() {
+        var rng = Xoshiro256(seed: 21)
+        let n = 2 * SparseKernels.columnChunk + 77
+        for isa in variants {
+            let m = mask(rows: 9, cols: 14, pattern: "50%", rng: &rng)
+            let w = m.map { $0 * (rng.nextFloat() * 2 - 1) }
+            let forward = SparseIndex(weightRows: 9, weightColumns: 14, orientation: .rows)
+            let transposed = SparseIndex(weightRows: 9, weightColumns: 14, orientation: .columns)
+            m.withUnsafeBufferPointer { forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!) }
+            check(forward, w: w, inRows: 14, n: n, isa: isa, threads: 2, tag: "wide forward \(isa)", rng: &rng)
+            check(transposed, w: w, inRows: 9, n: n, isa: isa, threads: 2, tag: "wide input gradient \(isa)", rng: &rng)
+            checkSampled(forward, inRows: 14, n: n, isa: isa, threads: 2, tag: "wide \(isa)", rng: &rng)
+        }
+    }
+
     /// `multiply` (overwrite and accumulate, ld > n) against the reference and, for the forward
     /// index, against a dense product with the masked weight.
     private func check(_ index: SparseIndex, w: [Float], inRows: Int, n: Int, isa: SparseISA, threads: Int,
