@@ -20,7 +20,7 @@ public final class Linear: Layer {
     private let store: ParameterStore
     private let output = Tensor()
     private unowned(unsafe) var input: Tensor?
-    private var sparse: SparseLinearKernels?
+    private var matmul: MaskedMatmul?
     /// Forward + backward seconds while profiling.
     private var profiledSeconds = 0.0
 
@@ -52,21 +52,9 @@ public final class Linear: Layer {
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
     public var kernelReports: [KernelReport] { kernelReport.map { [$0] } ?? [] }
 
-    /// The sparse kernels' state when this pass may run sparse, indices up to date.
-    private func sparseKernels(_ ctx: Context) -> SparseLinearKernels? {
-        guard ctx.sparseKernels != .off, store.transform == nil else { return nil }
-        let k = sparse ?? SparseLinearKernels(rows: outFeatures, cols: inFeatures)
-        sparse = k
-        k.refresh(mask: store.maskValues(weight), generation: store.maskGeneration)
-        return k
-    }
-
-    /// Density and paths of the last step (dense paths when sparse kernels are off).
+    /// Density and paths of the last step (dense paths when sparse kernels never ran).
     public var kernelReport: KernelReport? {
-        let density = sparse?.density ?? Double(sum(store.maskValues(weight), weight.count)) / Double(weight.count)
-        let paths = sparse?.lastPaths ?? [.dense, .dense, .dense]
-        return KernelReport(name: name, density: density, forward: paths[0], inputGradient: paths[1],
-                            weightGradient: paths[2], seconds: profiledSeconds)
+        matmul?.report(seconds: profiledSeconds) ?? denseKernelReport(name: name, weight: weight, store: store, seconds: profiledSeconds)
     }
 
     /// Runs `body`, adding its time to `profiledSeconds` when profiling.
@@ -77,38 +65,35 @@ public final class Linear: Layer {
         return body()
     }
 
+    private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
+        maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, store: store, ctx)
+    }
+
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.linear) { measured(ctx) {
             input = x
             let n = x.shape.n
             output.reshape(Shape(n: n, c: outFeatures))
             let w = store.forwardWeight(weight), y = output.data
-            let dense = {
+            let writeBias = {
                 if let bias = self.bias {
                     let b = self.store.value(bias)
                     for o in 0..<self.outFeatures { (y + o * n).update(repeating: b[o], count: n) }
                 }
+            }
+            let beta: Float = bias == nil ? 0 : 1
+            let dense = {
                 BLAS.withThreads(ctx.threads) {
                     gemm(.none, .none, m: self.outFeatures, n: n, k: self.inFeatures, a: w, lda: self.inFeatures,
-                         b: x.data, ldb: n, beta: self.bias == nil ? 0 : 1, c: y, ldc: n)
+                         b: x.data, ldb: n, beta: beta, c: y, ldc: n)
                 }
             }
-            guard let k = sparseKernels(ctx) else {
+            if let m = sparseMatmul(ctx) {
+                m.forward(w, x: x.data, ldx: n, n: n, y: y, ldy: n, accumulate: bias != nil, ctx, prepare: writeBias, dense: dense)
+            } else {
+                writeBias()
                 dense()
-                return output
             }
-            let sparse = {
-                if let bias = self.bias {
-                    let b = self.store.value(bias)
-                    for o in 0..<self.outFeatures { (y + o * n).update(repeating: b[o], count: n) }
-                }
-                SparseKernels.gatherValues(k.byRow, weights: w, into: k.values, threads: ctx.threads)
-                SparseKernels.multiply(k.byRow, weights: k.values, weightsInIndexOrder: true, x: x.data, ldx: n, n: n,
-                                       y: y, ldy: n, accumulate: self.bias != nil, isa: ctx.sparseISA, threads: ctx.threads)
-            }
-            let path = k.path(.forward, layer: name, n: n, ctx, time: dense, sparse)
-            k.lastPaths[KernelPass.forward.rawValue] = path
-            if path == .sparse { sparse() } else { dense() }
             return output
         } }
     }
@@ -117,8 +102,18 @@ public final class Linear: Layer {
         ctx.timed(.linear) { measured(ctx) {
             guard let x = input else { preconditionFailure("Linear.backward before forward") }
             let n = x.shape.n
-            let kernels = sparseKernels(ctx)
-            weightGradient(x: x, dy: dy, n: n, kernels: kernels, ctx)
+            let m = sparseMatmul(ctx)
+            let denseWeightGradient = { (target: UnsafeMutablePointer<Float>, beta: Float) in
+                BLAS.withThreads(ctx.threads) {
+                    gemm(.none, .transposed, m: self.outFeatures, n: self.inFeatures, k: n, a: dy.data, lda: n,
+                         b: x.data, ldb: n, beta: beta, c: target, ldc: self.inFeatures)
+                }
+            }
+            if let m {
+                m.weightGradient(store, dy: dy.data, lddy: n, x: x.data, ldx: n, n: n, ctx, dense: denseWeightGradient)
+            } else {
+                denseWeightGradient(store.gradient(weight), 1)
+            }
             if let bias {
                 let db = store.gradient(bias)
                 for o in 0..<outFeatures { db[o] += sum(dy.data + o * n, n) }
@@ -134,16 +129,8 @@ public final class Linear: Layer {
                              b: dy.data, ldb: n, c: dx, ldc: n)
                     }
                 }
-                if let k = kernels {
-                    let sparse = {
-                        SparseKernels.gatherValues(k.byColumn, weights: w, into: k.values, threads: ctx.threads)
-                        SparseKernels.multiply(k.byColumn, weights: k.values, weightsInIndexOrder: true,
-                                               x: dy.data, ldx: n, n: n, y: dx, ldy: n, isa: ctx.sparseISA,
-                                               threads: ctx.threads)
-                    }
-                    let path = k.path(.inputGradient, layer: name, n: n, ctx, time: dense, sparse)
-                    k.lastPaths[KernelPass.inputGradient.rawValue] = path
-                    if path == .sparse { sparse() } else { dense() }
+                if let m {
+                    m.inputGradient(w, dy: dy.data, lddy: n, n: n, dx: dx, lddx: n, ctx, dense: dense)
                 } else {
                     dense()
                 }
@@ -151,63 +138,5 @@ public final class Linear: Layer {
             ctx.release(dy)
             return inputGradient
         } }
-    }
-
-    /// `dW += dY·Xᵀ`: dense, or only at the mask's positions (into the dense gradient or born
-    /// packed into the reducer's slot).
-    ///
-    /// The training step zeroes a weight's dense gradient according to where the previous step
-    /// put it (`gradientPlacement`, still the previous one here): all of it after `.dense`, the
-    /// active entries after `.atMaskOnly`, nothing after `.packed`. So after a sparse step the
-    /// dense GEMM overwrites (β = 0; this layer is the weight's only writer in a step) and the
-    /// sampled kernel into the dense gradient first zeroes the active entries it adds to.
-    private func weightGradient(x: Tensor, dy: Tensor, n: Int, kernels: SparseLinearKernels?, _ ctx: Context) {
-        let g = store.gradient(weight)
-        let previous = store.gradientPlacement[weight.index]
-        let denseBeta: Float = previous == .dense ? 1 : 0
-        let dense = { (target: UnsafeMutablePointer<Float>, beta: Float) in
-            BLAS.withThreads(ctx.threads) {
-                gemm(.none, .transposed, m: self.outFeatures, n: self.inFeatures, k: n, a: dy.data, lda: n,
-                     b: x.data, ldb: n, beta: beta, c: target, ldc: self.inFeatures)
-            }
-        }
-        store.gradientPlacement[weight.index] = .dense
-        guard let k = kernels, !ctx.denseWeightGradient else {
-            dense(g, denseBeta)
-            kernels?.lastPaths[KernelPass.weightGradient.rawValue] = .dense
-            return
-        }
-        let sampled = { (output: SampledOutput) in
-            SparseKernels.sampledProduct(k.byRow, dy: dy.data, lddy: n, x: x.data, ldx: n, n: n, into: output,
-                                         isa: ctx.sparseISA, threads: ctx.threads)
-        }
-        // Timing writes into scratch: the gradient accumulates and must see one pass only.
-        var scratch: UnsafeMutablePointer<Float>?
-        defer { scratch?.deallocate() }
-        let path = k.path(.weightGradient, layer: self.name, n: n, ctx, time: {
-            if scratch == nil { scratch = .allocate(capacity: self.outFeatures * self.inFeatures) }
-            dense(scratch!, 0)
-        }, {
-            if scratch == nil { scratch = .allocate(capacity: self.outFeatures * self.inFeatures) }
-            scratch!.update(repeating: 0, count: max(1, k.byRow.count))
-            sampled(.packed(scratch!))
-        })
-        k.lastPaths[KernelPass.weightGradient.rawValue] = path
-        if path == .sparse {
-            if let slot = store.packedGradientSlot?(weight), slot.count == k.byRow.count {
-                // Born packed: the reducer sends this slot as it is, the optimizer reads it.
-                slot.update(repeating: 0)
-                sampled(.packed(slot.baseAddress!))
-                store.gradientPlacement[weight.index] = .packed
-            } else {
-                if previous == .packed {
-                    for e in 0..<k.byRow.count { g[Int(k.byRow.weightOffset[e])] = 0 }
-                }
-                sampled(.dense(g))
-                store.gradientPlacement[weight.index] = .atMaskOnly
-            }
-        } else {
-            dense(g, denseBeta)
-        }
     }
 }
