@@ -45,4 +45,44 @@ final class MaskedMatmulTests: XCTestCase {
             for (a, b) in zip(r.dx, dense.dx) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(mode) input gradient") }
         }
     }
+
+    /// The same for a 1×1 stride-1 convolution (its columns are images × pixels, 4·30 = 120 here;
+    /// one wider than the kernels' column chunk too).
+    func testPointwiseConvolutionPassesEqualTheDenseOnes() {
+        for (batch, side) in [(4, 5), (3, 20)] {
+            var rng = Xoshiro256(seed: 6)
+            let shape = Shape(n: batch, c: 24, h: side, w: side + 1)
+            let x = Tensor(shape)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+            let dy0 = (0..<(40 * batch * side * (side + 1))).map { _ in rng.nextFloat() - 0.5 }
+            var results: [SparseKernelMode: (y: [Float], dw: [Float], dx: [Float])] = [:]
+            for mode in [SparseKernelMode.off, .on, .auto] {
+                let store = ParameterStore()
+                let conv = Conv2d("conv", store: store, inChannels: 24, outChannels: 40, kernelSize: 1, bias: true)
+                store.allocate(seed: 3)
+                var maskRng = Xoshiro256(seed: 8)
+                let m = store.maskValues(conv.weight)
+                for i in 0..<conv.weight.count { m[i] = maskRng.nextDouble() < 0.3 ? 1 : 0 }
+                store.applyMask()
+                let ctx = Context()
+                ctx.sparseKernels = mode
+                var y: [Float] = []
+                for _ in 0..<2 { y = Array(conv.forward(x, ctx).buffer) }
+                let dy = ctx.gradientBuffer(Shape(n: batch, c: 40, h: side, w: side + 1))
+                dy0.withUnsafeBufferPointer { dy.data.update(from: $0.baseAddress!, count: dy0.count) }
+                store.zeroGradients()
+                let dx = conv.backward(dy, ctx)
+                let g = store.gradient(conv.weight)
+                results[mode] = (y, (0..<conv.weight.count).map { m[$0] != 0 ? g[$0] : 0 }, Array(dx.buffer))
+                if mode == .on { XCTAssertEqual(conv.kernelReports.first?.forward, .sparse) }
+            }
+            let dense = results[.off]!
+            for mode in [SparseKernelMode.on, .auto] {
+                let r = results[mode]!
+                for (a, b) in zip(r.y, dense.y) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(mode) forward") }
+                for (a, b) in zip(r.dw, dense.dw) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(mode) weight gradient") }
+                for (a, b) in zip(r.dx, dense.dx) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(mode) input gradient") }
+            }
+        }
+    }
 }

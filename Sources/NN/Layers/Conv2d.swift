@@ -1,4 +1,5 @@
 import Foundation
+import Dispatch
 import Tensor
 
 /// 2-D convolution over channel-major activations, as im2col + one GEMM per chunk of images,
@@ -7,7 +8,8 @@ import Tensor
 /// Weight (Cout, Cin, kh, kw), Kaiming-normal with fan-out (`std = √(2 / (Cout·kh·kw))`);
 /// optional bias (Cout), uniform ±1/√fan-in. Forward: `Y[Cout, n·Ho·Wo] = W · col(X)`.
 /// Backward: `dW += dY · colᵀ`, `dcol = Wᵀ · dY`, `dX = col2im(dcol)`. A 1×1, stride-1,
-/// unpadded convolution skips im2col: X is already the column matrix.
+/// unpadded convolution skips im2col: X is already the column matrix — and with sparse kernels
+/// on it runs as a `MaskedMatmul` over `n·H·W` columns (each pass dense or sparse).
 public final class Conv2d: Layer {
     public let weight: ParameterRef
     public let bias: ParameterRef?
@@ -15,8 +17,12 @@ public final class Conv2d: Layer {
     /// False for the first layer: its input gradient is never used.
     public var needsInputGradient = true
 
+    public let name: String
     private let store: ParameterStore
     private let output = Tensor()
+    private var matmul: MaskedMatmul?
+    /// Forward + backward seconds while profiling.
+    private var profiledSeconds = 0.0
     /// Weights packed for the direct kernel: forward, and flipped for the input gradient.
     private let packed = Tensor(), packedFlipped = Tensor()
     private unowned(unsafe) var input: Tensor?
@@ -25,6 +31,7 @@ public final class Conv2d: Layer {
         _ name: String, store: ParameterStore, inChannels: Int, outChannels: Int,
         kernelSize: Int, stride: Int = 1, padding: Int = 0, bias: Bool = false
     ) {
+        self.name = name
         self.store = store
         self.inChannels = inChannels
         self.outChannels = outChannels
@@ -63,6 +70,65 @@ public final class Conv2d: Layer {
     }
 
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
+
+    public var kernelReports: [KernelReport] {
+        [matmul?.report(seconds: profiledSeconds)
+            ?? denseKernelReport(name: name, weight: weight, store: store, seconds: profiledSeconds)]
+    }
+
+    /// Runs `body`, adding its time to `profiledSeconds` when profiling.
+    private func measured<T>(_ ctx: Context, _ body: () -> T) -> T {
+        guard ctx.profiling else { return body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { profiledSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        return body()
+    }
+
+    /// The masked matmul of a pointwise convolution when its passes may run sparse.
+    private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
+        guard isPointwise else { return nil }
+        return maskedMatmul(&matmul, name: name, weight: weight, rows: outChannels, cols: inChannels, store: store, ctx)
+    }
+
+    /// Forward of a pointwise convolution through `MaskedMatmul`: `Y[Cout, cols] = W·X[Cin, cols]`.
+    private func matmulForward(_ x: Tensor, _ m: MaskedMatmul, _ ctx: Context) -> Tensor {
+        let s = x.shape, cols = s.n * s.plane
+        output.reshape(Shape(n: s.n, c: outChannels, h: s.h, w: s.w))
+        let w = store.forwardWeight(weight), y = output.data
+        m.forward(w, x: x.data, ldx: cols, n: cols, y: y, ldy: cols, accumulate: false, ctx, prepare: {}, dense: {
+            BLAS.withThreads(ctx.threads) {
+                gemm(.none, .none, m: self.outChannels, n: cols, k: self.inChannels, a: w, lda: self.inChannels,
+                     b: x.data, ldb: cols, c: y, ldc: cols)
+            }
+        })
+        addBias(cols: cols)
+        return output
+    }
+
+    /// Backward of a pointwise convolution through `MaskedMatmul`.
+    private func matmulBackward(_ x: Tensor, _ dy: Tensor, _ m: MaskedMatmul, _ ctx: Context) -> Tensor {
+        let s = x.shape, cols = s.n * s.plane
+        m.weightGradient(store, dy: dy.data, lddy: cols, x: x.data, ldx: cols, n: cols, ctx) { target, beta in
+            BLAS.withThreads(ctx.threads) {
+                gemm(.none, .transposed, m: self.outChannels, n: self.inChannels, k: cols, a: dy.data, lda: cols,
+                     b: x.data, ldb: cols, beta: beta, c: target, ldc: self.inChannels)
+            }
+        }
+        biasGradient(dy, cols: cols)
+        store.onGradientReady?(weight)
+        let inputGradient = ctx.gradientBuffer(needsInputGradient ? s : Shape(n: 0, c: 0))
+        if needsInputGradient {
+            let w = store.forwardWeight(weight), dx = inputGradient.data
+            m.inputGradient(w, dy: dy.data, lddy: cols, n: cols, dx: dx, lddx: cols, ctx) {
+                BLAS.withThreads(ctx.threads) {
+                    gemm(.transposed, .none, m: self.inChannels, n: cols, k: self.outChannels, a: w, lda: self.inChannels,
+                         b: dy.data, ldb: cols, c: dx, ldc: cols)
+                }
+            }
+        }
+        ctx.release(dy)
+        return inputGradient
+    }
 
     public func forwardFlops(for s: Shape) -> Double {
         let g = geometry(s)
@@ -105,8 +171,9 @@ public final class Conv2d: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) {
+        ctx.timed(.conv) { measured(ctx) {
             input = x
+            if let m = sparseMatmul(ctx) { return matmulForward(x, m, ctx) }
             if usesDirectKernel(x.shape, ctx) { return directForward(x, ctx) }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
@@ -124,7 +191,7 @@ public final class Conv2d: Layer {
             }
             addBias(cols: cols)
             return output
-        }
+        } }
     }
 
     private func addBias(cols: Int) {
@@ -205,8 +272,9 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) {
+        ctx.timed(.conv) { measured(ctx) {
             guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
+            if let m = sparseMatmul(ctx) { return matmulBackward(x, dy, m, ctx) }
             if usesDirectKernel(x.shape, ctx) { return directBackward(x, dy, ctx) }
             let s = x.shape, g = geometry(s)
             let n = s.n, plane = g.outPlane, cols = n * plane
@@ -247,7 +315,7 @@ public final class Conv2d: Layer {
             store.onGradientReady?(weight)
             ctx.release(dy)
             return inputGradient
-        }
+        } }
     }
 }
 
