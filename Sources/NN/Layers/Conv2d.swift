@@ -90,39 +90,46 @@ public final class Conv2d: Layer {
         return maskedMatmul(&matmul, name: name, weight: weight, rows: outChannels, cols: inChannels, store: store, ctx)
     }
 
-    /// Forward of a pointwise convolution through `MaskedMatmul`: `Y[Cout, cols] = W·X[Cin, cols]`.
+    /// Forward of a pointwise convolution through `MaskedMatmul`: `Y[Cout, cols] = W·X[Cin, cols]`;
+    /// the dense path is one GEMM per chunk of images on the workers, as elsewhere.
     private func matmulForward(_ x: Tensor, _ m: MaskedMatmul, _ ctx: Context) -> Tensor {
-        let s = x.shape, cols = s.n * s.plane
+        let s = x.shape, plane = s.plane, cols = s.n * plane
         output.reshape(Shape(n: s.n, c: outChannels, h: s.h, w: s.w))
-        let w = store.forwardWeight(weight), y = output.data
-        m.forward(w, x: x.data, ldx: cols, n: cols, y: y, ldy: cols, accumulate: false, ctx, prepare: {}, dense: {
-            BLAS.withThreads(ctx.threads) {
-                gemm(.none, .none, m: self.outChannels, n: cols, k: self.inChannels, a: w, lda: self.inChannels,
-                     b: x.data, ldb: cols, c: y, ldc: cols)
+        let w = SendablePointer(store.forwardWeight(weight)), y = SendablePointer(output.data), xp = SendablePointer(x.data)
+        let cout = outChannels, cin = inChannels, per = chunk(geometry(s), batch: s.n, ctx)
+        m.forward(w.pointer, x: x.data, ldx: cols, n: cols, y: y.pointer, ldy: cols, accumulate: false, ctx, prepare: {}, dense: {
+            ctx.forEachChunk(of: s.n, size: per) { _, first, count, _ in
+                gemm(.none, .none, m: cout, n: count * plane, k: cin, a: w.pointer, lda: cin,
+                     b: xp.pointer + first * plane, ldb: cols, c: y.pointer + first * plane, ldc: cols)
             }
         })
         addBias(cols: cols)
         return output
     }
 
-    /// Backward of a pointwise convolution through `MaskedMatmul`.
+    /// Backward of a pointwise convolution through `MaskedMatmul` (dense paths chunked by images).
     private func matmulBackward(_ x: Tensor, _ dy: Tensor, _ m: MaskedMatmul, _ ctx: Context) -> Tensor {
-        let s = x.shape, cols = s.n * s.plane
+        let s = x.shape, plane = s.plane, cols = s.n * plane
+        let cout = outChannels, cin = inChannels, per = chunk(geometry(s), batch: s.n, ctx), wCount = weight.count
+        let xp = SendablePointer(x.data), d = SendablePointer(dy.data)
         m.weightGradient(store, dy: dy.data, lddy: cols, x: x.data, ldx: cols, n: cols, ctx) { target, beta in
-            BLAS.withThreads(ctx.threads) {
-                gemm(.none, .transposed, m: self.outChannels, n: self.inChannels, k: cols, a: dy.data, lda: cols,
-                     b: x.data, ldb: cols, beta: beta, c: target, ldc: self.inChannels)
+            if beta == 0 { target.update(repeating: 0, count: wCount) }
+            let partials = ctx.workerPartials(count: wCount, target: target)
+            ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
+                gemm(.none, .transposed, m: cout, n: cin, k: count * plane, a: d.pointer + first * plane, lda: cols,
+                     b: xp.pointer + first * plane, ldb: cols, beta: 1, c: partials[worker].pointer, ldc: cin)
             }
+            ctx.addPartials(partials, count: wCount, into: target)
         }
         biasGradient(dy, cols: cols)
         store.onGradientReady?(weight)
         let inputGradient = ctx.gradientBuffer(needsInputGradient ? s : Shape(n: 0, c: 0))
         if needsInputGradient {
-            let w = store.forwardWeight(weight), dx = inputGradient.data
-            m.inputGradient(w, dy: dy.data, lddy: cols, n: cols, dx: dx, lddx: cols, ctx) {
-                BLAS.withThreads(ctx.threads) {
-                    gemm(.transposed, .none, m: self.inChannels, n: cols, k: self.outChannels, a: w, lda: self.inChannels,
-                         b: dy.data, ldb: cols, c: dx, ldc: cols)
+            let w = SendablePointer(store.forwardWeight(weight)), dx = SendablePointer(inputGradient.data)
+            m.inputGradient(w.pointer, dy: dy.data, lddy: cols, n: cols, dx: dx.pointer, lddx: cols, ctx) {
+                ctx.forEachChunk(of: s.n, size: per) { _, first, count, _ in
+                    gemm(.transposed, .none, m: cin, n: count * plane, k: cout, a: w.pointer, lda: cin,
+                         b: d.pointer + first * plane, ldb: cols, c: dx.pointer + first * plane, ldc: cols)
                 }
             }
         }
