@@ -62,10 +62,20 @@ public final class Context {
     /// Runs `body`, adding its duration to `kind` when profiling.
     @inline(__always)
     public func timed<T>(_ kind: LayerKind, _ body: () -> T) -> T {
+        var layerSeconds = 0.0
+        return timed(kind, layerSeconds: &layerSeconds, body)
+    }
+
+    /// Runs `body`, adding its duration to `kind` and to the layer's own `layerSeconds` when
+    /// profiling.
+    @inline(__always)
+    public func timed<T>(_ kind: LayerKind, layerSeconds: inout Double, _ body: () -> T) -> T {
         guard profiling else { return body() }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let r = body()
-        times[kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        times[kind, default: 0] += seconds
+        layerSeconds += seconds
         return r
     }
 

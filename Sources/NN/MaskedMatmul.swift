@@ -209,10 +209,13 @@ func maskedMatmul(_ existing: inout MaskedMatmul?, name: String, weight: Paramet
     return m
 }
 
-/// Density and dense paths of a masked weight whose passes never ran sparse.
-func denseKernelReport(name: String, weight: ParameterRef, store: ParameterStore, seconds: Double) -> KernelReport {
-    KernelReport(name: name, density: Double(sum(store.maskValues(weight), weight.count)) / Double(weight.count),
-                 forward: .dense, inputGradient: .dense, weightGradient: .dense, seconds: seconds)
+/// What a masked layer ran in its last step: its matmul's report, or (passes never sparse) its
+/// density with dense paths.
+func kernelReport(_ matmul: MaskedMatmul?, name: String, weight: ParameterRef, store: ParameterStore,
+                  seconds: Double) -> KernelReport {
+    matmul?.report(seconds: seconds)
+        ?? KernelReport(name: name, density: Double(sum(store.maskValues(weight), weight.count)) / Double(weight.count),
+                        forward: .dense, inputGradient: .dense, weightGradient: .dense, seconds: seconds)
 }
 
 extension Context {

@@ -78,21 +78,13 @@ public final class SparseIndex {
     }
 
     /// Rebuilds the index from a 0/1 mask (row-major, `weightRows × weightColumns`; non-zero =
-    /// active), with the default block width for its density.
-    public func rebuild(mask: UnsafePointer<Float>) {
+    /// active) with source blocks of `blockWidth` (`sources` or more: one block; default: the
+    /// width for its density).
+    public func rebuild(mask: UnsafePointer<Float>, blockWidth requested: Int? = nil) {
         var total = 0
         for i in 0..<(weightRows &* weightColumns) where mask[i] != 0 { total &+= 1 }
-        rebuild(mask: mask, entries: total, blockWidth: Self.blockWidth(sources: sources, rows: rows, entries: total))
-    }
-
-    /// Rebuilds with a given block width (`sources` or more: one block).
-    public func rebuild(mask: UnsafePointer<Float>, blockWidth width: Int) {
-        var total = 0
-        for i in 0..<(weightRows &* weightColumns) where mask[i] != 0 { total &+= 1 }
-        rebuild(mask: mask, entries: total, blockWidth: min(max(width, 1), max(sources, 1)))
-    }
-
-    private func rebuild(mask: UnsafePointer<Float>, entries total: Int, blockWidth width: Int) {
+        let width = requested.map { min(max($0, 1), max(sources, 1)) }
+            ?? Self.blockWidth(sources: sources, rows: rows, entries: total)
         let m = weightRows, n = weightColumns
         reserve(total)
         count = total

@@ -25,6 +25,8 @@ public final class TrainingStep {
     /// Bytes passed to dense-gradient allreduces.
     public private(set) var denseBytes = 0
     private var denseStep = false
+    /// Parameter (= reducer segment) index of each maskable tensor, in `masks.activeIndices` order.
+    private let maskedParameters: [Int]
     /// Set after the first step and after mask changes: rank 0's kernel choices go to all ranks.
     private var shareChoicesAfterStep = true
     private var reduceError: Error?
@@ -37,6 +39,7 @@ public final class TrainingStep {
         self.loss = loss
         self.sgd = sgd
         self.threads = threads
+        maskedParameters = network.store.parameters.filter(\.maskable).map(\.ref.index)
         reducer = try Self.makeReducer(masks, communicator)
         reducerGeneration = masks.generation
         network.store.onGradientReady = { [unowned self] ref in
@@ -135,9 +138,7 @@ public final class TrainingStep {
         if store.transform == nil {
             // Masked weights and momentum are +0 and stay so: visit the active entries only.
             // Born-packed weights: the optimizer reads the reduced packed slot.
-            let packed = store.parameters.filter(\.maskable).map { p in
-                denseGradient ? nil : reducer.reducedPackedGradient(segment: p.ref.index)
-            }
+            let packed = maskedParameters.map { denseGradient ? nil : reducer.reducedPackedGradient(segment: $0) }
             sgd.step(store, learningRate: learningRate, active: masks.activeIndices, packedGradients: packed, threads: threads)
         } else {
             sgd.step(store, learningRate: learningRate, threads: threads)

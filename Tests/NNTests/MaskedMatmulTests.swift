@@ -32,9 +32,9 @@ final class MaskedMatmulTests: XCTestCase {
             let dw = (0..<layer.weight.count).map { m[$0] != 0 ? g[$0] : 0 }
             results[mode] = (y, dw, Array(dx.buffer))
             if mode == .on {
-                XCTAssertEqual(layer.kernelReport?.forward, .sparse)
-                XCTAssertEqual(layer.kernelReport?.weightGradient, .sparse)
-                XCTAssertEqual(layer.kernelReport?.inputGradient, .sparse)
+                XCTAssertEqual(layer.kernelReports.first?.forward, .sparse)
+                XCTAssertEqual(layer.kernelReports.first?.weightGradient, .sparse)
+                XCTAssertEqual(layer.kernelReports.first?.inputGradient, .sparse)
             }
         }
         let dense = results[.off]!

@@ -42,15 +42,11 @@ final class SparseKernelTests: XCTestCase {
                     let forward = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
                     let transposed = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
                     // Default source blocks (one block at these sizes) and narrow ones (many blocks).
-                    let width = [0, 3, 16][variantCounter % 3]
+                    let width = [nil, 3, 16][variantCounter % 3]
                     variantCounter += 1
                     m.withUnsafeBufferPointer {
-                        if width == 0 {
-                            forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!)
-                        } else {
-                            forward.rebuild(mask: $0.baseAddress!, blockWidth: width)
-                            transposed.rebuild(mask: $0.baseAddress!, blockWidth: width)
-                        }
+                        forward.rebuild(mask: $0.baseAddress!, blockWidth: width)
+                        transposed.rebuild(mask: $0.baseAddress!, blockWidth: width)
                     }
                     XCTAssertEqual(forward.count, Int(m.reduce(0, +)))
                     XCTAssertEqual(transposed.count, forward.count)

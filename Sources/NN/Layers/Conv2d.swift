@@ -1,5 +1,4 @@
 import Foundation
-import Dispatch
 import Tensor
 
 /// 2-D convolution over channel-major activations, as im2col + one GEMM per chunk of images,
@@ -72,17 +71,9 @@ public final class Conv2d: Layer {
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
 
     public var kernelReports: [KernelReport] {
-        [matmul?.report(seconds: profiledSeconds)
-            ?? denseKernelReport(name: name, weight: weight, store: store, seconds: profiledSeconds)]
+        [kernelReport(matmul, name: name, weight: weight, store: store, seconds: profiledSeconds)]
     }
 
-    /// Runs `body`, adding its time to `profiledSeconds` when profiling.
-    private func measured<T>(_ ctx: Context, _ body: () -> T) -> T {
-        guard ctx.profiling else { return body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { profiledSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        return body()
-    }
 
     /// The masked matmul of a pointwise convolution when its passes may run sparse.
     private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
@@ -178,7 +169,7 @@ public final class Conv2d: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) { measured(ctx) {
+        ctx.timed(.conv, layerSeconds: &profiledSeconds) {
             input = x
             if let m = sparseMatmul(ctx) { return matmulForward(x, m, ctx) }
             if usesDirectKernel(x.shape, ctx) { return directForward(x, ctx) }
@@ -198,7 +189,7 @@ public final class Conv2d: Layer {
             }
             addBias(cols: cols)
             return output
-        } }
+        }
     }
 
     private func addBias(cols: Int) {
@@ -279,7 +270,7 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.conv) { measured(ctx) {
+        ctx.timed(.conv, layerSeconds: &profiledSeconds) {
             guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
             if let m = sparseMatmul(ctx) { return matmulBackward(x, dy, m, ctx) }
             if usesDirectKernel(x.shape, ctx) { return directBackward(x, dy, ctx) }
@@ -322,7 +313,7 @@ public final class Conv2d: Layer {
             store.onGradientReady?(weight)
             ctx.release(dy)
             return inputGradient
-        } }
+        }
     }
 }
 

@@ -1,4 +1,3 @@
-import Dispatch
 import Tensor
 
 /// Fully connected layer on feature columns: `Y[out, N] = W[out, in] · X[in, N] + b`.
@@ -50,27 +49,17 @@ public final class Linear: Layer {
 
     public func forwardFlops(for s: Shape) -> Double { 2 * Double(inFeatures * outFeatures * s.n) }
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
-    public var kernelReports: [KernelReport] { kernelReport.map { [$0] } ?? [] }
-
-    /// Density and paths of the last step (dense paths when sparse kernels never ran).
-    public var kernelReport: KernelReport? {
-        matmul?.report(seconds: profiledSeconds) ?? denseKernelReport(name: name, weight: weight, store: store, seconds: profiledSeconds)
+    public var kernelReports: [KernelReport] {
+        [kernelReport(matmul, name: name, weight: weight, store: store, seconds: profiledSeconds)]
     }
 
-    /// Runs `body`, adding its time to `profiledSeconds` when profiling.
-    private func measured<T>(_ ctx: Context, _ body: () -> T) -> T {
-        guard ctx.profiling else { return body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { profiledSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        return body()
-    }
 
     private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
         maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, store: store, ctx)
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.linear) { measured(ctx) {
+        ctx.timed(.linear, layerSeconds: &profiledSeconds) {
             input = x
             let n = x.shape.n
             output.reshape(Shape(n: n, c: outFeatures))
@@ -95,11 +84,11 @@ public final class Linear: Layer {
                 dense()
             }
             return output
-        } }
+        }
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        ctx.timed(.linear) { measured(ctx) {
+        ctx.timed(.linear, layerSeconds: &profiledSeconds) {
             guard let x = input else { preconditionFailure("Linear.backward before forward") }
             let n = x.shape.n
             let m = sparseMatmul(ctx)
@@ -137,6 +126,6 @@ public final class Linear: Layer {
             }
             ctx.release(dy)
             return inputGradient
-        } }
+        }
     }
 }

@@ -94,13 +94,8 @@ struct BenchKernels: ParsableCommand {
             for i in 0..<(m * k) { mask[i] = rng.nextDouble() < d ? 1 : 0 }
             let byRow = SparseIndex(weightRows: m, weightColumns: k, orientation: .rows)
             let byColumn = SparseIndex(weightRows: m, weightColumns: k, orientation: .columns)
-            if let width = blockWidth {
-                byRow.rebuild(mask: mask, blockWidth: width)
-                byColumn.rebuild(mask: mask, blockWidth: width)
-            } else {
-                byRow.rebuild(mask: mask)
-                byColumn.rebuild(mask: mask)
-            }
+            byRow.rebuild(mask: mask, blockWidth: blockWidth)
+            byColumn.rebuild(mask: mask, blockWidth: blockWidth)
             let rowValues = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
             defer { rowValues.deallocate() }
             let forward = time {
