@@ -1,0 +1,228 @@
+import CSparseKernels
+import Dispatch
+
+/// The sparse passes of a masked k×k convolution (any stride and padding) on channel-major
+/// activations `[C][N][H][W]`, with the activations in `ConvolutionFrames` so that each active
+/// weight is one element offset and the linear kernels (`stsp_spmm`, `stsp_sddmm`, unit stride)
+/// run unchanged:
+/// - forward `Y = W ⊛ X`: rows o over positions of the forward frame, entries (c, kh, kw);
+/// - weight gradient `dW[o, c, kh, kw] = Σ_p dYframe[o][p] · Xframe[p + source]` at the mask only;
+/// - input gradient: per phase (a, b), rows c over the gradient frame, entries (o, kh, kw) with
+///   kh ≡ a, kw ≡ b (mod s).
+/// Work is split by chunks of whole frame rows (forward, dX; each worker owns its chunks and a
+/// scratch for their outputs) or by output rows (dW; disjoint results).
+///
+/// `index` is the forward index over W viewed as `[Cout × Cin·k²]`, one source block, so entry k
+/// is the k-th active weight in row-major order (`rowMajorPosition[k] == k`): values gathered
+/// in index order and the weight gradient in index order are the reducer's packed order.
+public final class SparseConvolution {
+    public let outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int
+    public let index: SparseIndex
+    /// Positions per chunk aim for this many floats of frame window across the channels read.
+    static let windowFloats = 1 << 15
+
+    private var frames: ConvolutionFrames?
+    private var sourcesBuiltFor: (ConvolutionFrames, Int)?
+    private var generation = 0
+    private let forwardSource = Buffer<Int32>(), values = Buffer<Float>()
+    /// Input-gradient index: blocks = phases a·s + b, rows = input channels; entries keep the
+    /// column `o·k² + kh·k + kw` and the forward entry they belong to.
+    private let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>(), phaseEntry = Buffer<Int32>()
+    private let phaseSource = Buffer<Int32>(), phaseValues = Buffer<Float>()
+    private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
+
+    public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
+        self.outChannels = outChannels
+        self.inChannels = inChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        index = SparseIndex(weightRows: outChannels, weightColumns: inChannels * kernelSize * kernelSize, orientation: .rows)
+    }
+
+    /// Active weights.
+    public var count: Int { index.count }
+    private var phases: Int { stride * stride }
+
+    /// Rebuilds both indices from a 0/1 mask `[Cout][Cin][k][k]`; storage is reused.
+    public func rebuild(mask: UnsafePointer<Float>) {
+        let taps = kernelSize * kernelSize, columns = inChannels * taps
+        index.rebuild(mask: mask, blockWidth: columns)
+        let total = index.count, buckets = phases * inChannels
+        let starts = phaseRowStart.reserve(buckets + 1)
+        let column = phaseColumn.reserve(total), entry = phaseEntry.reserve(total)
+        starts.update(repeating: 0, count: buckets + 1)
+        // Counting sort of the row-major walk into (phase, input channel) buckets.
+        for pass in 0..<2 {
+            var k: Int32 = 0
+            for o in 0..<outChannels {
+                for t in 0..<columns where mask[o * columns + t] != 0 {
+                    let c = t / taps, kh = t % taps / kernelSize, kw = t % kernelSize
+                    let bucket = ((kh % stride) * stride + kw % stride) * inChannels + c
+                    if pass == 0 {
+                        starts[bucket + 1] += 1
+                    } else {
+                        let e = Int(starts[bucket])
+                        column[e] = Int32(o * taps + kh * kernelSize + kw)
+                        entry[e] = k
+                        starts[bucket] += 1
+                    }
+                    k += 1
+                }
+            }
+            if pass == 0 {
+                for b in 0..<buckets { starts[b + 1] += starts[b] }
+            } else {
+                // The cursors ended at the next bucket's start: shift them back.
+                for b in Swift.stride(from: buckets, to: 0, by: -1) { starts[b] = starts[b - 1] }
+                starts[0] = 0
+            }
+        }
+        generation &+= 1
+    }
+
+    /// Points the passes at activations of `batch` images of `height × width`: frames and the
+    /// entries' offsets follow (recomputed only when the shape or the mask changed).
+    private func prepare(batch: Int, height: Int, width: Int) -> ConvolutionFrames {
+        let g = ConvGeometry(channels: inChannels, height: height, width: width, kernelH: kernelSize,
+                             kernelW: kernelSize, stride: stride, padding: padding)
+        let f = ConvolutionFrames(g, batch: batch)
+        precondition(f.inputCount < Int(Int32.max) && outChannels * f.gradientPlane < Int(Int32.max),
+                     "sparse convolution frames are limited to 2^31 floats")
+        frames = f
+        if let built = sourcesBuiltFor, built.0 == f, built.1 == generation { return f }
+        let src = forwardSource.reserve(index.count)
+        for k in 0..<index.count { src[k] = Int32(f.forwardSource(column: Int(index.source[k]))) }
+        let total = index.count, taps = kernelSize * kernelSize
+        let psrc = phaseSource.reserve(total), column = phaseColumn.pointer
+        for e in 0..<total {
+            let t = Int(column[e]), o = t / taps, kh = t % taps / kernelSize, kw = t % kernelSize
+            psrc[e] = Int32(f.gradientSource(outChannel: o, kh: kh, kw: kw))
+        }
+        sourcesBuiltFor = (f, generation)
+        return f
+    }
+
+    /// Positions per chunk when `channels` frame channels (× planes) are read.
+    private func chunkTarget(channels: Int) -> Int {
+        min(1024, max(64, Self.windowFloats / max(1, channels)))
+    }
+
+    /// Runs `body(scratch, i)` for items `0 ..< items` on up to `threads` workers (item i on
+    /// worker i mod workers), each worker with its own scratch of `area` floats.
+    private func forEachItem(
+        _ items: Int, area: Int, threads: Int, _ body: @Sendable (UnsafeMutablePointer<Float>, Int) -> Void
+    ) {
+        let workers = max(1, min(threads, items))
+        let s = SendablePointer(scratch.reserve(max(1, workers * area)))
+        if workers == 1 {
+            for i in 0..<items { body(s.pointer, i) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for i in Swift.stride(from: w, to: items, by: workers) { body(s.pointer + w * area, i) }
+        }
+    }
+
+    /// `y[Cout][N][Ho][Wo] = (W⊙M) ⊛ x[Cin][N][H][W]` (dense weights `w`, read at the mask).
+    /// Keeps the forward frame of x for `weightGradient`.
+    public func forward(
+        weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+        y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
+    ) {
+        let f = prepare(batch: batch, height: height, width: width)
+        let vals = values.reserve(index.count)
+        for k in 0..<index.count { vals[k] = w[Int(index.weightOffset[k])] }
+        let frame = inputFrame.reserve(f.inputCount)
+        f.packInput(x, into: frame, threads: threads)
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
+        let v = SendablePointer(vals), xf = SendablePointer(frame), yp = SendablePointer(y)
+        let isaCode = Int32(isa.rawValue), cout = outChannels
+        let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols,
+                                              target: chunkTarget(channels: inChannels * f.planes))
+        forEachItem(chunks.count, area: cout * (chunks.first?.1 ?? 0), threads: threads) { out, i in
+            let (first, count) = chunks[i]
+            stsp_spmm(isaCode, rs.pointer, src.pointer, nil, v.pointer, xf.pointer + first, 1, Int32(count),
+                      out, count, 0, Int32(cout), 0)
+            f.storeOutput(out, channels: cout, first: first, count: count, into: yp.pointer)
+        }
+    }
+
+    /// `dW += dY ⊛ X` at the mask's positions only, from the last forward's input: into a
+    /// dense `[Cout][Cin][k][k]` gradient (`.dense`) or in index order (`.packed`).
+    public func weightGradient(
+        dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
+    ) {
+        guard let f = frames else { preconditionFailure("SparseConvolution.weightGradient before forward") }
+        let frame = gradientFrame.reserve(outChannels * f.planeStride)
+        f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, at: 0, into: frame, threads: threads)
+        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
+        switch output {
+        case .dense(let g): (out, positions) = (g, index.weightOffset)
+        case .packed(let g): (out, positions) = (g, nil)
+        }
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
+        let d = SendablePointer(frame), xf = SendablePointer(inputFrame.pointer), op = SendablePointer(out)
+        let pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue), ld = f.planeStride
+        let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols,
+                                              target: chunkTarget(channels: inChannels * f.planes))
+        let parts = threads > 1 && index.count * f.forwardPositions >= 1 << 16 ? threads : 1
+        let bounds = index.balancedRowSplit(parts: parts)
+        let run = { @Sendable (t: Int) in
+            for (first, count) in chunks {
+                stsp_sddmm(isaCode, rs.pointer, src.pointer, d.pointer + first, ld, xf.pointer + first, 1, Int32(count),
+                           op.pointer, pos?.pointer, Int32(bounds[t]), Int32(bounds[t + 1]))
+            }
+        }
+        if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
+    }
+
+    /// `dx[Cin][N][H][W] = (W⊙M)ᵀ ⊛ dy` (dense weights `w`, read at the mask), for the shape of
+    /// the last forward.
+    public func inputGradient(
+        weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+        isa: SparseISA = .best, threads: Int = 1
+    ) {
+        guard let f = frames else { preconditionFailure("SparseConvolution.inputGradient before forward") }
+        let total = index.count, vals = phaseValues.reserve(total), entry = phaseEntry.pointer
+        for e in 0..<total { vals[e] = w[Int(index.weightOffset[Int(entry[e])])] }
+        if kernelSize < stride {
+            // Phases without taps: their pixels get no gradient.
+            dx.update(repeating: 0, count: inChannels * f.batch * f.geometry.inPlane)
+        }
+        let frame = gradientFrame.reserve(outChannels * f.gradientPlane)
+        f.place(dy, channels: outChannels, frameRows: f.gradientRows, frameCols: f.gradientCols, at: f.shift,
+                into: frame, threads: threads)
+        let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(phaseSource.pointer)
+        let v = SendablePointer(vals), df = SendablePointer(frame), dxp = SendablePointer(dx)
+        let isaCode = Int32(isa.rawValue), cin = inChannels, s = stride, side = f.phaseSide
+        let chunks = ConvolutionFrames.chunks(total: f.gradientPositions, width: f.gradientCols,
+                                              target: chunkTarget(channels: outChannels))
+        // Work items: (phase, chunk) over the phases that have taps.
+        let items = (0..<side).flatMap { a in (0..<side).flatMap { b in chunks.map { (a, b, $0.0, $0.1) } } }
+        forEachItem(items.count, area: cin * (chunks.first?.1 ?? 0), threads: threads) { out, i in
+            let (a, b, first, count) = items[i]
+            stsp_spmm(isaCode, rs.pointer + (a * s + b) * cin, src.pointer, nil, v.pointer, df.pointer + first, 1,
+                      Int32(count), out, count, 0, Int32(cin), 0)
+            f.storeInputGradient(out, channels: cin, phase: a, b, first: first, count: count, into: dxp.pointer)
+        }
+    }
+}
+
+/// A growable array of `T` that keeps its storage (capacity only grows).
+final class Buffer<T> {
+    private(set) var pointer: UnsafeMutablePointer<T> = .allocate(capacity: 1)
+    private var capacity = 1
+
+    /// Storage for at least `count` elements (contents kept only while it does not grow).
+    func reserve(_ count: Int) -> UnsafeMutablePointer<T> {
+        if count > capacity {
+            pointer.deallocate()
+            capacity = max(count, capacity * 5 / 4)
+            pointer = .allocate(capacity: capacity)
+        }
+        return pointer
+    }
+
+    deinit { pointer.deallocate() }
+}

@@ -1,0 +1,97 @@
+import XCTest
+import Tensor
+
+/// The sparse convolution passes (every variant this CPU has) against the naive Double
+/// reference: 1×1, 3×3, 5×5, 7×7 kernels, strides 1–3, padding 0/1/2/3, odd sizes, batch 1–3, at
+/// densities 0 (empty layer), one entry, 1%, 50% and 100% with an empty output channel and an
+/// empty input channel; one and two threads; dense and packed weight gradients.
+final class SparseConvolutionTests: XCTestCase {
+    private struct Case { let cin, cout, k, s, p, h, w, n: Int }
+
+    private let cases = [
+        Case(cin: 3, cout: 5, k: 3, s: 1, p: 1, h: 7, w: 6, n: 3),
+        Case(cin: 4, cout: 6, k: 3, s: 2, p: 1, h: 9, w: 8, n: 2),
+        Case(cin: 3, cout: 8, k: 7, s: 2, p: 3, h: 13, w: 11, n: 2),
+        Case(cin: 6, cout: 5, k: 1, s: 1, p: 0, h: 5, w: 4, n: 3),
+        Case(cin: 6, cout: 5, k: 1, s: 2, p: 0, h: 7, w: 6, n: 2),
+        Case(cin: 5, cout: 4, k: 3, s: 1, p: 0, h: 6, w: 7, n: 2),
+        Case(cin: 2, cout: 3, k: 5, s: 2, p: 2, h: 9, w: 9, n: 1),
+        Case(cin: 4, cout: 3, k: 3, s: 3, p: 1, h: 10, w: 10, n: 2),
+        Case(cin: 16, cout: 24, k: 3, s: 1, p: 1, h: 12, w: 12, n: 3),
+    ]
+
+    private func mask(_ c: Case, pattern: String, rng: inout Xoshiro256) -> [Float] {
+        let count = c.cout * c.cin * c.k * c.k, per = c.cin * c.k * c.k
+        var m = [Float](repeating: 0, count: count)
+        switch pattern {
+        case "empty": break
+        case "single": m[Int(rng.next() % UInt64(count))] = 1
+        case "full": m = [Float](repeating: 1, count: count)
+        default:
+            let p = pattern == "1%" ? 0.01 : 0.5
+            for i in m.indices where rng.nextDouble() < p { m[i] = 1 }
+            if c.cout > 1 { for t in 0..<per { m[per + t] = 0 } }  // output channel 1 empty
+            if c.cin > 1 {  // input channel 0 empty
+                for o in 0..<c.cout { for t in 0..<(c.k * c.k) { m[o * per + t] = 0 } }
+            }
+        }
+        return m
+    }
+
+    func testPassesMatchNaiveReference() {
+        var rng = Xoshiro256(seed: 21)
+        let variants = SparseISA.allCases.filter(\.isSupported)
+        print("sparse convolution variants tested on this CPU: \(variants.map(\.description).joined(separator: ", "))")
+        for isa in variants {
+            for c in cases {
+                for pattern in ["empty", "single", "1%", "50%", "full"] {
+                    let m = mask(c, pattern: pattern, rng: &rng)
+                    let w = m.indices.map { _ in rng.nextFloat() * 2 - 1 }
+                    let x = (0..<(c.cin * c.n * c.h * c.w)).map { _ in rng.nextFloat() * 2 - 1 }
+                    let conv = SparseConvolution(outChannels: c.cout, inChannels: c.cin, kernelSize: c.k,
+                                                 stride: c.s, padding: c.p)
+                    m.withUnsafeBufferPointer { conv.rebuild(mask: $0.baseAddress!) }
+                    XCTAssertEqual(conv.count, Int(m.reduce(0, +)))
+                    let outCount = conv.outputCount(batch: c.n, height: c.h, width: c.w)
+                    let dy = (0..<outCount).map { _ in rng.nextFloat() * 2 - 1 }
+                    let y0 = conv.referenceForward(weights: w, mask: m, x: x, batch: c.n, height: c.h, width: c.w)
+                    let dw0 = conv.referenceWeightGradient(dy: dy, x: x, mask: m, batch: c.n, height: c.h, width: c.w)
+                    let dx0 = conv.referenceInputGradient(weights: w, mask: m, dy: dy, batch: c.n, height: c.h, width: c.w)
+                    for threads in [1, 2] {
+                        let tag = "\(isa) \(c) \(pattern) threads \(threads)"
+                        var y = [Float](repeating: .nan, count: outCount)
+                        var dx = [Float](repeating: .nan, count: x.count)
+                        var dw = [Float](repeating: 0, count: m.count)
+                        var packed = [Float](repeating: 0, count: max(1, conv.count))
+                        w.withUnsafeBufferPointer { wp in
+                            x.withUnsafeBufferPointer { xp in
+                                conv.forward(weights: wp.baseAddress!, x: xp.baseAddress!, batch: c.n, height: c.h,
+                                             width: c.w, y: &y, isa: isa, threads: threads)
+                            }
+                            dy.withUnsafeBufferPointer { dp in
+                                conv.weightGradient(dy: dp.baseAddress!, into: .dense(&dw), isa: isa, threads: threads)
+                                packed.withUnsafeMutableBufferPointer {
+                                    conv.weightGradient(dy: dp.baseAddress!, into: .packed($0.baseAddress!), isa: isa, threads: threads)
+                                }
+                                conv.inputGradient(weights: wp.baseAddress!, dy: dp.baseAddress!, dx: &dx, isa: isa, threads: threads)
+                            }
+                        }
+                        assertClose(y, y0, "forward " + tag)
+                        assertClose(dw, dw0, "weight gradient " + tag)
+                        assertClose(dx, dx0, "input gradient " + tag)
+                        for k in 0..<conv.count {
+                            XCTAssertEqual(packed[k], dw0[Int(conv.index.weightOffset[k])], accuracy: 1e-4, "packed " + tag)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private func assertClose(_ a: [Float], _ b: [Float], _ tag: String) {
+        XCTAssertEqual(a.count, b.count, tag)
+        var worst = 0 as Float
+        for (u, v) in zip(a, b) { worst = max(worst, abs(u - v)) }
+        XCTAssert(worst <= 1e-4, "\(tag): max difference \(worst)")
+    }
+}
