@@ -22,6 +22,8 @@ public final class SparseConvolution {
     static let windowFloats = 1 << 15
 
     private var frames: ConvolutionFrames?
+    /// Frames of the input in `inputFrame` (nil: none loaded).
+    private var loadedInput: ConvolutionFrames?
     private var sourcesBuiltFor: (ConvolutionFrames, Int)?
     private var generation = 0
     private let forwardSource = Buffer<Int32>(), values = Buffer<Float>()
@@ -89,6 +91,12 @@ public final class SparseConvolution {
         let f = ConvolutionFrames(g, batch: batch)
         precondition(f.inputCount < Int(Int32.max) && outChannels * f.gradientPlane < Int(Int32.max),
                      "sparse convolution frames are limited to 2^31 floats")
+        return ensureSources(f)
+    }
+
+    /// `f` as the current frames, with the entries' offsets computed for it and the current mask.
+    @discardableResult
+    private func ensureSources(_ f: ConvolutionFrames) -> ConvolutionFrames {
         frames = f
         if let built = sourcesBuiltFor, built.0 == f, built.1 == generation { return f }
         let src = forwardSource.reserve(index.count)
@@ -124,17 +132,23 @@ public final class SparseConvolution {
         }
     }
 
+    /// Writes the forward frame of `x` (`[Cin][N][H][W]`), which `weightGradient` reads.
+    public func loadInput(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, threads: Int = 1) {
+        let f = prepare(batch: batch, height: height, width: width)
+        f.packInput(x, into: inputFrame.reserve(f.inputCount), threads: threads)
+        loadedInput = f
+    }
+
     /// `y[Cout][N][Ho][Wo] = (W⊙M) ⊛ x[Cin][N][H][W]` (dense weights `w`, read at the mask).
     /// Keeps the forward frame of x for `weightGradient`.
     public func forward(
         weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
         y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
     ) {
-        let f = prepare(batch: batch, height: height, width: width)
+        loadInput(x, batch: batch, height: height, width: width, threads: threads)
+        let f = frames!, frame = inputFrame.pointer
         let vals = values.reserve(index.count)
         for k in 0..<index.count { vals[k] = w[Int(index.weightOffset[k])] }
-        let frame = inputFrame.reserve(f.inputCount)
-        f.packInput(x, into: frame, threads: threads)
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
         let v = SendablePointer(vals), xf = SendablePointer(frame), yp = SendablePointer(y)
         let isaCode = Int32(isa.rawValue), cout = outChannels
@@ -148,12 +162,13 @@ public final class SparseConvolution {
         }
     }
 
-    /// `dW += dY ⊛ X` at the mask's positions only, from the last forward's input: into a
-    /// dense `[Cout][Cin][k][k]` gradient (`.dense`) or in index order (`.packed`).
+    /// `dW += dY ⊛ X` at the mask's positions only, for the input of the last `forward` or
+    /// `loadInput`: into a dense `[Cout][Cin][k][k]` gradient (`.dense`) or in index order (`.packed`).
     public func weightGradient(
         dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
     ) {
-        guard let f = frames else { preconditionFailure("SparseConvolution.weightGradient before forward") }
+        guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
+        ensureSources(f)
         let frame = gradientFrame.reserve(outChannels * f.planeStride)
         f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, at: 0, into: frame, threads: threads)
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
@@ -177,13 +192,13 @@ public final class SparseConvolution {
         if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
     }
 
-    /// `dx[Cin][N][H][W] = (W⊙M)ᵀ ⊛ dy` (dense weights `w`, read at the mask), for the shape of
-    /// the last forward.
+    /// `dx[Cin][N][H][W] = (W⊙M)ᵀ ⊛ dy` (dense weights `w`, read at the mask) for `batch` inputs
+    /// of `height × width`.
     public func inputGradient(
         weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-        isa: SparseISA = .best, threads: Int = 1
+        batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
     ) {
-        guard let f = frames else { preconditionFailure("SparseConvolution.inputGradient before forward") }
+        let f = prepare(batch: batch, height: height, width: width)
         let total = index.count, vals = phaseValues.reserve(total), entry = phaseEntry.pointer
         for e in 0..<total { vals[e] = w[Int(index.weightOffset[Int(entry[e])])] }
         if kernelSize < stride {

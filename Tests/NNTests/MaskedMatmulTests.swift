@@ -46,19 +46,23 @@ final class MaskedMatmulTests: XCTestCase {
         }
     }
 
-    /// The same for a 1×1 stride-1 convolution (its columns are images × pixels, 4·30 = 120 here;
-    /// one wider than the kernels' column chunk too).
-    func testPointwiseConvolutionPassesEqualTheDenseOnes() {
-        for (batch, side) in [(4, 5), (3, 20)] {
+    /// The same for convolutions: 1×1 stride-1 (a matmul over images × pixels, 4·30 = 120 columns
+    /// and one wider than the kernels' column chunk), 3×3 stride 1 and 2 (the direct 3×3 kernel
+    /// and im2col as the dense paths), 7×7 stride 2 padding 3, 1×1 stride 2 (sparse convolution
+    /// frames); bias on; the second forward uses the recorded choice.
+    func testConvolutionPassesEqualTheDenseOnes() {
+        let cases: [(k: Int, s: Int, p: Int, batch: Int, side: Int)] = [(1, 1, 0, 4, 5), (1, 1, 0, 3, 20), (3, 1, 1, 3, 8), (3, 1, 1, 2, 7),
+                     (3, 2, 1, 3, 9), (7, 2, 3, 2, 11), (1, 2, 0, 2, 8)]
+        for c in cases {
             var rng = Xoshiro256(seed: 6)
-            let shape = Shape(n: batch, c: 24, h: side, w: side + 1)
+            let shape = Shape(n: c.batch, c: 24, h: c.side, w: c.side + 1)
             let x = Tensor(shape)
             for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
-            let dy0 = (0..<(40 * batch * side * (side + 1))).map { _ in rng.nextFloat() - 0.5 }
             var results: [SparseKernelMode: (y: [Float], dw: [Float], dx: [Float])] = [:]
             for mode in [SparseKernelMode.off, .on, .auto] {
                 let store = ParameterStore()
-                let conv = Conv2d("conv", store: store, inChannels: 24, outChannels: 40, kernelSize: 1, bias: true)
+                let conv = Conv2d("conv", store: store, inChannels: 24, outChannels: 40, kernelSize: c.k, stride: c.s,
+                                  padding: c.p, bias: true)
                 store.allocate(seed: 3)
                 var maskRng = Xoshiro256(seed: 8)
                 let m = store.maskValues(conv.weight)
@@ -68,20 +72,27 @@ final class MaskedMatmulTests: XCTestCase {
                 ctx.sparseKernels = mode
                 var y: [Float] = []
                 for _ in 0..<2 { y = Array(conv.forward(x, ctx).buffer) }
-                let dy = ctx.gradientBuffer(Shape(n: batch, c: 40, h: side, w: side + 1))
-                dy0.withUnsafeBufferPointer { dy.data.update(from: $0.baseAddress!, count: dy0.count) }
+                let outShape = try! conv.outputShape(for: shape)
+                var dyRng = Xoshiro256(seed: 12)
+                let dy = ctx.gradientBuffer(outShape)
+                for i in 0..<outShape.count { dy.data[i] = dyRng.nextFloat() - 0.5 }
                 store.zeroGradients()
                 let dx = conv.backward(dy, ctx)
                 let g = store.gradient(conv.weight)
                 results[mode] = (y, (0..<conv.weight.count).map { m[$0] != 0 ? g[$0] : 0 }, Array(dx.buffer))
-                if mode == .on { XCTAssertEqual(conv.kernelReports.first?.forward, .sparse) }
+                if mode == .on {
+                    let report = conv.kernelReports.first
+                    XCTAssertEqual([report?.forward, report?.inputGradient, report?.weightGradient], [.sparse, .sparse, .sparse])
+                }
             }
             let dense = results[.off]!
             for mode in [SparseKernelMode.on, .auto] {
                 let r = results[mode]!
-                for (a, b) in zip(r.y, dense.y) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(mode) forward") }
-                for (a, b) in zip(r.dw, dense.dw) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(mode) weight gradient") }
-                for (a, b) in zip(r.dx, dense.dx) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(mode) input gradient") }
+                XCTAssertEqual(r.y.count, dense.y.count)
+                XCTAssertEqual(r.dx.count, dense.dx.count)
+                for (a, b) in zip(r.y, dense.y) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(c) \(mode) forward") }
+                for (a, b) in zip(r.dw, dense.dw) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(c) \(mode) weight gradient") }
+                for (a, b) in zip(r.dx, dense.dx) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(c) \(mode) input gradient") }
             }
         }
     }

@@ -73,7 +73,8 @@ final class SparseConvolutionTests: XCTestCase {
                                 packed.withUnsafeMutableBufferPointer {
                                     conv.weightGradient(dy: dp.baseAddress!, into: .packed($0.baseAddress!), isa: isa, threads: threads)
                                 }
-                                conv.inputGradient(weights: wp.baseAddress!, dy: dp.baseAddress!, dx: &dx, isa: isa, threads: threads)
+                                conv.inputGradient(weights: wp.baseAddress!, dy: dp.baseAddress!, dx: &dx, batch: c.n, height: c.h,
+                                                   width: c.w, isa: isa, threads: threads)
                             }
                         }
                         assertClose(y, y0, "forward " + tag)

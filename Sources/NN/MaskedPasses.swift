@@ -1,0 +1,191 @@
+import Dispatch
+import Tensor
+
+/// Which implementation ran a pass of a masked layer.
+public enum KernelPath: String, Sendable, Codable {
+    case dense, sparse
+}
+
+/// The passes of a masked layer's step.
+public enum KernelPass: Int, CaseIterable, Sendable {
+    case forward, inputGradient, weightGradient
+}
+
+/// What a masked layer ran in its last step, for `bench step` and the logs.
+public struct KernelReport: Sendable, Equatable {
+    public var name: String
+    /// Active fraction of the layer's weight.
+    public var density: Double
+    /// Paths of the last forward, input-gradient and weight-gradient passes (nil: not run).
+    public var forward: KernelPath?
+    public var inputGradient: KernelPath?
+    public var weightGradient: KernelPath?
+    /// Forward + backward seconds of the layer while `ctx.profiling`, since it was built.
+    public var seconds: Double
+}
+
+/// The dense-or-sparse passes of one masked weight: which path each pass takes, where the
+/// sparse weight gradient goes, and the report of the last step. Subclasses own the sparse
+/// index of their layer kind (`MaskedMatmul`, `MaskedConvolution`) and rebuild it in place when
+/// the store's mask generation moves.
+///
+/// Choosing (`SparseKernelMode.auto`): both paths are timed (twice each, the faster run kept)
+/// the first time a pass runs at a size `n` and number of active weights; sparse is taken when
+/// it is at least 10% faster. Above density 0.5 the dense path is taken untimed (the sparse
+/// kernels are slower than sgemm there on every CPU measured). A change of the mask that keeps
+/// the number of active weights (RiGL) keeps the choices; they live in `Context.kernelChoices`.
+class MaskedPasses {
+    let name: String
+    let weight: ParameterRef
+    private var builtGeneration = -1
+    /// Paths of the last step, per pass.
+    private(set) var lastPaths: [KernelPath?] = [nil, nil, nil]
+
+    init(name: String, weight: ParameterRef) {
+        self.name = name
+        self.weight = weight
+    }
+
+    /// Active weights (entries of the sparse index).
+    var activeCount: Int { preconditionFailure("MaskedPasses.activeCount is provided by a subclass") }
+    /// Dense offset of each entry, in the order of the packed weight gradient.
+    var activeOffsets: UnsafeMutablePointer<Int32> { preconditionFailure("provided by a subclass") }
+    /// Rebuilds the sparse index from the weight's 0/1 mask.
+    func rebuild(mask: UnsafePointer<Float>) { preconditionFailure("provided by a subclass") }
+
+    var density: Double { Double(activeCount) / Double(max(1, weight.count)) }
+
+    /// Rebuilds the index if the mask changed since it was built.
+    func refresh(_ store: ParameterStore) {
+        guard store.maskGeneration != builtGeneration else { return }
+        rebuild(mask: store.maskValues(weight))
+        builtGeneration = store.maskGeneration
+    }
+
+    /// Runs `pass` over `n` columns dense or sparse (the closures have the same effect).
+    func run(_ pass: KernelPass, n: Int, _ ctx: Context, dense: () -> Void, sparse: () -> Void) {
+        let path = choose(pass, n: n, ctx, time: dense, sparse)
+        lastPaths[pass.rawValue] = path
+        if path == .sparse { sparse() } else { dense() }
+    }
+
+    /// `dW += ∂L/∂W` over `n` columns: `dense(target, β)` (into `target` with that β), or
+    /// `sampled(output)` at the mask's positions only — born packed into the reducer's slot when
+    /// the training step offers one, else into the dense gradient.
+    ///
+    /// The training step zeroes a weight's dense gradient according to where the previous step
+    /// put it (`gradientPlacement`, still the previous one here): all of it after `.dense`, the
+    /// active entries after `.atMaskOnly`, nothing after `.packed`. So after a sparse step the
+    /// dense pass overwrites (β = 0; the layer is the weight's only writer in a step) and the
+    /// sampled pass into the dense gradient first zeroes the active entries it adds to.
+    func weightGradient(_ store: ParameterStore, n: Int, _ ctx: Context,
+                        dense: (_ target: UnsafeMutablePointer<Float>, _ beta: Float) -> Void,
+                        sampled: (SampledOutput) -> Void) {
+        let g = store.gradient(weight)
+        let previous = store.gradientPlacement[weight.index]
+        let denseBeta: Float = previous == .dense ? 1 : 0
+        store.gradientPlacement[weight.index] = .dense
+        if ctx.denseWeightGradient {
+            dense(g, denseBeta)
+            lastPaths[KernelPass.weightGradient.rawValue] = .dense
+            return
+        }
+        // Timing writes into scratch: the gradient accumulates and must see one pass only.
+        var scratch: UnsafeMutablePointer<Float>?
+        defer { scratch?.deallocate() }
+        let size = weight.count
+        let path = choose(.weightGradient, n: n, ctx, time: {
+            if scratch == nil { scratch = .allocate(capacity: size) }
+            dense(scratch!, 0)
+        }, {
+            if scratch == nil { scratch = .allocate(capacity: size) }
+            scratch!.update(repeating: 0, count: max(1, self.activeCount))
+            sampled(.packed(scratch!))
+        })
+        lastPaths[KernelPass.weightGradient.rawValue] = path
+        guard path == .sparse else {
+            dense(g, denseBeta)
+            return
+        }
+        if let slot = store.packedGradientSlot?(weight), slot.count == activeCount {
+            // Born packed: the reducer sends this slot as it is, the optimizer reads it.
+            slot.update(repeating: 0)
+            sampled(.packed(slot.baseAddress!))
+            store.gradientPlacement[weight.index] = .packed
+        } else {
+            if previous == .packed {
+                let offsets = activeOffsets
+                for e in 0..<activeCount { g[Int(offsets[e])] = 0 }
+            }
+            sampled(.dense(g))
+            store.gradientPlacement[weight.index] = .atMaskOnly
+        }
+    }
+
+    /// The path for `pass` at size `n`; in `.auto` mode the first call for a (pass, n, active
+    /// weights) times `dense` and `sparse` (which must have no lasting effect) and records the
+    /// faster in `ctx.kernelChoices`.
+    private func choose(_ pass: KernelPass, n: Int, _ ctx: Context, time dense: () -> Void,
+                        _ sparse: () -> Void) -> KernelPath {
+        switch ctx.sparseKernels {
+        case .off: return .dense
+        case .on: return .sparse
+        case .auto:
+            if density > 0.5 { return .dense }
+            let key = "\(name)/\(pass)/\(n)/\(activeCount)"
+            if let known = ctx.kernelChoices[key] { return known }
+            var bestDense = Double.infinity, bestSparse = Double.infinity
+            for _ in 0..<2 {
+                bestDense = min(bestDense, seconds(dense))
+                bestSparse = min(bestSparse, seconds(sparse))
+            }
+            let choice: KernelPath = bestSparse < 0.9 * bestDense ? .sparse : .dense
+            ctx.kernelChoices[key] = choice
+            return choice
+        }
+    }
+
+    private func seconds(_ body: () -> Void) -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+    }
+
+    /// The report of the last step.
+    func report(seconds: Double) -> KernelReport {
+        KernelReport(name: name, density: density, forward: lastPaths[0], inputGradient: lastPaths[1],
+                     weightGradient: lastPaths[2], seconds: seconds)
+    }
+}
+
+/// The passes of a masked layer when they may run sparse: sparse kernels on, no weight
+/// transform; index up to date. Created by `make` on first use.
+func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, _ ctx: Context, make: () -> P) -> P? {
+    guard ctx.sparseKernels != .off, store.transform == nil else { return nil }
+    let m = existing ?? make()
+    existing = m
+    m.refresh(store)
+    return m
+}
+
+/// What a masked layer ran in its last step: its passes' report, or (passes never sparse) its
+/// density with dense paths.
+func kernelReport(_ passes: MaskedPasses?, name: String, weight: ParameterRef, store: ParameterStore,
+                  seconds: Double) -> KernelReport {
+    passes?.report(seconds: seconds)
+        ?? KernelReport(name: name, density: Double(sum(store.maskValues(weight), weight.count)) / Double(weight.count),
+                        forward: .dense, inputGradient: .dense, weightGradient: .dense, seconds: seconds)
+}
+extension Context {
+    /// `kernelChoices` as text, one "key=path" line each, sorted (checkpoints, rank agreement).
+    public var kernelChoicesText: String {
+        get { kernelChoices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.rawValue)" }.joined(separator: "\n") }
+        set {
+            kernelChoices = [:]
+            for line in newValue.split(separator: "\n") {
+                let parts = line.split(separator: "=", maxSplits: 1)
+                if parts.count == 2, let path = KernelPath(rawValue: String(parts[1])) { kernelChoices[String(parts[0])] = path }
+            }
+        }
+    }
+}
