@@ -4,7 +4,8 @@ import NN
 import Tensor
 
 /// `sparsetrain bench conv`: forward + backward of single 3×3 convolutions (the shapes of
-/// ResNet-20 and VGG16 on CIFAR) with the direct kernel and with im2col + sgemm, side by side.
+/// ResNet-20 and VGG16 on CIFAR) with the direct kernel and with im2col + sgemm, side by side;
+/// with `--densities`, the sparse convolution passes at those densities against the dense step.
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv", abstract: "Time 3×3 convolutions: direct kernel vs im2col + sgemm.")
@@ -20,6 +21,12 @@ struct BenchConv: ParsableCommand {
 
     @Option(help: ArgumentHelp("Layers as CIN:COUT:SIZE, comma-separated (square inputs).", valueName: "list"))
     var shapes: String = "16:16:32,32:32:16,64:64:8,64:64:32,128:128:16,256:256:8,512:512:4"
+
+    @Option(help: ArgumentHelp("Also time the sparse passes at these densities, comma-separated.", valueName: "list"))
+    var densities: String?
+
+    @Option(help: "Kernel variant of the sparse passes: avx512, avx2 or portable. Default: the widest this CPU runs.")
+    var isa: String?
 
     @Flag(help: "Print one JSON object per shape instead of a table.")
     var json = false
@@ -45,6 +52,8 @@ struct BenchConv: ParsableCommand {
         guard batch > 0, steps > 0 else { throw InputError("--batch and --steps must be positive") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
         _ = try parseShapes()
+        _ = try parsedDensities()
+        _ = try selectedISA(isa)
     }
 
     func run() throws {
@@ -97,5 +106,90 @@ struct BenchConv: ParsableCommand {
                       r.speedup.map { fixed($0, 2) + "x" } ?? "n/a", r.automatic)
         }
         print(table.render())
+        try runSparse(threads: threadCount)
+    }
+
+    func parsedDensities() throws -> [Double] {
+        try (densities ?? "").split(separator: ",").map {
+            guard let d = Double($0), d > 0, d <= 1 else { throw InputError("--densities: '\($0)' is not a number in (0, 1]") }
+            return d
+        }
+    }
+
+    struct SparseRow: Codable {
+        var in_channels: Int, out_channels: Int, size: Int, density: Double
+        var dense_step_ms: Double, forward_ms: Double, input_gradient_ms: Double, weight_gradient_ms: Double
+        var speedup: Double
+    }
+
+    /// The sparse passes (`SparseConvolution`: forward, input gradient, packed weight gradient)
+    /// on random masks, against the fastest dense forward + backward of the same layer.
+    func runSparse(threads: Int) throws {
+        let list = try parsedDensities(), variant = try selectedISA(isa)
+        guard !list.isEmpty else { return }
+        var rows: [SparseRow] = []
+        var rng = Xoshiro256(seed: 3)
+        for (cin, cout, size) in try parseShapes() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
+            store.allocate(seed: 1)
+            let x = Tensor(Shape(n: batch, c: cin, h: size, w: size))
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+            let ctx = Context()
+            ctx.threads = threads
+            let dy = Tensor(try conv.outputShape(for: x.shape))
+            for i in 0..<dy.count { dy.data[i] = rng.nextFloat() - 0.5 }
+            let denseStep = median(samples {
+                let g = ctx.gradientBuffer(dy.shape)
+                _ = conv.forward(x, ctx)
+                g.data.update(from: dy.data, count: dy.count)
+                ctx.release(conv.backward(g, ctx))
+            })
+            let w = store.value(conv.weight), count = conv.weight.count
+            let mask = UnsafeMutablePointer<Float>.allocate(capacity: count), out = Tensor(dy.shape), dx = Tensor(x.shape)
+            defer { mask.deallocate() }
+            let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: 3, stride: 1, padding: 1)
+            for d in list {
+                for i in 0..<count { mask[i] = rng.nextDouble() < d ? 1 : 0 }
+                sparse.rebuild(mask: mask)
+                let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, sparse.count))
+                defer { packed.deallocate() }
+                let forward = median(samples {
+                    sparse.forward(weights: w, x: x.data, batch: batch, height: size, width: size, y: out.data,
+                                   isa: variant, threads: threads)
+                })
+                let input = median(samples {
+                    sparse.inputGradient(weights: w, dy: dy.data, dx: dx.data, batch: batch, height: size, width: size,
+                                         isa: variant, threads: threads)
+                })
+                let weight = median(samples {
+                    sparse.weightGradient(dy: dy.data, into: .packed(packed), isa: variant, threads: threads)
+                })
+                rows.append(SparseRow(in_channels: cin, out_channels: cout, size: size, density: d, dense_step_ms: denseStep * 1e3,
+                                      forward_ms: forward * 1e3, input_gradient_ms: input * 1e3, weight_gradient_ms: weight * 1e3,
+                                      speedup: denseStep / (forward + input + weight)))
+            }
+        }
+        if json {
+            for r in rows { print(try jsonLine(r)) }
+            return
+        }
+        print("sparse passes (\(variant)) against the dense forward + backward above (fastest algorithm):")
+        var table = TextTable("cin", "cout", "size", "density", "dense ms", "fwd ms", "dX ms", "dW ms", "speedup")
+        for r in rows {
+            table.add("\(r.in_channels)", "\(r.out_channels)", "\(r.size)", fixed(r.density, 3), fixed(r.dense_step_ms, 2),
+                      fixed(r.forward_ms, 2), fixed(r.input_gradient_ms, 2), fixed(r.weight_gradient_ms, 2), fixed(r.speedup, 2) + "x")
+        }
+        print(table.render())
+    }
+
+    /// `steps` timings of `body` after one untimed run.
+    private func samples(_ body: () -> Void) -> [Double] {
+        body()
+        return (0..<steps).map { _ in
+            let t0 = now()
+            body()
+            return now() - t0
+        }
     }
 }

@@ -44,12 +44,6 @@ struct BenchKernels: ParsableCommand {
         }
     }
 
-    func selectedISA() throws -> SparseISA {
-        guard let name = isa else { return .best }
-        guard let v = SparseISA(name: name) else { throw InputError("--isa: '\(name)' is not avx512, avx2 or portable") }
-        guard v.isSupported else { throw InputError("--isa: this CPU cannot run \(v)") }
-        return v
-    }
 
     func validate() throws {
         guard outFeatures > 0, inFeatures > 0, batch > 0, steps > 0 else {
@@ -59,12 +53,12 @@ struct BenchKernels: ParsableCommand {
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
         if let b = blockWidth, b < 1 { throw InputError("--block-width must be at least 1") }
         _ = try parsedDensities()
-        _ = try selectedISA()
+        _ = try selectedISA(isa)
     }
 
     func run() throws {
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
-        let variant = try selectedISA()
+        let variant = try selectedISA(isa)
         let m = outFeatures, k = inFeatures, n = batch
         var rng = Xoshiro256(seed: 5)
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
@@ -138,4 +132,12 @@ struct BenchKernels: ParsableCommand {
         }
         print(table.render())
     }
+}
+
+/// The sparse kernel variant an `--isa` option names (default: the widest this CPU runs).
+func selectedISA(_ name: String?) throws -> SparseISA {
+    guard let name else { return .best }
+    guard let v = SparseISA(name: name) else { throw InputError("--isa: '\(name)' is not avx512, avx2 or portable") }
+    guard v.isSupported else { throw InputError("--isa: this CPU cannot run \(v)") }
+    return v
 }
