@@ -3,46 +3,67 @@
 /// every weight entry is one element offset ("source") into a frame.
 ///
 /// - Forward frame (input side): the zero-padded input split into `phaseSide²` phase planes
-///   (`phaseSide = min(s, k)`), plane (a, b) holding padded pixels (s·i + a, s·j + b), each plane
-///   `batch × rows × cols` with `rows = Ho + shift`, `cols = Wo + shift`, `shift = ⌊(k−1)/s⌋`.
-///   Layout `[C][plane][N][rows][cols]`. Output pixel (n, i, j) is position
-///   `p = (n·rows + i)·cols + j`, and tap (c, kh, kw) reads `p + c·channelStride +
-///   plane(kh mod s, kw mod s)·planeStride + ⌊kh/s⌋·cols + ⌊kw/s⌋`. Positions with i ≥ Ho or
-///   j ≥ Wo are computed and dropped; the output gradient laid out in this frame (zero there)
-///   gives the weight gradient as a sampled product.
-/// - Gradient frame (output side, for dX): dY shifted by `shift` rows and columns into
-///   `[Cout][N][gradientRows][gradientCols]`, zero around. dX pixel (s·i + a − p, s·j + b − p)
-///   is position (n, i, j) of phase (a, b), which gathers the taps kh ≡ a, kw ≡ b (mod s) at
-///   offsets `o·gradientPlane + (shift − ⌊kh/s⌋)·gradientCols + shift − ⌊kw/s⌋`.
+///   (`phaseSide = min(s, k)`), plane (a, b) holding padded pixels (s·i + a, s·j + b), frame
+///   rows of `cols` positions, `rows` rows per image. Layout `[C][plane][N·rows·cols + tail]`.
+///   Output pixel (n, i, j) is position `p = (n·rows + i)·cols + j`, and tap (c, kh, kw) reads
+///   `p + c·channelStride + plane(kh mod s, kw mod s)·planeStride + ⌊kh/s⌋·cols + ⌊kw/s⌋`.
+///   Neighbouring rows and images share their zero padding where it is as wide as the overshoot
+///   (a read past a row's end lands in the next row's leading zeros): a "same" 3×3 convolution
+///   has `cols = W + 1`, `rows = H + 1`. Positions with i ≥ Ho or j ≥ Wo are computed and
+///   dropped; the output gradient laid out in this frame (zero there) gives the weight gradient
+///   as a sampled product.
+/// - Gradient frame (output side, for dX): dY at row and column offset `shift − skip` in
+///   `[Cout][N·gradientRows·gradientCols + tail]`, zero around. dX pixel
+///   (s·(i + skip) + a − p, s·(j + skip) + b − p) is position (n, i, j) of phase (a, b), which
+///   gathers the taps kh ≡ a, kw ≡ b (mod s) at offsets
+///   `o·gradientPlane + (shift − ⌊kh/s⌋)·gradientCols + shift − ⌊kw/s⌋`.
 ///
-/// Position counts stop where the largest tap offset would leave a plane; every valid pixel is
-/// below them.
+/// `shift = ⌊(k−1)/s⌋`; `skip` = the leading rows every phase plane has in its padding. Position
+/// counts end at the last valid pixel; planes have a zero tail for the reads past it.
 public struct ConvolutionFrames: Equatable, Sendable {
     public let geometry: ConvGeometry
     public let batch: Int
-    public let phaseSide: Int, shift: Int
+    public let phaseSide: Int, shift: Int, skip: Int
     public let rows: Int, cols: Int
     public let gradientRows: Int, gradientCols: Int
+    public let planeStride: Int, forwardPositions: Int
+    public let gradientPlane: Int, gradientPositions: Int
 
     public init(_ g: ConvGeometry, batch: Int) {
         precondition(g.kernelH == g.kernelW, "square kernels only")
         geometry = g
         self.batch = batch
-        let k = g.kernelH, s = g.stride
-        phaseSide = min(s, k)
-        shift = (k - 1) / s
-        rows = g.outHeight + shift
-        cols = g.outWidth + shift
-        gradientRows = max(shift + g.outHeight, (g.height - 1 + g.padding) / s + shift + 1)
-        gradientCols = max(shift + g.outWidth, (g.width - 1 + g.padding) / s + shift + 1)
+        let k = g.kernelH, s = g.stride, p = g.padding, ho = g.outHeight, wo = g.outWidth
+        let side = min(s, k), shift = (k - 1) / s
+        // ⌈(p − side + 1) / s⌉ clamped at 0: zero rows (and columns) leading every phase plane.
+        let lead = p - side + 1, skip = lead > 0 ? (lead + s - 1) / s : 0
+        phaseSide = side
+        self.shift = shift
+        self.skip = skip
+        /// Pitch of the forward frame along one axis: shared padding when the rows it drops are
+        /// padding in every plane.
+        func pitch(_ out: Int, _ size: Int) -> Int {
+            let shared = out + shift - skip
+            return s * shared - p >= size ? shared : out + shift
+        }
+        rows = pitch(ho, g.height)
+        cols = pitch(wo, g.width)
+        let forwardLast = ((batch - 1) * rows + ho - 1) * cols + wo - 1
+        forwardPositions = forwardLast + 1
+        planeStride = max(batch * rows * cols, forwardLast + shift * cols + shift + 1)
+        let top = shift - skip
+        let lastI = (g.height - 1 + p) / s - skip, lastJ = (g.width - 1 + p) / s - skip
+        gradientRows = max(top + ho, lastI + shift + 1 - top)
+        gradientCols = max(top + wo, lastJ + shift + 1 - top)
+        let gradientLast = ((batch - 1) * gradientRows + lastI) * gradientCols + lastJ
+        gradientPositions = gradientLast + 1
+        gradientPlane = max(batch * gradientRows * gradientCols, gradientLast + shift * gradientCols + shift + 1)
     }
 
     public var planes: Int { phaseSide * phaseSide }
-    public var planeStride: Int { batch * rows * cols }
     public var channelStride: Int { planes * planeStride }
-    public var forwardPositions: Int { planeStride - (shift * cols + shift) }
-    public var gradientPlane: Int { batch * gradientRows * gradientCols }
-    public var gradientPositions: Int { gradientPlane - (shift * gradientCols + shift) }
+    /// Row and column offset of dY in the gradient frame.
+    public var gradientTop: Int { shift - skip }
     /// Floats of the forward frame of `channels` channels.
     public var inputCount: Int { geometry.channels * channelStride }
 
@@ -77,6 +98,7 @@ public struct ConvolutionFrames: Equatable, Sendable {
                 for a in 0..<side {
                     for b in 0..<side {
                         let dst0 = fs.pointer + c * cs + (a * side + b) * ps
+                        (dst0 + n * rows * cols).update(repeating: 0, count: ps - n * rows * cols)
                         for img in 0..<n {
                             let src = xs.pointer + (c * n + img) * plane
                             for i in 0..<rows {
@@ -86,6 +108,14 @@ public struct ConvolutionFrames: Equatable, Sendable {
                                     continue
                                 }
                                 let line = src + ih * g.width
+                                if s == 1 {
+                                    // Columns j ↔ input j − p: leading zeros, the line, trailing zeros.
+                                    let lo = min(p, cols), count = max(0, min(g.width, cols - p))
+                                    row.update(repeating: 0, count: lo)
+                                    (row + lo).update(from: line + (lo - p), count: count)
+                                    (row + lo + count).update(repeating: 0, count: cols - lo - count)
+                                    continue
+                                }
                                 for j in 0..<cols {
                                     let iw = s * j + b - p
                                     row[j] = iw >= 0 && iw < g.width ? line[iw] : 0
@@ -98,16 +128,16 @@ public struct ConvolutionFrames: Equatable, Sendable {
         }
     }
 
-    /// Writes `[channels][N][Ho][Wo]` activations into a `[channels][N][frameRows][frameCols]`
-    /// frame at row and column offset `at`, zero elsewhere (the output gradient in the forward
-    /// frame with `at = 0`, or in the gradient frame with `at = shift`).
+    /// Writes `[channels][N][Ho][Wo]` activations into a frame of `planeSize` floats per channel
+    /// with images of `frameRows × frameCols`, at row and column offset `at`, zero elsewhere (the
+    /// output gradient in the forward frame with `at = 0`, or in the gradient frame at
+    /// `gradientTop`).
     public func place(
-        _ y: UnsafePointer<Float>, channels: Int, frameRows: Int, frameCols: Int, at shift: Int,
+        _ y: UnsafePointer<Float>, channels: Int, frameRows: Int, frameCols: Int, planeSize: Int, at shift: Int,
         into frame: UnsafeMutablePointer<Float>, threads: Int
     ) {
         let ho = geometry.outHeight, wo = geometry.outWidth, n = batch
         let ys = SendablePointer(UnsafeMutablePointer(mutating: y)), fs = SendablePointer(frame)
-        let planeSize = n * frameRows * frameCols
         parallelChunks(channels, chunks: planeSize * channels > 1 << 16 ? threads : 1) { range in
             for c in range {
                 let dst = fs.pointer + c * planeSize
@@ -142,12 +172,12 @@ public struct ConvolutionFrames: Equatable, Sendable {
     }
 
     /// Copies a chunk of phase (a, b) gradient positions into the valid pixels
-    /// (s·i + a − p, s·j + b − p) of `dx[r][N][H][W]`.
+    /// (s·(i + skip) + a − p, s·(j + skip) + b − p) of `dx[r][N][H][W]`.
     public func storeInputGradient(
         _ chunk: UnsafePointer<Float>, channels: Int, phase a: Int, _ b: Int, first: Int, count: Int,
         into dx: UnsafeMutablePointer<Float>
     ) {
-        let g = geometry, s = g.stride, pad = g.padding, plane = g.height * g.width, ldx = batch * plane
+        let g = geometry, s = g.stride, pad = g.padding - s * skip, plane = g.height * g.width, ldx = batch * plane
         let gr = gradientRows, gc = gradientCols
         var jLo = 0
         while s * jLo + b - pad < 0 { jLo += 1 }

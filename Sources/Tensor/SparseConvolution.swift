@@ -170,7 +170,8 @@ public final class SparseConvolution {
         guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
         ensureSources(f)
         let frame = gradientFrame.reserve(outChannels * f.planeStride)
-        f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, at: 0, into: frame, threads: threads)
+        f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, planeSize: f.planeStride, at: 0,
+                into: frame, threads: threads)
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
         switch output {
         case .dense(let g): (out, positions) = (g, index.weightOffset)
@@ -206,8 +207,8 @@ public final class SparseConvolution {
             dx.update(repeating: 0, count: inChannels * f.batch * f.geometry.inPlane)
         }
         let frame = gradientFrame.reserve(outChannels * f.gradientPlane)
-        f.place(dy, channels: outChannels, frameRows: f.gradientRows, frameCols: f.gradientCols, at: f.shift,
-                into: frame, threads: threads)
+        f.place(dy, channels: outChannels, frameRows: f.gradientRows, frameCols: f.gradientCols,
+                planeSize: f.gradientPlane, at: f.gradientTop, into: frame, threads: threads)
         let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(phaseSource.pointer)
         let v = SendablePointer(vals), df = SendablePointer(frame), dxp = SendablePointer(dx)
         let isaCode = Int32(isa.rawValue), cin = inChannels, s = stride, side = f.phaseSide
