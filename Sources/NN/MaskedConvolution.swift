@@ -19,6 +19,7 @@ final class MaskedConvolution: MaskedPasses {
     /// `y = (W⊙M) ⊛ x` for `x` of shape `s`, dense (`dense()`) or sparse.
     func forward(_ w: UnsafePointer<Float>, x: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,
                  y: UnsafeMutablePointer<Float>, _ ctx: Context, dense: () -> Void) {
+        kernels.outputGradientChanged()
         run(.forward, n: n, ctx, dense: dense) {
             kernels.forward(weights: w, x: x, batch: s.n, height: s.h, width: s.w, y: y,
                             isa: ctx.sparseISA, threads: ctx.threads)

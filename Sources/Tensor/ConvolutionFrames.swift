@@ -35,8 +35,8 @@ public struct ConvolutionFrames: Equatable, Sendable {
         self.batch = batch
         let k = g.kernelH, s = g.stride, p = g.padding, ho = g.outHeight, wo = g.outWidth
         let side = min(s, k), shift = (k - 1) / s
-        // ⌈(p − side + 1) / s⌉ clamped at 0: zero rows (and columns) leading every phase plane.
-        let lead = p - side + 1, skip = lead > 0 ? (lead + s - 1) / s : 0
+        // ⌈(p − side + 1) / s⌉ within [0, shift]: zero rows (and columns) leading every phase plane.
+        let lead = p - side + 1, skip = min(shift, lead > 0 ? (lead + s - 1) / s : 0)
         phaseSide = side
         self.shift = shift
         self.skip = skip
@@ -141,13 +141,21 @@ public struct ConvolutionFrames: Equatable, Sendable {
         parallelChunks(channels, chunks: planeSize * channels > 1 << 16 ? threads : 1) { range in
             for c in range {
                 let dst = fs.pointer + c * planeSize
-                dst.update(repeating: 0, count: planeSize)
+                // Each element written once: rows with data are zeros, the row, zeros.
                 for img in 0..<n {
-                    for i in 0..<ho {
-                        (dst + (img * frameRows + i + shift) * frameCols + shift)
-                            .update(from: ys.pointer + ((c * n + img) * ho + i) * wo, count: wo)
+                    for i in 0..<frameRows {
+                        let row = dst + (img * frameRows + i) * frameCols, r = i - shift
+                        guard r >= 0, r < ho else {
+                            row.update(repeating: 0, count: frameCols)
+                            continue
+                        }
+                        row.update(repeating: 0, count: shift)
+                        (row + shift).update(from: ys.pointer + ((c * n + img) * ho + r) * wo, count: wo)
+                        (row + shift + wo).update(repeating: 0, count: frameCols - shift - wo)
                     }
                 }
+                let used = n * frameRows * frameCols
+                (dst + used).update(repeating: 0, count: planeSize - used)
             }
         }
     }

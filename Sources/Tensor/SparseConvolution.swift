@@ -24,6 +24,9 @@ public final class SparseConvolution {
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).
     private var loadedInput: ConvolutionFrames?
+    enum GradientLayout { case forward, gradient }
+    /// Which dY `gradientFrame` holds, for which frames, in which layout (nil: none).
+    fileprivate var placedGradient: (dy: UnsafePointer<Float>, frames: ConvolutionFrames, layout: GradientLayout)?
     private var sourcesBuiltFor: (ConvolutionFrames, Int)?
     private var generation = 0
     private let forwardSource = Buffer<Int32>(), values = Buffer<Float>()
@@ -137,6 +140,7 @@ public final class SparseConvolution {
         let f = prepare(batch: batch, height: height, width: width)
         f.packInput(x, into: inputFrame.reserve(f.inputCount), threads: threads)
         loadedInput = f
+        outputGradientChanged()
     }
 
     /// `y[Cout][N][Ho][Wo] = (W⊙M) ⊛ x[Cin][N][H][W]` (dense weights `w`, read at the mask).
@@ -169,9 +173,7 @@ public final class SparseConvolution {
     ) {
         guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
         ensureSources(f)
-        let frame = gradientFrame.reserve(outChannels * f.planeStride)
-        f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, planeSize: f.planeStride, at: 0,
-                into: frame, threads: threads)
+        let (frame, ld) = outputGradientInForwardFrame(dy, f, threads: threads)
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
         switch output {
         case .dense(let g): (out, positions) = (g, index.weightOffset)
@@ -179,7 +181,7 @@ public final class SparseConvolution {
         }
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
         let d = SendablePointer(frame), xf = SendablePointer(inputFrame.pointer), op = SendablePointer(out)
-        let pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue), ld = f.planeStride
+        let pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
         let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols,
                                               target: chunkTarget(channels: inChannels * f.planes))
         let parts = threads > 1 && index.count * f.forwardPositions >= 1 << 16 ? threads : 1
@@ -206,9 +208,7 @@ public final class SparseConvolution {
             // Phases without taps: their pixels get no gradient.
             dx.update(repeating: 0, count: inChannels * f.batch * f.geometry.inPlane)
         }
-        let frame = gradientFrame.reserve(outChannels * f.gradientPlane)
-        f.place(dy, channels: outChannels, frameRows: f.gradientRows, frameCols: f.gradientCols,
-                planeSize: f.gradientPlane, at: f.gradientTop, into: frame, threads: threads)
+        let frame = outputGradientInGradientFrame(dy, f, threads: threads)
         let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(phaseSource.pointer)
         let v = SendablePointer(vals), df = SendablePointer(frame), dxp = SendablePointer(dx)
         let isaCode = Int32(isa.rawValue), cin = inChannels, s = stride, side = f.phaseSide
@@ -222,6 +222,43 @@ public final class SparseConvolution {
                       Int32(count), out, count, 0, Int32(cin), 0)
             f.storeInputGradient(out, channels: cin, phase: a, b, first: first, count: count, into: dxp.pointer)
         }
+    }
+}
+
+extension SparseConvolution {
+    /// Marks the output gradient frames stale: the next pass given a `dy` places it again (the
+    /// passes of one backward share it). Called by each `loadInput`; a caller whose forward ran
+    /// elsewhere calls it before the backward.
+    public func outputGradientChanged() { placedGradient = nil }
+
+    /// dY in the gradient frame (placed once per backward).
+    fileprivate func outputGradientInGradientFrame(
+        _ dy: UnsafePointer<Float>, _ f: ConvolutionFrames, threads: Int
+    ) -> UnsafeMutablePointer<Float> {
+        if let p = placedGradient, p.dy == dy, p.frames == f, p.layout == .gradient { return gradientFrame.pointer }
+        let frame = gradientFrame.reserve(outChannels * f.gradientPlane)
+        f.place(dy, channels: outChannels, frameRows: f.gradientRows, frameCols: f.gradientCols,
+                planeSize: f.gradientPlane, at: f.gradientTop, into: frame, threads: threads)
+        placedGradient = (dy, f, .gradient)
+        return frame
+    }
+
+    /// dY in the forward frame with its row stride: the gradient frame seen `gradientTop` rows
+    /// and columns in when the two have the same pitch (stride 1), else a frame of its own.
+    fileprivate func outputGradientInForwardFrame(
+        _ dy: UnsafePointer<Float>, _ f: ConvolutionFrames, threads: Int
+    ) -> (UnsafeMutablePointer<Float>, Int) {
+        let shift = f.gradientTop * f.cols + f.gradientTop
+        if f.planes == 1, f.rows == f.gradientRows, f.cols == f.gradientCols,
+           f.forwardPositions + shift <= f.gradientPlane {
+            return (outputGradientInGradientFrame(dy, f, threads: threads) + shift, f.gradientPlane)
+        }
+        if let p = placedGradient, p.dy == dy, p.frames == f, p.layout == .forward { return (gradientFrame.pointer, f.planeStride) }
+        let frame = gradientFrame.reserve(outChannels * f.planeStride)
+        f.place(dy, channels: outChannels, frameRows: f.rows, frameCols: f.cols, planeSize: f.planeStride, at: 0,
+                into: frame, threads: threads)
+        placedGradient = (dy, f, .forward)
+        return (frame, f.planeStride)
     }
 }
 

@@ -18,6 +18,9 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 2, cout: 3, k: 5, s: 2, p: 2, h: 9, w: 9, n: 1),
         Case(cin: 4, cout: 3, k: 3, s: 3, p: 1, h: 10, w: 10, n: 2),
         Case(cin: 16, cout: 24, k: 3, s: 1, p: 1, h: 12, w: 12, n: 3),
+        Case(cin: 3, cout: 4, k: 1, s: 1, p: 1, h: 4, w: 5, n: 2),
+        Case(cin: 3, cout: 4, k: 3, s: 1, p: 2, h: 5, w: 4, n: 2),
+        Case(cin: 3, cout: 4, k: 3, s: 2, p: 2, h: 7, w: 6, n: 2),
     ]
 
     private func mask(_ c: Case, pattern: String, rng: inout Xoshiro256) -> [Float] {

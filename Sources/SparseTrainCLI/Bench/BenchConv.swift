@@ -158,11 +158,14 @@ struct BenchConv: ParsableCommand {
                     sparse.forward(weights: w, x: x.data, batch: batch, height: size, width: size, y: out.data,
                                    isa: variant, threads: threads)
                 })
+                // Each timed pass places dY in its frame (in training one placement serves both).
                 let input = median(samples {
+                    sparse.outputGradientChanged()
                     sparse.inputGradient(weights: w, dy: dy.data, dx: dx.data, batch: batch, height: size, width: size,
                                          isa: variant, threads: threads)
                 })
                 let weight = median(samples {
+                    sparse.outputGradientChanged()
                     sparse.weightGradient(dy: dy.data, into: .packed(packed), isa: variant, threads: threads)
                 })
                 rows.append(SparseRow(in_channels: cin, out_channels: cout, size: size, density: d, dense_step_ms: denseStep * 1e3,
