@@ -96,6 +96,7 @@ struct BenchConv: ParsableCommand {
         }
         if json {
             for r in rows { print(try jsonLine(r)) }
+            try runSparse(threads: threadCount)
             return
         }
         print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps)")
