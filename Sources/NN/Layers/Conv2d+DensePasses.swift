@@ -39,23 +39,35 @@ extension Conv2d {
         balancedChunk(batch: s.n, most: ctx.columnBudget / (planesPerImage * (s.h + 2) * (s.w + 2)), ctx)
     }
 
+    /// The direct 3×3 kernel over images of shape `s`: `out[outCount] = W ⊛ src[inCount]` (forward),
+    /// or with the flipped, transposed weights `W̃ ⊛ src` (the input gradient from dY); each worker
+    /// pads its chunk of images, then runs the kernel.
+    private func directProduct(
+        _ src: SendablePointer<Float>, channels inCount: Int, into out: SendablePointer<Float>, channels outCount: Int,
+        flipped: Bool, shape s: Shape, _ ctx: Context
+    ) {
+        let weights = flipped ? packedFlipped : packed, plane = s.plane, cols = s.n * plane
+        weights.reshape(Shape(n: 1, c: weight.count))
+        Conv3x3.packWeights(store.forwardWeight(weight), outChannels: outChannels, inChannels: inChannels,
+                            flipped: flipped, into: weights.data)
+        let per = directChunk(s, planesPerImage: inCount, ctx)
+        let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: inCount, count: per, height: s.h, width: s.w))
+        let w = SendablePointer(weights.data)
+        ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
+            let padded = scratch[worker].pointer
+            Conv3x3.pad(src.pointer + first * plane, channelStride: cols, channels: inCount, count: count,
+                        height: s.h, width: s.w, into: padded)
+            Conv3x3.forward(padded, inChannels: inCount, count: count, height: s.h, width: s.w, packed: w.pointer,
+                            outChannels: outCount, y: out.pointer + first * plane, yChannelStride: cols)
+        }
+    }
+
     /// Forward into `output` (shaped by the caller; no bias).
     func denseForward(_ x: Tensor, _ ctx: Context) {
         let s = x.shape, g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane
         let y = SendablePointer(output.data), xp = SendablePointer(x.data), cin = inChannels, cout = outChannels
         if usesDirectKernel(s, ctx) {
-            packed.reshape(Shape(n: 1, c: weight.count))
-            Conv3x3.packWeights(store.forwardWeight(weight), outChannels: cout, inChannels: cin, flipped: false, into: packed.data)
-            let per = directChunk(s, planesPerImage: cin, ctx)
-            let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w))
-            let w = SendablePointer(packed.data)
-            ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
-                let xpad = scratch[worker].pointer
-                Conv3x3.pad(xp.pointer + first * plane, channelStride: cols, channels: cin, count: count,
-                            height: s.h, width: s.w, into: xpad)
-                Conv3x3.forward(xpad, inChannels: cin, count: count, height: s.h, width: s.w, packed: w.pointer,
-                                outChannels: cout, y: y.pointer + first * plane, yChannelStride: cols)
-            }
+            directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, ctx)
             return
         }
         let w = SendablePointer(store.forwardWeight(weight)), per = chunk(g, batch: n, ctx)
@@ -107,19 +119,7 @@ extension Conv2d {
         let g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane, inPlane = s.plane
         let d = SendablePointer(dy.data), dxp = SendablePointer(dx), cin = inChannels, cout = outChannels
         if usesDirectKernel(s, ctx) {
-            packedFlipped.reshape(Shape(n: 1, c: weight.count))
-            Conv3x3.packWeights(store.forwardWeight(weight), outChannels: cout, inChannels: cin, flipped: true,
-                                into: packedFlipped.data)
-            let per = directChunk(s, planesPerImage: cout, ctx)
-            let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cout, count: per, height: s.h, width: s.w))
-            let w = SendablePointer(packedFlipped.data)
-            ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
-                let dpad = scratch[worker].pointer
-                Conv3x3.pad(d.pointer + first * plane, channelStride: cols, channels: cout, count: count,
-                            height: s.h, width: s.w, into: dpad)
-                Conv3x3.forward(dpad, inChannels: cout, count: count, height: s.h, width: s.w, packed: w.pointer,
-                                outChannels: cin, y: dxp.pointer + first * plane, yChannelStride: cols)
-            }
+            directProduct(d, channels: cout, into: dxp, channels: cin, flipped: true, shape: s, ctx)
             return
         }
         let w = SendablePointer(store.forwardWeight(weight)), per = chunk(g, batch: n, ctx), patch = g.patchSize
