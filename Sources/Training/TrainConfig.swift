@@ -74,7 +74,7 @@ public struct TrainConfig: Equatable, Sendable {
     public var watchdogSeconds = 300.0
     /// local (per-rank batch statistics) or sync (synchronised over ranks).
     public var bn = "local"
-    /// Sparse kernels in masked linear layers: auto (per layer and pass, the faster of dense and
+    /// Sparse kernels in masked linear and convolution layers: auto (per layer and pass, the faster of dense and
     /// sparse as timed once per batch size and density), on, off.
     public var sparseKernels = "auto"
     /// Progress line every this many steps.

@@ -41,7 +41,7 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
     var conv: ConvolutionAlgorithm = .automatic
 
-    @Option(help: "Sparse kernels in masked linear layers: auto (per layer and pass, the faster as timed), on, off.")
+    @Option(help: "Sparse kernels in masked linear and convolution layers: auto (per layer and pass, the faster as timed), on, off.")
     var sparseKernels: SparseKernelMode = .auto
 
     @Option(help: ArgumentHelp(
@@ -175,7 +175,7 @@ struct BenchStep: ParsableCommand {
         print("FLOP ideal at this mask: the masked layers keep \(fixed(100 * report.masked_flop_fraction, 2))% of the dense "
             + "forward FLOPs (ideal speed-up of that work \(fixed(1 / max(report.masked_flop_fraction, 1e-9), 1))x)")
         if !layerRows.isEmpty {
-            print("masked linear layers (sparse kernels \(sparseKernels.rawValue), \(report.sparse_isa)):")
+            print("masked layers (sparse kernels \(sparseKernels.rawValue), \(report.sparse_isa)):")
             var layers = TextTable("layer", "density", "forward", "input grad", "weight grad", "ms/step")
             for r in layerRows {
                 layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, fixed(r.ms, 2))
