@@ -213,6 +213,9 @@ public protocol Layer: AnyObject {
     func weightFlops(for shape: Shape) -> [(ref: ParameterRef, flops: Double)]
     /// Paths the masked layers inside took in their last step.
     var kernelReports: [KernelReport] { get }
+    /// Brings the sparse indices of the masked layers inside up to date with the mask now (they
+    /// otherwise follow it at their next pass).
+    func refreshSparseKernels(_ ctx: Context)
 }
 
 extension Layer {
@@ -221,4 +224,5 @@ extension Layer {
     public var batchNorms: [BatchNorm] { [] }
     public func weightFlops(for shape: Shape) -> [(ref: ParameterRef, flops: Double)] { [] }
     public var kernelReports: [KernelReport] { [] }
+    public func refreshSparseKernels(_ ctx: Context) {}
 }

@@ -57,22 +57,26 @@ public final class SparseConvolution {
         let starts = phaseRowStart.reserve(buckets + 1)
         let column = phaseColumn.reserve(total), entry = phaseEntry.reserve(total)
         starts.update(repeating: 0, count: buckets + 1)
-        // Counting sort of the row-major walk into (phase, input channel) buckets.
+        // Counting sort of the forward entries (row-major order) into (phase, input channel)
+        // buckets; per weight column t = c·k² + tap: its bucket and its tap.
+        let bucketOf = (0..<columns).map { t -> Int32 in
+            let kh = t % taps / kernelSize, kw = t % kernelSize
+            return Int32(((kh % stride) * stride + kw % stride) * inChannels + t / taps)
+        }
+        let tapOf = (0..<columns).map { Int32($0 % taps) }
+        let rowStart = index.rowStart, source = index.source
         for pass in 0..<2 {
-            var k: Int32 = 0
             for o in 0..<outChannels {
-                for t in 0..<columns where mask[o * columns + t] != 0 {
-                    let c = t / taps, kh = t % taps / kernelSize, kw = t % kernelSize
-                    let bucket = ((kh % stride) * stride + kw % stride) * inChannels + c
+                for k in Int(rowStart[o])..<Int(rowStart[o + 1]) {
+                    let t = Int(source[k]), bucket = Int(bucketOf[t])
                     if pass == 0 {
                         starts[bucket + 1] += 1
                     } else {
                         let e = Int(starts[bucket])
-                        column[e] = Int32(o * taps + kh * kernelSize + kw)
-                        entry[e] = k
+                        column[e] = Int32(o * taps) + tapOf[t]
+                        entry[e] = Int32(k)
                         starts[bucket] += 1
                     }
-                    k += 1
                 }
             }
             if pass == 0 {

@@ -81,13 +81,11 @@ public final class SparseIndex {
     /// active) with source blocks of `blockWidth` (`sources` or more: one block; default: the
     /// width for its density).
     public func rebuild(mask: UnsafePointer<Float>, blockWidth requested: Int? = nil) {
-        var total = 0
-        for i in 0..<(weightRows &* weightColumns) where mask[i] != 0 { total &+= 1 }
+        // With the width given, the counting pass below also counts the entries.
+        let counted = requested == nil ? Self.countActive(mask, weightRows &* weightColumns) : nil
         let width = requested.map { min(max($0, 1), max(sources, 1)) }
-            ?? Self.blockWidth(sources: sources, rows: rows, entries: total)
+            ?? Self.blockWidth(sources: sources, rows: rows, entries: counted!)
         let m = weightRows, n = weightColumns
-        reserve(total)
-        count = total
         blockWidth = width
         blocks = max(1, (sources + width - 1) / width)
         let buckets = blocks &* rows
@@ -102,16 +100,20 @@ public final class SparseIndex {
         rowStart.update(repeating: 0, count: buckets + 1)
         for o in 0..<m {
             let row = mask + o &* n
-            for c in 0..<n where row[c] != 0 {
+            Self.forEachActive(row, n) { c in
                 let (r, s) = byRows ? (o, c) : (c, o)
                 rowStart[(s / width) &* rows &+ r &+ 1] &+= 1
             }
         }
         for b in 0..<buckets { rowStart[b &+ 1] &+= rowStart[b] }
+        let total = Int(rowStart[buckets])
+        assert(counted == nil || counted == total)
+        reserve(total)
+        count = total
         var j: Int32 = 0
         for o in 0..<m {
             let row = mask + o &* n
-            for c in 0..<n where row[c] != 0 {
+            Self.forEachActive(row, n) { c in
                 let (r, s) = byRows ? (o, c) : (c, o)
                 let bucket = (s / width) &* rows &+ r
                 let k = Int(rowStart[bucket])
@@ -137,6 +139,31 @@ public final class SparseIndex {
             for b in 0..<blocks { entries &+= Int(rowStart[b &* rows &+ r &+ 1] &- rowStart[b &* rows &+ r]) }
             rowPrefix[r &+ 1] = rowPrefix[r] &+ entries
         }
+    }
+
+    /// Calls `body(i)` for each non-zero of `mask[0 ..< count]` in order, skipping zero runs of
+    /// eight at a time (masks are mostly zero).
+    @inline(__always)
+    static func forEachActive(_ mask: UnsafePointer<Float>, _ count: Int, _ body: (Int) -> Void) {
+        var i = 0
+        while i &+ 8 <= count {
+            let v = UnsafeRawPointer(mask + i).loadUnaligned(as: SIMD8<Float>.self)
+            if any(v .!= 0) { for j in i..<(i &+ 8) where mask[j] != 0 { body(j) } }
+            i &+= 8
+        }
+        while i < count { if mask[i] != 0 { body(i) }; i &+= 1 }
+    }
+
+    /// Non-zeros among `count` mask values, eight at a time.
+    static func countActive(_ mask: UnsafePointer<Float>, _ count: Int) -> Int {
+        var total = 0, i = 0
+        while i &+ 8 <= count {
+            let v = UnsafeRawPointer(mask + i).loadUnaligned(as: SIMD8<Float>.self)
+            total &+= Int(SIMD8<Int32>(repeating: 0).replacing(with: 1, where: v .!= 0).wrappedSum())
+            i &+= 8
+        }
+        while i < count { if mask[i] != 0 { total &+= 1 }; i &+= 1 }
+        return total
     }
 
     private func reserve(_ entries: Int) {

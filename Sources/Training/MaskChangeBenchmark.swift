@@ -1,3 +1,4 @@
+import Dispatch
 import Comm
 import NN
 import Sparsity
@@ -6,11 +7,12 @@ import Tensor
 /// Times RiGL mask changes through the same path training uses: an ER mask at `density` (ERK
 /// ratios, drawn by rank 0 and broadcast), random dense gradients, then `repeats` changes, each
 /// rewiring every layer with drop fraction `alpha` (decide on rank 0, broadcast, apply, rebuild
-/// the reducer, checksums). Every rank must call it.
-/// - Returns: one event per change, with its parts in ms.
+/// the reducer, checksums), then the sparse kernels' indices of every masked layer rebuilt (in
+/// training that happens at each layer's next pass). Every rank must call it.
+/// - Returns: one event per change, with its parts in ms, and the ms of the index rebuilds.
 public func benchmarkRiGLChanges(
     network: Network, communicator comm: Communicator, density: Double, alpha: Double, repeats: Int, seed: UInt64 = 1
-) throws -> [MaskEvent] {
+) throws -> [(event: MaskEvent, msKernelIndices: Double)] {
     let store = network.store
     let layers = MaskableLayer.all(in: store)
     if comm.rank == 0 {
@@ -29,5 +31,13 @@ public func benchmarkRiGLChanges(
     let schedule = RigLSchedule(updateEvery: 1, alpha: alpha, end: 1, totalSteps: 1 << 30, startDensity: density,
                                 finalDensity: density, pruneEnd: 1)
     let policy = RigLPolicy(schedule: schedule, epochs: 1)
-    return try (1...max(1, repeats)).map { t in try path.apply(afterStep: t, epoch: 0, policy: policy) }
+    let ctx = Context()
+    ctx.sparseKernels = .on
+    network.body.refreshSparseKernels(ctx)  // indices allocated once, as in training
+    return try (1...max(1, repeats)).map { t in
+        let event = try path.apply(afterStep: t, epoch: 0, policy: policy)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        network.body.refreshSparseKernels(ctx)
+        return (event, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-6)
+    }
 }

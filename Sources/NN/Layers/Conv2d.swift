@@ -76,6 +76,8 @@ public final class Conv2d: Layer {
         [kernelReport(matmul ?? convolution, name: name, weight: weight, store: store, seconds: profiledSeconds)]
     }
 
+    public func refreshSparseKernels(_ ctx: Context) { _ = sparsePasses(ctx) }
+
     /// The masked passes of this layer when they may run sparse: a matmul over images × pixels
     /// for a pointwise convolution, the framed sparse convolution for any other.
     private func sparsePasses(_ ctx: Context) -> MaskedPasses? {

@@ -53,6 +53,7 @@ public final class Linear: Layer {
         [kernelReport(matmul, name: name, weight: weight, store: store, seconds: profiledSeconds)]
     }
 
+    public func refreshSparseKernels(_ ctx: Context) { _ = sparseMatmul(ctx) }
 
     private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
         maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, store: store, ctx)

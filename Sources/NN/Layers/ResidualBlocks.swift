@@ -74,6 +74,10 @@ public final class ResidualBlock: Layer {
     public var parameterRefs: [ParameterRef] { main.parameterRefs + (shortcut?.parameterRefs ?? []) }
     public var batchNorms: [BatchNorm] { main.batchNorms + (shortcut?.batchNorms ?? []) }
     public var kernelReports: [KernelReport] { main.kernelReports + (shortcut?.kernelReports ?? []) }
+    public func refreshSparseKernels(_ ctx: Context) {
+        main.refreshSparseKernels(ctx)
+        shortcut?.refreshSparseKernels(ctx)
+    }
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] {
         main.weightFlops(for: s) + (shortcut?.weightFlops(for: s) ?? [])
     }

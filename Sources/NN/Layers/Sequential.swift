@@ -22,6 +22,7 @@ public final class Sequential: Layer {
     public var batchNorms: [BatchNorm] { layers.flatMap(\.batchNorms) }
 
     public var kernelReports: [KernelReport] { layers.flatMap(\.kernelReports) }
+    public func refreshSparseKernels(_ ctx: Context) { for l in layers { l.refreshSparseKernels(ctx) } }
 
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] {
         var shape = s

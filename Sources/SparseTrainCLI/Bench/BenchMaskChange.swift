@@ -31,6 +31,9 @@ struct BenchMaskChange: ParsableCommand {
     struct Report: Codable {
         var model: String, ranks: Int, density: Double, alpha: Double, masked_weights: Int
         var ms: Double, ms_decide: Double, ms_broadcast: Double, ms_apply: Double, ms_rebuild: Double, ms_verify: Double
+        /// Rebuilding the sparse kernels' indices of every masked layer (not in `ms`: in
+        /// training each layer does it at its next pass).
+        var ms_kernel_indices: Double
         var bytes_broadcast: Int, moved: Int
         var step_ms: Double?, share_of_100_steps: Double?
     }
@@ -41,7 +44,8 @@ struct BenchMaskChange: ParsableCommand {
         guard repeats >= 1, batch >= 0 else { throw InputError("--repeats must be positive and --batch not negative") }
         withWorld { comm in
             let net = try modelOptions.build()
-            let events = try benchmarkRiGLChanges(network: net, communicator: comm, density: density, alpha: alpha, repeats: repeats)
+            let changes = try benchmarkRiGLChanges(network: net, communicator: comm, density: density, alpha: alpha, repeats: repeats)
+            let events = changes.map(\.event)
             let stepSeconds = batch > 0 ? try timeStep(net) : nil
             guard comm.rank == 0 else { return }
             func med(_ f: (MaskEvent) -> Double) -> Double { median(events.map(f)) }
@@ -50,6 +54,7 @@ struct BenchMaskChange: ParsableCommand {
                 model: modelOptions.model.rawValue, ranks: comm.size, density: density, alpha: alpha,
                 masked_weights: net.store.maskableCount, ms: total, ms_decide: med(\.ms_decide), ms_broadcast: med(\.ms_broadcast),
                 ms_apply: med(\.ms_apply), ms_rebuild: med(\.ms_rebuild), ms_verify: med(\.ms_verify),
+                ms_kernel_indices: median(changes.map(\.msKernelIndices)),
                 bytes_broadcast: events[0].bytes_broadcast, moved: events[0].dropped + events[0].grown,
                 step_ms: stepSeconds.map { $0 * 1e3 }, share_of_100_steps: stepSeconds.map { total / ($0 * 1e5) })
             if json { print(try jsonLine(report)); return }
@@ -61,6 +66,7 @@ struct BenchMaskChange: ParsableCommand {
                               ("verify checksums", report.ms_verify), ("total", total)] {
                 table.add(name, fixed(v, 2))
             }
+            table.add("sparse kernel indices, every layer (at its next pass)", fixed(report.ms_kernel_indices, 2))
             print(table.render())
             print("broadcast \(report.bytes_broadcast) bytes, \(report.moved) weights moved by the first change")
             if let s = report.step_ms, let share = report.share_of_100_steps {
