@@ -96,13 +96,13 @@ public final class SparseIndex {
         }
         // Counting sort of the row-major walk into buckets (block, row); rowStart[bucket + 1]
         // counts first, then rowStart[bucket] serves as the fill cursor and is shifted back.
-        let byRows = orientation == .rows
+        let byRows = orientation == .rows, oneBlock = blocks == 1  // no division per entry
         rowStart.update(repeating: 0, count: buckets + 1)
         for o in 0..<m {
             let row = mask + o &* n
             Self.forEachActive(row, n) { c in
                 let (r, s) = byRows ? (o, c) : (c, o)
-                rowStart[(s / width) &* rows &+ r &+ 1] &+= 1
+                rowStart[(oneBlock ? 0 : s / width) &* rows &+ r &+ 1] &+= 1
             }
         }
         for b in 0..<buckets { rowStart[b &+ 1] &+= rowStart[b] }
@@ -115,7 +115,7 @@ public final class SparseIndex {
             let row = mask + o &* n
             Self.forEachActive(row, n) { c in
                 let (r, s) = byRows ? (o, c) : (c, o)
-                let bucket = (s / width) &* rows &+ r
+                let bucket = (oneBlock ? 0 : s / width) &* rows &+ r
                 let k = Int(rowStart[bucket])
                 source[k] = Int32(truncatingIfNeeded: s)
                 weightOffset[k] = Int32(truncatingIfNeeded: o &* n &+ c)
@@ -141,14 +141,18 @@ public final class SparseIndex {
         }
     }
 
-    /// Calls `body(i)` for each non-zero of `mask[0 ..< count]` in order, skipping zero runs of
-    /// eight at a time (masks are mostly zero).
+    /// Calls `body(i)` for each non-zero of `mask[0 ..< count]` in order, eight values at a time.
     @inline(__always)
     static func forEachActive(_ mask: UnsafePointer<Float>, _ count: Int, _ body: (Int) -> Void) {
         var i = 0
         while i &+ 8 <= count {
-            let v = UnsafeRawPointer(mask + i).loadUnaligned(as: SIMD8<Float>.self)
-            if any(v .!= 0) { for j in i..<(i &+ 8) where mask[j] != 0 { body(j) } }
+            // The lanes' non-zero bits without a branch per lane, then their set bits.
+            var bits = 0
+            for j in 0..<8 { bits |= (mask[i &+ j] != 0 ? 1 : 0) &<< j }
+            while bits != 0 {
+                body(i &+ bits.trailingZeroBitCount)
+                bits &= bits &- 1
+            }
             i &+= 8
         }
         while i < count { if mask[i] != 0 { body(i) }; i &+= 1 }
