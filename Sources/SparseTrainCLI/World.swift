@@ -72,6 +72,16 @@ func now() -> Double {
     Double(DispatchTime.now().uptimeNanoseconds) * 1e-9
 }
 
+/// Median seconds of `runs` runs of `body`, after one untimed run.
+func medianSeconds(runs: Int, _ body: () -> Void) -> Double {
+    body()
+    return median((0..<runs).map { _ in
+        let t0 = now()
+        body()
+        return now() - t0
+    })
+}
+
 func median(_ values: [Double]) -> Double {
     let s = values.sorted()
     guard !s.isEmpty else { return .nan }

@@ -156,7 +156,7 @@ public final class SparseConvolution {
         loadInput(x, batch: batch, height: height, width: width, threads: threads)
         let f = frames!, frame = inputFrame.pointer
         let vals = values.reserve(index.count)
-        for k in 0..<index.count { vals[k] = w[Int(index.weightOffset[k])] }
+        SparseKernels.gatherValues(index, weights: w, into: vals, threads: threads)
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
         let v = SendablePointer(vals), xf = SendablePointer(frame), yp = SendablePointer(y)
         let isaCode = Int32(isa.rawValue), cout = outChannels

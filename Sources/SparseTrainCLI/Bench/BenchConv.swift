@@ -72,16 +72,12 @@ struct BenchConv: ParsableCommand {
             ctx.threads = threadCount
             func time(_ algorithm: ConvolutionAlgorithm) -> Double {
                 ctx.convolutionAlgorithm = algorithm
-                var samples: [Double] = []
-                for k in 0..<(steps + 1) {
-                    let t0 = now()
+                return medianSeconds(runs: steps) {
                     let y = conv.forward(x, ctx)
                     let dy = ctx.gradientBuffer(y.shape)
                     dy.data.update(repeating: 0.01, count: dy.count)
                     ctx.release(conv.backward(dy, ctx))
-                    if k > 0 { samples.append(now() - t0) }
                 }
-                return median(samples)
             }
             ctx.convolutionAlgorithm = .direct
             let directApplies = conv.usesDirectKernel(x.shape, ctx)
@@ -96,7 +92,7 @@ struct BenchConv: ParsableCommand {
         }
         if json {
             for r in rows { print(try jsonLine(r)) }
-            try runSparse(threads: threadCount)
+            try runSparse(dense: rows, threads: threadCount)
             return
         }
         print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps)")
@@ -107,7 +103,7 @@ struct BenchConv: ParsableCommand {
                       r.speedup.map { fixed($0, 2) + "x" } ?? "n/a", r.automatic)
         }
         print(table.render())
-        try runSparse(threads: threadCount)
+        try runSparse(dense: rows, threads: threadCount)
     }
 
     func parsedDensities() throws -> [Double] {
@@ -124,30 +120,23 @@ struct BenchConv: ParsableCommand {
     }
 
     /// The sparse passes (`SparseConvolution`: forward, input gradient, packed weight gradient)
-    /// on random masks, against the fastest dense forward + backward of the same layer.
-    func runSparse(threads: Int) throws {
+    /// on random masks, against the faster dense forward + backward of each layer (`dense`).
+    func runSparse(dense: [Row], threads: Int) throws {
         let list = try parsedDensities(), variant = try selectedISA(isa)
         guard !list.isEmpty else { return }
         var rows: [SparseRow] = []
         var rng = Xoshiro256(seed: 3)
-        for (cin, cout, size) in try parseShapes() {
-            let store = ParameterStore()
-            let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
-            store.allocate(seed: 1)
-            let x = Tensor(Shape(n: batch, c: cin, h: size, w: size))
-            for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
-            let ctx = Context()
-            ctx.threads = threads
-            let dy = Tensor(try conv.outputShape(for: x.shape))
-            for i in 0..<dy.count { dy.data[i] = rng.nextFloat() - 0.5 }
-            let denseStep = median(samples {
-                let g = ctx.gradientBuffer(dy.shape)
-                _ = conv.forward(x, ctx)
-                g.data.update(from: dy.data, count: dy.count)
-                ctx.release(conv.backward(g, ctx))
-            })
-            let w = store.value(conv.weight), count = conv.weight.count
-            let mask = UnsafeMutablePointer<Float>.allocate(capacity: count), out = Tensor(dy.shape), dx = Tensor(x.shape)
+        func random(_ shape: Shape) -> Tensor {
+            let t = Tensor(shape)
+            for i in 0..<t.count { t.data[i] = rng.nextFloat() - 0.5 }
+            return t
+        }
+        for r in dense {
+            let cin = r.in_channels, cout = r.out_channels, size = r.size, count = cout * cin * 9
+            let denseStep = min(r.gemm_ms, r.direct_ms ?? .infinity) / 1e3
+            let x = random(Shape(n: batch, c: cin, h: size, w: size)), dy = random(Shape(n: batch, c: cout, h: size, w: size))
+            let w = random(Shape(n: 1, c: count)).data, out = Tensor(dy.shape), dx = Tensor(x.shape)
+            let mask = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { mask.deallocate() }
             let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: 3, stride: 1, padding: 1)
             for d in list {
@@ -155,20 +144,20 @@ struct BenchConv: ParsableCommand {
                 sparse.rebuild(mask: mask)
                 let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, sparse.count))
                 defer { packed.deallocate() }
-                let forward = median(samples {
+                let forward = medianSeconds(runs: steps) {
                     sparse.forward(weights: w, x: x.data, batch: batch, height: size, width: size, y: out.data,
                                    isa: variant, threads: threads)
-                })
+                }
                 // Each timed pass places dY in its frame (in training one placement serves both).
-                let input = median(samples {
+                let input = medianSeconds(runs: steps) {
                     sparse.outputGradientChanged()
                     sparse.inputGradient(weights: w, dy: dy.data, dx: dx.data, batch: batch, height: size, width: size,
                                          isa: variant, threads: threads)
-                })
-                let weight = median(samples {
+                }
+                let weight = medianSeconds(runs: steps) {
                     sparse.outputGradientChanged()
                     sparse.weightGradient(dy: dy.data, into: .packed(packed), isa: variant, threads: threads)
-                })
+                }
                 rows.append(SparseRow(in_channels: cin, out_channels: cout, size: size, density: d, dense_step_ms: denseStep * 1e3,
                                       forward_ms: forward * 1e3, input_gradient_ms: input * 1e3, weight_gradient_ms: weight * 1e3,
                                       speedup: denseStep / (forward + input + weight)))
@@ -185,15 +174,5 @@ struct BenchConv: ParsableCommand {
                       fixed(r.forward_ms, 2), fixed(r.input_gradient_ms, 2), fixed(r.weight_gradient_ms, 2), fixed(r.speedup, 2) + "x")
         }
         print(table.render())
-    }
-
-    /// `steps` timings of `body` after one untimed run.
-    private func samples(_ body: () -> Void) -> [Double] {
-        body()
-        return (0..<steps).map { _ in
-            let t0 = now()
-            body()
-            return now() - t0
-        }
     }
 }

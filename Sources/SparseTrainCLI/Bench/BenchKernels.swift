@@ -69,16 +69,7 @@ struct BenchKernels: ParsableCommand {
         let w = buffer(m * k), x = buffer(k * n), y = buffer(m * n), dy = buffer(m * n), dx = buffer(k * n)
         let dw = buffer(m * k), mask = UnsafeMutablePointer<Float>.allocate(capacity: m * k)
         defer { for p in [w, x, y, dy, dx, dw, mask] { p.deallocate() } }
-        func time(_ body: () -> Void) -> Double {
-            body()
-            var samples: [Double] = []
-            for _ in 0..<steps {
-                let t0 = now()
-                body()
-                samples.append(now() - t0)
-            }
-            return median(samples)
-        }
+        let time = { (body: () -> Void) in medianSeconds(runs: steps, body) }
         BLAS.threads = threadCount
         let gemmForward = time { gemm(.none, .none, m: m, n: n, k: k, a: w, lda: k, b: x, ldb: n, c: y, ldc: n) }
         let gemmInput = time { gemm(.transposed, .none, m: k, n: n, k: m, a: w, lda: k, b: dy, ldb: n, c: dx, ldc: n) }
