@@ -25,17 +25,22 @@ extension SparseTrain {
         func run() throws {
             let records: [RunRecord]
             do { records = try runs.map { try RunRecord(directory: $0) } } catch let e as ConfigError { throw InputError(e.description) }
-            let groups = RunGroup.grouping(records)
-            let table = paper.flatMap(PaperTable.named)
-            let markdown = markdownTable(groups, paper: table)
-            guard let out else { print(markdown, terminator: ""); return }
-            do { try Datasets.createDirectory(out) } catch let e as DatasetError { throw InputError(e.description) }
-            let figures = reportFigures(groups)
-            try writeText("# \(title)\n\n" + markdown, to: out + "/report.md")
-            for (k, (_, svg)) in figures.enumerated() { try writeText(svg, to: out + "/figure-\(k + 1).svg") }
-            try writeText(reportPage(title: title, groups: groups, paper: table, figures: figures), to: out + "/report.html")
-            print(markdown, terminator: "")
-            print("wrote \(out)/report.md, report.html and \(figures.count) SVG figures")
+            try writeReport(records, paper: paper.flatMap(PaperTable.named), title: title, out: out)
         }
     }
+}
+
+/// The markdown table of `records` (printed), and with `out` also report.md, report.html and the
+/// SVG figures in that directory.
+func writeReport(_ records: [RunRecord], paper: PaperTable?, title: String, out: String?) throws {
+    let groups = RunGroup.grouping(records)
+    let markdown = markdownTable(groups, paper: paper)
+    guard let out else { print(markdown, terminator: ""); return }
+    do { try Datasets.createDirectory(out) } catch let e as DatasetError { throw InputError(e.description) }
+    let figures = reportFigures(groups)
+    try writeText("# \(title)\n\n" + markdown, to: out + "/report.md")
+    for (k, (_, svg)) in figures.enumerated() { try writeText(svg, to: out + "/figure-\(k + 1).svg") }
+    try writeText(reportPage(title: title, groups: groups, paper: paper, figures: figures), to: out + "/report.html")
+    print(markdown, terminator: "")
+    print("wrote \(out)/report.md, report.html and \(figures.count) SVG figures")
 }

@@ -10,7 +10,7 @@ struct SparseTrain: ParsableCommand {
             Run under mpirun (or launch/run-local.sh) for several ranks; without a launcher it \
             runs as a single process.
             """,
-        subcommands: [Train.self, Eval.self, Compare.self, Densities.self, TheoryCommand.self, PrepareData.self, Bench.self, Info.self, Report.self])
+        subcommands: [Train.self, Eval.self, Compare.self, Densities.self, TheoryCommand.self, PrepareData.self, Bench.self, Info.self, Report.self, Grid.self])
 
     /// Parses and runs; under an MPI launcher only rank 0 prints a command-line error, so the
     /// ranks' copies do not interleave.

@@ -82,6 +82,18 @@ public struct Checkpoint {
         return try decode(data, path: path)
     }
 
+    /// The metadata of a checkpoint, reading only its header (nil when the file is missing or its
+    /// header is not a safetensors header).
+    public static func readMetadata(from path: String) -> [String: String]? {
+        guard let file = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? file.close() }
+        guard let prefix = try? file.read(upToCount: 8), prefix.count == 8 else { return nil }
+        let length = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard length > 0, length < 1 << 30, let header = try? file.read(upToCount: Int(length)), header.count == Int(length),
+              let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else { return nil }
+        return json["__metadata__"] as? [String: String] ?? [:]
+    }
+
     /// Parses a checkpoint's bytes; `path` names it in errors.
     public static func decode(_ data: Data, path: String) throws -> Checkpoint {
         func bad(_ why: String) -> ConfigError { ConfigError("\(path): not a valid checkpoint (\(why))") }

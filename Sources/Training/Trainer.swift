@@ -11,6 +11,8 @@ import Tensor
 /// change that follows its last step (that change is among the epoch's events and counts).
 public struct EpochMetrics: Codable, Sendable {
     public var epoch: Int
+    /// Global steps completed at the end of the epoch.
+    public var steps: Int
     public var lr: Double
     public var train_loss: Double
     public var train_acc: Double
@@ -33,6 +35,8 @@ public struct EpochMetrics: Codable, Sendable {
     /// non-zero effective weights' (the realised sparsity is 1 − this).
     public var effective_density: Double
     public var effective_layer_density: [String: Double]
+    /// The masked layers in network order (the keys of the density maps).
+    public var layers: [String]
 }
 
 /// A sparse-to-sparse training run over the ranks of a communicator.
@@ -440,7 +444,7 @@ public final class Trainer {
         events += epochEvents
         let dense = step.denseBytes - denseBefore
         return (EpochMetrics(
-            epoch: epoch + 1, lr: Double(lr), train_loss: totals[0] / Double(steps),
+            epoch: epoch + 1, steps: last, lr: Double(lr), train_loss: totals[0] / Double(steps),
             train_acc: totals[1] / Double(steps * config.batchSize), test_loss: eval.loss, test_acc: eval.top1,
             test_top5: eval.top5, images_per_second: Double(steps * config.batchSize) / seconds, seconds: seconds,
             bytes_allreduced: step.packedBytes - packedBefore + dense, bytes_dense_gradient: dense,
@@ -448,7 +452,8 @@ public final class Trainer {
             phase: phase.name, global_density: densities.global,
             layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers.map(\.name), densities.layers)),
             effective_density: Double(used.reduce(0, +)) / Double(max(1, masks.maskableTotal)),
-            effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) })), stop)
+            effective_layer_density: Dictionary(uniqueKeysWithValues: zip(masks.layers, used).map { ($0.name, Double($1) / Double($0.count)) }),
+            layers: masks.layers.map(\.name)), stop)
     }
 
     /// Applies the policy's change after step `t` on every rank; rank 0 logs and prints it.
