@@ -225,6 +225,31 @@ check "a hung rank is caught by the watchdog and the job ends" hung
 check "the stopped run resumed" run2 train --resume "$runs/stopped"
 check "stopped and resumed equals uninterrupted (bit-identical)" \
   "$st" compare "$runs/stop-full/checkpoint.safetensors" "$runs/stopped/checkpoint.safetensors" --tolerance 0
+# Experiment grids: a complete run is skipped, a stopped one resumed (and ends bit-identical to
+# an uninterrupted one), a different run in a run's directory refused; the report is written.
+cat > "$runs/grid.yaml" <<'YAML'
+title: test grid
+paper: table1
+scale: [epochs]
+base: {model: mlp, input: 3x8x8, hidden: [32], synthetic_train: 512, synthetic_test: 64, batch_size: 32, epochs: 6, flow: random-addition, log_every: 1000}
+axes:
+  density_method: [erk, balanced]
+  sparsity: [0.9]
+  seed: [0]
+YAML
+check "grid: the first run alone" run2 grid "$runs/grid.yaml" --budget 0.5 --out "$runs/grid" --only density_method=erk
+check "grid: the second run stopped after 1 of 3 epochs (same config)" run2 train --config "$runs/grid/erk_0.9_seed0/config.yaml" \
+  --set density_method=balanced --output "$runs/grid/balanced_0.9_seed0" --stop-after-epochs 1
+check "grid: lists one run complete, one to resume" bash -c "'$st' grid '$runs/grid.yaml' --budget 0.5 --out '$runs/grid' --list |
+  grep -q 'erk_0.9_seed0: complete (3 epochs), skipped' && '$st' grid '$runs/grid.yaml' --budget 0.5 --out '$runs/grid' --list | grep -q 'balanced_0.9_seed0: to resume after epoch 1 of 3'"
+check "grid: skips the complete run, resumes the other, writes the report" bash -c "$(declare -f run2); st=$st; run2 grid '$runs/grid.yaml' --budget 0.5 --out '$runs/grid' > '$log/grid.txt' 2>&1 &&
+  grep -q 'run 2 of 2, balanced_0.9_seed0 (to resume after epoch 1 of 3)' '$log/grid.txt' && ! grep -q 'run 1 of 2' '$log/grid.txt' &&
+  grep -q '| mlp fixed balanced 0.9 | 1 |' '$runs/grid/report-grid/report.md' && [ -s '$runs/grid/report-grid/report.html' ]"
+check "grid: uninterrupted copy of the resumed run" run2 train --config "$runs/grid/balanced_0.9_seed0/config.yaml" --output "$runs/grid-whole"
+check "grid: the resumed run is bit-identical to it" "$st" compare "$runs/grid/balanced_0.9_seed0/checkpoint.safetensors" "$runs/grid-whole/checkpoint.safetensors" --tolerance 0
+check "grid: a finished run's checksum before another budget" bash -c "sha256sum '$runs/grid/erk_0.9_seed0/checkpoint.safetensors' > '$log/grid.sum'"
+fails "grid: another budget never replaces a finished run" "holds a different run (epochs differ)" run2 grid "$runs/grid.yaml" --budget 1 --out "$runs/grid"
+check "grid: the finished run is untouched" sha256sum -c "$log/grid.sum"
 fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
 fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
 check "copy of a finished run" cp -r "$runs/mlp2" "$runs/mlp2-copy"
