@@ -250,6 +250,16 @@ check "grid: the resumed run is bit-identical to it" "$st" compare "$runs/grid/b
 check "grid: a finished run's checksum before another budget" bash -c "sha256sum '$runs/grid/erk_0.9_seed0/checkpoint.safetensors' > '$log/grid.sum'"
 fails "grid: another budget never replaces a finished run" "holds a different run (epochs differ)" run2 grid "$runs/grid.yaml" --budget 1 --out "$runs/grid"
 check "grid: the finished run is untouched" sha256sum -c "$log/grid.sum"
+# The grid's HTML report in a real browser: loads without console errors, its figures are in the
+# DOM, the screenshot is not blank; an empty page must fail the same check.
+if chrome=$(ensure_chromium 2> "$log/chromium.txt"); then
+  check "report page renders in headless Chromium" python3 launch/lib/page_check.py "$chrome" "$runs/grid/report-grid/report.html" \
+    "$(ls "$runs/grid/report-grid/"*.svg | wc -l)" "$log/report.png"
+  echo '<html><body><table></table></body></html>' > "$log/blank.html"
+  fails "a blank page fails the render check" "0.0% of pixels not white" python3 launch/lib/page_check.py "$chrome" "$log/blank.html" 0 "$log/blank.png"
+else
+  echo "SKIP report page in headless Chromium: chromium cannot be installed ($(cat "$log/chromium.txt"))"
+fi
 fails "unknown config key" "unknown config key 'epohcs'" run2 train --set epohcs=3 --output "$runs/bad"
 fails "existing run is not overwritten" "already holds a run" run2 train "${mlp[@]}" --output "$runs/mlp2"
 check "copy of a finished run" cp -r "$runs/mlp2" "$runs/mlp2-copy"

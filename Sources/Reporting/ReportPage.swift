@@ -24,7 +24,13 @@ public func seriesChartSVG(title: String, series: [(String, [(Double, Double)])]
         s += "<line x1=\"\(left)\" y1=\"\(r(py(y)))\" x2=\"\(width - right)\" y2=\"\(r(py(y)))\" stroke=\"#ddd\"/>"
         s += "<text x=\"\(left - 6)\" y=\"\(r(py(y) + 4))\" text-anchor=\"end\">\(String(format: "%.3g", y))</text>\n"
     }
-    for x in Set(points.map(\.0)).sorted() {
+    // Every distinct x as a tick when they are few, else six evenly spaced ones.
+    let distinct = Set(points.map(\.0)).sorted()
+    let ticks = distinct.count <= 12 ? distinct : (0...5).map { k -> Double in
+        let v = x0 + (x1 - x0) * Double(k) / 5
+        return logX ? pow(10, v) : v
+    }
+    for x in ticks {
         s += "<text x=\"\(r(px(x)))\" y=\"\(height - bottom + 16)\" text-anchor=\"middle\">\(escape(xTick(x)))</text>\n"
     }
     s += "<text x=\"\(r((left + width - right) / 2))\" y=\"\(height - 12)\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
@@ -62,25 +68,4 @@ public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, fi
         html += "<h2>\(escape(caption))</h2>\n" + svg.replacingOccurrences(of: "<svg xmlns=\"http://www.w3.org/2000/svg\"", with: "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\"")
     }
     return html + "</body></html>\n"
-}
-
-/// The report's figures: accuracy against sparsity per algorithm and start (log density axis, as
-/// in the paper), and test accuracy per epoch of each group's first run.
-public func reportFigures(_ groups: [RunGroup]) -> [(String, String)] {
-    var bySeries: [String: [(Double, Double)]] = [:]
-    var order: [String] = []
-    for g in groups {
-        let run = g.runs[0]
-        var name = "\(run.config.model) \(run.config.algorithm) \(run.config.sparsity == 0 ? "dense" : run.config.densityMethod)"
-        if run.targetSparsity != run.config.sparsity && run.config.sparsity > 0 { name += String(format: " from %g", run.config.sparsity) }
-        if bySeries[name] == nil { order.append(name) }
-        bySeries[name, default: []].append((1 - run.targetSparsity, g.finalAccuracy.mean * 100))
-    }
-    let accuracy = seriesChartSVG(title: "Final test accuracy against sparsity", series: order.map { ($0, bySeries[$0]!) },
-                                  xLabel: "sparsity (log density axis)", yLabel: "test accuracy %", logX: true,
-                                  xTick: { String(format: "%g", ((1 - $0) * 1e6).rounded() / 1e6) })
-    let curves = seriesChartSVG(title: "Test accuracy per epoch", series: groups.map { g in
-        (g.label, g.runs[0].epochs.map { (Double($0.epoch), $0.test_acc * 100) })
-    }, xLabel: "epoch", yLabel: "test accuracy %")
-    return [("Accuracy against sparsity", accuracy), ("Training curves", curves)]
 }

@@ -60,12 +60,12 @@ public struct Estimate: Equatable {
 /// ours when a paper table is given and has a matching cell.
 public func reportCells(_ groups: [RunGroup], paper: PaperTable? = nil) -> (header: [String], rows: [[String]]) {
     var header = ["run", "seeds", "final test acc %", "best %", "density", "epochs", "wall s", "MB allreduced", "KB broadcast", "mask changes"]
-    if let paper { header.insert("paper (\(paper.name)) %", at: 3) }
+    if let paper { header.insert("paper (\(paper.name), \(paper.model)) %", at: 3) }
     let rows = groups.map { g -> [String] in
         var row = [g.label, "\(g.runs.count)", g.finalAccuracy.formatted(scale: 100), g.bestAccuracy.formatted(scale: 100),
                    g.density.formatted(digits: 4), "\(g.runs[0].epochs.count)", g.wallSeconds.formatted(digits: 0),
                    g.megabytesAllreduced.formatted(digits: 1), g.kilobytesBroadcast.formatted(digits: 1),
-                   "\(g.runs[0].maskChanges)"]
+                   "\(g.runs[0].maskChangeCount)"]
         if let paper { row.insert(paper.value(for: g.runs[0]).map { String(format: "%.1f", $0) } ?? "—", at: 3) }
         return row
     }

@@ -9,17 +9,21 @@ final class ReportTests: XCTestCase {
     override func setUp() { root = NSTemporaryDirectory() + "report-\(UUID().uuidString)" }
     override func tearDown() { try? FileManager.default.removeItem(atPath: root) }
 
-    /// A run directory with `config` (key=value overrides) and one metrics line per accuracy.
-    private func run(_ name: String, _ overrides: [String], accuracies: [Double]) throws -> String {
+    /// A run directory with `config` (key=value overrides) and one metrics line per accuracy
+    /// (10 steps per epoch, global density `densities[e]`, two layers `l1` at d/2 and `l2` at 3d/2), after
+    /// one mask change at step 3.
+    private func run(_ name: String, _ overrides: [String], accuracies: [Double], densities: [Double]? = nil) throws -> String {
         let dir = root + "/" + name
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var config = TrainConfig()
         for o in overrides { try config.apply(override: o) }
         try config.yaml().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
-        var lines = "{\"event\":\"mask_change\",\"epoch\":1,\"step\":3}\n"
+        var lines = "{\"event\":\"mask_change\",\"epoch\":1,\"step\":3,\"density\":\(densities?.first ?? 0.01),\"dropped\":4,\"grown\":2}\n"
         for (e, a) in accuracies.enumerated() {
+            let d = densities?[e] ?? 0.01
             lines += "{\"epoch\":\(e + 1),\"test_acc\":\(a),\"train_loss\":1,\"test_loss\":1,\"seconds\":10,\"bytes_allreduced\":2000000,"
-                + "\"bytes_broadcast\":500,\"mask_changes\":1,\"global_density\":0.01,\"effective_density\":0.01}\n"
+                + "\"bytes_broadcast\":500,\"mask_changes\":1,\"global_density\":\(d),\"effective_density\":\(d),\"steps\":\(10 * (e + 1)),"
+                + "\"layers\":[\"l1\",\"l2\"],\"effective_layer_density\":{\"l2\":\(1.5 * d),\"l1\":\(0.5 * d)}}\n"
         }
         try lines.write(toFile: dir + "/metrics.jsonl", atomically: true, encoding: .utf8)
         return dir
@@ -45,21 +49,33 @@ final class ReportTests: XCTestCase {
     }
 
     func testFiguresAndThePageAreWellFormedXML() throws {
-        let dirs = [try run("a", ["model=resnet20", "sparsity=0.9"], accuracies: [0.4, 0.5]),
-                    try run("b", ["model=resnet20", "sparsity=0.99"], accuracies: [0.3, 0.35]),
-                    try run("c", ["model=resnet20", "algorithm=rigl", "sparsity=0.9", "final_sparsity=0.99"], accuracies: [0.2, 0.45])]
-        let groups = RunGroup.grouping(try dirs.map { try RunRecord(directory: $0) })
+        let dirs = [try run("a", ["model=resnet20", "sparsity=0.9"], accuracies: [0.4, 0.5], densities: [0.1, 0.1]),
+                    try run("b", ["model=resnet20", "sparsity=0.99"], accuracies: [0.3, 0.35], densities: [0.01, 0.01]),
+                    try run("c", ["model=resnet20", "algorithm=rigl", "sparsity=0.9", "final_sparsity=0.99"], accuracies: [0.2, 0.45],
+                            densities: [0.04, 0.01])]
+        let records = try dirs.map { try RunRecord(directory: $0) }
+        XCTAssertEqual(records[2].finalLayerDensities.map(\.layer), ["l1", "l2"], "network order, not the map's")
+        XCTAssertEqual(records[2].finalLayerDensities[0].density, 0.005, accuracy: 1e-12)
+        XCTAssertEqual(records[2].finalLayerDensities[1].density, 0.015, accuracy: 1e-12)
+        XCTAssertEqual(records[2].maskChanges.map(\.step), [3])
+        let groups = RunGroup.grouping(records)
         let figures = reportFigures(groups)
-        XCTAssertEqual(figures.count, 2)
+        // Accuracy, curves, layer densities at 0.9 and at 0.99, density over training (only the
+        // run whose density changes: 0.1 → 0.04 → 0.01), weights moved per mask change.
+        XCTAssertEqual(figures.map(\.0), ["Accuracy against sparsity", "Training curves", "Per-layer density, resnet20 at sparsity 0.9",
+                                          "Per-layer density, resnet20 at sparsity 0.99", "Density over training", "Mask changes"])
         for (_, svg) in figures {
             let parser = XMLParser(data: Data(svg.utf8))
             XCTAssertTrue(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
         }
         XCTAssertTrue(figures[0].1.contains(">0.99<") && figures[0].1.contains(">0.9<"), "sparsity ticks")
+        // Two groups at 0.99 (fixed and rigl), two layers each: four bars, l1 at half height.
+        XCTAssertEqual(figures[3].1.components(separatedBy: "<rect x=").count - 1, 4 + 2, "bars and legend keys")
+        XCTAssertEqual(figures[4].1.components(separatedBy: "<circle").count - 1, 4, "start, change, two epoch ends")
         let page = reportPage(title: "t <&>", groups: groups, paper: nil, figures: figures)
         let parser = XMLParser(data: Data(page.utf8))
         XCTAssertTrue(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
-        XCTAssertEqual(page.components(separatedBy: "<svg ").count - 1, 2)
+        XCTAssertEqual(page.components(separatedBy: "<svg ").count - 1, 6)
         XCTAssertTrue(page.contains("t &lt;&amp;&gt;"))
     }
 

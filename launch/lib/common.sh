@@ -21,6 +21,22 @@ ensure_system_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >&2
 }
 
+# Prints the path of a headless Chromium, installing Debian's package if missing; fails (with the
+# reason on stderr) where it cannot be installed.
+ensure_chromium() {
+  local b
+  for b in chromium chromium-browser; do command -v "$b" >/dev/null && { command -v "$b"; return 0; }; done
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "need root or sudo to install chromium" >&2; return 1; }
+    sudo=sudo
+  fi
+  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium >/dev/null 2>&1; }; } ||
+    { echo "apt-get install chromium failed" >&2; return 1; }
+  command -v chromium
+}
+
 # Fails with a clear message when the Swift toolchain is absent.
 ensure_swift() {
   command -v swift >/dev/null && return 0
