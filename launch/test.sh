@@ -114,6 +114,33 @@ if ip netns add "st-probe-$$" 2>/dev/null; then
     "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-hosts/checkpoint.safetensors" --tolerance 1e-5
   check "ranks of a 2-host run see two hostnames" bash -c "timeout 120 launch/run-hosts.sh -hosts 2 -np 4 --bin '$st' -- info | grep -o 'host host[12]' | sort -u | wc -l | grep -qx 2"
   check "run-hosts.sh removes its namespaces" bash -c "! ip netns list | grep -q '^st[0-9]*h[0-9]'"
+  # The ImageNet path end to end, small: real JPEGs -> prepare-data at 224 px -> ResNet-50
+  # (ImageNet layout, release build) on 2 hosts over TCP with RiGL every 3 steps (12 steps, mask
+  # changes after steps 3 and 6), stopped with a checkpoint after epoch 1 and resumed: the same
+  # path a large ImageNet run takes, and bit-identical to the uninterrupted 2-host run.
+  if cjpeg=$(ensure_tool cjpeg libjpeg-turbo-progs 2> "$log/cjpeg.txt"); then
+    echo "== release build (ResNet-50 runs)"
+    launch/build.sh > "$log/release.txt" 2>&1 || tail -n 20 "$log/release.txt"
+    rel=.build/release/sparsetrain
+    r50=(--set model=resnet50-imagenet --set classes=2 --set dataset=packed --set data_path="$runs/imnet" --set batch_size=4
+         --set epochs=3 --set lr=0.01 --set bn=sync --set sparse_kernels=on --set sparsity=0.9 --set density_method=erk
+         --set algorithm=rigl --set rigl_update_every=3)
+    check "a small folder of real JPEGs (2 classes, 256-320 px)" python3 launch/lib/make_jpegs.py "$cjpeg" "$runs/imnet-jpeg" 2 8 2
+    check "prepare-data at 224 px" bash -c "'$rel' prepare-data --from '$runs/imnet-jpeg/train' --to '$runs/imnet/train' --size 224 &&
+      '$rel' prepare-data --from '$runs/imnet-jpeg/test' --to '$runs/imnet/test' --size 224"
+    check "ResNet-50 on 2 hosts with RiGL, stopped after epoch 1" \
+      timeout 900 launch/run-hosts.sh -hosts 2 --bin "$rel" -- train "${r50[@]}" --output "$runs/r50" --stop-after-epochs 1
+    check "the ResNet-50 run resumed on 2 hosts" timeout 900 launch/run-hosts.sh -hosts 2 --bin "$rel" -- train --resume "$runs/r50"
+    check "the ResNet-50 run uninterrupted on 2 hosts" \
+      timeout 900 launch/run-hosts.sh -hosts 2 --bin "$rel" -- train "${r50[@]}" --output "$runs/r50-whole"
+    check "resumed ResNet-50 run is bit-identical to the uninterrupted one" \
+      "$rel" compare "$runs/r50/checkpoint.safetensors" "$runs/r50-whole/checkpoint.safetensors" --tolerance 0
+    check "the ResNet-50 runs changed the mask twice, numbered 1 and 2" bash -c "
+      [ \"\$(grep -o '\"generation\":[0-9]*' '$runs/r50/metrics.jsonl' | paste -sd,)\" = '\"generation\":1,\"generation\":2' ]"
+    rm -rf "$runs/r50" "$runs/r50-whole"
+  else
+    echo "SKIP the small ImageNet path: cjpeg cannot be installed ($(cat "$log/cjpeg.txt"))"
+  fi
 else
   echo "SKIP 2-host TCP run: cannot create network namespaces here (needs root)"
 fi
@@ -168,6 +195,8 @@ fails "a fresh run in it says what happened" "stopped before its first checkpoin
 check "--resume starts it from the beginning" run2 train --resume "$runs/early"
 check "resumed RiGL run is bit-identical to the uninterrupted one" \
   "$st" compare "$runs/mlp-rigl-2/checkpoint.safetensors" "$runs/rigl-resumed/checkpoint.safetensors" --tolerance 0
+check "resumed RiGL run numbers its mask changes on from the checkpoint's" bash -c "
+  [ \"\$(grep -o '\"generation\":[0-9]*' '$runs/rigl-resumed/metrics.jsonl' | paste -sd,)\" = \"\$(grep -o '\"generation\":[0-9]*' '$runs/mlp-rigl-2/metrics.jsonl' | paste -sd,)\" ]"
 check "2-rank edge-popup run stopped in the middle of a level" run2 train "${mlpnet[@]}" "${popup[@]}" --output "$runs/popup-resumed" --stop-after-epochs 1
 check "2-rank edge-popup run resumed" run2 train --resume "$runs/popup-resumed"
 check "resumed edge-popup run is bit-identical to the uninterrupted one" \
@@ -252,7 +281,7 @@ fails "grid: another budget never replaces a finished run" "holds a different ru
 check "grid: the finished run is untouched" sha256sum -c "$log/grid.sum"
 # The grid's HTML report in a real browser: loads without console errors, its figures are in the
 # DOM, the screenshot is not blank; an empty page must fail the same check.
-if chrome=$(ensure_chromium 2> "$log/chromium.txt"); then
+if chrome=$(ensure_tool chromium chromium 2> "$log/chromium.txt"); then
   check "report page renders in headless Chromium" python3 launch/lib/page_check.py "$chrome" "$runs/grid/report-grid/report.html" \
     "$(ls "$runs/grid/report-grid/"*.svg | wc -l)" "$log/report.png"
   echo '<html><body><table></table></body></html>' > "$log/blank.html"

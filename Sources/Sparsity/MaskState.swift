@@ -14,8 +14,10 @@ public final class MaskState {
     /// Active positions of each layer, relative to its offset, ascending. `[layer][k]`.
     public private(set) var activeIndices: [[Int32]] = []
 
-    public init(store: ParameterStore) {
+    /// `generation`: changes already applied before this state was built (a resumed run's).
+    public init(store: ParameterStore, generation: Int = 0) {
         self.store = store
+        self.generation = generation
         layers = MaskableLayer.all(in: store)
         rebuildIndices()
         store.maskDidChange()

@@ -164,7 +164,7 @@ public final class Trainer {
                                      what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(network.store.values), segments: network.store.segments,
                                      what: "weights", maskedOnly: false, communicator: comm)
-        masks = MaskState(store: network.store)
+        masks = MaskState(store: network.store, generation: resumeCheckpoint.flatMap { Int($0.metadata["mask_generation"] ?? "") } ?? 0)
         // Scoring (SNIP, Synflow) is done: masked layers may now run sparse.
         network.ctx.sparseKernels = SparseKernelMode(rawValue: config.sparseKernels) ?? .off
         step = try TrainingStep(network: network, masks: masks, communicator: comm, loss: loss, sgd: sgd, threads: config.threads)

@@ -21,20 +21,21 @@ ensure_system_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >&2
 }
 
-# Prints the path of a headless Chromium, installing Debian's package if missing; fails (with the
-# reason on stderr) where it cannot be installed.
-ensure_chromium() {
-  local b
-  for b in chromium chromium-browser; do command -v "$b" >/dev/null && { command -v "$b"; return 0; }; done
+# ensure_tool COMMAND PACKAGE: prints the path of COMMAND, installing Debian's PACKAGE first if
+# it is missing; fails (with the reason on stderr) where it cannot be installed. For tools only
+# the tests use (chromium, cjpeg).
+ensure_tool() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null && { command -v "$cmd"; return 0; }
   local sudo=""
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "need root or sudo to install chromium" >&2; return 1; }
+    command -v sudo >/dev/null || { echo "need root or sudo to install $pkg" >&2; return 1; }
     sudo=sudo
   fi
-  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium >/dev/null 2>&1 ||
-    { $sudo apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium >/dev/null 2>&1; }; } ||
-    { echo "apt-get install chromium failed" >&2; return 1; }
-  command -v chromium
+  { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$pkg" >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$pkg" >/dev/null 2>&1; }; } ||
+    { echo "apt-get install $pkg failed" >&2; return 1; }
+  command -v "$cmd"
 }
 
 # Fails with a clear message when the Swift toolchain is absent.
