@@ -73,6 +73,18 @@ public final class GradientReducer {
     public private(set) var bytesReduced: Int = 0
     /// Where the reducer's time went since it was built (or since `timings` was reset).
     public var timings = Timings()
+    /// When things happened in the last step, seconds after `beginStep`.
+    public private(set) var lastStep = StepTimes()
+
+    /// Moments of one step, seconds after `beginStep`.
+    public struct StepTimes: Sendable {
+        /// When each bucket's last segment became ready (it could start).
+        public var bucketReady: [Double] = []
+        /// When `finishStep` was called (backward is over) and when it returned.
+        public var finishCalled = 0.0
+        public var finished = 0.0
+        public init() {}
+    }
 
     /// Seconds spent in each phase, summed over steps.
     public struct Timings: Sendable {
@@ -98,6 +110,7 @@ public final class GradientReducer {
     private var pending: [Int] = []
     private var requests: [CommRequest?] = []
     private var nextToStart = 0
+    private var stepStart = 0.0
 
     /// Builds the index lists and buckets for `mask` and checks, collectively, that every rank
     /// has the same layout and active counts.
@@ -246,6 +259,9 @@ public final class GradientReducer {
         requests = Array(repeating: nil, count: buckets.count)
         nextToStart = 0
         for i in bornPacked.indices { bornPacked[i] = false }
+        stepStart = seconds()
+        lastStep = StepTimes()
+        lastStep.bucketReady = Array(repeating: 0, count: buckets.count)
     }
 
     /// The packed slot of a masked segment that travels gathered (some but not all entries
@@ -274,6 +290,7 @@ public final class GradientReducer {
         let b = bucketOfSegment[index]
         pending[b] -= 1
         precondition(pending[b] >= 0, "segment \(segments[index].name) marked ready twice")
+        if pending[b] == 0 { lastStep.bucketReady[b] = seconds() - stepStart }
         guard overlapsBackward else { return }
         while nextToStart < buckets.count && pending[nextToStart] == 0 {
             try start(nextToStart)
@@ -286,7 +303,11 @@ public final class GradientReducer {
     /// Starts every bucket not yet started, waits for all, and scatters the results back.
     public func finishStep() throws {
         guard let g = gradients else { preconditionFailure("finishStep without beginStep") }
-        defer { gradients = nil }
+        lastStep.finishCalled = seconds() - stepStart
+        defer {
+            gradients = nil
+            lastStep.finished = seconds() - stepStart
+        }
         while nextToStart < buckets.count {
             try start(nextToStart, blocking: !overlapsBackward)
             nextToStart += 1

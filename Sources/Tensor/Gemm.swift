@@ -23,6 +23,13 @@ public func gemm(
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// `y[0..<n] += alpha · x[0..<n]` (OpenBLAS `saxpy`): the element-wise reduction an allreduce
+/// does, for timing it.
+public func axpy(_ n: Int, alpha: Float = 1, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    guard n > 0 else { return }
+    cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
+}
+
 /// Naive triple loop with the same contract as `gemm`, accumulating in Double.
 /// The reference the fast path is tested against.
 public func gemmReference(
