@@ -1,4 +1,5 @@
 import CMPI
+import Dispatch
 import CMPIShim
 
 #if canImport(Glibc)
@@ -91,6 +92,37 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                     Int32(root), comm),
                 "MPI_Bcast")
         }
+    }
+
+    /// One-way seconds of a `bytes`-byte message between rank 0 and rank `peer`: half the median
+    /// round trip of `repeats` blocking send/receive ping-pongs after `warmup` (osu_latency's
+    /// method). Ranks other than 0 and `peer` only wait at the closing barrier; every rank gets
+    /// rank 0's number.
+    public func pingPong(bytes: Int, peer: Int, repeats: Int, warmup: Int = 5) throws -> Double {
+        guard (1..<size).contains(peer) else { throw CommError.invalidRoot(root: peer, size: size) }
+        guard bytes >= 0, bytes <= Int(Int32.max), repeats > 0 else {
+            throw CommError.invalidArgument("ping-pong of \(bytes) bytes × \(repeats)")
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 1)
+        let type = Self.datatype(.uint8), n = Int32(bytes)
+        var times: [Double] = []
+        try barrier()
+        for k in 0..<(warmup + repeats) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            if rank == 0 {
+                try Self.check(MPI_Send(buffer.baseAddress, n, type, Int32(peer), 7, comm), "MPI_Send")
+                try Self.check(MPI_Recv(buffer.baseAddress, n, type, Int32(peer), 7, comm, stmpi_status_ignore()), "MPI_Recv")
+            } else if rank == peer {
+                try Self.check(MPI_Recv(buffer.baseAddress, n, type, 0, 7, comm, stmpi_status_ignore()), "MPI_Recv")
+                try Self.check(MPI_Send(buffer.baseAddress, n, type, 0, 7, comm), "MPI_Send")
+            }
+            if k >= warmup { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / 2) }
+        }
+        var result = [times.sorted()[times.count / 2]]
+        try broadcast(&result, root: 0)
+        return result[0]
     }
 
     public func startAllreduce<T: CommScalar>(

@@ -39,6 +39,9 @@ struct BenchAllreduce: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    @Flag(help: "Instead: the link between rank 0 and the last rank (ping-pong latency and bandwidth) against a blocking allreduce of the same size, 8 B – 64 MiB.")
+    var link = false
+
     enum ReducerResult: String, ExpressibleByArgument, CaseIterable {
         case sum, average
     }
@@ -84,7 +87,21 @@ struct BenchAllreduce: ParsableCommand {
         var results: [Row]
     }
 
+    struct LinkRow: Codable {
+        var bytes: Int
+        var pingpong_seconds: Double
+        var pingpong_gbs: Double
+        var allreduce_seconds: Double
+        /// Allreduce bus bandwidth: bytes / seconds · 2(N−1)/N (the bytes each rank moves).
+        var allreduce_bus_gbs: Double
+        /// Allreduce seconds over one-way ping-pong seconds.
+        var latency_ratio: Double
+        /// Allreduce bus bandwidth over ping-pong bandwidth.
+        var bandwidth_ratio: Double
+    }
+
     func run() throws {
+        if link { runLink() }
         withWorld { comm in
             let layout = (0..<segments).map { i in
                 let lo = params * i / segments, hi = params * (i + 1) / segments
@@ -172,6 +189,40 @@ struct BenchAllreduce: ParsableCommand {
                     + "vs dense = full-buffer allreduce / packed; born packed: the gradient already in the "
                     + "packed slots (sparse layers), efficiency = raw / born packed")
             }
+        }
+    }
+
+    /// Ping-pong between rank 0 and the last rank against a blocking allreduce of the same bytes
+    /// on all ranks: the latency of small messages and the bandwidth of large ones.
+    func runLink() -> Never {
+        withWorld { comm in
+            guard let mpi = comm as? MPICommunicator, comm.size >= 2 else {
+                throw InputError("--link needs 2 or more ranks under mpirun")
+            }
+            var rows: [LinkRow] = []
+            for bytes in [8, 1024, 16_384, 262_144, 1 << 20, 1 << 22, 1 << 24, 1 << 26] {
+                let reps = bytes >= 1 << 22 ? max(3, repeats / 4) : repeats * 5
+                let oneWay = try mpi.pingPong(bytes: bytes, peer: comm.size - 1, repeats: reps)
+                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, bytes / 4))
+                buffer.initialize(repeating: 1)
+                defer { buffer.deallocate() }
+                let reduced = try timeCollective(comm) { try comm.allreduce(buffer, op: .sum, counts: .trusted) }
+                let n = Double(bytes), p = Double(comm.size)
+                let bus = n / reduced * 2 * (p - 1) / p / 1e9, pp = n / oneWay / 1e9
+                rows.append(LinkRow(bytes: bytes, pingpong_seconds: oneWay, pingpong_gbs: pp, allreduce_seconds: reduced,
+                                    allreduce_bus_gbs: bus, latency_ratio: reduced / oneWay, bandwidth_ratio: bus / pp))
+            }
+            guard comm.rank == 0 else { return }
+            if json { print(try jsonLine(rows)); return }
+            print("link between rank 0 and rank \(comm.size - 1) (ping-pong, one way) against a blocking allreduce on \(comm.size) ranks, medians")
+            var table = TextTable("bytes", "ping-pong µs", "ping-pong GB/s", "allreduce µs", "allreduce bus GB/s", "allreduce / ping-pong time", "bus / ping-pong bandwidth")
+            for r in rows {
+                table.add("\(r.bytes)", fixed(r.pingpong_seconds * 1e6, 1), fixed(r.pingpong_gbs, 3), fixed(r.allreduce_seconds * 1e6, 1),
+                          fixed(r.allreduce_bus_gbs, 3), fixed(r.latency_ratio, 2), fixed(r.bandwidth_ratio, 2))
+            }
+            print(table.render())
+            print("bus GB/s = bytes / time · 2(N−1)/N, the bytes each rank sends in a bandwidth-optimal allreduce; "
+                + "goals over a network: allreduce ≤ 2× the ping-pong time for small messages, bus ≥ 0.8× the ping-pong bandwidth for large ones")
         }
     }
 
