@@ -81,6 +81,11 @@ struct BenchScaling: ParsableCommand {
         var predicted_here_seconds: Double?
         var measured_here_seconds: Double?
         var error_here: Double?
+        /// Measured on the ranks of this run: the step's reduction alone (blocking, the same
+        /// buckets), and how much of the real step it adds over the step without it.
+        var communication_alone_seconds: Double?
+        var exposed_measured_seconds: Double?
+        var exposed_fraction: Double?
     }
 
     struct Report: Codable {
@@ -212,6 +217,18 @@ struct BenchScaling: ParsableCommand {
             row.predicted_here_seconds = predicted
             row.measured_here_seconds = measured[0]
             row.error_here = predicted / measured[0] - 1
+            // The reduction by itself, and the part of it the real step does not hide.
+            try comm.barrier()
+            let alone = try (0..<(warmup + steps)).map { _ -> Double in
+                let t0 = now()
+                try world.reducer.reduce(gradients: net.store.gradients)
+                return now() - t0
+            }
+            var comm1 = [median(Array(alone.dropFirst(warmup))), measured[0] - median(totals)]
+            try comm.allreduce(&comm1, op: .max, counts: .trusted)
+            row.communication_alone_seconds = comm1[0]
+            row.exposed_measured_seconds = max(0, comm1[1])
+            row.exposed_fraction = max(0, comm1[1]) / max(comm1[0], 1e-12)
         }
         return row
     }
@@ -245,6 +262,10 @@ struct BenchScaling: ParsableCommand {
             print(table.render())
             if let predicted = row.predicted_here_seconds, let measured = row.measured_here_seconds, let e = row.error_here {
                 print("on the \(ranks) ranks of this run: predicted \(fixed(predicted * 1e3, 1)) ms per step, measured \(fixed(measured * 1e3, 1)) ms (error \(fixed(100 * e, 1))%)")
+            }
+            if let alone = row.communication_alone_seconds, let exposed = row.exposed_measured_seconds, let f = row.exposed_fraction {
+                print("communication measured here: the reduction alone \(fixed(alone * 1e3, 1)) ms; the real step exceeds the step without it by "
+                    + "\(fixed(exposed * 1e3, 1)) ms (exposed: \(fixed(100 * f, 0))% of the communication)")
             }
         }
         print("")
