@@ -282,6 +282,15 @@ check "grid: the resumed run is bit-identical to it" "$st" compare "$runs/grid/b
 check "grid: a finished run's checksum before another budget" bash -c "sha256sum '$runs/grid/erk_0.9_seed0/checkpoint.safetensors' > '$log/grid.sum'"
 fails "grid: another budget never replaces a finished run" "holds a different run (epochs differ)" run2 grid "$runs/grid.yaml" --budget 1 --out "$runs/grid"
 check "grid: the finished run is untouched" sha256sum -c "$log/grid.sum"
+# A finished run's watchdog ends with it: three runs in one process, a 1 s watchdog, each run
+# longer than that.
+cat > "$runs/grid-watchdog.yaml" <<'YAML'
+title: three runs, a short watchdog
+base: {model: mlp, input: 3x8x8, hidden: [32], synthetic_train: 8192, synthetic_test: 64, batch_size: 32, epochs: 2, flow: random-addition, log_every: 1000, watchdog_seconds: 1}
+axes:
+  seed: [0, 1, 2]
+YAML
+check "grid: a finished run's watchdog does not end the next run" run2 grid "$runs/grid-watchdog.yaml" --out "$runs/grid-watchdog"
 # The grid's HTML report in a real browser: loads without console errors, its figures are in the
 # DOM, the screenshot is not blank; an empty page must fail the same check.
 if chrome=$(ensure_tool chromium chromium 2> "$log/chromium.txt"); then

@@ -322,6 +322,7 @@ public final class Trainer {
         }
         let total = config.totalEpochs
         watchdog.start()
+        defer { watchdog.stop() }
         while completedEpochs < min(total, stopAfter ?? total) {
             let (finished, stop) = try trainEpoch(completedEpochs, progress: progress)
             guard let m = finished else {

@@ -32,6 +32,7 @@ final class Watchdog: @unchecked Sendable {
         let thread = Thread { [self] in
             while true {
                 Thread.sleep(forTimeInterval: 0.5)
+                guard isRunning else { return }
                 if let message = expired() {
                     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
                     exit(1)
@@ -39,6 +40,19 @@ final class Watchdog: @unchecked Sendable {
             }
         }
         thread.start()
+    }
+
+    /// Stops the checking thread: the run is over (a grid's next run has its own watchdog).
+    func stop() {
+        lock.lock()
+        defer { lock.unlock() }
+        running = false
+    }
+
+    var isRunning: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return running
     }
 
     /// Progress at `place`; `stepSeconds` feeds the median step time.
