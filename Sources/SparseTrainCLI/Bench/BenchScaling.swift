@@ -175,12 +175,7 @@ struct BenchScaling: ParsableCommand {
         var rng = Xoshiro256(seed: 7 &+ UInt64(comm.rank))
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
         let labels = (0..<batch).map { _ in Int32(rng.nextIndex(below: net.classes)) }
-        if density < 1 {
-            let layers = MaskableLayer.all(in: net.store)
-            let d = try layerwiseDensities(layers, density: density, method: DensityMethod(rawValue: method)!)
-            drawMasks(layers, densities: d, nonZeros: nonZeroCounts(layers, densities: d, density: density), mode: .count, seed: 1, into: net.store.mask)
-            net.store.applyMask()
-        }
+        try drawBenchMask(net, density: density, method: method)
         let masks = MaskState(store: net.store)
         // Kernel choices made once, from timing, on the local step; the world step reuses them.
         net.ctx.sparseKernels = .auto

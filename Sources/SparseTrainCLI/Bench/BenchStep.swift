@@ -102,13 +102,7 @@ struct BenchStep: ParsableCommand {
         var rng = Xoshiro256(seed: 7)
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
         let labels = (0..<batch).map { _ in Int32(rng.nextIndex(below: net.classes)) }
-        if sparsity > 0 {
-            let layers = MaskableLayer.all(in: net.store)
-            let densities = try layerwiseDensities(layers, density: 1 - sparsity, method: DensityMethod(rawValue: method)!)
-            drawMasks(layers, densities: densities, nonZeros: nonZeroCounts(layers, densities: densities, density: 1 - sparsity),
-                      mode: .count, seed: 1, into: net.store.mask)
-            net.store.applyMask()
-        }
+        try drawBenchMask(net, density: 1 - sparsity, method: method)
         let masks = MaskState(store: net.store)
         net.ctx.sparseKernels = sparseKernels
         let trainingStep = try TrainingStep(network: net, masks: masks, communicator: LocalCommunicator(),
