@@ -153,6 +153,20 @@ fi
 cnnrigl=(--set epochs=2 --set algorithm=rigl --set rigl_update_every=2 --set final_sparsity=0.85 --set prune_end=0.5)
 cnnimp=(--set synthetic_train=32 --set algorithm=imp --set final_sparsity=0.87 --set imp_cycle_epochs=1 --set imp_final_epochs=2)
 same_as_one_rank "CNN with sync BN, prune-and-rewire" cnn-rigl cnnnet cnnrigl
+# A communication thread reduces the buckets during backward on its own communicator: on 2
+# ranks it runs the same blocking allreduces as the training thread would (bit-identical, while
+# sync BN's collectives run on the other communicator); on 4 ranks it equals one process.
+# (Kernel choices fixed: auto picks them by timing, which may differ between two runs.)
+check "CNN prune-and-rewire on 2 ranks with a communication thread" \
+  run2 train "${cnnnet[@]}" "${cnnrigl[@]}" --set sparse_kernels=on --set comm_thread=on --output "$runs/cnn-rigl-thread"
+check "CNN prune-and-rewire on 2 ranks without one" \
+  run2 train "${cnnnet[@]}" "${cnnrigl[@]}" --set sparse_kernels=on --set comm_thread=off --output "$runs/cnn-rigl-nothread"
+check "a communication thread changes no bit (CNN, sync BN, 2 ranks)" \
+  "$st" compare "$runs/cnn-rigl-nothread/checkpoint.safetensors" "$runs/cnn-rigl-thread/checkpoint.safetensors" --tolerance 0
+check "MLP prune-and-rewire on 4 ranks with a communication thread" \
+  timeout 300 launch/run-local.sh -np 4 --bin "$st" -- train "${mlpnet[@]}" "${rigl[@]}" --set comm_thread=on --output "$runs/mlp-rigl-thread4"
+check "4 ranks with a communication thread equal 1 rank (MLP, prune-and-rewire, max |dw| <= 1e-5)" \
+  "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-thread4/checkpoint.safetensors" --tolerance 1e-5
 same_as_one_rank "CNN with sync BN, IMP" cnn-imp cnnnet cnnimp
 # Sparse convolution kernels (3×3 and strided frames, 1×1 matmuls) against dense convolutions on
 # the masked weights: ResNet-20 with sync BN on 2 ranks, 52 steps of a fixed mask (lr 0.01 over

@@ -24,3 +24,4 @@ MPI_Errhandler stmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 int stmpi_success(void) { return MPI_SUCCESS; }
 int stmpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 int stmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
+int stmpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }

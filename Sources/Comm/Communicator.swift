@@ -26,6 +26,14 @@ public protocol Communicator: AnyObject {
 
     /// Ends every process of the job with `code`. Used when one rank fails, so no rank hangs.
     func abort(code: Int32) -> Never
+
+    /// A communicator over the same ranks whose collectives never match this one's
+    /// (`MPI_Comm_dup`; collective): a second thread may run collectives on it while this
+    /// thread runs its own, when `allowsConcurrentCalls`.
+    func duplicate() throws -> Communicator
+
+    /// Whether two threads may call collectives at once (on different communicators).
+    var allowsConcurrentCalls: Bool { get }
 }
 
 /// A collective operation in flight.

@@ -57,11 +57,44 @@ public final class GradientReducer {
 
     public let segments: [BufferSegment]
     public let result: Result
-    /// Whether buckets start (non-blocking) during backward as they become ready. When false,
-    /// `finishStep()` reduces every bucket with a blocking allreduce: on fewer than 4 ranks
-    /// OpenMPI 4.1's non-blocking allreduce is a binomial reduce + broadcast, about twice the
-    /// latency and traffic of the blocking call, so overlap costs more than it hides there.
-    public var overlapsBackward = true
+    /// How buckets are reduced.
+    public enum Overlap: String, Sendable {
+        /// Blocking allreduces after backward.
+        case none
+        /// In-place non-blocking allreduces started during backward as buckets become ready;
+        /// they progress in the MPI calls made between layers. On fewer than 4 ranks OpenMPI
+        /// 4.1's non-blocking allreduce is a binomial reduce + broadcast, about twice the latency
+        /// and traffic of the blocking call, so overlap costs more than it hides there.
+        case nonBlocking
+        /// A communication thread runs blocking allreduces on its own communicator, in bucket
+        /// order, as buckets become ready (`useReductionThread(on:)`).
+        case thread
+    }
+
+    /// How buckets are reduced (default: non-blocking during backward).
+    public private(set) var overlap = Overlap.nonBlocking
+    private var reductionThread: ReductionThread?
+
+    /// Whether buckets start during backward as they become ready (non-blocking calls); when
+    /// false, `finishStep()` reduces every bucket with a blocking allreduce.
+    public var overlapsBackward: Bool {
+        get { overlap != .none }
+        set {
+            precondition(overlap != .thread, "a reducer with a communication thread keeps it")
+            overlap = newValue ? .nonBlocking : .none
+        }
+    }
+
+    /// Reduces buckets on a communication thread that owns `communicator` (a duplicate of this
+    /// reducer's, so its collectives never match the training thread's). Every rank must choose
+    /// the same way.
+    public func useReductionThread(on communicator: Communicator) {
+        precondition(communicator.size == self.communicator.size, "the reduction thread needs a communicator over the same ranks")
+        reductionThread?.stop()
+        reductionThread = ReductionThread(communicator: communicator)
+        overlap = .thread
+    }
+
     public private(set) var buckets: [Bucket] = []
     /// Elements in the packed buffer.
     public let packedCount: Int
@@ -226,6 +259,9 @@ public final class GradientReducer {
 
     deinit {
         requests.forEach { try? $0?.wait() }
+        // A step left unfinished (an error) may still have buckets on the thread.
+        try? reductionThread?.waitForAll()
+        reductionThread?.stop()
         packed.deallocate()
     }
 
@@ -291,11 +327,12 @@ public final class GradientReducer {
         pending[b] -= 1
         precondition(pending[b] >= 0, "segment \(segments[index].name) marked ready twice")
         if pending[b] == 0 { lastStep.bucketReady[b] = seconds() - stepStart }
-        guard overlapsBackward else { return }
+        guard overlap != .none else { return }
         while nextToStart < buckets.count && pending[nextToStart] == 0 {
             try start(nextToStart)
             nextToStart += 1
         }
+        guard overlap == .nonBlocking else { return }
         // Drive progress of buckets in flight (shared-memory transports progress only in MPI calls).
         for r in requests.prefix(nextToStart) { _ = try r?.test() }
     }
@@ -309,8 +346,13 @@ public final class GradientReducer {
             lastStep.finished = seconds() - stepStart
         }
         while nextToStart < buckets.count {
-            try start(nextToStart, blocking: !overlapsBackward)
+            try start(nextToStart, blocking: overlap == .none)
             nextToStart += 1
+        }
+        if let thread = reductionThread {
+            let t0 = seconds()
+            try thread.waitForAll()
+            timings.communicate += seconds() - t0
         }
         let scale = result == .average ? 1 / Float(communicator.size) : 1
         for (b, bucket) in buckets.enumerated() {
@@ -365,6 +407,8 @@ public final class GradientReducer {
         bytesReduced += region.count * MemoryLayout<Float>.stride
         if region.isEmpty {
             return
+        } else if let thread = reductionThread {
+            thread.reduce(region)
         } else if blocking {
             try communicator.allreduce(region, op: .sum, counts: .trusted)
         } else {

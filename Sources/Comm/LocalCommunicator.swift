@@ -29,6 +29,10 @@ public final class LocalCommunicator: Communicator {
     public func abort(code: Int32) -> Never {
         exit(code)
     }
+
+    public func duplicate() throws -> Communicator { LocalCommunicator() }
+
+    public var allowsConcurrentCalls: Bool { true }
 }
 
 /// A request that completed when it was made.

@@ -9,8 +9,8 @@ import Musl
 #endif
 
 /// `MPI_COMM_WORLD` as a `Communicator`. This value owns MPI's lifetime: its initializer calls
-/// `MPI_Init_thread` (funneled: only the thread that made it calls MPI) and `finalize()` or
-/// `deinit` calls `MPI_Finalize`. `MPI_ERRORS_RETURN` is installed, so every failed MPI call
+/// `MPI_Init_thread` (asking for `MPI_THREAD_MULTIPLE`, which a gradient reducer's communication
+/// thread needs; funneled use otherwise) and `finalize()` or `deinit` calls `MPI_Finalize`. `MPI_ERRORS_RETURN` is installed, so every failed MPI call
 /// becomes a thrown `CommError.mpi` carrying `MPI_Error_string` instead of killing the job.
 ///
 /// One per process: MPI cannot be initialized twice, nor again after it was finalized.
@@ -19,6 +19,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let size: Int
     private let comm: MPI_Comm
     private var finalized = false
+    /// False for a duplicate: it frees its communicator instead of finalizing MPI.
+    private let ownsMPI: Bool
+    /// The thread level MPI provided.
+    private let threadLevel: Int32
 
     /// True when this process was started by an MPI launcher (`mpirun`, `srun --mpi=pmix`),
     /// judged from the environment the launcher sets.
@@ -40,7 +44,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
         var provided: Int32 = 0
         try Self.check(
-            MPI_Init_thread(nil, nil, stmpi_thread_funneled(), &provided), "MPI_Init_thread")
+            MPI_Init_thread(nil, nil, stmpi_thread_multiple(), &provided), "MPI_Init_thread")
+        ownsMPI = true
+        threadLevel = provided
         comm = stmpi_comm_world()
         try Self.check(
             MPI_Comm_set_errhandler(comm, stmpi_errors_return()), "MPI_Comm_set_errhandler")
@@ -52,14 +58,40 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         size = Int(s)
     }
 
+    /// A duplicate of `parent`'s communicator.
+    private init(duplicating parent: MPICommunicator) throws {
+        var dup: MPI_Comm? = stmpi_comm_null()
+        try Self.check(MPI_Comm_dup(parent.comm, &dup), "MPI_Comm_dup")
+        guard let dup else { throw CommError.invalidArgument("MPI_Comm_dup returned no communicator") }
+        comm = dup
+        try Self.check(MPI_Comm_set_errhandler(comm, stmpi_errors_return()), "MPI_Comm_set_errhandler")
+        rank = parent.rank
+        size = parent.size
+        ownsMPI = false
+        threadLevel = parent.threadLevel
+    }
+
     deinit { finalize() }
 
-    /// Calls `MPI_Finalize` once; later calls do nothing. No collective may follow.
+    /// Calls `MPI_Finalize` once (a duplicate frees its communicator instead); later calls do
+    /// nothing. No collective may follow.
     public func finalize() {
         guard !finalized else { return }
         finalized = true
-        MPI_Finalize()
+        var done: Int32 = 0
+        MPI_Finalized(&done)
+        guard done == 0 else { return }
+        if ownsMPI {
+            MPI_Finalize()
+        } else {
+            var c: MPI_Comm? = comm
+            MPI_Comm_free(&c)
+        }
     }
+
+    public func duplicate() throws -> Communicator { try MPICommunicator(duplicating: self) }
+
+    public var allowsConcurrentCalls: Bool { threadLevel == stmpi_thread_multiple() }
 
     public func barrier() throws {
         try Self.check(MPI_Barrier(comm), "MPI_Barrier")

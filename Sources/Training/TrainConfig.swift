@@ -74,6 +74,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var watchdogSeconds = 300.0
     /// local (per-rank batch statistics) or sync (synchronised over ranks).
     public var bn = "local"
+    /// Reduce gradient buckets on a communication thread during backward: auto (when MPI allows
+    /// it and every rank has a spare core), on, off.
+    public var commThread = "auto"
     /// Sparse kernels in masked linear and convolution layers: auto (per layer and pass, the faster of dense and
     /// sparse as timed once per batch size and density), on, off.
     public var sparseKernels = "auto"
@@ -108,7 +111,7 @@ public struct TrainConfig: Equatable, Sendable {
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
         "synflow_shortcuts", "mask_draw",
         "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every", "watchdog_seconds",
-        "bn", "sparse_kernels", "log_every", "algorithm", "mask_from",
+        "bn", "comm_thread", "sparse_kernels", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
     /// Parses YAML text (a mapping) on top of the defaults.
@@ -176,6 +179,11 @@ public struct TrainConfig: Equatable, Sendable {
             throw ConfigError("\(key) must be true or false, got '\(value)'")
         }
         func string() -> String { "\(value)" }
+        /// A choice with on / off among its values: YAML 1.1 reads those as booleans.
+        func onOff() -> String {
+            let v = string()
+            return v == "true" ? "on" : v == "false" ? "off" : v
+        }
         func ints() throws -> [Int] {
             if let v = value as? [Int] { return v }
             if let v = value as? Int { return [v] }
@@ -230,10 +238,8 @@ public struct TrainConfig: Equatable, Sendable {
         case "checkpoint_every": checkpointEvery = try int()
         case "watchdog_seconds": watchdogSeconds = try double()
         case "bn": bn = string()
-        case "sparse_kernels":
-            // YAML 1.1 reads on/off as booleans.
-            let v = string()
-            sparseKernels = v == "true" ? "on" : v == "false" ? "off" : v
+        case "comm_thread": commThread = onOff()
+        case "sparse_kernels": sparseKernels = onOff()
         case "log_every": logEvery = try int()
         case "algorithm": algorithm = string()
         case "mask_from": maskFrom = string()
@@ -296,6 +302,7 @@ public struct TrainConfig: Equatable, Sendable {
         try check(checkpointEvery >= 1, "checkpoint_every must be at least 1")
         try check(watchdogSeconds.isFinite && watchdogSeconds >= 0, "watchdog_seconds must be ≥ 0 (0 turns it off)")
         try check(["local", "sync"].contains(bn), "bn must be local or sync")
+        try check(["auto", "on", "off"].contains(commThread), "comm_thread must be auto, on or off; got '\(commThread)'")
         try check(SparseKernelMode(rawValue: sparseKernels) != nil, "sparse_kernels must be auto, on or off; got '\(sparseKernels)'")
         try check(logEvery >= 1, "log_every must be at least 1")
         try check(syntheticTrain > 0 && syntheticTest > 0, "synthetic_train and synthetic_test must be positive")
@@ -317,7 +324,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("synflow_shortcuts", q(synflowShortcuts)),
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("allow_disconnected", "\(allowDisconnected)"), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
-            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("sparse_kernels", q(sparseKernels)), ("log_every", "\(logEvery)"),
+            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("comm_thread", q(commThread)), ("sparse_kernels", q(sparseKernels)), ("log_every", "\(logEvery)"),
             ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),
         ]
         lines += algorithmValues()

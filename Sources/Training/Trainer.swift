@@ -167,7 +167,8 @@ public final class Trainer {
         masks = MaskState(store: network.store, generation: resumeCheckpoint.flatMap { Int($0.metadata["mask_generation"] ?? "") } ?? 0)
         // Scoring (SNIP, Synflow) is done: masked layers may now run sparse.
         network.ctx.sparseKernels = SparseKernelMode(rawValue: config.sparseKernels) ?? .off
-        step = try TrainingStep(network: network, masks: masks, communicator: comm, loss: loss, sgd: sgd, threads: config.threads)
+        step = try TrainingStep(network: network, masks: masks, communicator: comm, loss: loss, sgd: sgd, threads: config.threads,
+                                communicationThread: CommunicationThreadMode(rawValue: config.commThread) ?? .auto)
         changes = MaskChangePath(masks: masks, communicator: comm, step: step)
         if let ck = resumeCheckpoint {
             try policy.restoreState({ ck.tensor($0) }, masks: masks)

@@ -19,6 +19,8 @@ public final class TrainingStep {
     let threads: Int
     /// The packed reducer for the mask's current generation.
     public private(set) var reducer: GradientReducer
+    /// The reduction thread's communicator (a duplicate of `comm`), nil without a thread.
+    private let reductionCommunicator: Communicator?
     private var reducerGeneration: Int
     /// Bytes of packed reductions by reducers of earlier generations.
     private var earlierPackedBytes = 0
@@ -31,8 +33,10 @@ public final class TrainingStep {
     private var shareChoicesAfterStep = true
     private var reduceError: Error?
 
+    /// Collective: every rank builds its step at the same point. `communicationThread` decides
+    /// whether buckets are reduced on a communication thread (all ranks agree on it).
     public init(network: Network, masks: MaskState, communicator: Communicator, loss: SoftmaxCrossEntropy, sgd: SGD,
-                threads: Int) throws {
+                threads: Int, communicationThread: CommunicationThreadMode = .auto) throws {
         self.network = network
         self.masks = masks
         self.comm = communicator
@@ -40,7 +44,8 @@ public final class TrainingStep {
         self.sgd = sgd
         self.threads = threads
         maskedParameters = network.store.parameters.filter(\.maskable).map(\.ref.index)
-        reducer = try Self.makeReducer(masks, communicator)
+        reductionCommunicator = try Self.reductionCommunicator(communicator, mode: communicationThread, threads: threads)
+        reducer = try Self.makeReducer(masks, communicator, thread: reductionCommunicator)
         reducerGeneration = masks.generation
         network.store.onGradientReady = { [unowned self] ref in
             guard !self.denseStep else { return }
@@ -51,17 +56,40 @@ public final class TrainingStep {
         }
     }
 
-    private static func makeReducer(_ masks: MaskState, _ comm: Communicator) throws -> GradientReducer {
+    /// The communicator of the reduction thread, or nil without one. Every rank wants the
+    /// thread or none does (an allreduce of the wish); `on` where MPI cannot run it is an error.
+    private static func reductionCommunicator(_ comm: Communicator, mode: CommunicationThreadMode, threads: Int) throws -> Communicator? {
+        guard comm.size > 1 else { return nil }
+        let spareCore = nodeHasSpareCore(threadsPerRank: threads)
+        let wish: Bool
+        switch mode {
+        case .off: wish = false
+        case .on: wish = true
+        case .auto: wish = comm.allowsConcurrentCalls && spareCore
+        }
+        var flags: [Int32] = [wish ? 1 : 0, comm.allowsConcurrentCalls ? 1 : 0]
+        try comm.allreduce(&flags, op: .min, counts: .trusted)
+        if mode == .on && flags[1] == 0 {
+            throw CommError.invalidArgument("comm_thread: on needs an MPI with MPI_THREAD_MULTIPLE on every rank")
+        }
+        return flags[0] == 1 ? try comm.duplicate() : nil
+    }
+
+    private static func makeReducer(_ masks: MaskState, _ comm: Communicator, thread: Communicator?) throws -> GradientReducer {
         let reducer = try GradientReducer(segments: masks.store.segments, mask: masks.mask, communicator: comm, result: .sum)
-        // Below 4 ranks the non-blocking allreduce costs more than overlapping it hides.
-        reducer.overlapsBackward = comm.size >= 4
+        if let thread {
+            reducer.useReductionThread(on: thread)
+        } else {
+            // Below 4 ranks the non-blocking allreduce costs more than overlapping it hides.
+            reducer.overlapsBackward = comm.size >= 4
+        }
         return reducer
     }
 
     /// Rebuilds the reducer's plan for the current mask (collective: every rank calls it).
     public func rebuildReducer() throws {
         earlierPackedBytes += reducer.bytesReduced
-        reducer = try Self.makeReducer(masks, comm)
+        reducer = try Self.makeReducer(masks, comm, thread: reductionCommunicator)
         reducerGeneration = masks.generation
         shareChoicesAfterStep = true
     }

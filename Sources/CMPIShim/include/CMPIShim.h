@@ -25,5 +25,6 @@ MPI_Errhandler stmpi_errors_return(void);
 int stmpi_success(void);
 int stmpi_max_error_string(void);
 int stmpi_thread_funneled(void);
+int stmpi_thread_multiple(void);
 
 #endif
