@@ -45,9 +45,15 @@ public enum ReductionSchedule: String, Codable, Sendable, CaseIterable {
     /// the other (libnbc's choice: binomial for in-place buffers), hidden behind the rest of
     /// backward where it can be. Assumes the calls progress while backward runs.
     case overlapped
+    /// Each bucket with a blocking `MPI_Allreduce` (coll/tuned's choice) on a communication
+    /// thread as soon as it is ready, one after the other, hidden behind the rest of backward.
+    case thread
 
-    /// What `GradientReducer` does on `ranks` ranks: blocking below 4 ranks, overlapped from 4.
-    public static func engine(ranks: Int) -> ReductionSchedule { ranks >= 4 ? .overlapped : .blocking }
+    /// What `GradientReducer` does on `ranks` ranks: on a communication thread when it has one,
+    /// else blocking below 4 ranks and overlapped from 4.
+    public static func engine(ranks: Int, thread: Bool = false) -> ReductionSchedule {
+        thread ? .thread : ranks >= 4 ? .overlapped : .blocking
+    }
 }
 
 /// The predicted step on `ranks` ranks (same batch per rank: weak scaling).
@@ -70,15 +76,16 @@ public struct StepPrediction: Codable, Sendable {
 
 /// Predicts the step of `profile` on `ranks` ranks of `fabric`:
 /// step = backward + exposed communication + tail + σ·√(2 ln N). Blocking: every bucket's
-/// allreduce after backward, all exposed. Overlapped: bucket k starts at max(ready_k, end of
-/// bucket k−1) and the part of the last end past the end of backward is exposed.
+/// allreduce after backward, all exposed. Overlapped and thread: bucket k starts at
+/// max(ready_k, end of bucket k−1) and the part of the last end past the end of backward is
+/// exposed (libnbc's algorithm for overlapped, coll/tuned's for the thread).
 public func predictStep(_ profile: StepProfile, ranks: Int, fabric: Fabric, schedule: ReductionSchedule) -> StepPrediction {
     var communication = 0.0, free = 0.0
     var largest: (bytes: Int, algorithm: AllreduceAlgorithm)?
     for bucket in profile.buckets where bucket.bytes > 0 {
-        let algorithm = schedule == .blocking
-            ? AllreduceAlgorithm.openMPIBlocking(bytes: bucket.bytes, ranks: ranks)
-            : AllreduceAlgorithm.openMPINonBlocking(bytes: bucket.bytes, ranks: ranks, inPlace: true)
+        let algorithm = schedule == .overlapped
+            ? AllreduceAlgorithm.openMPINonBlocking(bytes: bucket.bytes, ranks: ranks, inPlace: true)
+            : AllreduceAlgorithm.openMPIBlocking(bytes: bucket.bytes, ranks: ranks)
         let cost = algorithm.seconds(bytes: bucket.bytes, ranks: ranks, on: fabric)
         communication += cost
         free = schedule == .blocking ? 0 : max(bucket.ready, free) + cost

@@ -1,9 +1,11 @@
 import ArgumentParser
+import Comm
 import NN
 
 extension ModelName: ExpressibleByArgument {}
 extension ConvolutionAlgorithm: ExpressibleByArgument {}
 extension SparseKernelMode: ExpressibleByArgument {}
+extension CommunicationThreadMode: ExpressibleByArgument {}
 
 /// The model a command works on: name, classes, input shape, MLP widths.
 struct ModelOptions: ParsableArguments {

@@ -151,6 +151,38 @@ final class GradientReducerTests: XCTestCase {
         XCTAssertEqual(starts, ["start(80000)", "start(70026)", "start(\(reducer.packedCount))"])
     }
 
+    /// With a communication thread the buckets are reduced on the thread's communicator, in
+    /// bucket order, as they become ready; the result equals the blocking reduction's.
+    func testReductionThreadReducesOnItsOwnCommunicatorInOrder() throws {
+        let mask = makeMask()
+        let comm = SimulatedCommunicator(size: 3)
+        let threadComm = try comm.duplicate() as! SimulatedCommunicator
+        func reducer() throws -> GradientReducer {
+            try mask.withUnsafeBufferPointer {
+                try GradientReducer(segments: segments, mask: $0, communicator: comm, result: .sum,
+                                    bucketCapBytes: 1 << 20, inPlaceMinElements: 60_000)
+            }
+        }
+        let threaded = try reducer()
+        let callsAtBuild = comm.calls
+        threaded.useReductionThread(on: threadComm)
+        XCTAssertEqual(threaded.overlap, .thread)
+        var g = makeGradients()
+        for _ in 0..<3 {   // several steps through one thread
+            g = makeGradients()
+            try g.withUnsafeMutableBufferPointer { grads in
+                threaded.beginStep(gradients: grads)
+                for i in segments.indices.reversed() { try threaded.segmentReady(i) }
+                try threaded.finishStep()
+            }
+        }
+        XCTAssertEqual(comm.calls, callsAtBuild, "the training thread's communicator makes no call during steps")
+        XCTAssertEqual(threadComm.calls, Array(repeating: ["allreduce(80000)", "allreduce(70026)", "allreduce(\(threaded.packedCount))"], count: 3).flatMap { $0 })
+        var expected = makeGradients()
+        try expected.withUnsafeMutableBufferPointer { try reducer().reduce(gradients: $0) }
+        XCTAssertEqual(g, expected)
+    }
+
     func testMaskOfWrongLengthIsRejected() {
         let mask = [Float](repeating: 1, count: total - 1)
         XCTAssertThrowsError(try mask.withUnsafeBufferPointer {

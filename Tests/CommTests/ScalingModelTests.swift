@@ -57,6 +57,11 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(overlapped.stepSeconds, 0.018, accuracy: 1e-12)
         XCTAssertEqual(overlapped.imagesPerSecond, 4 * 32 / 0.018, accuracy: 1e-6)
         XCTAssertEqual(overlapped.efficiency, 0.015 / 0.018, accuracy: 1e-12)
+        // A communication thread: the same pipeline with coll/tuned's algorithm (Rabenseifner).
+        let threaded = predictStep(profile, ranks: 4, fabric: free, schedule: .thread)
+        XCTAssertEqual(threaded.algorithm, .rabenseifner)
+        XCTAssertEqual(threaded.exposedSeconds, 0.003, accuracy: 1e-12)
+        XCTAssertEqual(ReductionSchedule.engine(ranks: 2, thread: true), .thread)
         XCTAssertEqual(ReductionSchedule.engine(ranks: 2), .blocking)
         XCTAssertEqual(ReductionSchedule.engine(ranks: 4), .overlapped)
         // Straggler term σ·√(2 ln N); none on one rank.

@@ -40,6 +40,10 @@ final class SimulatedCommunicator: Communicator {
 
     func abort(code: Int32) -> Never { fatalError("abort \(code)") }
 
+    func duplicate() throws -> Communicator { SimulatedCommunicator(size: size) }
+
+    var allowsConcurrentCalls: Bool { true }
+
     private final class Done: CommRequest {
         func wait() throws {}
         func test() throws -> Bool { true }

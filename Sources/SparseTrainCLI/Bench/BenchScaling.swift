@@ -44,6 +44,9 @@ struct BenchScaling: ParsableCommand {
     @Option(help: "Threads per rank (default: cores / ranks on this node).")
     var threads: Int?
 
+    @Option(help: "Communication thread (auto, on, off), as the training config's comm_thread; predictions assume the same on every node.")
+    var commThread: CommunicationThreadMode = .auto
+
     @Option(help: "Timed steps per measurement (medians are used).")
     var steps: Int = 3
 
@@ -100,8 +103,7 @@ struct BenchScaling: ParsableCommand {
     func run() throws {
         bootstrapLogging()
         withWorld { comm in
-            let localRanks = Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-            let threadCount = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, localRanks))
+            let threadCount = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / ranksOnThisNode())
             BLAS.threads = threadCount
             let gamma = measureReductionSecondsPerByte()
             let (fab, samples) = try chooseFabric(comm, gamma: gamma)
@@ -200,15 +202,21 @@ struct BenchScaling: ParsableCommand {
         var worst = [back, total - back, jitter]
         try comm.allreduce(&worst, op: .max, counts: .trusted)
         let profile = StepProfile(backwardSeconds: worst[0], tailSeconds: worst[1], buckets: buckets, batch: batch, jitterSeconds: worst[2])
-        let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0)) }
+        // The world step decides (collectively) whether it has a communication thread; with one
+        // rank, decide as it would.
+        let world = comm.size > 1
+            ? try TrainingStep(network: net, masks: masks, communicator: comm, loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threads,
+                               communicationThread: commThread) : nil
+        let thread = world.map { $0.reducer.overlap == .thread }
+            ?? (commThread == .on || (commThread == .auto && nodeHasSpareCore(threadsPerRank: threads)))
+        let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0, thread: thread)) }
         var row = Row(density: masks.globalDensity, profile: profile, predictions: predictions, ranks: comm.size)
-        if comm.size > 1 {
-            let world = try TrainingStep(network: net, masks: masks, communicator: comm, loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threads)
+        if let world {
             try comm.barrier()
             let times = try (0..<(warmup + steps)).map { _ in try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size) }
             var measured = [median(Array(times.dropFirst(warmup)))]
             try comm.allreduce(&measured, op: .max, counts: .trusted)
-            let predicted = predictStep(profile, ranks: comm.size, fabric: fabric, schedule: .engine(ranks: comm.size)).stepSeconds
+            let predicted = predictStep(profile, ranks: comm.size, fabric: fabric, schedule: .engine(ranks: comm.size, thread: thread)).stepSeconds
             row.predicted_here_seconds = predicted
             row.measured_here_seconds = measured[0]
             row.error_here = predicted / measured[0] - 1
@@ -264,8 +272,9 @@ struct BenchScaling: ParsableCommand {
             }
         }
         print("")
-        print("Model: step = backward + exposed communication + tail + σ·√(2 ln N); blocking allreduces after backward below 4 ranks, "
-            + "in-place non-blocking ones (libnbc: binomial) overlapped with backward from 4, as the engine runs them. Limits: one rank per node, "
+        print("Model: step = backward + exposed communication + tail + σ·√(2 ln N); as the engine reduces: on a communication thread "
+            + "(blocking allreduces, overlapped with backward) when it has one, else blocking after backward below 4 ranks and in-place "
+            + "non-blocking ones (libnbc: binomial) overlapped from 4. Limits: one rank per node, "
             + "a flat network without congestion, calls that progress during backward, compute measured on this machine.")
     }
 
