@@ -39,6 +39,15 @@ extension SparseTrain {
                     return (grid, runs)
                 }
                 let root = out ?? "runs/\(grid.name)"
+                if list {
+                    // Rank 0 reads the directories and prints; nothing is trained.
+                    guard comm.rank == 0 else { return }
+                    print("grid \(grid.name): \(grid.title); budget \(String(format: "%g", budget ?? grid.budget)), \(runs.count) runs in \(root)")
+                    for (k, run) in runs.enumerated() {
+                        print("  \(k + 1). \(run.name): \(Self.describe(RunState(directory: run.config.output, wanted: run.config), of: run.config))")
+                    }
+                    return
+                }
                 let states = try agreedStates(runs, comm)
                 if comm.rank == 0 {
                     print("grid \(grid.name): \(grid.title); budget \(String(format: "%g", budget ?? grid.budget)), \(runs.count) runs in \(root)")
@@ -46,7 +55,6 @@ extension SparseTrain {
                         print("  \(k + 1). \(run.name): \(Self.describe(state, of: run.config))")
                     }
                 }
-                guard !list else { return }
                 for (k, (run, state)) in zip(runs, states).enumerated() {
                     if case .complete = state { continue }
                     if comm.rank == 0 { print("grid \(grid.name): run \(k + 1) of \(runs.count), \(run.name) (\(Self.describe(state, of: run.config)))") }
