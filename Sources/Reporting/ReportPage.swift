@@ -51,8 +51,8 @@ public func seriesChartSVG(title: String, series: [(String, [(Double, Double)])]
 
 private func r(_ v: Double) -> Double { (v * 10).rounded() / 10 }
 
-/// The report as one self-contained XHTML page: the table (from `groups`) and the SVG figures.
-public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, figures: [(String, String)]) -> String {
+/// The report as one self-contained XHTML page: the table (from `groups`), the claims checked and the SVG figures.
+public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, figures: [(String, String)], claims: [ClaimCheck] = []) -> String {
     let (header, rows) = reportCells(groups, paper: paper)
     var html = """
     <!DOCTYPE html>
@@ -64,6 +64,11 @@ public func reportPage(title: String, groups: [RunGroup], paper: PaperTable?, fi
     """
     for row in rows { html += "<tr>" + row.map { "<td>\(escape($0))</td>" }.joined() + "</tr>\n" }
     html += "</table>\n"
+    if !claims.isEmpty {
+        html += "<h2>The paper's claims on these runs</h2>\n<ul>\n"
+        for c in claims { html += "<li><b>\(escape(c.verdict.rawValue))</b>: \(escape(c.claim)) — \(escape(c.evidence))</li>\n" }
+        html += "</ul>\n"
+    }
     for (caption, svg) in figures {
         html += "<h2>\(escape(caption))</h2>\n" + svg.replacingOccurrences(of: "<svg xmlns=\"http://www.w3.org/2000/svg\"", with: "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\"")
     }

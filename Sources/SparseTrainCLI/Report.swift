@@ -34,13 +34,14 @@ extension SparseTrain {
 /// SVG figures in that directory.
 func writeReport(_ records: [RunRecord], paper: PaperTable?, title: String, out: String?) throws {
     let groups = RunGroup.grouping(records)
-    let markdown = markdownTable(groups, paper: paper)
+    let claims = checkPaperClaims(groups)
+    let markdown = markdownTable(groups, paper: paper) + claimsMarkdown(claims)
     guard let out else { print(markdown, terminator: ""); return }
     do { try Datasets.createDirectory(out) } catch let e as DatasetError { throw InputError(e.description) }
     let figures = reportFigures(groups)
     try writeText("# \(title)\n\n" + markdown, to: out + "/report.md")
     for (k, (_, svg)) in figures.enumerated() { try writeText(svg, to: out + "/figure-\(k + 1).svg") }
-    try writeText(reportPage(title: title, groups: groups, paper: paper, figures: figures), to: out + "/report.html")
+    try writeText(reportPage(title: title, groups: groups, paper: paper, figures: figures, claims: claims), to: out + "/report.html")
     print(markdown, terminator: "")
     print("wrote \(out)/report.md, report.html and \(figures.count) SVG figures")
 }

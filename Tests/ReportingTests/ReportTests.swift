@@ -79,6 +79,34 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(page.contains("t &lt;&amp;&gt;"))
     }
 
+    func testThePapersClaimsAreCheckedOnTheRunsAtHand() throws {
+        let fixed99 = ["model=resnet20", "sparsity=0.99"]
+        var dirs: [String] = []
+        for (k, a) in [0.5, 0.6, 0.7].enumerated() { dirs.append(try run("bal\(k)", fixed99 + ["density_method=balanced", "seed=\(k)"], accuracies: [0.1, a])) }
+        for (k, a) in [0.30, 0.31, 0.32].enumerated() { dirs.append(try run("uni\(k)", fixed99 + ["density_method=uniform", "seed=\(k)"], accuracies: [0.1, a])) }
+        dirs.append(try run("pyr", fixed99 + ["density_method=pyramidal"], accuracies: [0.1, 0.2]))
+        dirs.append(try run("rigl", fixed99 + ["density_method=balanced", "algorithm=rigl"], accuracies: [0.1, 0.65]))
+        dirs.append(try run("imp-er", ["model=resnet20", "algorithm=imp", "sparsity=0.5", "final_sparsity=0.9"], accuracies: [0.5, 0.8]))
+        dirs.append(try run("imp-dense", ["model=resnet20", "algorithm=imp", "sparsity=0", "final_sparsity=0.9"], accuracies: [0.5, 0.6, 0.805]))
+        let checks = checkPaperClaims(RunGroup.grouping(try dirs.map { try RunRecord(directory: $0) }))
+        XCTAssertEqual(checks.map(\.verdict), [.confirmed, .contradicted, .confirmed, .confirmed], "\(checks)")
+        XCTAssertEqual(checks[0].claim, "resnet20: balanced ER ratios ≥ uniform at sparsity 0.99 (fixed mask)")
+        // 60.0 ± 24.8 against 31.0 ± 2.5: the intervals do not overlap.
+        XCTAssertEqual(checks[0].evidence, "resnet20 fixed balanced 0.99 60.0 ± 24.8 % against resnet20 fixed uniform 0.99 31.0 ± 2.5 %")
+        XCTAssertTrue(checks[1].evidence.hasSuffix("(one seed: no interval)"), checks[1].evidence)
+        XCTAssertEqual(checks[2].claim, "resnet20: RiGL rewiring at 0.99 beats the fixed balanced ER mask at 0.99")
+        // IMP from ER: 80.0 against 80.5 (within a point), 2 epochs (20 s) against 3 (30 s).
+        XCTAssertTrue(checks[3].evidence.contains("epochs 2 vs 3, wall time 20 vs 30 s (67%), 4 vs 6 MB allreduced (67%)"), checks[3].evidence)
+        // Overlapping intervals cannot decide.
+        let groups = RunGroup.grouping(try [dirs[0], dirs[1], dirs[2], dirs[3], dirs[4], dirs[5]].map { try RunRecord(directory: $0) })
+        XCTAssertEqual(compare(claim: "c", groups[0], groups[0], atLeast: false).verdict, .inconclusive)
+        let page = reportPage(title: "t", groups: groups, paper: nil, figures: [], claims: checks)
+        let parser = XMLParser(data: Data(page.utf8))
+        XCTAssertTrue(parser.parse())
+        XCTAssertEqual(page.components(separatedBy: "<li>").count - 1, 4)
+        XCTAssertTrue(claimsMarkdown(checks).contains("- **not confirmed**: resnet20: pyramidal ER ratios ≥ uniform at sparsity 0.99"))
+    }
+
     func testADirectoryWithoutARunIsAnError() {
         XCTAssertThrowsError(try RunRecord(directory: root + "/none")) { XCTAssertTrue("\($0)".contains("no config.yaml"), "\($0)") }
     }
