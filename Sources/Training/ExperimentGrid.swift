@@ -17,8 +17,8 @@ import Yams
 ///
 /// A run's name joins its points' labels: `balanced_0.7-0.9_seed0`. Scaling keeps the schedule's
 /// fractions (milestones, `rigl_end`, `prune_end`) as they are, so a budget of 0.05 runs the
-/// paper's schedule in 1/20 of its epochs (ALGORITHMS.md §10); scaling `rigl_update_every` as
-/// well keeps the number of mask updates.
+/// paper's schedule in 1/20 of its epochs (ALGORITHMS.md §10). An override of one algorithm's
+/// key (`--set rigl_update_every=30`) changes only that algorithm's runs.
 public struct ExperimentGrid {
     /// One run of the grid: its name (the run directory under the grid's root) and its config.
     public struct Run {
@@ -93,10 +93,13 @@ public struct ExperimentGrid {
                         throw ConfigError("grid \(self.name), run \(name): \(e.description)")
                     }
                 }
-                for o in overrides { try config.apply(override: o) }
+                for o in overrides where Self.applies(o, to: config) { try config.apply(override: o) }
                 config.output = root + "/" + (name.isEmpty ? self.name : name)
                 runs.append(Run(name: name.isEmpty ? self.name : name, config: config))
             }
+        }
+        for o in overrides where !runs.contains(where: { Self.applies(o, to: $0.config) }) {
+            throw ConfigError("grid \(name): --set \(o) belongs to an algorithm none of its runs uses")
         }
         // Seeds vary slowest: a grid stopped part way has every setting at its first seeds.
         runs = runs.enumerated().sorted { ($0.element.config.seed, $0.offset) < ($1.element.config.seed, $1.offset) }.map(\.element)
@@ -117,6 +120,13 @@ public struct ExperimentGrid {
         }
         guard !runs.isEmpty else { throw ConfigError("grid \(name): no run matches --only \(only.joined(separator: " "))") }
         return runs
+    }
+
+    /// Whether override `key=value` applies to a run with `config`: a key of one algorithm
+    /// (`rigl_update_every`) changes only the runs of that algorithm.
+    static func applies(_ override: String, to config: TrainConfig) -> Bool {
+        let key = String(override.prefix { $0 != "=" }).trimmingCharacters(in: .whitespaces)
+        return !AlgorithmSettings.allKeys.contains(key) || AlgorithmSettings.keys(of: config.algorithm).contains(key)
     }
 
     /// Every choice of one point per axis, the first axis varying slowest.

@@ -48,9 +48,15 @@ final class ExperimentGridTests: XCTestCase {
         XCTAssertEqual(short[2].config.epochs, 4)
         XCTAssertEqual(short[2].config.riglUpdateEvery, 3)
         XCTAssertEqual(try grid.runs(budget: 0.0001, root: "r")[2].config.riglUpdateEvery, 1)
-        let some = try grid.runs(overrides: ["lr=0.05"], only: ["sparsity=0.99", "seed=0"], root: "r")
+        let some = try grid.runs(overrides: ["lr=0.05", "rigl_update_every=30"], only: ["sparsity=0.99", "seed=0"], root: "r")
         XCTAssertEqual(some.map(\.name), ["fixed_0.99_seed0", "rigl_0.99_seed0"])
         XCTAssertTrue(some.allSatisfy { $0.config.lr == 0.05 })
+        // A key of one algorithm changes that algorithm's runs only.
+        XCTAssertEqual(some.map(\.config.riglUpdateEvery), [nil, 30])
+        XCTAssertNoThrow(try some[0].config.validate(worldSize: 1))
+        XCTAssertThrowsError(try grid.runs(overrides: ["popup_levels=3"], root: "r")) {
+            XCTAssertTrue("\($0)".contains("belongs to an algorithm none of its runs uses"), "\($0)")
+        }
         XCTAssertThrowsError(try grid.runs(only: ["sparsity=0.5"], root: "r")) { XCTAssertTrue("\($0)".contains("no run matches"), "\($0)") }
         XCTAssertThrowsError(try grid.runs(budget: 0, root: "r"))
     }
