@@ -57,15 +57,14 @@ func layerDensityFigures(_ groups: [RunGroup]) -> [(String, String)] {
 }
 
 /// Density against training step for the groups whose density changes (IMP, prune-and-rewire,
-/// STR, edge-popup): the start, every mask change, and every epoch's end.
+/// STR, edge-popup): after every mask change and at every epoch's end.
 func densityOverTrainingFigure(_ groups: [RunGroup]) -> String? {
     let series = groups.compactMap { g -> (String, [(Double, Double)])? in
         let run = g.runs[0]
-        var points = [(0.0, 1 - run.config.sparsity)]
-        points += run.maskChanges.compactMap { c in c.density.map { (Double(c.step), $0) } }
+        var points = run.maskChanges.compactMap { c in c.density.map { (Double(c.step), $0) } }
         points += run.epochs.compactMap { e in e.steps.map { (Double($0), e.density) } }
         let densities = points.map(\.1)
-        guard points.count > 2, (densities.max()! - densities.min()!) > 1e-3 else { return nil }
+        guard points.count > 1, (densities.max()! - densities.min()!) > 1e-3 else { return nil }
         return (g.label, points)
     }
     guard !series.isEmpty else { return nil }

@@ -3,14 +3,23 @@ import Foundation
 /// A grouped bar chart as a standalone SVG document: one group per category (layer), one bar per
 /// series (method), values in [0, 1] on a linear axis.
 public func barChartSVG(title: String, categories: [String], series: [(String, [Double])], yLabel: String) -> String {
-    let colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+    let colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
     let left = 60.0, right = 20.0, top = 40.0, bottom = 150.0
     let groupWidth = max(24.0, Double(series.count) * 6 + 6)
     let width = left + right + groupWidth * Double(categories.count)
-    let height = 420.0
-    let plotH = height - top - bottom
+    // Legend entries as wide as their labels, wrapped into rows under the plot.
+    var legend: [(x: Double, row: Int)] = []
+    var lx = left, row = 0
+    for (label, _) in series {
+        let w = 24 + 6.0 * Double(label.count)
+        if lx + w > max(width, 480) - right && lx > left { lx = left; row += 1 }
+        legend.append((lx, row))
+        lx += w
+    }
+    let height = 420.0 + 14 * Double(row)
+    let plotH = 420.0 - top - bottom
     var s = """
-    <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="10">
+    <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(max(width, 480)))" height="\(Int(height))" font-family="sans-serif" font-size="10">
     <rect width="100%" height="100%" fill="white"/>
     <text x="\(left)" y="20" font-size="14">\(escape(title))</text>
 
@@ -33,9 +42,10 @@ public func barChartSVG(title: String, categories: [String], series: [(String, [
         s += "<text x=\(q(lx)) y=\(q(top + plotH + 8)) transform=\"rotate(60 \(lx) \(top + plotH + 8))\">\(escape(name))</text>\n"
     }
     for (k, (label, _)) in series.enumerated() {
-        let x = left + Double(k) * 90
-        s += "<rect x=\(q(x)) y=\"\(height - 18)\" width=\"10\" height=\"10\" fill=\"\(colors[k % colors.count])\"/>"
-        s += "<text x=\(q(x + 14)) y=\"\(height - 9)\">\(escape(label))</text>\n"
+        let (x, r) = legend[k]
+        let y = 420.0 - 18 + 14 * Double(r)
+        s += "<rect x=\(q(x)) y=\(q(y)) width=\"10\" height=\"10\" fill=\"\(colors[k % colors.count])\"/>"
+        s += "<text x=\(q(x + 14)) y=\(q(y + 9))>\(escape(label))</text>\n"
     }
     return s + "</svg>\n"
 }
