@@ -60,6 +60,9 @@ public struct RunRecord {
         guard !epochs.isEmpty else { throw ConfigError("\(directory): metrics.jsonl holds no finished epoch") }
     }
 
+    /// Whether the run has trained all its epochs.
+    public var isComplete: Bool { epochs.last!.epoch >= config.totalEpochs }
+
     public var finalAccuracy: Double { epochs.last!.test_acc }
     public var bestAccuracy: Double { epochs.map(\.test_acc).max()! }
     /// Density the final network computes with (effective when a weight transform is used).

@@ -33,7 +33,13 @@ extension SparseTrain {
 /// The markdown table of `records` (printed), and with `out` also report.md, report.html and the
 /// SVG figures in that directory.
 func writeReport(_ records: [RunRecord], paper: PaperTable?, title: String, out: String?) throws {
-    let groups = RunGroup.grouping(records)
+    // A run still training (or stopped) has no final accuracy yet.
+    let unfinished = records.filter { !$0.isComplete }
+    for r in unfinished {
+        FileHandle.standardError.write(Data("report: left out \(r.directory): \(r.epochs.last!.epoch) of \(r.config.totalEpochs) epochs\n".utf8))
+    }
+    let groups = RunGroup.grouping(records.filter(\.isComplete))
+    guard !groups.isEmpty else { throw InputError("no complete run among the \(records.count) given") }
     let claims = checkPaperClaims(groups)
     let markdown = markdownTable(groups, paper: paper) + claimsMarkdown(claims)
     guard let out else { print(markdown, terminator: ""); return }

@@ -107,6 +107,11 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(claimsMarkdown(checks).contains("- **not confirmed**: resnet20: pyramidal ER ratios ≥ uniform at sparsity 0.99"))
     }
 
+    func testARunIsCompleteOnceItHasTrainedAllItsEpochs() throws {
+        XCTAssertTrue(try RunRecord(directory: try run("done", ["epochs=2"], accuracies: [0.1, 0.2])).isComplete)
+        XCTAssertFalse(try RunRecord(directory: try run("half", ["epochs=4"], accuracies: [0.1, 0.2])).isComplete)
+    }
+
     func testADirectoryWithoutARunIsAnError() {
         XCTAssertThrowsError(try RunRecord(directory: root + "/none")) { XCTAssertTrue("\($0)".contains("no config.yaml"), "\($0)") }
     }
