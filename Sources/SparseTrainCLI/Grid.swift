@@ -41,20 +41,13 @@ extension SparseTrain {
                 let root = out ?? "runs/\(grid.name)"
                 if list {
                     // Rank 0 reads the directories and prints; nothing is trained.
-                    guard comm.rank == 0 else { return }
-                    print("grid \(grid.name): \(grid.title); budget \(String(format: "%g", budget ?? grid.budget)), \(runs.count) runs in \(root)")
-                    for (k, run) in runs.enumerated() {
-                        print("  \(k + 1). \(run.name): \(Self.describe(RunState(directory: run.config.output, wanted: run.config), of: run.config))")
+                    if comm.rank == 0 {
+                        printRuns(grid, runs, runs.map { RunState(directory: $0.config.output, wanted: $0.config) }, root: root)
                     }
                     return
                 }
                 let states = try agreedStates(runs, comm)
-                if comm.rank == 0 {
-                    print("grid \(grid.name): \(grid.title); budget \(String(format: "%g", budget ?? grid.budget)), \(runs.count) runs in \(root)")
-                    for (k, (run, state)) in zip(runs, states).enumerated() {
-                        print("  \(k + 1). \(run.name): \(Self.describe(state, of: run.config))")
-                    }
-                }
+                if comm.rank == 0 { printRuns(grid, runs, states, root: root) }
                 for (k, (run, state)) in zip(runs, states).enumerated() {
                     if case .complete = state { continue }
                     if comm.rank == 0 { print("grid \(grid.name): run \(k + 1) of \(runs.count), \(run.name) (\(Self.describe(state, of: run.config)))") }
@@ -99,6 +92,14 @@ extension SparseTrain {
                 case 1: return .partial(epochs: Int(codes[2 * k + 1]))
                 default: return .complete(epochs: Int(codes[2 * k + 1]))
                 }
+            }
+        }
+
+        /// The grid's header and one line per run with what its directory holds.
+        func printRuns(_ grid: ExperimentGrid, _ runs: [ExperimentGrid.Run], _ states: [RunState], root: String) {
+            print("grid \(grid.name): \(grid.title); budget \(String(format: "%g", budget ?? grid.budget)), \(runs.count) runs in \(root)")
+            for (k, (run, state)) in zip(runs, states).enumerated() {
+                print("  \(k + 1). \(run.name): \(Self.describe(state, of: run.config))")
             }
         }
 

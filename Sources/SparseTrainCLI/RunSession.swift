@@ -162,7 +162,7 @@ enum RunState: Equatable {
     case conflict(String)
 
     /// Keys that may differ between the grid's config and the saved one (as when resuming).
-    static let changeable: Set<String> = ["threads", "data_threads", "log_every", "checkpoint_every", "watchdog_seconds", "output"]
+    static let changeable = TrainConfig.operationalKeys.union(["output"])
 
     init(directory dir: String, wanted: TrainConfig) {
         let fm = FileManager.default

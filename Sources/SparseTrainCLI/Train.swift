@@ -87,7 +87,7 @@ extension SparseTrain {
                     throw ConfigError("\(path): missing; --resume needs a run directory")
                 }
                 var cfg = try TrainConfig.parse(yaml: text)
-                let changeable: Set<String> = ["epochs", "log_every", "checkpoint_every", "threads", "data_threads", "watchdog_seconds"]
+                let changeable = TrainConfig.operationalKeys.union(["epochs"])
                 for o in overrides {
                     let key = String(o.prefix { $0 != "=" })
                     guard changeable.contains(key) else {

@@ -114,6 +114,10 @@ public struct TrainConfig: Equatable, Sendable {
         "bn", "comm_thread", "sparse_kernels", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
+    /// Keys that say how a run is executed, not what it trains: a resumed run may change them,
+    /// and a run that differs only in them is the same run.
+    public static let operationalKeys: Set<String> = ["threads", "data_threads", "log_every", "checkpoint_every", "watchdog_seconds"]
+
     /// Parses YAML text (a mapping) on top of the defaults.
     public static func parse(yaml text: String) throws -> TrainConfig {
         var config = TrainConfig()

@@ -182,12 +182,10 @@ struct BenchScaling: ParsableCommand {
         // Kernel choices made once, from timing, on the local step; the world step reuses them.
         net.ctx.sparseKernels = .auto
         let local = try TrainingStep(network: net, masks: masks, communicator: LocalCommunicator(), loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threads)
-        var totals: [Double] = [], backward: [Double] = [], ready: [[Double]] = []
-        try comm.barrier()
-        for k in 0..<(warmup + steps) {
-            let t = try oneStep(local, images: images, labels: labels, normalizer: batch)
-            if k >= warmup {
-                totals.append(t)
+        var backward: [Double] = [], ready: [[Double]] = []
+        let totals = try timedRuns(comm) { timed in
+            try oneStep(local, images: images, labels: labels, normalizer: batch)
+            if timed {
                 backward.append(local.reducer.lastStep.finishCalled)
                 ready.append(local.reducer.lastStep.bucketReady)
             }
@@ -212,22 +210,16 @@ struct BenchScaling: ParsableCommand {
         let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0, thread: thread)) }
         var row = Row(density: masks.globalDensity, profile: profile, predictions: predictions, ranks: comm.size)
         if let world {
-            try comm.barrier()
-            let times = try (0..<(warmup + steps)).map { _ in try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size) }
-            var measured = [median(Array(times.dropFirst(warmup)))]
+            let times = try timedRuns(comm) { _ in try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size) }
+            var measured = [median(times)]
             try comm.allreduce(&measured, op: .max, counts: .trusted)
             let predicted = predictStep(profile, ranks: comm.size, fabric: fabric, schedule: .engine(ranks: comm.size, thread: thread)).stepSeconds
             row.predicted_here_seconds = predicted
             row.measured_here_seconds = measured[0]
             row.error_here = predicted / measured[0] - 1
             // The reduction by itself, and the part of it the real step does not hide.
-            try comm.barrier()
-            let alone = try (0..<(warmup + steps)).map { _ -> Double in
-                let t0 = now()
-                try world.reducer.reduce(gradients: net.store.gradients)
-                return now() - t0
-            }
-            var comm1 = [median(Array(alone.dropFirst(warmup))), measured[0] - median(totals)]
+            let alone = try timedRuns(comm) { _ in try world.reducer.reduce(gradients: net.store.gradients) }
+            var comm1 = [median(alone), measured[0] - median(totals)]
             try comm.allreduce(&comm1, op: .max, counts: .trusted)
             row.communication_alone_seconds = comm1[0]
             row.exposed_measured_seconds = max(0, comm1[1])
@@ -236,15 +228,26 @@ struct BenchScaling: ParsableCommand {
         return row
     }
 
-    /// Seconds of one step of `step` on this rank's batch.
-    func oneStep(_ step: TrainingStep, images: [Float], labels: [Int32], normalizer: Int) throws -> Double {
-        let t0 = now()
+    /// Seconds of each of `steps` runs of `body` after `warmup` untimed ones (`body(false)`), all
+    /// ranks starting together.
+    func timedRuns(_ comm: Communicator, _ body: (_ timed: Bool) throws -> Void) throws -> [Double] {
+        try comm.barrier()
+        var times: [Double] = []
+        for k in 0..<(warmup + steps) {
+            let t0 = now()
+            try body(k >= warmup)
+            if k >= warmup { times.append(now() - t0) }
+        }
+        return times
+    }
+
+    /// One step of `step` on this rank's batch.
+    func oneStep(_ step: TrainingStep, images: [Float], labels: [Int32], normalizer: Int) throws {
         try images.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
                 _ = try step.run(images: x.baseAddress!, labels: y.baseAddress!, batch: batch, normalizer: Float(normalizer), learningRate: 0.001)
             }
         }
-        return now() - t0
     }
 
     func printTables(_ report: Report, ranks: Int) {
