@@ -3,10 +3,12 @@
 # stack, address and hostname, joined by a bridge, and sparsetrain run across them by mpirun over
 # real TCP (the settings of cluster-configs/). Everything it creates is removed on exit, also on
 # failure or Ctrl-C. Needs root (network namespaces) and iproute2.
-#   launch/run-hosts.sh [-hosts H] [-np N] [--threads T] [--bin PATH] -- <sparsetrain arguments>
+#   launch/run-hosts.sh [-hosts H] [-np N] [--threads T] [--mtu M] [--bin PATH] -- <sparsetrain arguments>
 # -hosts H    hosts (default 2, at most 8)
 # -np N       ranks, spread evenly over the hosts (default: one per host)
 # --threads T OpenBLAS threads per rank (default: cores / ranks, at least 1)
+# --mtu M     MTU of the virtual links (default 65000: jumbo frames; at 1500 each byte costs the
+#             host's CPUs more and large messages move at half the rate)
 # --bin PATH  the sparsetrain binary (default: .build/release/sparsetrain, built if missing)
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -14,15 +16,17 @@ here=$(repo_root)
 hosts=2
 np=""
 threads=""
+mtu=65000
 bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -hosts|--hosts) hosts="$2"; shift 2 ;;
     -np|--np) np="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --mtu) mtu="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-hosts.sh: unknown option '$1' (put sparsetrain's arguments after --)" >&2; exit 2 ;;
   esac
 done
@@ -30,6 +34,8 @@ done
 np=${np:-$hosts}
 [[ "$np" =~ ^[1-9][0-9]*$ ]] && [ $((np % hosts)) -eq 0 ] || {
   echo "run-hosts.sh: -np must be a positive multiple of the $hosts hosts, got '$np'" >&2; exit 2; }
+[[ "$mtu" =~ ^[0-9]+$ ]] && [ "$mtu" -ge 1280 ] && [ "$mtu" -le 65535 ] || {
+  echo "run-hosts.sh: --mtu must be 1280 to 65535, got '$mtu'" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run-hosts.sh: network namespaces need root" >&2; exit 2; }
 command -v ip >/dev/null || { echo "run-hosts.sh: 'ip' not found (apt-get install iproute2)" >&2; exit 2; }
 cores=$(nproc)
@@ -53,12 +59,12 @@ cleanup() {
 trap cleanup EXIT
 
 ip link add "$bridge" type bridge
-ip link set "$bridge" up
+ip link set "$bridge" mtu "$mtu" up
 host_list=()
 for i in $(seq 1 "$hosts"); do
   ns="${tag}h$i"
   ip netns add "$ns"
-  ip link add "${tag}v$i" type veth peer name "${tag}p$i"
+  ip link add "${tag}v$i" mtu "$mtu" type veth peer name "${tag}p$i" mtu "$mtu"
   ip link set "${tag}p$i" netns "$ns"
   ip link set "${tag}v$i" master "$bridge" up
   ip -n "$ns" addr add "$net.$i/24" dev "${tag}p$i"

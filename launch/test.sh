@@ -57,7 +57,7 @@ check "bench allreduce on 2 ranks" bash -c "$(declare -f run2); st=$st; run2 ben
 check "bench step" bash -c "'$st' bench step --model resnet20 --batch 8 --steps 1 --warmup 0 --json | grep -q images_per_second"
 check "bench kernels" bash -c "'$st' bench kernels --out-features 64 --in-features 96 --batch 13 --densities 1,0.1 --steps 1 --json | grep -c forward_speedup | grep -qx 2"
 check "bench step prints per-layer kernel paths" bash -c "'$st' bench step --model mlp --hidden 64 --batch 16 --sparsity 0.9 --sparse-kernels on --steps 1 --warmup 0 | grep -q 'fc2 .* sparse .* sparse .* sparse'"
-check "bench allreduce --link: ping-pong against allreduce" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --link --repeats 2 --json | grep -o '\"latency_ratio\"' | wc -l | grep -qx 8"
+check "bench allreduce --link: ping-pong and exchange against allreduce" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --link --repeats 2 --json | grep -o '\"exchange_seconds\"' | wc -l | grep -qx 8"
 check "bench scaling calibrates the fabric on 2 ranks and checks its prediction" bash -c "$(declare -f run2); st=$st; run2 bench scaling --model mlp --hidden 64 --batch 16 --densities 1 0.1 --nodes 1 2 1024 --steps 2 --json | grep -q '\"error_here\":'"
 fails "bench scaling on one rank needs a fabric" "one rank cannot measure a fabric" "$st" bench scaling --model mlp --hidden 64 --steps 1
 check "bench conv times the sparse convolution passes" bash -c "'$st' bench conv --shapes 8:8:6 --batch 4 --densities 0.5,0.1 --steps 1 --json | grep -c '\"weight_gradient_ms\"' | grep -qx 2"

@@ -131,26 +131,53 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// method). Ranks other than 0 and `peer` only wait at the closing barrier; every rank gets
     /// rank 0's number.
     public func pingPong(bytes: Int, peer: Int, repeats: Int, warmup: Int = 5) throws -> Double {
+        try timePair(bytes: bytes, peer: peer, repeats: repeats, warmup: warmup) { buffer, _, n, type, other in
+            if self.rank == 0 {
+                try Self.check(MPI_Send(buffer, n, type, other, 7, self.comm), "MPI_Send")
+                try Self.check(MPI_Recv(buffer, n, type, other, 7, self.comm, stmpi_status_ignore()), "MPI_Recv")
+            } else {
+                try Self.check(MPI_Recv(buffer, n, type, other, 7, self.comm, stmpi_status_ignore()), "MPI_Recv")
+                try Self.check(MPI_Send(buffer, n, type, other, 7, self.comm), "MPI_Send")
+            }
+        } / 2
+    }
+
+    /// Seconds for rank 0 and rank `peer` to swap `bytes`-byte messages at the same time
+    /// (MPI_Sendrecv both ways, osu_bibw's traffic pattern without its window): what a 2-rank
+    /// allreduce must move. On a full-duplex network it takes the ping-pong's time; where the
+    /// two directions share one resource (a host's CPUs copying for a virtual link) it takes up
+    /// to twice as long. Median of `repeats` after `warmup`; every rank gets rank 0's number.
+    public func exchange(bytes: Int, peer: Int, repeats: Int, warmup: Int = 5) throws -> Double {
+        try timePair(bytes: bytes, peer: peer, repeats: repeats, warmup: warmup) { send, receive, n, type, other in
+            try Self.check(
+                MPI_Sendrecv(send, n, type, other, 8, receive, n, type, other, 8, self.comm, stmpi_status_ignore()),
+                "MPI_Sendrecv")
+        }
+    }
+
+    /// Median seconds of `body(sendBuffer, receiveBuffer, count, MPI_BYTE type, other rank)` run by
+    /// rank 0 and rank `peer` (others wait at the barriers), broadcast from rank 0.
+    private func timePair(
+        bytes: Int, peer: Int, repeats: Int, warmup: Int,
+        _ body: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, Int32, MPI_Datatype, Int32) throws -> Void
+    ) throws -> Double {
         guard (1..<size).contains(peer) else { throw CommError.invalidRoot(root: peer, size: size) }
         guard bytes >= 0, bytes <= Int(Int32.max), repeats > 0 else {
-            throw CommError.invalidArgument("ping-pong of \(bytes) bytes × \(repeats)")
+            throw CommError.invalidArgument("a \(bytes)-byte exchange × \(repeats)")
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: 64)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 1)
+        let send = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        let receive = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        defer { send.deallocate(); receive.deallocate() }
+        send.initializeMemory(as: UInt8.self, repeating: 1)
+        receive.initializeMemory(as: UInt8.self, repeating: 0)
         let type = Self.datatype(.uint8), n = Int32(bytes)
+        let other = Int32(rank == 0 ? peer : 0)
         var times: [Double] = []
         try barrier()
         for k in 0..<(warmup + repeats) {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            if rank == 0 {
-                try Self.check(MPI_Send(buffer.baseAddress, n, type, Int32(peer), 7, comm), "MPI_Send")
-                try Self.check(MPI_Recv(buffer.baseAddress, n, type, Int32(peer), 7, comm, stmpi_status_ignore()), "MPI_Recv")
-            } else if rank == peer {
-                try Self.check(MPI_Recv(buffer.baseAddress, n, type, 0, 7, comm, stmpi_status_ignore()), "MPI_Recv")
-                try Self.check(MPI_Send(buffer.baseAddress, n, type, 0, 7, comm), "MPI_Send")
-            }
-            if k >= warmup { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / 2) }
+            if rank == 0 || rank == peer { try body(send.baseAddress, receive.baseAddress, n, type, other) }
+            if k >= warmup { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9) }
         }
         var result = [times.sorted()[times.count / 2]]
         try broadcast(&result, root: 0)
