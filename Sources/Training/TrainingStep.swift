@@ -47,6 +47,13 @@ public final class TrainingStep {
         reductionCommunicator = try Self.reductionCommunicator(communicator, mode: communicationThread, threads: threads)
         reducer = try Self.makeReducer(masks, communicator, thread: reductionCommunicator)
         reducerGeneration = masks.generation
+        attachToStore()
+    }
+
+    /// Points the store's gradient-ready hook at this step's reducer (done again by every `run`,
+    /// so that several steps over one network — a benchmark's local and world steps — each
+    /// reduce through their own).
+    private func attachToStore() {
         network.store.onGradientReady = { [unowned self] ref in
             guard !self.denseStep else { return }
             let packed = self.network.store.gradientPlacement[ref.index] == .packed
@@ -141,6 +148,7 @@ public final class TrainingStep {
                     learningRate: Float, denseGradient: Bool = false) throws -> (loss: Float, correct: Int) {
         precondition(reducerGeneration == masks.generation, "the reducer is stale: the mask changed without rebuildReducer()")
         let store = network.store
+        attachToStore()
         zeroGradients(dense: denseGradient)
         denseStep = denseGradient
         store.packedGradientSlot = denseGradient ? nil : { [unowned self] ref in self.reducer.packedSlot(segment: ref.index) }

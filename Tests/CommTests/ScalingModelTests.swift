@@ -1,5 +1,6 @@
 import XCTest
 @testable import Comm
+import Tensor
 
 final class ScalingModelTests: XCTestCase {
     let fabric = Fabric(name: "t", alpha: 2e-6, beta: 1e-9, gamma: 1e-10, source: "test")
@@ -64,12 +65,34 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(ReductionSchedule.engine(ranks: 2, thread: true), .thread)
         XCTAssertEqual(ReductionSchedule.engine(ranks: 2), .blocking)
         XCTAssertEqual(ReductionSchedule.engine(ranks: 4), .overlapped)
-        // Straggler term σ·√(2 ln N); none on one rank.
+        // Straggler term σ·E[max of N standard normals]; none on one rank.
         var jittery = profile
         jittery.jitterSeconds = 0.001
         XCTAssertEqual(predictStep(jittery, ranks: 1024, fabric: free, schedule: .blocking).stragglerSeconds,
-                       0.001 * (2 * log(1024.0)).squareRoot(), accuracy: 1e-12)
+                       0.001 * expectedMaximumOfStandardNormals(1024), accuracy: 1e-12)
         XCTAssertEqual(predictStep(jittery, ranks: 1, fabric: free, schedule: .blocking).stepSeconds, 0.015, accuracy: 1e-12)
+    }
+
+    func testTheExpectedMaximumOfNormalsMatchesExactValuesAndSampling() {
+        XCTAssertEqual(inverseStandardNormal(0.5), 0, accuracy: 1e-9)
+        XCTAssertEqual(inverseStandardNormal(0.975), 1.959964, accuracy: 1e-5)
+        XCTAssertEqual(inverseStandardNormal(0.025), -1.959964, accuracy: 1e-5)
+        XCTAssertEqual(expectedMaximumOfStandardNormals(1), 0)
+        // Exact: 1/√π for 2, 3/(2√π) for 3; tabulated 1.0294 for 4, 1.5388 for 10.
+        XCTAssertEqual(expectedMaximumOfStandardNormals(2), 1 / Double.pi.squareRoot(), accuracy: 0.03)
+        XCTAssertEqual(expectedMaximumOfStandardNormals(3), 1.5 / Double.pi.squareRoot(), accuracy: 0.03)
+        XCTAssertEqual(expectedMaximumOfStandardNormals(4), 1.0294, accuracy: 0.03)
+        XCTAssertEqual(expectedMaximumOfStandardNormals(10), 1.5388, accuracy: 0.03)
+        // Against sampling at a cluster's size (Box–Muller, fixed seed).
+        var rng = Xoshiro256(seed: 3)
+        func normal() -> Double {
+            let u = max(Double(rng.nextFloat()), 1e-9), v = Double(rng.nextFloat())
+            return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)
+        }
+        let n = 256, trials = 2000
+        let mean = (0..<trials).map { _ in (0..<n).map { _ in normal() }.max()! }.reduce(0, +) / Double(trials)
+        XCTAssertEqual(expectedMaximumOfStandardNormals(n), mean, accuracy: 0.05)
+        XCTAssertLessThan(expectedMaximumOfStandardNormals(1024), (2 * log(1024.0)).squareRoot())
     }
 
     func testTheFitRecoversAlphaAndBetaOfExactTimings() {

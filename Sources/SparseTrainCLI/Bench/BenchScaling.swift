@@ -182,24 +182,6 @@ struct BenchScaling: ParsableCommand {
         // Kernel choices made once, from timing, on the local step; the world step reuses them.
         net.ctx.sparseKernels = .auto
         let local = try TrainingStep(network: net, masks: masks, communicator: LocalCommunicator(), loss: SoftmaxCrossEntropy(), sgd: SGD(), threads: threads)
-        var backward: [Double] = [], ready: [[Double]] = []
-        let totals = try timedRuns(comm) { timed in
-            try oneStep(local, images: images, labels: labels, normalizer: batch)
-            if timed {
-                backward.append(local.reducer.lastStep.finishCalled)
-                ready.append(local.reducer.lastStep.bucketReady)
-            }
-        }
-        let total = median(totals), back = median(backward)
-        let mean = totals.reduce(0, +) / Double(totals.count)
-        let jitter = (totals.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(1, totals.count - 1))).squareRoot()
-        let buckets = local.reducer.buckets.enumerated().map { b, bucket in
-            StepProfile.Bucket(ready: median(ready.map { $0[b] }), bytes: bucket.elementCount * MemoryLayout<Float>.stride)
-        }
-        // The slowest rank's numbers (ranks share this machine's cores and memory).
-        var worst = [back, total - back, jitter]
-        try comm.allreduce(&worst, op: .max, counts: .trusted)
-        let profile = StepProfile(backwardSeconds: worst[0], tailSeconds: worst[1], buckets: buckets, batch: batch, jitterSeconds: worst[2])
         // The world step decides (collectively) whether it has a communication thread; with one
         // rank, decide as it would.
         let world = comm.size > 1
@@ -207,38 +189,61 @@ struct BenchScaling: ParsableCommand {
                                communicationThread: commThread) : nil
         let thread = world.map { $0.reducer.overlap == .thread }
             ?? (commThread == .on || (commThread == .auto && nodeHasSpareCore(threadsPerRank: threads)))
+        // Interleaved, so that all three sample the same state of a shared machine: the step
+        // without reduction (all ranks at once, each on its own), the real step, the reduction alone.
+        var totals: [Double] = [], backward: [Double] = [], ready: [[Double]] = []
+        var worldTimes: [Double] = [], alone: [Double] = []
+        for k in 0..<(warmup + steps) {
+            let timed = k >= warmup
+            try comm.barrier()
+            var t0 = now()
+            try oneStep(local, images: images, labels: labels, normalizer: batch)
+            if timed {
+                totals.append(now() - t0)
+                backward.append(local.reducer.lastStep.finishCalled)
+                ready.append(local.reducer.lastStep.bucketReady)
+            }
+            guard let world else { continue }
+            try comm.barrier()
+            t0 = now()
+            try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size)
+            if timed { worldTimes.append(now() - t0) }
+            try comm.barrier()
+            t0 = now()
+            try world.reducer.reduce(gradients: net.store.gradients)
+            if timed { alone.append(now() - t0) }
+        }
+        let total = median(totals), back = median(backward)
+        // σ of the step, robustly: 1.4826 × the median absolute deviation (the step times of a
+        // shared host have rare long outliers that a standard deviation of a few steps inflates).
+        let jitter = 1.4826 * median(totals.map { abs($0 - total) })
+        let buckets = local.reducer.buckets.enumerated().map { b, bucket in
+            StepProfile.Bucket(ready: median(ready.map { $0[b] }), bytes: bucket.elementCount * MemoryLayout<Float>.stride)
+        }
+        // The slowest rank's numbers (ranks share this machine's cores and memory).
+        var worst = [back, total - back, jitter]
+        try comm.allreduce(&worst, op: .max, counts: .trusted)
+        let profile = StepProfile(backwardSeconds: worst[0], tailSeconds: worst[1], buckets: buckets, batch: batch, jitterSeconds: worst[2])
         let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0, thread: thread)) }
         var row = Row(density: masks.globalDensity, profile: profile, predictions: predictions, ranks: comm.size)
-        if let world {
-            let times = try timedRuns(comm) { _ in try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size) }
-            var measured = [median(times)]
+        if world != nil {
+            // Per step, the slowest rank's step without reduction and its real step: what the
+            // reduction adds beyond waiting for the slowest rank is the exposed communication.
+            var slowest = totals + worldTimes
+            try comm.allreduce(&slowest, op: .max, counts: .trusted)
+            let added = (0..<totals.count).map { slowest[totals.count + $0] - slowest[$0] }
+            var measured = [median(worldTimes), median(alone), median(added)]
             try comm.allreduce(&measured, op: .max, counts: .trusted)
             let predicted = predictStep(profile, ranks: comm.size, fabric: fabric, schedule: .engine(ranks: comm.size, thread: thread)).stepSeconds
             row.predicted_here_seconds = predicted
             row.measured_here_seconds = measured[0]
             row.error_here = predicted / measured[0] - 1
             // The reduction by itself, and the part of it the real step does not hide.
-            let alone = try timedRuns(comm) { _ in try world.reducer.reduce(gradients: net.store.gradients) }
-            var comm1 = [median(alone), measured[0] - median(totals)]
-            try comm.allreduce(&comm1, op: .max, counts: .trusted)
-            row.communication_alone_seconds = comm1[0]
-            row.exposed_measured_seconds = max(0, comm1[1])
-            row.exposed_fraction = max(0, comm1[1]) / max(comm1[0], 1e-12)
+            row.communication_alone_seconds = measured[1]
+            row.exposed_measured_seconds = max(0, measured[2])
+            row.exposed_fraction = max(0, measured[2]) / max(measured[1], 1e-12)
         }
         return row
-    }
-
-    /// Seconds of each of `steps` runs of `body` after `warmup` untimed ones (`body(false)`), all
-    /// ranks starting together.
-    func timedRuns(_ comm: Communicator, _ body: (_ timed: Bool) throws -> Void) throws -> [Double] {
-        try comm.barrier()
-        var times: [Double] = []
-        for k in 0..<(warmup + steps) {
-            let t0 = now()
-            try body(k >= warmup)
-            if k >= warmup { times.append(now() - t0) }
-        }
-        return times
     }
 
     /// One step of `step` on this rank's batch.
@@ -270,12 +275,12 @@ struct BenchScaling: ParsableCommand {
                 print("on the \(ranks) ranks of this run: predicted \(fixed(predicted * 1e3, 1)) ms per step, measured \(fixed(measured * 1e3, 1)) ms (error \(fixed(100 * e, 1))%)")
             }
             if let alone = row.communication_alone_seconds, let exposed = row.exposed_measured_seconds, let f = row.exposed_fraction {
-                print("communication measured here: the reduction alone \(fixed(alone * 1e3, 1)) ms; the real step exceeds the step without it by "
+                print("communication measured here: the reduction alone \(fixed(alone * 1e3, 1)) ms; the real step exceeds the slowest rank's step without it by "
                     + "\(fixed(exposed * 1e3, 1)) ms (exposed: \(fixed(100 * f, 0))% of the communication)")
             }
         }
         print("")
-        print("Model: step = backward + exposed communication + tail + σ·√(2 ln N); as the engine reduces: on a communication thread "
+        print("Model: step = backward + exposed communication + tail + σ·E[max of N standard normals] (σ: 1.4826 × median absolute deviation of this rank's steps); as the engine reduces: on a communication thread "
             + "(blocking allreduces, overlapped with backward) when it has one, else blocking after backward below 4 ranks and in-place "
             + "non-blocking ones (libnbc: binomial) overlapped from 4. Limits: one rank per node, "
             + "a flat network without congestion, calls that progress during backward, compute measured on this machine.")
