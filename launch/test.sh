@@ -270,6 +270,22 @@ hung() {
     { echo "exit $rc after $((SECONDS - start)) s"; tail -n 3 "$log/hung.txt"; false; }
 }
 check "a hung rank is caught by the watchdog and the job ends" hung
+# A rank that dies (kill -9 of rank 0, then of rank 1): mpirun ends the job, non-zero, within 15 s.
+rank_killed() {
+  launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --set epochs=1000 --output "$runs/dead$1" > "$log/dead$1.txt" 2>&1 &
+  local launcher=$! victim="" rc=0 start
+  for _ in $(seq 1 300); do [ -f "$runs/dead$1/checkpoint.safetensors" ] && break; sleep 0.05; done
+  sleep 0.5
+  victim=$(rank_pid "sparsetrain train .*$runs/dead$1" "$1")
+  [ -n "$victim" ] || { echo "rank $1 not found"; kill -TERM "$launcher"; wait "$launcher"; return 1; }
+  kill -KILL "$victim"
+  start=$SECONDS
+  wait "$launcher" || rc=$?
+  echo "the job ended $((SECONDS - start)) s after kill -9 of rank $1, exit $rc"
+  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 15 ]
+}
+check "kill -9 of rank 0 ends the job with a non-zero exit" rank_killed 0
+check "kill -9 of rank 1 ends the job with a non-zero exit" rank_killed 1
 check "the stopped run resumed" run2 train --resume "$runs/stopped"
 check "stopped and resumed equals uninterrupted (bit-identical)" \
   "$st" compare "$runs/stop-full/checkpoint.safetensors" "$runs/stopped/checkpoint.safetensors" --tolerance 0

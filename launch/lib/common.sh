@@ -81,3 +81,14 @@ run_mpirun() {
   rm -f "$errlog"
   exit "$rc"
 }
+
+# rank_pid PATTERN RANK: the pid of the MPI rank RANK (from its OMPI_COMM_WORLD_RANK) among the
+# processes whose command line matches PATTERN; empty if none.
+rank_pid() {
+  local pid
+  for pid in $(pgrep -f "$1"); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+      echo "$pid"; return 0
+    fi
+  done
+}
