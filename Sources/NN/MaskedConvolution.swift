@@ -14,7 +14,13 @@ final class MaskedConvolution: MaskedPasses {
 
     override var activeCount: Int { kernels.count }
     override var activeOffsets: UnsafeMutablePointer<Int32> { kernels.index.weightOffset }
-    override func rebuild(mask: UnsafePointer<Float>) { kernels.rebuild(mask: mask) }
+    override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+        if let activePositions {
+            activePositions.withUnsafeBufferPointer { kernels.rebuild(activePositions: $0, threads: threads) }
+        } else {
+            kernels.rebuild(mask: mask, threads: threads)
+        }
+    }
 
     /// `y = (W⊙M) ⊛ x` for `x` of shape `s`, dense (`dense()`) or sparse.
     func forward(_ w: UnsafePointer<Float>, x: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,

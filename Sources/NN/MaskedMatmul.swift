@@ -28,9 +28,11 @@ final class MaskedMatmul: MaskedPasses {
     override var activeCount: Int { byRow.count }
     override var activeOffsets: UnsafeMutablePointer<Int32> { byRow.weightOffset }
 
-    override func rebuild(mask: UnsafePointer<Float>) {
-        byRow.rebuild(mask: mask)
-        byColumn.rebuild(mask: mask)
+    /// (Both indices of a linear weight come from the mask: their source blocks are not in
+    /// row-major order.)
+    override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+        byRow.rebuild(mask: mask, threads: threads)
+        byColumn.rebuild(mask: mask, threads: threads)
         if byRow.count > valuesCapacity {
             values.deallocate()
             valuesCapacity = byRow.count

@@ -50,15 +50,16 @@ class MaskedPasses {
     var activeCount: Int { preconditionFailure("MaskedPasses.activeCount is provided by a subclass") }
     /// Dense offset of each entry, in the order of the packed weight gradient.
     var activeOffsets: UnsafeMutablePointer<Int32> { preconditionFailure("provided by a subclass") }
-    /// Rebuilds the sparse index from the weight's 0/1 mask.
-    func rebuild(mask: UnsafePointer<Float>) { preconditionFailure("provided by a subclass") }
+    /// Rebuilds the sparse index from the weight's 0/1 mask, or from its active positions when
+    /// known (ascending), with `threads` workers.
+    func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) { preconditionFailure("provided by a subclass") }
 
     var density: Double { Double(activeCount) / Double(max(1, weight.count)) }
 
     /// Rebuilds the index if the mask changed since it was built.
-    func refresh(_ store: ParameterStore) {
+    func refresh(_ store: ParameterStore, threads: Int) {
         guard store.maskGeneration != builtGeneration else { return }
-        rebuild(mask: store.maskValues(weight))
+        rebuild(mask: store.maskValues(weight), activePositions: store.activePositions?(weight), threads: threads)
         builtGeneration = store.maskGeneration
     }
 
@@ -164,7 +165,7 @@ func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, 
     guard ctx.sparseKernels != .off, store.transform == nil else { return nil }
     let m = existing ?? make()
     existing = m
-    m.refresh(store)
+    m.refresh(store, threads: ctx.threads)
     return m
 }
 

@@ -73,6 +73,12 @@ public final class ParameterStore {
     /// kernels rebuild their indices when it moves.
     public private(set) var maskGeneration = 0
 
+    /// Set by the mask's owner (`MaskState`): the active positions of a maskable weight
+    /// (ascending, relative to its offset) for the current `maskGeneration`, or nil when it does
+    /// not know them — then readers scan the mask. Lets sparse layers rebuild their indices in
+    /// time proportional to the active weights.
+    public var activePositions: ((ParameterRef) -> [Int32]?)?
+
     /// Called after a layer's backward has written its parameter gradients (reverse layer order);
     /// the trainer points it at the gradient reducer to start allreduces early.
     public var onGradientReady: ((ParameterRef) -> Void)?

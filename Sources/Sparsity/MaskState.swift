@@ -1,4 +1,5 @@
 import NN
+import Tensor
 
 /// The one owner of a model's mask: the 0/1 mask buffer of the parameter store, the active
 /// positions of every maskable layer, and a generation number that goes up with every change.
@@ -19,8 +20,23 @@ public final class MaskState {
         self.store = store
         self.generation = generation
         layers = MaskableLayer.all(in: store)
+        layerAtOffset = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1.offset, $0) })
         rebuildIndices()
         store.maskDidChange()
+        indexedGeneration = store.maskGeneration
+        store.activePositions = { [weak self] ref in self?.activePositions(of: ref) }
+    }
+
+    /// Layer number by the offset of its weights.
+    private let layerAtOffset: [Int: Int]
+    /// The store's mask generation that `activeIndices` describe.
+    private var indexedGeneration = -1
+
+    /// The active positions of the weight `ref`, or nil when it is not a maskable weight or the
+    /// store's mask has changed by another way since this state indexed it.
+    public func activePositions(of ref: ParameterRef) -> [Int32]? {
+        guard store.maskGeneration == indexedGeneration, let l = layerAtOffset[ref.offset], layers[l].count == ref.count else { return nil }
+        return activeIndices[l]
     }
 
     /// Active weights per layer.
@@ -63,6 +79,7 @@ public final class MaskState {
         rebuildIndices()
         generation += 1
         store.maskDidChange()
+        indexedGeneration = store.maskGeneration
         return delta
     }
 
@@ -70,14 +87,8 @@ public final class MaskState {
     public func zeroInactive() { store.applyMask() }
 
     private func rebuildIndices() {
-        let m = store.mask
-        activeIndices = layers.map { l in
-            var list: [Int32] = []
-            list.reserveCapacity(l.count)
-            let base = m.baseAddress! + l.offset
-            for j in 0..<l.count where base[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
-            return list
-        }
+        let m = store.mask.baseAddress!
+        activeIndices = layers.map { l in nonZeroPositions(of: m + l.offset, count: l.count) }
     }
 }
 

@@ -34,6 +34,10 @@ public final class SparseConvolution {
     /// column `o·k² + kh·k + kw` and the forward entry they belong to.
     private let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>(), phaseEntry = Buffer<Int32>()
     private let phaseSource = Buffer<Int32>(), phaseValues = Buffer<Float>()
+    /// Rebuild scratch: per weight column its bucket and tap, per (worker, bucket) a cursor, and
+    /// the offsets of every weight column and phase column in the current frames.
+    private let columnBucket = Buffer<Int32>(), columnTap = Buffer<Int32>(), phaseCursor = Buffer<Int32>()
+    private let sourceTable = Buffer<Int32>()
     private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
@@ -49,42 +53,72 @@ public final class SparseConvolution {
     public var count: Int { index.count }
     private var phases: Int { stride * stride }
 
-    /// Rebuilds both indices from a 0/1 mask `[Cout][Cin][k][k]`; storage is reused.
-    public func rebuild(mask: UnsafePointer<Float>) {
+    /// Rebuilds both indices from a 0/1 mask `[Cout][Cin][k][k]` with `threads` workers; storage
+    /// is reused.
+    public func rebuild(mask: UnsafePointer<Float>, threads: Int = 1) {
+        index.rebuild(mask: mask, blockWidth: inChannels * kernelSize * kernelSize, threads: threads)
+        buildPhaseIndex(threads: threads)
+    }
+
+    /// Rebuilds both indices from the active positions of the weight (offsets into
+    /// `[Cout][Cin][k][k]`, ascending), in time proportional to their number.
+    public func rebuild(activePositions positions: UnsafeBufferPointer<Int32>, threads: Int = 1) {
+        index.rebuildRows(activePositions: positions, threads: threads)
+        buildPhaseIndex(threads: threads)
+    }
+
+    /// The input-gradient index from the forward index.
+    private func buildPhaseIndex(threads: Int) {
         let taps = kernelSize * kernelSize, columns = inChannels * taps
-        index.rebuild(mask: mask, blockWidth: columns)
         let total = index.count, buckets = phases * inChannels
         let starts = phaseRowStart.reserve(buckets + 1)
         let column = phaseColumn.reserve(total), entry = phaseEntry.reserve(total)
-        starts.update(repeating: 0, count: buckets + 1)
-        // Counting sort of the forward entries (row-major order) into (phase, input channel)
-        // buckets; per weight column t = c·k² + tap: its bucket and its tap.
-        let bucketOf = (0..<columns).map { t -> Int32 in
-            let kh = t % taps / kernelSize, kw = t % kernelSize
-            return Int32(((kh % stride) * stride + kw % stride) * inChannels + t / taps)
+        // Per weight column t = c·k² + tap: its (phase, input channel) bucket and its tap.
+        let bucketOf = columnBucket.reserve(columns), tapOf = columnTap.reserve(columns)
+        for t in 0..<columns {
+            let tap = t % taps, kh = tap / kernelSize, kw = tap % kernelSize
+            bucketOf[t] = Int32(((kh % stride) * stride + kw % stride) * inChannels + t / taps)
+            tapOf[t] = Int32(tap)
         }
-        let tapOf = (0..<columns).map { Int32($0 % taps) }
-        let rowStart = index.rowStart, source = index.source
-        for pass in 0..<2 {
-            for o in 0..<outChannels {
-                for k in Int(rowStart[o])..<Int(rowStart[o + 1]) {
-                    let t = Int(source[k]), bucket = Int(bucketOf[t])
-                    if pass == 0 {
-                        starts[bucket + 1] += 1
-                    } else {
-                        let e = Int(starts[bucket])
-                        column[e] = Int32(o * taps) + tapOf[t]
-                        entry[e] = Int32(k)
-                        starts[bucket] += 1
-                    }
+        // Counting sort of the forward entries (row-major) into the buckets by `parts` workers,
+        // each over a range of output channels. Worker p's entries of a bucket follow those of
+        // workers before it, so every bucket lists its entries by ascending o as one worker would.
+        let parts = threads > 1 && total >= 1 << 16 ? threads : 1
+        let bounds = index.balancedRowSplit(parts: parts)
+        let cursors = phaseCursor.reserve(parts * buckets)
+        cursors.update(repeating: 0, count: parts * buckets)
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let bt = SendablePointer(bucketOf), tt = SendablePointer(tapOf), cur = SendablePointer(cursors)
+        let col = SendablePointer(column), ent = SendablePointer(entry)
+        parallelChunks(parts, chunks: parts) { range in
+            for p in range {
+                let mine = cur.pointer + p * buckets
+                for k in Int(rs.pointer[bounds[p]])..<Int(rs.pointer[bounds[p + 1]]) {
+                    mine[Int(bt.pointer[Int(src.pointer[k])])] &+= 1
                 }
             }
-            if pass == 0 {
-                for b in 0..<buckets { starts[b + 1] += starts[b] }
-            } else {
-                // The cursors ended at the next bucket's start: shift them back.
-                for b in Swift.stride(from: buckets, to: 0, by: -1) { starts[b] = starts[b - 1] }
-                starts[0] = 0
+        }
+        var running: Int32 = 0
+        for b in 0..<buckets {
+            starts[b] = running
+            for p in 0..<parts {
+                let n = cursors[p * buckets + b]
+                cursors[p * buckets + b] = running
+                running &+= n
+            }
+        }
+        starts[buckets] = running
+        parallelChunks(parts, chunks: parts) { range in
+            for p in range {
+                let mine = cur.pointer + p * buckets
+                for o in bounds[p]..<bounds[p + 1] {
+                    for k in Int(rs.pointer[o])..<Int(rs.pointer[o + 1]) {
+                        let t = Int(src.pointer[k]), b = Int(bt.pointer[t]), e = Int(mine[b])
+                        col.pointer[e] = Int32(o * taps) &+ tt.pointer[t]
+                        ent.pointer[e] = Int32(k)
+                        mine[b] = Int32(e + 1)
+                    }
+                }
             }
         }
         generation &+= 1
@@ -92,27 +126,35 @@ public final class SparseConvolution {
 
     /// Points the passes at activations of `batch` images of `height × width`: frames and the
     /// entries' offsets follow (recomputed only when the shape or the mask changed).
-    private func prepare(batch: Int, height: Int, width: Int) -> ConvolutionFrames {
+    private func prepare(batch: Int, height: Int, width: Int, threads: Int) -> ConvolutionFrames {
         let g = ConvGeometry(channels: inChannels, height: height, width: width, kernelH: kernelSize,
                              kernelW: kernelSize, stride: stride, padding: padding)
         let f = ConvolutionFrames(g, batch: batch)
         precondition(f.inputCount < Int(Int32.max) && outChannels * f.gradientPlane < Int(Int32.max),
                      "sparse convolution frames are limited to 2^31 floats")
-        return ensureSources(f)
+        return ensureSources(f, threads: threads)
     }
 
     /// `f` as the current frames, with the entries' offsets computed for it and the current mask.
     @discardableResult
-    private func ensureSources(_ f: ConvolutionFrames) -> ConvolutionFrames {
+    private func ensureSources(_ f: ConvolutionFrames, threads: Int) -> ConvolutionFrames {
         frames = f
         if let built = sourcesBuiltFor, built.0 == f, built.1 == generation { return f }
-        let src = forwardSource.reserve(index.count)
-        for k in 0..<index.count { src[k] = Int32(f.forwardSource(column: Int(index.source[k]))) }
-        let total = index.count, taps = kernelSize * kernelSize
-        let psrc = phaseSource.reserve(total), column = phaseColumn.pointer
-        for e in 0..<total {
-            let t = Int(column[e]), o = t / taps, kh = t % taps / kernelSize, kw = t % kernelSize
-            psrc[e] = Int32(f.gradientSource(outChannel: o, kh: kh, kw: kw))
+        // Each entry's offset is a function of its weight column (forward: c, kh, kw) or its
+        // phase column (input gradient: o, kh, kw): tabulate those, then look every entry up.
+        let total = index.count, taps = kernelSize * kernelSize, columns = inChannels * taps
+        let table = sourceTable.reserve(columns + outChannels * taps)
+        for t in 0..<columns { table[t] = Int32(f.forwardSource(column: t)) }
+        for t in 0..<(outChannels * taps) {
+            table[columns + t] = Int32(f.gradientSource(outChannel: t / taps, kh: t % taps / kernelSize, kw: t % kernelSize))
+        }
+        let forward = SendablePointer(forwardSource.reserve(total)), phase = SendablePointer(phaseSource.reserve(total))
+        let lookup = SendablePointer(table), src = SendablePointer(index.source), col = SendablePointer(phaseColumn.pointer)
+        parallelChunks(total, chunks: threads > 1 && total >= 1 << 16 ? threads : 1) { range in
+            for k in range {
+                forward.pointer[k] = lookup.pointer[Int(src.pointer[k])]
+                phase.pointer[k] = lookup.pointer[columns + Int(col.pointer[k])]
+            }
         }
         sourcesBuiltFor = (f, generation)
         return f
@@ -141,7 +183,7 @@ public final class SparseConvolution {
 
     /// Writes the forward frame of `x` (`[Cin][N][H][W]`), which `weightGradient` reads.
     public func loadInput(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, threads: Int = 1) {
-        let f = prepare(batch: batch, height: height, width: width)
+        let f = prepare(batch: batch, height: height, width: width, threads: threads)
         f.packInput(x, into: inputFrame.reserve(f.inputCount), threads: threads)
         loadedInput = f
         outputGradientChanged()
@@ -176,7 +218,7 @@ public final class SparseConvolution {
         dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
     ) {
         guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
-        ensureSources(f)
+        ensureSources(f, threads: threads)
         let (frame, ld) = outputGradientInForwardFrame(dy, f, threads: threads)
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
         switch output {
@@ -205,7 +247,7 @@ public final class SparseConvolution {
         weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
         batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
     ) {
-        let f = prepare(batch: batch, height: height, width: width)
+        let f = prepare(batch: batch, height: height, width: width, threads: threads)
         let total = index.count, vals = phaseValues.reserve(total), entry = phaseEntry.pointer
         for e in 0..<total { vals[e] = w[Int(index.weightOffset[Int(entry[e])])] }
         if kernelSize < stride {

@@ -79,8 +79,9 @@ public final class SparseIndex {
 
     /// Rebuilds the index from a 0/1 mask (row-major, `weightRows × weightColumns`; non-zero =
     /// active) with source blocks of `blockWidth` (`sources` or more: one block; default: the
-    /// width for its density).
-    public func rebuild(mask: UnsafePointer<Float>, blockWidth requested: Int? = nil) {
+    /// width for its density). A row index of one block (a convolution's) is built by
+    /// `threads` workers in one pass over the mask.
+    public func rebuild(mask: UnsafePointer<Float>, blockWidth requested: Int? = nil, threads: Int = 1) {
         // With the width given, the counting pass below also counts the entries.
         let counted = requested == nil ? Self.countActive(mask, weightRows &* weightColumns) : nil
         let width = requested.map { min(max($0, 1), max(sources, 1)) }
@@ -93,6 +94,10 @@ public final class SparseIndex {
             rowStart.deallocate()
             startCapacity = buckets + 1
             rowStart = .allocate(capacity: startCapacity)
+        }
+        if blocks == 1 && orientation == .rows {
+            rebuildRowMajor(mask: mask, threads: threads)
+            return
         }
         // Counting sort of the row-major walk into buckets (block, row); rowStart[bucket + 1]
         // counts first, then rowStart[bucket] serves as the fill cursor and is shifted back.
@@ -141,14 +146,101 @@ public final class SparseIndex {
         }
     }
 
+    /// Rebuilds a one-block row index (`.rows`, every source in one block, as a convolution's)
+    /// from the weight's active positions — row-major offsets, ascending — in time proportional
+    /// to their number: row starts by binary search, entries filled by `threads` workers.
+    public func rebuildRows(activePositions positions: UnsafeBufferPointer<Int32>, threads: Int = 1) {
+        precondition(orientation == .rows, "rebuildRows(activePositions:) builds a row index")
+        let m = weightRows, n = weightColumns, total = positions.count
+        blockWidth = max(sources, 1)
+        blocks = 1
+        if m + 1 > startCapacity {
+            rowStart.deallocate()
+            startCapacity = m + 1
+            rowStart = .allocate(capacity: startCapacity)
+        }
+        reserve(total)
+        count = total
+        for o in 0...m {
+            // First position at or past row o's start.
+            let target = Int32(truncatingIfNeeded: o &* n)
+            var lo = o == 0 ? 0 : Int(rowStart[o &- 1]), hi = total
+            while lo < hi {
+                let mid = (lo &+ hi) / 2
+                if positions[mid] < target { lo = mid &+ 1 } else { hi = mid }
+            }
+            rowStart[o] = Int32(truncatingIfNeeded: lo)
+            rowPrefix[o] = lo
+        }
+        guard let first = positions.baseAddress, total > 0 else { return }
+        precondition(Int(positions[total - 1]) < m &* n, "an active position lies outside the weight")
+        let parts = total >= 1 << 16 ? max(1, threads) : 1
+        let bounds = balancedRowSplit(parts: parts)
+        let starts = SendablePointer(rowStart), from = SendablePointer(UnsafeMutablePointer(mutating: first))
+        let out = (SendablePointer(source), SendablePointer(weightOffset), SendablePointer(rowMajorPosition),
+                   SendablePointer(rowMajorOffset), SendablePointer(entryOfRowMajor))
+        parallelChunks(parts, chunks: parts) { range in
+            for p in range {
+                for o in bounds[p]..<bounds[p &+ 1] {
+                    let base = Int32(truncatingIfNeeded: o &* n)
+                    for k in Int(starts.pointer[o])..<Int(starts.pointer[o &+ 1]) {
+                        let offset = from.pointer[k], entry = Int32(truncatingIfNeeded: k)
+                        out.0.pointer[k] = offset &- base
+                        out.1.pointer[k] = offset
+                        out.2.pointer[k] = entry
+                        out.3.pointer[k] = offset
+                        out.4.pointer[k] = entry
+                    }
+                }
+            }
+        }
+    }
+
+    /// One block, rows = weight rows: entry k is the k-th active weight in row-major order, so
+    /// `source`, `weightOffset` and the row-major views follow from one walk of each row. Rows
+    /// are counted, then filled, by `threads` workers over contiguous row ranges.
+    private func rebuildRowMajor(mask: UnsafePointer<Float>, threads: Int) {
+        let m = weightRows, n = weightColumns
+        // Parallel only pays above about 1 MB of mask.
+        let parts = m &* n >= 1 << 18 ? max(1, threads) : 1
+        let maskP = SendablePointer(UnsafeMutablePointer(mutating: mask)), starts = SendablePointer(rowStart)
+        parallelChunks(m, chunks: parts) { range in
+            for o in range { starts.pointer[o &+ 1] = Int32(truncatingIfNeeded: Self.countActive(maskP.pointer + o &* n, n)) }
+        }
+        rowStart[0] = 0
+        for o in 0..<m { rowStart[o &+ 1] &+= rowStart[o] }
+        let total = Int(rowStart[m])
+        reserve(total)
+        count = total
+        let out = (SendablePointer(source), SendablePointer(weightOffset), SendablePointer(rowMajorPosition),
+                   SendablePointer(rowMajorOffset), SendablePointer(entryOfRowMajor))
+        parallelChunks(m, chunks: parts) { range in
+            for o in range {
+                var k = Int(starts.pointer[o])
+                let base = o &* n
+                Self.forEachActive(maskP.pointer + base, n) { c in
+                    let offset = Int32(truncatingIfNeeded: base &+ c), entry = Int32(truncatingIfNeeded: k)
+                    out.0.pointer[k] = Int32(truncatingIfNeeded: c)
+                    out.1.pointer[k] = offset
+                    out.2.pointer[k] = entry
+                    out.3.pointer[k] = offset
+                    out.4.pointer[k] = entry
+                    k &+= 1
+                }
+            }
+        }
+        for r in 0...m { rowPrefix[r] = Int(rowStart[r]) }
+    }
+
     /// Calls `body(i)` for each non-zero of `mask[0 ..< count]` in order, eight values at a time.
     @inline(__always)
     static func forEachActive(_ mask: UnsafePointer<Float>, _ count: Int, _ body: (Int) -> Void) {
+        let lane = SIMD8<Int32>(1, 2, 4, 8, 16, 32, 64, 128)
         var i = 0
         while i &+ 8 <= count {
-            // The lanes' non-zero bits without a branch per lane, then their set bits.
-            var bits = 0
-            for j in 0..<8 { bits |= (mask[i &+ j] != 0 ? 1 : 0) &<< j }
+            // The lanes' non-zero bits in one vector compare, then their set bits.
+            let v = UnsafeRawPointer(mask + i).loadUnaligned(as: SIMD8<Float>.self)
+            var bits = Int(SIMD8<Int32>(repeating: 0).replacing(with: lane, where: v .!= 0).wrappedSum())
             while bits != 0 {
                 body(i &+ bits.trailingZeroBitCount)
                 bits &= bits &- 1
@@ -200,5 +292,19 @@ public final class SparseIndex {
         }
         bounds.append(rows)
         return bounds
+    }
+}
+
+/// Positions (ascending) of the non-zeros of `mask[0 ..< count]`: one counting pass and one
+/// filling pass, eight values per compare.
+public func nonZeroPositions(of mask: UnsafePointer<Float>, count: Int) -> [Int32] {
+    let total = SparseIndex.countActive(mask, count)
+    return [Int32](unsafeUninitializedCapacity: total) { buffer, initialized in
+        var j = 0
+        SparseIndex.forEachActive(mask, count) { i in
+            buffer[j] = Int32(truncatingIfNeeded: i)
+            j &+= 1
+        }
+        initialized = j
     }
 }

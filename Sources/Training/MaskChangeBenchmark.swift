@@ -8,10 +8,12 @@ import Tensor
 /// ratios, drawn by rank 0 and broadcast), random dense gradients, then `repeats` changes, each
 /// rewiring every layer with drop fraction `alpha` (decide on rank 0, broadcast, apply, rebuild
 /// the reducer, checksums), then the sparse kernels' indices of every masked layer rebuilt (in
-/// training that happens at each layer's next pass). Every rank must call it.
+/// training that happens at each layer's next pass, with the rank's `threads`). Every rank must
+/// call it.
 /// - Returns: one event per change, with its parts in ms, and the ms of the index rebuilds.
 public func benchmarkRiGLChanges(
-    network: Network, communicator comm: Communicator, density: Double, alpha: Double, repeats: Int, seed: UInt64 = 1
+    network: Network, communicator comm: Communicator, density: Double, alpha: Double, repeats: Int, threads: Int = 1,
+    seed: UInt64 = 1
 ) throws -> [(event: MaskEvent, msKernelIndices: Double)] {
     let store = network.store
     let layers = MaskableLayer.all(in: store)
@@ -33,6 +35,7 @@ public func benchmarkRiGLChanges(
     let policy = RigLPolicy(schedule: schedule, epochs: 1)
     let ctx = Context()
     ctx.sparseKernels = .on
+    ctx.threads = threads
     network.body.refreshSparseKernels(ctx)  // indices allocated once, as in training
     return try (1...max(1, repeats)).map { t in
         let event = try path.apply(afterStep: t, epoch: 0, policy: policy)

@@ -116,4 +116,24 @@ final class MaskStateTests: XCTestCase {
         }
         XCTAssertEqual(Array(store.mask), [1, 0, 1, 1, 1, 0, 1, 1])
     }
+
+    /// The store asks the mask's owner for a weight's active positions (sparse layers rebuild
+    /// from them); it answers only while its lists describe the store's mask.
+    func testActivePositionsFollowTheMaskAndGoQuietWhenItChangesBehindTheOwner() {
+        let store = ParameterStore()
+        let w = store.register("w", shape: [2, 3], maskable: true, initializer: .normal(std: 1))
+        let b = store.register("b", shape: [2], maskable: false, initializer: .ones)
+        store.allocate(seed: 1)
+        store.mask[1] = 0
+        let masks = MaskState(store: store)
+        XCTAssertEqual(store.activePositions?(w), [0, 2, 3, 4, 5])
+        XCTAssertNil(store.activePositions?(b), "not a maskable weight")
+        let next: [Float] = [0, 1, 1, 0, 1, 1, 0, 0]
+        next.withUnsafeBufferPointer { _ = masks.replace(with: $0) }
+        XCTAssertEqual(store.activePositions?(w), [1, 2, 4, 5])
+        // Written behind the owner's back (a checkpoint load): no answer, readers scan the mask.
+        store.mask[0] = 1
+        store.maskDidChange()
+        XCTAssertNil(store.activePositions?(w))
+    }
 }

@@ -92,6 +92,66 @@ final class SparseConvolutionTests: XCTestCase {
         }
     }
 
+    /// A mask change rebuilt by several workers (index rows counted and filled in parallel, the
+    /// input-gradient index sorted in parallel, entry offsets looked up in parallel), or from the
+    /// active positions instead of the mask, gives the same indices as one worker scanning the
+    /// mask, so the passes give bit-identical results.
+    func testParallelRebuildEqualsSequential() {
+        var rng = Xoshiro256(seed: 5)
+        for (k, s) in [(3, 1), (3, 2), (1, 1)] {
+            let cin = k == 1 ? 1024 : 128, cout = 256, n = 2, h = 5, w = 5
+            let m = (0..<(cout * cin * k * k)).map { _ in Float(rng.nextDouble() < 0.6 ? 1 : 0) }
+            let wts = m.map { _ in rng.nextFloat() * 2 - 1 }
+            let x = (0..<(cin * n * h * w)).map { _ in rng.nextFloat() * 2 - 1 }
+            var results: [[Float]] = [], indices: [[Int32]] = []
+            // One worker from the mask, three from the mask, three from the active positions.
+            for (threads, fromPositions) in [(1, false), (3, false), (3, true)] {
+                let conv = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: k, stride: s, padding: k / 2)
+                // A first mask, then the real one: the rebuild reuses storage.
+                let first = m.map { 1 - $0 }
+                first.withUnsafeBufferPointer { conv.rebuild(mask: $0.baseAddress!, threads: threads) }
+                if fromPositions {
+                    let positions = m.indices.filter { m[$0] != 0 }.map { Int32($0) }
+                    XCTAssertEqual(m.withUnsafeBufferPointer { nonZeroPositions(of: $0.baseAddress!, count: m.count) }, positions)
+                    positions.withUnsafeBufferPointer { conv.rebuild(activePositions: $0, threads: threads) }
+                } else {
+                    m.withUnsafeBufferPointer { conv.rebuild(mask: $0.baseAddress!, threads: threads) }
+                }
+                XCTAssertGreaterThan(conv.count, 1 << 16, "large enough to run in parallel")
+                let ix = conv.index
+                var all = Array(UnsafeBufferPointer(start: ix.rowStart, count: ix.rows + 1))
+                for array in [ix.source, ix.weightOffset, ix.rowMajorPosition, ix.rowMajorOffset, ix.entryOfRowMajor] {
+                    all += Array(UnsafeBufferPointer(start: array, count: ix.count))
+                }
+                indices.append(all)
+                let outCount = conv.outputCount(batch: n, height: h, width: w)
+                let dy = (0..<outCount).map { Float($0 % 7) - 3 }
+                var y = [Float](repeating: .nan, count: outCount), dx = [Float](repeating: .nan, count: x.count)
+                var packed = [Float](repeating: 0, count: conv.count)
+                wts.withUnsafeBufferPointer { wp in
+                    x.withUnsafeBufferPointer { xp in
+                        conv.forward(weights: wp.baseAddress!, x: xp.baseAddress!, batch: n, height: h, width: w, y: &y, threads: threads)
+                    }
+                    dy.withUnsafeBufferPointer { dp in
+                        packed.withUnsafeMutableBufferPointer {
+                            conv.weightGradient(dy: dp.baseAddress!, into: .packed($0.baseAddress!), threads: threads)
+                        }
+                        conv.inputGradient(weights: wp.baseAddress!, dy: dp.baseAddress!, dx: &dx, batch: n, height: h, width: w,
+                                           threads: threads)
+                    }
+                }
+                var outputs = y
+                outputs += dx
+                outputs += packed
+                results.append(outputs)
+            }
+            for v in 1...2 {
+                XCTAssertEqual(indices[0], indices[v], "k \(k) stride \(s) variant \(v): indices")
+                XCTAssertEqual(results[0], results[v], "k \(k) stride \(s) variant \(v): forward, input and weight gradients")
+            }
+        }
+    }
+
     private func assertClose(_ a: [Float], _ b: [Float], _ tag: String) {
         XCTAssertEqual(a.count, b.count, tag)
         var worst = 0 as Float

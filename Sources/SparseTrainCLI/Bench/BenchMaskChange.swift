@@ -1,4 +1,5 @@
 import ArgumentParser
+import Comm
 import Foundation
 import NN
 import Tensor
@@ -44,7 +45,10 @@ struct BenchMaskChange: ParsableCommand {
         guard repeats >= 1, batch >= 0 else { throw InputError("--repeats must be positive and --batch not negative") }
         withWorld { comm in
             let net = try modelOptions.build()
-            let changes = try benchmarkRiGLChanges(network: net, communicator: comm, density: density, alpha: alpha, repeats: repeats)
+            // Threads per rank as training gives them: the cores shared by this node's ranks.
+            let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / ranksOnThisNode())
+            let changes = try benchmarkRiGLChanges(network: net, communicator: comm, density: density, alpha: alpha, repeats: repeats,
+                                                   threads: threads)
             let events = changes.map(\.event)
             let stepSeconds = batch > 0 ? try timeStep(net) : nil
             guard comm.rank == 0 else { return }
@@ -66,7 +70,7 @@ struct BenchMaskChange: ParsableCommand {
                               ("verify checksums", report.ms_verify), ("total", total)] {
                 table.add(name, fixed(v, 2))
             }
-            table.add("sparse kernel indices, every layer (at its next pass)", fixed(report.ms_kernel_indices, 2))
+            table.add("sparse kernel indices, every layer (at its next pass; \(threads) thread(s))", fixed(report.ms_kernel_indices, 2))
             print(table.render())
             print("broadcast \(report.bytes_broadcast) bytes, \(report.moved) weights moved by the first change")
             if let s = report.step_ms, let share = report.share_of_100_steps {
