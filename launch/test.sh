@@ -169,6 +169,11 @@ check "MLP prune-and-rewire on 4 ranks with a communication thread" \
   timeout 300 launch/run-local.sh -np 4 --bin "$st" -- train "${mlpnet[@]}" "${rigl[@]}" --set comm_thread=on --output "$runs/mlp-rigl-thread4"
 check "4 ranks with a communication thread equal 1 rank (MLP, prune-and-rewire, max |dw| <= 1e-5)" \
   "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-thread4/checkpoint.safetensors" --tolerance 1e-5
+# Without the thread, 4 ranks overlap with non-blocking allreduces into staging buffers.
+check "MLP prune-and-rewire on 4 ranks with non-blocking allreduces" \
+  timeout 300 launch/run-local.sh -np 4 --bin "$st" -- train "${mlpnet[@]}" "${rigl[@]}" --set comm_thread=off --output "$runs/mlp-rigl-nb4"
+check "4 ranks with non-blocking allreduces equal 1 rank (MLP, prune-and-rewire, max |dw| <= 1e-5)" \
+  "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-nb4/checkpoint.safetensors" --tolerance 1e-5
 same_as_one_rank "CNN with sync BN, IMP" cnn-imp cnnnet cnnimp
 # Sparse convolution kernels (3×3 and strided frames, 1×1 matmuls) against dense convolutions on
 # the masked weights: ResNet-20 with sync BN on 2 ranks, 52 steps of a fixed mask (lr 0.01 over

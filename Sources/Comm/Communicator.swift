@@ -19,8 +19,9 @@ public protocol Communicator: AnyObject {
     func broadcast<T: CommScalar>(
         _ buffer: UnsafeMutableBufferPointer<T>, root: Int, counts: CountCheck) throws
 
-    /// Starts a non-blocking in-place allreduce. `buffer` must stay valid and untouched until
-    /// the returned request completes. Counts are not checked (that would block).
+    /// Starts a non-blocking allreduce whose result replaces `buffer` (MPI reduces into a
+    /// staging buffer and copies back on completion). `buffer` must stay valid and untouched
+    /// until the returned request completes. Counts are not checked (that would block).
     func startAllreduce<T: CommScalar>(
         _ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws -> CommRequest
 

@@ -61,10 +61,10 @@ public final class GradientReducer {
     public enum Overlap: String, Sendable {
         /// Blocking allreduces after backward.
         case none
-        /// In-place non-blocking allreduces started during backward as buckets become ready;
-        /// they progress in the MPI calls made between layers. On fewer than 4 ranks OpenMPI
-        /// 4.1's non-blocking allreduce is a binomial reduce + broadcast, about twice the latency
-        /// and traffic of the blocking call, so overlap costs more than it hides there.
+        /// Non-blocking allreduces (not in place) started during backward as buckets become
+        /// ready; they progress in the MPI calls made between layers. On fewer than 4 ranks
+        /// OpenMPI 4.1's non-blocking allreduce is a binomial reduce + broadcast, about twice the
+        /// latency and traffic of the blocking call, so overlap costs more than it hides there.
         case nonBlocking
         /// A communication thread runs blocking allreduces on its own communicator, in bucket
         /// order, as buckets become ready (`useReductionThread(on:)`).

@@ -192,12 +192,25 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                 "non-blocking allreduce of \(buffer.count) elements exceeds MPI's 32-bit count")
         }
         guard let base = buffer.baseAddress, buffer.count > 0 else { return CompletedRequest() }
-        let request = MPIRequest()
-        try Self.check(
-            MPI_Iallreduce(
-                stmpi_in_place(), base, Int32(buffer.count), Self.datatype(T.commType),
-                Self.mpiOp(op), comm, &request.handle),
-            "MPI_Iallreduce")
+        // Not in place: OpenMPI 4.1's libnbc runs an in-place non-blocking allreduce as a binomial
+        // reduce + broadcast at every size (2·log₂N full-buffer steps); into a separate buffer it
+        // takes Rabenseifner or ring from 4 ranks and 64 KiB. The result is copied back when the
+        // request completes.
+        let staging = UnsafeMutableBufferPointer<T>.allocate(capacity: buffer.count)
+        let request = MPIRequest { complete in
+            if complete { _ = buffer.update(fromContentsOf: staging) }
+            staging.deallocate()
+        }
+        do {
+            try Self.check(
+                MPI_Iallreduce(
+                    base, staging.baseAddress, Int32(buffer.count), Self.datatype(T.commType),
+                    Self.mpiOp(op), comm, &request.handle),
+                "MPI_Iallreduce")
+        } catch {
+            request.abandon()
+            throw error
+        }
         return request
     }
 
@@ -246,13 +259,19 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
 /// A non-blocking MPI operation. Waits in `deinit` if still pending, so a dropped request never
 /// leaves MPI writing into memory that was handed back.
+/// A non-blocking operation in flight; `finish(true)` runs once when it completes (copying a
+/// result into place), `finish(false)` if it never started.
 final class MPIRequest: CommRequest {
     var handle: MPI_Request? = stmpi_request_null()
     private var done = false
+    private var finish: ((Bool) -> Void)?
+
+    init(finish: ((Bool) -> Void)? = nil) { self.finish = finish }
 
     func wait() throws {
         guard !done else { return }
         done = true
+        defer { complete() }
         try MPICommunicator.check(MPI_Wait(&handle, stmpi_status_ignore()), "MPI_Wait")
     }
 
@@ -260,8 +279,23 @@ final class MPIRequest: CommRequest {
         guard !done else { return true }
         var flag: Int32 = 0
         try MPICommunicator.check(MPI_Test(&handle, &flag, stmpi_status_ignore()), "MPI_Test")
-        if flag != 0 { done = true }
+        if flag != 0 {
+            done = true
+            complete()
+        }
         return done
+    }
+
+    /// The operation was never started: release what it holds, without a result.
+    func abandon() {
+        done = true
+        finish?(false)
+        finish = nil
+    }
+
+    private func complete() {
+        finish?(true)
+        finish = nil
     }
 
     deinit { try? wait() }

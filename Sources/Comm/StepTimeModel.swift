@@ -41,9 +41,10 @@ public struct StepProfile: Codable, Sendable, Equatable {
 public enum ReductionSchedule: String, Codable, Sendable, CaseIterable {
     /// Each bucket with a blocking `MPI_Allreduce` after backward (coll/tuned's choice per size).
     case blocking
-    /// Each bucket with an in-place `MPI_Iallreduce` started as soon as it is ready, one after
-    /// the other (libnbc's choice: binomial for in-place buffers), hidden behind the rest of
-    /// backward where it can be. Assumes the calls progress while backward runs.
+    /// Each bucket with an `MPI_Iallreduce` into a staging buffer started as soon as it is
+    /// ready, one after the other (libnbc's choice: Rabenseifner or ring from 4 ranks and
+    /// 64 KiB, binomial below), hidden behind the rest of backward where it can be. Assumes the
+    /// calls progress while backward runs.
     case overlapped
     /// Each bucket with a blocking `MPI_Allreduce` (coll/tuned's choice) on a communication
     /// thread as soon as it is ready, one after the other, hidden behind the rest of backward.
@@ -85,7 +86,7 @@ public func predictStep(_ profile: StepProfile, ranks: Int, fabric: Fabric, sche
     var largest: (bytes: Int, algorithm: AllreduceAlgorithm)?
     for bucket in profile.buckets where bucket.bytes > 0 {
         let algorithm = schedule == .overlapped
-            ? AllreduceAlgorithm.openMPINonBlocking(bytes: bucket.bytes, ranks: ranks, inPlace: true)
+            ? AllreduceAlgorithm.openMPINonBlocking(bytes: bucket.bytes, ranks: ranks, inPlace: false)
             : AllreduceAlgorithm.openMPIBlocking(bytes: bucket.bytes, ranks: ranks)
         let cost = algorithm.seconds(bytes: bucket.bytes, ranks: ranks, on: fabric)
         communication += cost

@@ -281,8 +281,8 @@ struct BenchScaling: ParsableCommand {
         }
         print("")
         print("Model: step = backward + exposed communication + tail + σ·E[max of N standard normals] (σ: 1.4826 × median absolute deviation of this rank's steps); as the engine reduces: on a communication thread "
-            + "(blocking allreduces, overlapped with backward) when it has one, else blocking after backward below 4 ranks and in-place "
-            + "non-blocking ones (libnbc: binomial) overlapped from 4. Limits: one rank per node, "
+            + "(blocking allreduces, overlapped with backward) when it has one, else blocking after backward below 4 ranks and "
+            + "non-blocking ones into a staging buffer (libnbc: Rabenseifner or ring from 64 KiB) overlapped from 4. Limits: one rank per node, "
             + "a flat network without congestion, calls that progress during backward, compute measured on this machine.")
     }
 
