@@ -60,6 +60,7 @@ check "bench step prints per-layer kernel paths" bash -c "'$st' bench step --mod
 check "bench allreduce --link: ping-pong and exchange against allreduce" bash -c "$(declare -f run2); st=$st; run2 bench allreduce --link --repeats 2 --json | grep -o '\"exchange_seconds\"' | wc -l | grep -qx 8"
 check "bench scaling calibrates the fabric on 2 ranks and checks its prediction" bash -c "$(declare -f run2); st=$st; run2 bench scaling --model mlp --hidden 64 --batch 16 --densities 1 0.1 --nodes 1 2 1024 --steps 2 --json | grep -q '\"error_here\":'"
 fails "bench scaling on one rank needs a fabric" "one rank cannot measure a fabric" "$st" bench scaling --model mlp --hidden 64 --steps 1
+fails "bench scaling with a node speed-up below 1" "node-speedup must be in" "$st" bench scaling --model mlp --fabric 25gbe --node-speedup 0.5
 check "bench conv times the sparse convolution passes" bash -c "'$st' bench conv --shapes 8:8:6 --batch 4 --densities 0.5,0.1 --steps 1 --json | grep -c '\"weight_gradient_ms\"' | grep -qx 2"
 fails "bench kernels with an unknown variant" "is not avx512, avx2 or portable" "$st" bench kernels --isa sse9
 check "densities exact total" bash -c "'$st' densities --model vgg16 --sparsity 0.9 --method balanced --json | grep -q '\"total_nnz\":1471558,'"
@@ -260,24 +261,26 @@ stopped() {
   [ "$rc" -eq 3 ] && tail -n 1 "$log/stopped.txt" | grep -q '^stopped on request'
 }
 check "SIGTERM stops every rank with a checkpoint and exit code 3" stopped
-# A hung rank (SIGSTOP): the other's watchdog ends the job with one line naming rank and step.
+# A hung rank (SIGSTOP of rank 1): rank 0's watchdog ends the job; its line, naming itself and
+# the step, is the last one.
 hung() {
   launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --set epochs=1000 --set watchdog_seconds=3 \
     --output "$runs/hung" > "$log/hung.txt" 2>&1 &
   local launcher=$! rank1=""
   for _ in $(seq 1 300); do [ -f "$runs/hung/checkpoint.safetensors" ] && break; sleep 0.05; done
   sleep 0.5
-  rank1=$(pgrep -f "sparsetrain train .*$runs/hung" | tail -n 1)
+  rank1=$(rank_pid "sparsetrain train .*$runs/hung" 1)
   kill -STOP "$rank1"
   local start=$SECONDS rc=0
   wait "$launcher" || rc=$?
-  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 30 ] && grep -q 'error: rank [01] made no progress for [0-9]* s .* after ' "$log/hung.txt" ||
+  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 30 ] && tail -n 1 "$log/hung.txt" | grep -q '^error: rank 0 made no progress for [0-9]* s .* after epoch [0-9]* step [0-9]*' ||
     { echo "exit $rc after $((SECONDS - start)) s"; tail -n 3 "$log/hung.txt"; false; }
 }
 check "a hung rank is caught by the watchdog and the job ends" hung
-# A rank that dies (kill -9 of rank 0, then of rank 1): mpirun ends the job, non-zero, within 15 s.
+# A rank that dies (kill -9 of rank 0, then of rank 1): mpirun ends the job, non-zero, within
+# 15 s, and the last line names the rank, its host and the last step reported.
 rank_killed() {
-  launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --set epochs=1000 --output "$runs/dead$1" > "$log/dead$1.txt" 2>&1 &
+  launch/run-local.sh -np 2 --bin "$st" -- train "${stopnet[@]}" --set epochs=1000 --set log_every=20 --output "$runs/dead$1" > "$log/dead$1.txt" 2>&1 &
   local launcher=$! victim="" rc=0 start
   for _ in $(seq 1 300); do [ -f "$runs/dead$1/checkpoint.safetensors" ] && break; sleep 0.05; done
   sleep 0.5
@@ -287,7 +290,8 @@ rank_killed() {
   start=$SECONDS
   wait "$launcher" || rc=$?
   echo "the job ended $((SECONDS - start)) s after kill -9 of rank $1, exit $rc"
-  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 15 ]
+  [ "$rc" -ne 0 ] && [ $((SECONDS - start)) -le 15 ] &&
+    tail -n 1 "$log/dead$1.txt" | grep -q "^error: rank $1 (host .*) ended on signal 9.* at epoch [0-9]*"
 }
 check "kill -9 of rank 0 ends the job with a non-zero exit" rank_killed 0
 check "kill -9 of rank 1 ends the job with a non-zero exit" rank_killed 1

@@ -60,13 +60,14 @@ MPI_LOCAL_ARGS=(--oversubscribe --mca btl_vader_single_copy_mechanism none
 
 # Runs `mpirun ARGS…` (behind the command in the array MPIRUN_PREFIX, if set) and exits with
 # its status. mpirun follows a failed rank with a dozen lines of its own: the program's one-line
-# error (or stop notice) is repeated last so it stays in view. The first SIGTERM or SIGINT is passed to the ranks
+# error (or stop notice; the first one if several ranks print one) is repeated last so it stays in view. The first SIGTERM or SIGINT is passed to the ranks
 # as SIGUSR1 (mpirun forwards it): sparsetrain then stops at a step all ranks agree on, writes its
 # checkpoint and exits with code 3. A second one stops mpirun at once.
 run_mpirun() {
-  local errlog pid rc=0 last signals=0
+  local errlog outlog pid rc=0 last signals=0 lost progress
   errlog=$(mktemp)
-  "${MPIRUN_PREFIX[@]}" mpirun "$@" 2> >(tee "$errlog" >&2) &
+  outlog=$(mktemp)
+  "${MPIRUN_PREFIX[@]}" mpirun "$@" > >(tee "$outlog") 2> >(tee "$errlog" >&2) &
   pid=$!
   # (The background command execs down to mpirun, so $pid is mpirun's.)
   trap 'signals=$((signals + 1)); if [ $signals -eq 1 ]; then kill -USR1 "$pid"; else kill -TERM "$pid"; fi 2>/dev/null' TERM INT
@@ -75,10 +76,19 @@ run_mpirun() {
   while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
   if [ "$rc" -ne 0 ]; then
     sleep 0.2
-    last=$(grep -a -E '^(error: |stopped on request )' "$errlog" | tail -n 1 || true)
+    # The first one: the cause (a rank stopped from outside may wake to report its own stale view).
+    last=$(grep -a -E '^(error: |stopped on request )' "$errlog" | head -n 1 || true)
+    # A rank that died without a word (kill -9, a crash, a lost node): name it, its host and
+    # signal from mpirun's report, and the last step the job reported.
+    lost=$(grep -a -o -E 'process rank [0-9]+ with PID [0-9]+ on node [^ ]+ exited on signal [0-9]+( \([A-Za-z ]+\))?' "$errlog" | head -n 1 || true)
+    if [ -z "$last" ] && [ -n "$lost" ]; then
+      progress=$(grep -a -o -E '^epoch [0-9]+(/[0-9]+ step [0-9]+/[0-9]+|:)' "$outlog" | tail -n 1 | tr -d ':' || true)
+      last=$(echo "$lost" | sed -E 's/process rank ([0-9]+) with PID [0-9]+ on node ([^ ]+) exited on signal ([0-9]+)(.*)/error: rank \1 (host \2) ended on signal \3\4/')
+      last="$last${progress:+ at $progress}; the job ended (its last checkpoint continues with train --resume)"
+    fi
     if [ -n "$last" ]; then echo "$last" >&2; fi
   fi
-  rm -f "$errlog"
+  rm -f "$errlog" "$outlog"
   exit "$rc"
 }
 

@@ -50,6 +50,12 @@ struct BenchScaling: ParsableCommand {
     @Option(help: "Timed steps per measurement (medians are used).")
     var steps: Int = 3
 
+    @Option(help: "What-if: predict for nodes this many times faster than this machine (its measured compute, bucket times and σ divided by it).")
+    var nodeSpeedup: Double = 1
+
+    @Option(help: "Step-to-step σ of a node as a percentage of its step, instead of the σ measured here (a shared machine's is larger than a cluster node's; 0 leaves stragglers out).")
+    var jitterPercent: Double?
+
     @Option(help: "Untimed steps first.")
     var warmup: Int = 1
 
@@ -61,6 +67,8 @@ struct BenchScaling: ParsableCommand {
 
     func validate() throws {
         guard batch > 0, steps > 0, warmup >= 0 else { throw InputError("--batch and --steps must be positive, --warmup not negative") }
+        if let p = jitterPercent, !(p >= 0 && p <= 100) { throw InputError("--jitter-percent must be in [0, 100], got \(p)") }
+        guard nodeSpeedup >= 1, nodeSpeedup <= 1000 else { throw InputError("--node-speedup must be in [1, 1000], got \(nodeSpeedup)") }
         guard !densities.isEmpty, densities.allSatisfy({ $0 > 0 && $0 <= 1 }) else { throw InputError("--densities must be in (0, 1]") }
         guard !nodes.isEmpty, nodes.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }) else { throw InputError("--nodes must be between 1 and 1048576") }
         guard ["uniform", "erk", "er", "balanced", "pyramidal"].contains(method) else { throw InputError("--method must be uniform, erk, er, balanced or pyramidal") }
@@ -216,17 +224,17 @@ struct BenchScaling: ParsableCommand {
         let total = median(totals), back = median(backward)
         // σ of the step, robustly: 1.4826 × the median absolute deviation (the step times of a
         // shared host have rare long outliers that a standard deviation of a few steps inflates).
-        let jitter = 1.4826 * median(totals.map { abs($0 - total) })
+        let jitter = jitterPercent.map { $0 / 100 * total } ?? 1.4826 * median(totals.map { abs($0 - total) })
         let buckets = local.reducer.buckets.enumerated().map { b, bucket in
-            StepProfile.Bucket(ready: median(ready.map { $0[b] }), bytes: bucket.elementCount * MemoryLayout<Float>.stride)
+            StepProfile.Bucket(ready: median(ready.map { $0[b] }) / nodeSpeedup, bytes: bucket.elementCount * MemoryLayout<Float>.stride)
         }
         // The slowest rank's numbers (ranks share this machine's cores and memory).
-        var worst = [back, total - back, jitter]
+        var worst = [back, total - back, jitter].map { $0 / nodeSpeedup }
         try comm.allreduce(&worst, op: .max, counts: .trusted)
         let profile = StepProfile(backwardSeconds: worst[0], tailSeconds: worst[1], buckets: buckets, batch: batch, jitterSeconds: worst[2])
         let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0, thread: thread)) }
         var row = Row(density: masks.globalDensity, profile: profile, predictions: predictions, ranks: comm.size)
-        if world != nil {
+        if world != nil, nodeSpeedup == 1 {  // (a what-if for faster nodes has nothing to compare with here)
             // Per step, the slowest rank's step without reduction and its real step: what the
             // reduction adds beyond waiting for the slowest rank is the exposed communication.
             var slowest = totals + worldTimes
@@ -257,13 +265,15 @@ struct BenchScaling: ParsableCommand {
 
     func printTables(_ report: Report, ranks: Int) {
         let f = report.fabric
-        print("bench scaling: \(report.model), \(report.batch_per_rank) images per rank per step, \(report.threads) thread(s) per rank, OpenBLAS kernel \(BLAS.coreName)")
+        print("bench scaling: \(report.model), \(report.batch_per_rank) images per rank per step, \(report.threads) thread(s) per rank, OpenBLAS kernel \(BLAS.coreName)"
+            + (nodeSpeedup == 1 ? "" : "; what-if: nodes \(fixed(nodeSpeedup, 1))× faster than this machine (compute and σ divided by it)"))
         print("fabric \(f.name): α \(fixed(f.alpha * 1e6, 2)) µs, 1/β \(fixed(f.gigabytesPerSecond, 2)) GB/s, γ \(fixed(f.gamma * 1e12, 1)) ps/byte (\(f.source))")
         for row in report.rows {
             let p = row.profile
             print("")
             print("density \(fixed(row.density, 4)): compute \(fixed(p.computeSeconds * 1e3, 1)) ms per step (backward ends at \(fixed(p.backwardSeconds * 1e3, 1)) ms), "
-                + "\(p.buckets.count) buckets, \(fixed(Double(p.bytesPerStep) / 1e6, 2)) MB reduced per step, step jitter σ \(fixed(p.jitterSeconds * 1e3, 1)) ms")
+                + "\(p.buckets.count) buckets, \(fixed(Double(p.bytesPerStep) / 1e6, 2)) MB reduced per step, step jitter σ \(fixed(p.jitterSeconds * 1e3, 1)) ms"
+                + (jitterPercent.map { " (given: \(fixed($0, 1))% of the step)" } ?? ""))
             var table = TextTable("nodes", "reduction", "largest bucket", "comm ms", "exposed ms", "straggler ms", "step ms", "images/s", "efficiency")
             for q in row.predictions {
                 table.add("\(q.ranks)", q.ranks > 1 ? q.schedule.rawValue : "-", q.algorithm?.rawValue ?? "-", fixed(q.communicationSeconds * 1e3, 1),
