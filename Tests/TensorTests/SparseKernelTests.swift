@@ -221,7 +221,7 @@ final class SparseKernelTests: XCTestCase {
     }
 
     func testBlockWidthFollowsTheDensity() {
-        XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 10), 512)
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 10), 256)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 100), 1024)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 300, rows: 10, entries: 30), 300)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 0), 4096)
