@@ -105,6 +105,32 @@ final class KernelTests: XCTestCase {
         } } }
     }
 
+    /// The 2×2 tiling path, eight windows at a time plus a scalar tail (wo = 17), against the
+    /// general path's rule: the max, the first of ties in row-major window order, and backward
+    /// routing each gradient to that input only.
+    func testMaxPoolVectorPathMatchesTheRule() {
+        let s = Shape(n: 2, c: 3, h: 6, w: 34)
+        let x = Tensor(s)
+        var rng = Xoshiro256(seed: 4)
+        for i in 0..<x.count { x.data[i] = Float(rng.nextIndex(below: 3)) }   // many ties
+        let pool = MaxPool2d(kernelSize: 2), ctx = Context()
+        let y = pool.forward(x, ctx)
+        let (ho, wo) = (3, 17)
+        var expected = [Float](repeating: 0, count: x.count)
+        let dy = Tensor(y.shape)
+        for i in 0..<dy.count { dy.data[i] = Float(i % 11) + 1 }
+        for pl in 0..<(s.c * s.n) { for oh in 0..<ho { for ow in 0..<wo {
+            let p = pl * s.plane
+            let window = [2 * oh * s.w + 2 * ow, 2 * oh * s.w + 2 * ow + 1, (2 * oh + 1) * s.w + 2 * ow, (2 * oh + 1) * s.w + 2 * ow + 1]
+            var at = window[0]
+            for o in window.dropFirst() where x.data[p + o] > x.data[p + at] { at = o }
+            XCTAssertEqual(y.data[pl * ho * wo + oh * wo + ow], x.data[p + at])
+            expected[p + at] = dy.data[pl * ho * wo + oh * wo + ow]
+        } } }
+        let dx = pool.backward(dy, ctx)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: dx.data, count: dx.count)), expected)
+    }
+
     func testReductionsMatchLoops() {
         var rng = Xoshiro256(seed: 8)
         for n in [0, 1, 15, 16, 17, 1000] {

@@ -98,7 +98,26 @@ public final class MaxPool2d: Layer {
                             let d = dp.pointer + pl * ho * wo, idx = ip.pointer + pl * ho * wo
                             let dst = gp.pointer + pl * s.plane
                             for oh in 0..<ho {
-                                for ow in 0..<wo {
+                                var ow = 0
+                                // Eight outputs at a time: each input gets its output's gradient
+                                // where it won, else 0; even and odd columns interleaved.
+                                while ow + 8 <= wo {
+                                    let k = oh * wo + ow
+                                    let v = UnsafeRawPointer(d + k).loadUnaligned(as: SIMD8<Float>.self)
+                                    let winner = UnsafeRawPointer(idx + k).loadUnaligned(as: SIMD8<Int32>.self)
+                                    let base = SIMD8<Int32>(repeating: Int32(2 * oh * s.w + 2 * ow)) &+ poolLanes
+                                    @inline(__always) func row(_ r: Int) {
+                                        let first = base &+ Int32(r * s.w)
+                                        var pair = SIMD16<Float>()
+                                        pair.evenHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first)
+                                        pair.oddHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first &+ 1)
+                                        UnsafeMutableRawPointer(dst + (2 * oh + r) * s.w + 2 * ow).storeBytes(of: pair, as: SIMD16<Float>.self)
+                                    }
+                                    row(0)
+                                    row(1)
+                                    ow += 8
+                                }
+                                for ow in ow..<wo {
                                     let k = oh * wo + ow, at = Int(idx[k])
                                     let base = 2 * oh * s.w + 2 * ow
                                     let v = d[k]
@@ -128,6 +147,9 @@ public final class MaxPool2d: Layer {
     }
 }
 
+/// Offsets of the first inputs of eight neighbouring 2×2 windows in a row: 0, 2, …, 14.
+private let poolLanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+
 /// 2×2 stride-2 max over one plane; `index` gets the winner's offset in the plane (first of
 /// ties in row-major window order, as the general path).
 @inline(__always)
@@ -136,9 +158,31 @@ private func maxPool2x2Plane(
     index: UnsafeMutablePointer<Int32>
 ) {
     let wo = w / 2
+    // Lane j of a block of 8 outputs starting at output column ow reads plane offsets
+    // base + {0, 1, w, w + 1} with base = 2·oh·w + 2·(ow + j).
     for oh in 0..<(h / 2) {
         let r0 = x + 2 * oh * w
-        for ow in 0..<wo {
+        var ow = 0
+        // Eight outputs at a time: even and odd columns of two rows, strict > so the first of
+        // ties in window order wins, as below.
+        while ow + 8 <= wo {
+            let top = UnsafeRawPointer(r0 + 2 * ow).loadUnaligned(as: SIMD16<Float>.self)
+            let bottom = UnsafeRawPointer(r0 + w + 2 * ow).loadUnaligned(as: SIMD16<Float>.self)
+            let base = SIMD8<Int32>(repeating: Int32(2 * oh * w + 2 * ow)) &+ poolLanes
+            var best = top.evenHalf, at = base
+            @inline(__always) func challenge(_ v: SIMD8<Float>, _ shift: Int) {
+                let better = v .> best
+                best.replace(with: v, where: better)
+                at.replace(with: base &+ Int32(shift), where: better)
+            }
+            challenge(top.oddHalf, 1)
+            challenge(bottom.evenHalf, w)
+            challenge(bottom.oddHalf, w + 1)
+            UnsafeMutableRawPointer(out + oh * wo + ow).storeBytes(of: best, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(index + oh * wo + ow).storeBytes(of: at, as: SIMD8<Int32>.self)
+            ow += 8
+        }
+        for ow in ow..<wo {
             let base = 2 * oh * w + 2 * ow
             var best = r0[2 * ow], at = base
             if r0[2 * ow + 1] > best { best = r0[2 * ow + 1]; at = base + 1 }
