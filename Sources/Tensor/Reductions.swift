@@ -29,6 +29,23 @@ public func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) 
     return s
 }
 
+/// `(Σ x[i], Σ x[i]·y[i])` in one pass over `x`, with the same partial sums as `sum` and `dot`
+/// (so the same results, bit for bit).
+public func sumAndDot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> (sum: Float, dot: Float) {
+    var accSum = SIMD16<Float>(), accDot = SIMD16<Float>()
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y)
+    while i &+ 16 <= n {
+        let a = rx.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+        accSum += a
+        accDot += a * ry.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+        i &+= 16
+    }
+    var s = accSum.sum(), d = accDot.sum()
+    while i < n { s += x[i]; d += x[i] * y[i]; i &+= 1 }
+    return (s, d)
+}
+
 /// `Σ (x[i] − mean)²`.
 public func sumSquaredDeviations(_ x: UnsafePointer<Float>, _ n: Int, mean: Float) -> Float {
     var acc = SIMD16<Float>()

@@ -142,6 +142,10 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(Double(sum(a, n)), s, accuracy: 1e-3)
             XCTAssertEqual(Double(dot(a, b, n)), d, accuracy: 1e-3)
             XCTAssertEqual(Double(sumSquaredDeviations(a, n, mean: mean)), ssd, accuracy: 1e-3)
+            // One pass, the same partial sums: equal bit for bit.
+            let both = sumAndDot(a, b, n)
+            XCTAssertEqual(both.sum.bitPattern, sum(a, n).bitPattern)
+            XCTAssertEqual(both.dot.bitPattern, dot(a, b, n).bitPattern)
         }
     }
 }

@@ -165,8 +165,7 @@ public final class BatchNorm: Layer {
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                     for c in range {
                         let d = dyP.pointer + c * m
-                        let sdy = sum(d, m)
-                        let sdyx = dot(d, xP.pointer + c * m, m)
+                        let (sdy, sdyx) = sumAndDot(d, xP.pointer + c * m, m)
                         sp.pointer[c] = Double(sdy)
                         sp.pointer[ch + c] = Double((sdyx - meanC[c] * sdy) * invC[c])
                     }
