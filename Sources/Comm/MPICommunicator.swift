@@ -1,4 +1,5 @@
 import CMPI
+import Foundation
 import Dispatch
 import CMPIShim
 
@@ -17,6 +18,8 @@ import Musl
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let size: Int
+    /// Receive buffers of non-blocking allreduces, kept for the next step (same bucket sizes).
+    private let stagingBuffers = StagingBuffers()
     private let comm: MPI_Comm
     private var finalized = false
     /// False for a duplicate: it frees its communicator instead of finalizing MPI.
@@ -196,10 +199,12 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         // reduce + broadcast at every size (2·log₂N full-buffer steps); into a separate buffer it
         // takes Rabenseifner or ring from 4 ranks and 64 KiB. The result is copied back when the
         // request completes.
-        let staging = UnsafeMutableBufferPointer<T>.allocate(capacity: buffer.count)
-        let request = MPIRequest { complete in
-            if complete { _ = buffer.update(fromContentsOf: staging) }
-            staging.deallocate()
+        let bytes = buffer.count * MemoryLayout<T>.stride
+        let raw = stagingBuffers.take(bytes: bytes)
+        let staging = raw.bindMemory(to: T.self)
+        let request = MPIRequest { [stagingBuffers] complete in
+            if complete { _ = buffer.update(fromContentsOf: UnsafeMutableBufferPointer(rebasing: staging[0..<buffer.count])) }
+            stagingBuffers.give(raw)
         }
         do {
             try Self.check(
@@ -259,6 +264,31 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
 /// A non-blocking MPI operation. Waits in `deinit` if still pending, so a dropped request never
 /// leaves MPI writing into memory that was handed back.
+/// Buffers lent to operations in flight and taken back when they finish: a training step's
+/// buckets have the same sizes every step, so after the first step nothing is allocated.
+final class StagingBuffers: @unchecked Sendable {
+    private var free: [UnsafeMutableRawBufferPointer] = []
+    private let lock = NSLock()
+
+    /// The smallest free buffer of at least `bytes` bytes, or a new one.
+    func take(bytes: Int) -> UnsafeMutableRawBufferPointer {
+        lock.lock()
+        defer { lock.unlock() }
+        if let k = free.indices.filter({ free[$0].count >= bytes }).min(by: { free[$0].count < free[$1].count }) {
+            return free.remove(at: k)
+        }
+        return .allocate(byteCount: max(bytes, 1), alignment: 64)
+    }
+
+    func give(_ buffer: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        free.append(buffer)
+        lock.unlock()
+    }
+
+    deinit { for b in free { b.deallocate() } }
+}
+
 /// A non-blocking operation in flight; `finish(true)` runs once when it completes (copying a
 /// result into place), `finish(false)` if it never started.
 final class MPIRequest: CommRequest {

@@ -81,14 +81,18 @@ public final class SparseIndex {
 
     /// Rebuilds the index from a 0/1 mask (row-major, `weightRows × weightColumns`; non-zero =
     /// active) with source blocks of `blockWidth` (`sources` or more: one block; default: the
-    /// width for its density). A row index of one block (a convolution's) is built by
-    /// `threads` workers in one pass over the mask.
+    /// width for its density). A row index of one block (a convolution's) is built from the
+    /// mask's active positions by `rebuildRows(activePositions:threads:)`.
     public func rebuild(mask: UnsafePointer<Float>, blockWidth requested: Int? = nil, threads: Int = 1) {
         // With the width given, the counting pass below also counts the entries.
         let counted = requested == nil ? Self.countActive(mask, weightRows &* weightColumns) : nil
         let width = requested.map { min(max($0, 1), max(sources, 1)) }
             ?? Self.blockWidth(sources: sources, rows: rows, entries: counted!)
         let m = weightRows, n = weightColumns
+        if width >= sources && orientation == .rows {
+            nonZeroPositions(of: mask, count: m &* n).withUnsafeBufferPointer { rebuildRows(activePositions: $0, threads: threads) }
+            return
+        }
         blockWidth = width
         blocks = max(1, (sources + width - 1) / width)
         let buckets = blocks &* rows
@@ -96,10 +100,6 @@ public final class SparseIndex {
             rowStart.deallocate()
             startCapacity = buckets + 1
             rowStart = .allocate(capacity: startCapacity)
-        }
-        if blocks == 1 && orientation == .rows {
-            rebuildRowMajor(mask: mask, threads: threads)
-            return
         }
         // Counting sort of the row-major walk into buckets (block, row); rowStart[bucket + 1]
         // counts first, then rowStart[bucket] serves as the fill cursor and is shifted back.
@@ -196,42 +196,6 @@ public final class SparseIndex {
                 }
             }
         }
-    }
-
-    /// One block, rows = weight rows: entry k is the k-th active weight in row-major order, so
-    /// `source`, `weightOffset` and the row-major views follow from one walk of each row. Rows
-    /// are counted, then filled, by `threads` workers over contiguous row ranges.
-    private func rebuildRowMajor(mask: UnsafePointer<Float>, threads: Int) {
-        let m = weightRows, n = weightColumns
-        // Parallel only pays above about 1 MB of mask.
-        let parts = m &* n >= 1 << 18 ? max(1, threads) : 1
-        let maskP = SendablePointer(UnsafeMutablePointer(mutating: mask)), starts = SendablePointer(rowStart)
-        parallelChunks(m, chunks: parts) { range in
-            for o in range { starts.pointer[o &+ 1] = Int32(truncatingIfNeeded: Self.countActive(maskP.pointer + o &* n, n)) }
-        }
-        rowStart[0] = 0
-        for o in 0..<m { rowStart[o &+ 1] &+= rowStart[o] }
-        let total = Int(rowStart[m])
-        reserve(total)
-        count = total
-        let out = (SendablePointer(source), SendablePointer(weightOffset), SendablePointer(rowMajorPosition),
-                   SendablePointer(rowMajorOffset), SendablePointer(entryOfRowMajor))
-        parallelChunks(m, chunks: parts) { range in
-            for o in range {
-                var k = Int(starts.pointer[o])
-                let base = o &* n
-                Self.forEachActive(maskP.pointer + base, n) { c in
-                    let offset = Int32(truncatingIfNeeded: base &+ c), entry = Int32(truncatingIfNeeded: k)
-                    out.0.pointer[k] = Int32(truncatingIfNeeded: c)
-                    out.1.pointer[k] = offset
-                    out.2.pointer[k] = entry
-                    out.3.pointer[k] = offset
-                    out.4.pointer[k] = entry
-                    k &+= 1
-                }
-            }
-        }
-        for r in 0...m { rowPrefix[r] = Int(rowStart[r]) }
     }
 
     /// Calls `body(i)` for each non-zero of `mask[0 ..< count]` in order, eight values at a time.

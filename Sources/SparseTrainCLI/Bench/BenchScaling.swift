@@ -211,7 +211,7 @@ struct BenchScaling: ParsableCommand {
                 backward.append(local.reducer.lastStep.finishCalled)
                 ready.append(local.reducer.lastStep.bucketReady)
             }
-            guard let world else { continue }
+            guard let world, nodeSpeedup == 1 else { continue }  // (a what-if has no real step to compare with)
             try comm.barrier()
             t0 = now()
             try oneStep(world, images: images, labels: labels, normalizer: batch * comm.size)
@@ -234,7 +234,7 @@ struct BenchScaling: ParsableCommand {
         let profile = StepProfile(backwardSeconds: worst[0], tailSeconds: worst[1], buckets: buckets, batch: batch, jitterSeconds: worst[2])
         let predictions = nodes.map { predictStep(profile, ranks: $0, fabric: fabric, schedule: .engine(ranks: $0, thread: thread)) }
         var row = Row(density: masks.globalDensity, profile: profile, predictions: predictions, ranks: comm.size)
-        if world != nil, nodeSpeedup == 1 {  // (a what-if for faster nodes has nothing to compare with here)
+        if world != nil, nodeSpeedup == 1 {
             // Per step, the slowest rank's step without reduction and its real step: what the
             // reduction adds beyond waiting for the slowest rank is the exposed communication.
             var slowest = totals + worldTimes
