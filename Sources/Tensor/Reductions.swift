@@ -61,3 +61,48 @@ public func sumSquaredDeviations(_ x: UnsafePointer<Float>, _ n: Int, mean: Floa
     while i < n { let d = x[i] - mean; s += d * d; i &+= 1 }
     return s
 }
+
+/// `(Σ g[i], Σ g[i]·x[i])` with `g[i] = d[i]` where `x[i]·scale + shift > 0`, else 0: the sums of
+/// `sumAndDot(d, x)` over the entries that a ReLU after the affine map `x·scale + shift` lets
+/// through (the backward of batch norm fused with ReLU). The gate is the same expression, not
+/// fused into one rounding, as `reluAffine` computes.
+public func gatedSumAndDot(_ d: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+                           scale: Float, shift: Float) -> (sum: Float, dot: Float) {
+    var accSum = SIMD16<Float>(), accDot = SIMD16<Float>()
+    let vScale = SIMD16<Float>(repeating: scale), vShift = SIMD16<Float>(repeating: shift)
+    var i = 0
+    let rd = UnsafeRawPointer(d), rx = UnsafeRawPointer(x)
+    while i &+ 16 <= n {
+        let a = rx.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+        let z = a * vScale + vShift
+        let g = rd.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            .replacing(with: 0, where: .!(z .> 0))
+        accSum += g
+        accDot += g * a
+        i &+= 16
+    }
+    var s = accSum.sum(), t = accDot.sum()
+    while i < n {
+        if x[i] * scale + shift > 0 { s += d[i]; t += d[i] * x[i] }
+        i &+= 1
+    }
+    return (s, t)
+}
+
+/// `y[i] = max(x[i]·scale + shift, 0)` (0 also for NaN): batch norm's affine map and ReLU in one pass.
+public func reluAffine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int,
+                       scale: Float, shift: Float) {
+    let vScale = SIMD16<Float>(repeating: scale), vShift = SIMD16<Float>(repeating: shift)
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+    while i &+ 16 <= n {
+        let z = rx.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) * vScale + vShift
+        ry.storeBytes(of: z.replacing(with: 0, where: .!(z .> 0)), toByteOffset: i &* 4, as: SIMD16<Float>.self)
+        i &+= 16
+    }
+    while i < n {
+        let z = x[i] * scale + shift
+        y[i] = z > 0 ? z : 0
+        i &+= 1
+    }
+}

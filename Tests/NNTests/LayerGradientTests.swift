@@ -74,6 +74,57 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testBatchNormWithReLUMatchesFiniteDifferences() {
+        for shape in [Shape(n: 4, c: 3, h: 3, w: 2), Shape(n: 6, c: 5)] {
+            let store = ParameterStore()
+            let bn = BatchNorm("bn", store: store, channels: shape.c, relu: true)
+            store.allocate(seed: 5)
+            for i in 0..<store.count { store.values[i] = 0.5 + Float(i % 3) * 0.3 - (i % 2 == 1 ? 0.9 : 0) }
+            GradientCheck(step: 1e-3, tolerance: 3e-2).run(bn, store: store, input: shape)
+        }
+    }
+
+    /// Batch norm with its ReLU fused gives what batch norm followed by a ReLU layer gives, bit
+    /// for bit (output, input gradient, γ and β gradients), training and evaluation, with sizes
+    /// that leave a tail after the 16-wide vectors.
+    func testBatchNormWithReLUEqualsBatchNormThenReLU() {
+        for (shape, training) in [(Shape(n: 4, c: 3, h: 5, w: 7), true), (Shape(n: 6, c: 5), true),
+                                  (Shape(n: 3, c: 2, h: 4, w: 5), false)] {
+            let store = ParameterStore()
+            let separate = Sequential([BatchNorm("a", store: store, channels: shape.c), ReLU(inPlace: true)])
+            let fused = BatchNorm("b", store: store, channels: shape.c, relu: true)
+            store.allocate(seed: 9)
+            let c = shape.c
+            for i in 0..<c {
+                store.values[i] = 0.4 + Float(i) * 0.3 - (i % 2 == 1 ? 1.2 : 0)     // γ, one negative
+                store.values[c + i] = Float(i) * 0.2 - 0.3                           // β
+            }
+            for i in 0..<(2 * c) { store.values[2 * c + i] = store.values[i] }
+            var rng = Xoshiro256(seed: 4)
+            let x = Tensor(shape), dy = Tensor(shape), dy2 = Tensor(shape)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1; dy.data[i] = rng.nextFloat() * 2 - 1 }
+            dy2.data.update(from: dy.data, count: dy.count)
+            let ctx = Context()
+            if !training {
+                ctx.training = false
+                let stats = (0..<c).map { Float($0) * 0.1 - 0.1 }, variances = (0..<c).map { 0.5 + Float($0) }
+                for case let bn as BatchNorm in separate.layers { bn.setRunningStatistics(mean: stats, variance: variances) }
+                fused.setRunningStatistics(mean: stats, variance: variances)
+            }
+            let y1 = Array(UnsafeBufferPointer(start: separate.forward(x, ctx).data, count: x.count))
+            let y2 = Array(UnsafeBufferPointer(start: fused.forward(x, ctx).data, count: x.count))
+            XCTAssertEqual(y1, y2, "forward \(shape)")
+            XCTAssertTrue(y2.contains(0) && y2.contains { $0 > 0 }, "the ReLU gates some entries")
+            store.zeroGradients()
+            let g1 = separate.backward(dy, ctx), g2 = fused.backward(dy2, ctx)
+            withExtendedLifetime((g1, g2)) {
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: g1.data, count: x.count)),
+                               Array(UnsafeBufferPointer(start: g2.data, count: x.count)), "input gradient \(shape)")
+            }
+            XCTAssertEqual(Array(store.gradients[0..<(2 * c)]), Array(store.gradients[(2 * c)..<(4 * c)]), "γ, β gradients \(shape)")
+        }
+    }
+
     func testBatchNormInEvaluationModeMatchesFiniteDifferences() {
         let store = ParameterStore()
         let bn = BatchNorm("bn", store: store, channels: 3)

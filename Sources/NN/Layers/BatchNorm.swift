@@ -8,6 +8,10 @@ import Tensor
 /// Backward (training):
 /// `dx = γ/(M·√(σ²+ε)) · (M·dy − Σdy − x̂·Σ(dy·x̂))`, M = N·H·W.
 /// Built on a store with `batchNormAffine == false` it has no parameters: γ = 1, β = 0.
+///
+/// With `relu` it is followed by a ReLU in the same passes: `y = max(γ·x̂ + β, 0)`, and backward
+/// uses `dy·[γ·x̂ + β > 0]` in place of dy — the activations are read and written once less each
+/// way than by a separate ReLU layer, with the same results.
 public final class BatchNorm: Layer {
     /// γ and β; nil for a non-affine layer.
     public let weight: ParameterRef?
@@ -15,6 +19,8 @@ public final class BatchNorm: Layer {
     public let channels: Int
     public let momentum: Float
     public let eps: Float
+    /// A ReLU follows in the same passes.
+    public let relu: Bool
     /// Running mean and variance (checkpointed with the model).
     public private(set) var runningMean: [Float]
     public private(set) var runningVar: [Float]
@@ -33,8 +39,10 @@ public final class BatchNorm: Layer {
     /// γ = 1 and β = 0 of a non-affine layer.
     private let unitScale: UnsafeMutablePointer<Float>, zeroShift: UnsafeMutablePointer<Float>
 
-    public init(_ name: String, store: ParameterStore, channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+    public init(_ name: String, store: ParameterStore, channels: Int, momentum: Float = 0.1, eps: Float = 1e-5,
+                relu: Bool = false) {
         self.name = name
+        self.relu = relu
         self.store = store
         self.channels = channels
         self.momentum = momentum
@@ -135,14 +143,17 @@ public final class BatchNorm: Layer {
             }
             let xP = SendablePointer(x.data), yP = SendablePointer(output.data)
             let meanC = mean, invC = invStd
-            let g = SendablePointer(gamma), b = SendablePointer(beta)
+            let g = SendablePointer(gamma), b = SendablePointer(beta), fused = relu
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                 for c in range {
-                    let scale = g.pointer[c] * invC[c]
-                    let shift = b.pointer[c] - meanC[c] * scale
+                    let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: meanC[c], invStd: invC[c])
                     let src = xP.pointer + c * m, dst = yP.pointer + c * m
-                    var i = 0
-                    while i < m { dst[i] = src[i] * scale + shift; i &+= 1 }
+                    if fused {
+                        reluAffine(src, dst, m, scale: scale, shift: shift)
+                    } else {
+                        var i = 0
+                        while i < m { dst[i] = src[i] * scale + shift; i &+= 1 }
+                    }
                 }
             }
             return output
@@ -157,15 +168,20 @@ public final class BatchNorm: Layer {
             let inputGradient = ctx.gradientBuffer(s)
             defer { ctx.release(dy) }
             // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
+            // With a fused ReLU, dy is gated by [γ·x̂ + β > 0] (recomputed from x as forward did).
             var sums = [Double](repeating: 0, count: 2 * channels)
             let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)
-            let meanC = mean, invC = invStd, ch = channels
+            let meanC = mean, invC = invStd, ch = channels, fused = relu
+            let gamma = SendablePointer(gammaValues), beta = SendablePointer(bias.map(store.value) ?? zeroShift)
             sums.withUnsafeMutableBufferPointer { buf in
                 let sp = SendablePointer(buf.baseAddress!)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                     for c in range {
                         let d = dyP.pointer + c * m
-                        let (sdy, sdyx) = sumAndDot(d, xP.pointer + c * m, m)
+                        let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c])
+                        let (sdy, sdyx) = fused
+                            ? gatedSumAndDot(d, xP.pointer + c * m, m, scale: scale, shift: shift)
+                            : sumAndDot(d, xP.pointer + c * m, m)
                         sp.pointer[c] = Double(sdy)
                         sp.pointer[ch + c] = Double((sdyx - meanC[c] * sdy) * invC[c])
                     }
@@ -182,13 +198,18 @@ public final class BatchNorm: Layer {
             }
             if !ctx.training {
                 // Evaluation mode is an affine map per channel: dx = γ / √(r_var + ε) · dy.
-                let gamma = SendablePointer(gammaValues), dxP = SendablePointer(inputGradient.data)
+                let dxP = SendablePointer(inputGradient.data)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                     for c in range {
                         let k = gamma.pointer[c] * invC[c]
-                        let d = dyP.pointer + c * m, out = dxP.pointer + c * m
+                        let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c])
+                        let d = dyP.pointer + c * m, out = dxP.pointer + c * m, src = xP.pointer + c * m
                         var i = 0
-                        while i < m { out[i] = k * d[i]; i &+= 1 }
+                        if fused {
+                            while i < m { out[i] = src[i] * scale + shift > 0 ? k * d[i] : 0; i &+= 1 }
+                        } else {
+                            while i < m { out[i] = k * d[i]; i &+= 1 }
+                        }
                     }
                 }
                 return inputGradient
@@ -198,7 +219,6 @@ public final class BatchNorm: Layer {
                 reduce(&sums)
                 count = crossReplicaCount * m
             }
-            let gamma = SendablePointer(gammaValues)
             let dxP = SendablePointer(inputGradient.data)
             let sumsC = sums, total = Float(count)
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
@@ -209,14 +229,31 @@ public final class BatchNorm: Layer {
                     let mu = meanC[c], inv = invC[c]
                     let src = xP.pointer + c * m, d = dyP.pointer + c * m, out = dxP.pointer + c * m
                     var i = 0
-                    while i < m {
-                        let xhat = (src[i] - mu) * inv
-                        out[i] = k * (d[i] - sdy - xhat * sdyx)
-                        i &+= 1
+                    if fused {
+                        let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: mu, invStd: inv)
+                        while i < m {
+                            let v = src[i]
+                            let g = v * scale + shift > 0 ? d[i] : 0
+                            out[i] = k * (g - sdy - (v - mu) * inv * sdyx)
+                            i &+= 1
+                        }
+                    } else {
+                        while i < m {
+                            let xhat = (src[i] - mu) * inv
+                            out[i] = k * (d[i] - sdy - xhat * sdyx)
+                            i &+= 1
+                        }
                     }
                 }
             }
             return inputGradient
         }
+    }
+
+    /// Per-channel `y = x·scale + shift` of the forward pass: scale = γ/√(σ²+ε), shift = β − μ·scale.
+    @inline(__always)
+    static func affine(gamma: Float, beta: Float, mean: Float, invStd: Float) -> (scale: Float, shift: Float) {
+        let scale = gamma * invStd
+        return (scale, beta - mean * scale)
     }
 }

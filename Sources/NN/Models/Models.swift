@@ -91,8 +91,7 @@ func vgg(_ store: ParameterStore, depth: Int, inChannels: Int, classes: Int) -> 
         } else {
             body.append(Conv2d("features.\(index)", store: store, inChannels: channels, outChannels: v,
                                kernelSize: 3, padding: 1))
-            body.append(BatchNorm("features.\(index + 1)", store: store, channels: v))
-            body.append(ReLU(inPlace: true))
+            body.append(BatchNorm("features.\(index + 1)", store: store, channels: v, relu: true))
             index += 3
             channels = v
         }
@@ -109,7 +108,7 @@ func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: 
     let perStage = (depth - 2) / 6
     let body = Sequential([
         Conv2d("conv1", store: store, inChannels: inChannels, outChannels: w, kernelSize: 3, padding: 1),
-        BatchNorm("bn1", store: store, channels: w), ReLU(inPlace: true),
+        BatchNorm("bn1", store: store, channels: w, relu: true),
     ])
     var channels = w
     for (stage, width) in [w, 2 * w, 4 * w].enumerated() {
@@ -137,13 +136,11 @@ func resNet(_ store: ParameterStore, basic: Bool, blocks: [Int], imageNetStem: B
     let body = Sequential()
     if imageNetStem {
         body.append(Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 64, kernelSize: 7, stride: 2, padding: 3))
-        body.append(BatchNorm("bn1", store: store, channels: 64))
-        body.append(ReLU(inPlace: true))
+        body.append(BatchNorm("bn1", store: store, channels: 64, relu: true))
         body.append(MaxPool2d(kernelSize: 3, stride: 2, padding: 1))
     } else {
         body.append(Conv2d("conv1", store: store, inChannels: inChannels, outChannels: 64, kernelSize: 3, padding: 1))
-        body.append(BatchNorm("bn1", store: store, channels: 64))
-        body.append(ReLU(inPlace: true))
+        body.append(BatchNorm("bn1", store: store, channels: 64, relu: true))
     }
     let expansion = basic ? 1 : 4
     var channels = 64
@@ -179,7 +176,7 @@ func basicBlock(_ store: ParameterStore, _ name: String, _ inC: Int, _ outC: Int
                 shortcut: () -> Layer?) -> ResidualBlock {
     let main = Sequential([
         Conv2d("\(name).conv1", store: store, inChannels: inC, outChannels: outC, kernelSize: 3, stride: stride, padding: 1),
-        BatchNorm("\(name).bn1", store: store, channels: outC), ReLU(inPlace: true),
+        BatchNorm("\(name).bn1", store: store, channels: outC, relu: true),
         Conv2d("\(name).conv2", store: store, inChannels: outC, outChannels: outC, kernelSize: 3, padding: 1),
         BatchNorm("\(name).bn2", store: store, channels: outC),
     ])
@@ -191,9 +188,9 @@ func bottleneck(_ store: ParameterStore, _ name: String, _ inC: Int, _ planes: I
                 shortcut: () -> Layer?) -> ResidualBlock {
     let main = Sequential([
         Conv2d("\(name).conv1", store: store, inChannels: inC, outChannels: planes, kernelSize: 1),
-        BatchNorm("\(name).bn1", store: store, channels: planes), ReLU(inPlace: true),
+        BatchNorm("\(name).bn1", store: store, channels: planes, relu: true),
         Conv2d("\(name).conv2", store: store, inChannels: planes, outChannels: planes, kernelSize: 3, stride: stride, padding: 1),
-        BatchNorm("\(name).bn2", store: store, channels: planes), ReLU(inPlace: true),
+        BatchNorm("\(name).bn2", store: store, channels: planes, relu: true),
         Conv2d("\(name).conv3", store: store, inChannels: planes, outChannels: planes * 4, kernelSize: 1),
         BatchNorm("\(name).bn3", store: store, channels: planes * 4),
     ])
