@@ -79,5 +79,5 @@ final class MaskedMatmul: MaskedPasses {
 /// The masked matmul of a layer when its passes may run sparse (see `maskedPasses`).
 func maskedMatmul(_ existing: inout MaskedMatmul?, name: String, weight: ParameterRef, rows: Int, cols: Int,
                   store: ParameterStore, _ ctx: Context) -> MaskedMatmul? {
-    maskedPasses(&existing, store: store, ctx) { MaskedMatmul(name: name, weight: weight, rows: rows, cols: cols) }
+    maskedPasses(&existing, store: store, weight: weight, ctx) { MaskedMatmul(name: name, weight: weight, rows: rows, cols: cols) }
 }

@@ -31,10 +31,13 @@ public struct KernelReport: Sendable, Equatable {
 ///
 /// Choosing (`SparseKernelMode.auto`): both paths are timed (twice each, the faster run kept)
 /// the first time a pass runs at a size `n` and number of active weights; sparse is taken when
-/// it is at least 10% faster. Above density 0.5 the dense path is taken untimed (the sparse
-/// kernels are slower than sgemm there on every CPU measured). A change of the mask that keeps
+/// it is at least 10% faster. Above density `alwaysDenseAbove` the dense path is taken untimed
+/// (the sparse kernels are slower than sgemm there on every CPU measured) and the layer keeps no
+/// sparse index at all. A change of the mask that keeps
 /// the number of active weights (RiGL) keeps the choices; they live in `Context.kernelChoices`.
 class MaskedPasses {
+    /// In `.auto` mode a weight denser than this runs dense without timing.
+    static let alwaysDenseAbove = 0.5
     let name: String
     let weight: ParameterRef
     private var builtGeneration = -1
@@ -132,7 +135,7 @@ class MaskedPasses {
         case .off: return .dense
         case .on: return .sparse
         case .auto:
-            if density > 0.5 { return .dense }
+            if density > Self.alwaysDenseAbove { return .dense }
             let key = "\(name)/\(pass)/\(n)/\(activeCount)"
             if let known = ctx.kernelChoices[key] { return known }
             var bestDense = Double.infinity, bestSparse = Double.infinity
@@ -159,10 +162,16 @@ class MaskedPasses {
     }
 }
 
-/// The passes of a masked layer when they may run sparse: sparse kernels on, no weight
-/// transform; index up to date. Created by `make` on first use.
-func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, _ ctx: Context, make: () -> P) -> P? {
+/// The passes of a masked layer when they may run sparse: sparse kernels on (or auto, with the
+/// weight's density at most `alwaysDenseAbove`), no weight transform; index up to date. Created
+/// by `make` on first use; dropped (with its index) while the layer runs dense.
+func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, weight: ParameterRef, _ ctx: Context,
+                                   make: () -> P) -> P? {
     guard ctx.sparseKernels != .off, store.transform == nil else { return nil }
+    if ctx.sparseKernels == .auto, store.activeFraction(weight) > MaskedPasses.alwaysDenseAbove {
+        existing = nil
+        return nil
+    }
     let m = existing ?? make()
     existing = m
     m.refresh(store, threads: ctx.threads)
@@ -174,7 +183,7 @@ func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, 
 func kernelReport(_ passes: MaskedPasses?, name: String, weight: ParameterRef, store: ParameterStore,
                   seconds: Double) -> KernelReport {
     passes?.report(seconds: seconds)
-        ?? KernelReport(name: name, density: Double(sum(store.maskValues(weight), weight.count)) / Double(weight.count),
+        ?? KernelReport(name: name, density: store.activeFraction(weight),
                         forward: .dense, inputGradient: .dense, weightGradient: .dense, seconds: seconds)
 }
 extension Context {

@@ -79,6 +79,19 @@ public final class ParameterStore {
     /// time proportional to the active weights.
     public var activePositions: ((ParameterRef) -> [Int32]?)?
 
+    /// Per parameter index: the mask generation and active fraction last computed.
+    private var activeFractionCache: [Int: (generation: Int, fraction: Double)] = [:]
+
+    /// Active fraction of a weight's mask for the current `maskGeneration` (computed once per
+    /// generation: from the owner's active positions when known, else a sum over the mask).
+    public func activeFraction(_ ref: ParameterRef) -> Double {
+        if let c = activeFractionCache[ref.index], c.generation == maskGeneration { return c.fraction }
+        let active = activePositions?(ref)?.count ?? Int(sum(maskValues(ref), ref.count))
+        let fraction = Double(active) / Double(max(1, ref.count))
+        activeFractionCache[ref.index] = (maskGeneration, fraction)
+        return fraction
+    }
+
     /// Called after a layer's backward has written its parameter gradients (reverse layer order);
     /// the trainer points it at the gradient reducer to start allreduces early.
     public var onGradientReady: ((ParameterRef) -> Void)?

@@ -1,5 +1,5 @@
 import XCTest
-import NN
+@testable import NN
 import Tensor
 
 /// A masked linear layer gives the same forward output, weight gradient (at the mask) and input
@@ -94,6 +94,30 @@ final class MaskedMatmulTests: XCTestCase {
                 for (a, b) in zip(r.dw, dense.dw) { XCTAssertEqual(a, b, accuracy: 1e-4, "\(c) \(mode) weight gradient") }
                 for (a, b) in zip(r.dx, dense.dx) { XCTAssertEqual(a, b, accuracy: 1e-5, "\(c) \(mode) input gradient") }
             }
+        }
+    }
+
+    /// In `auto` mode a weight denser than `alwaysDenseAbove` runs dense and its layer holds no
+    /// sparse index (a dense model would otherwise carry a full index per layer); the index is
+    /// built when the mask thins below it, and dropped again when it fills up.
+    func testAutoModeKeepsNoIndexForDenseLayers() {
+        let store = ParameterStore()
+        let layer = Linear("fc", store: store, inFeatures: 64, outFeatures: 32)
+        store.allocate(seed: 1)
+        let x = Tensor(Shape(n: 16, c: 64))
+        for i in 0..<x.count { x.data[i] = Float(i % 7) - 3 }
+        let ctx = Context()
+        ctx.sparseKernels = .auto
+        var rng = Xoshiro256(seed: 2)
+        for density in [1, 0.6, 0.1, 0.9] {
+            let m = store.maskValues(layer.weight)
+            for i in 0..<layer.weight.count { m[i] = rng.nextDouble() < density ? 1 : 0 }
+            store.applyMask()
+            _ = layer.forward(x, ctx)
+            let report = layer.kernelReports[0]
+            XCTAssertEqual(report.density, Double(sum(m, layer.weight.count)) / Double(layer.weight.count), accuracy: 1e-12)
+            XCTAssertEqual(layer.holdsSparseIndex, report.density <= MaskedPasses.alwaysDenseAbove, "density \(density)")
+            if report.density > MaskedPasses.alwaysDenseAbove { XCTAssertEqual(report.forward, .dense) }
         }
     }
 }

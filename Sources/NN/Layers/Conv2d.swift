@@ -84,7 +84,7 @@ public final class Conv2d: Layer {
         if isPointwise {
             return maskedMatmul(&matmul, name: name, weight: weight, rows: outChannels, cols: inChannels, store: store, ctx)
         }
-        return maskedPasses(&convolution, store: store, ctx) {
+        return maskedPasses(&convolution, store: store, weight: weight, ctx) {
             MaskedConvolution(name: name, weight: weight, outChannels: outChannels, inChannels: inChannels,
                               kernelSize: kernelSize, stride: stride, padding: padding)
         }

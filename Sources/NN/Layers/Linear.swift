@@ -54,6 +54,8 @@ public final class Linear: Layer {
     }
 
     public func refreshSparseKernels(_ ctx: Context) { _ = sparseMatmul(ctx) }
+    /// Whether the layer holds a sparse index now.
+    var holdsSparseIndex: Bool { matmul != nil }
 
     private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
         maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, store: store, ctx)

@@ -126,6 +126,8 @@ struct BenchStep: ParsableCommand {
             times.append(now() - t0)
         }
         let seconds = median(times)
+        // The steps' high-water mark, before the sgemm and PyTorch measurements below.
+        let peakRSS = peakResidentMiB()
         let flops = net.forwardFlops(batch: batch)
         var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / Double(steps) }
         breakdown["reduce, sgd, other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
@@ -145,7 +147,7 @@ struct BenchStep: ParsableCommand {
             images_per_second: Double(batch) / seconds, seconds_per_step: seconds,
             gflops_effective: 3 * flops / seconds / 1e9, sgemm_gflops: sgemm,
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
-            peak_rss_mib: peakResidentMiB().isFinite ? peakResidentMiB() : nil, sparse_kernels: sparseKernels.rawValue,
+            peak_rss_mib: peakRSS.isFinite ? peakRSS : nil, sparse_kernels: sparseKernels.rawValue,
             sparse_isa: net.ctx.sparseISA.description, masked_flop_fraction: net.maskedFlopFraction, layers: layerRows,
             blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
