@@ -18,8 +18,15 @@ import Dispatch
 public final class SparseConvolution {
     public let outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int
     public let index: SparseIndex
-    /// Positions per chunk aim for this many floats of frame window across the channels read.
+    /// Positions per chunk of the forward and input-gradient passes aim for this many floats of
+    /// frame window across the channels read.
     static let windowFloats = 1 << 15
+    /// Positions per chunk of the weight gradient, whatever the channels: each active weight's
+    /// dot product runs over a chunk and ends in a horizontal sum and a write, so short chunks
+    /// (64 positions at 512 channels) spent as much on those as on the products. Measured with
+    /// `bench conv` (4 alternating runs): 512→512 at 4×4, density 0.1, 35–45 ms with 64 → 24–27
+    /// ms; 2×2 12–17 → 8–11 ms; 256→256 at 8×8 24–37 → 16–27 ms; 64→64 at 32×32 22–31 → 17–21 ms.
+    static let weightGradientPositions = 4096
 
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).
@@ -228,8 +235,7 @@ public final class SparseConvolution {
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
         let d = SendablePointer(frame), xf = SendablePointer(inputFrame.pointer), op = SendablePointer(out)
         let pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
-        let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols,
-                                              target: chunkTarget(channels: inChannels * f.planes))
+        let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols, target: Self.weightGradientPositions)
         let parts = threads > 1 && index.count * f.forwardPositions >= 1 << 16 ? threads : 1
         let bounds = index.balancedRowSplit(parts: parts)
         let run = { @Sendable (t: Int) in

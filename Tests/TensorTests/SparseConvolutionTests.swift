@@ -2,9 +2,10 @@ import XCTest
 import Tensor
 
 /// The sparse convolution passes (every variant this CPU has) against the naive Double
-/// reference: 1×1, 3×3, 5×5, 7×7 kernels, strides 1–3, padding 0/1/2/3, odd sizes, batch 1–3, at
-/// densities 0 (empty layer), one entry, 1%, 50% and 100% with an empty output channel and an
-/// empty input channel; one and two threads; dense and packed weight gradients.
+/// reference: 1×1, 3×3, 5×5, 7×7 kernels, strides 1–3, padding 0/1/2/3, odd sizes, batch 1–6,
+/// frames of one and of several weight-gradient chunks, at densities 0 (empty layer), one entry,
+/// 1%, 50% and 100% with an empty output channel and an empty input channel; one and two
+/// threads; dense and packed weight gradients.
 final class SparseConvolutionTests: XCTestCase {
     private struct Case { let cin, cout, k, s, p, h, w, n: Int }
 
@@ -21,6 +22,8 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 3, cout: 4, k: 1, s: 1, p: 1, h: 4, w: 5, n: 2),
         Case(cin: 3, cout: 4, k: 3, s: 1, p: 2, h: 5, w: 4, n: 2),
         Case(cin: 3, cout: 4, k: 3, s: 2, p: 2, h: 7, w: 6, n: 2),
+        // More frame positions than one weight-gradient chunk holds (6·31·31 > 4096).
+        Case(cin: 2, cout: 3, k: 3, s: 1, p: 1, h: 30, w: 30, n: 6),
     ]
 
     private func mask(_ c: Case, pattern: String, rng: inout Xoshiro256) -> [Float] {
