@@ -63,10 +63,11 @@ final class SparseKernelTests: XCTestCase {
         }
     }
 
-    /// n beyond `columnChunk` (a 1×1 convolution's images × pixels) runs in column chunks.
+    /// n beyond `columnChunk` and `weightGradientColumnChunk` (a 1×1 convolution's images ×
+    /// pixels) runs in column chunks.
     func testWideProductsRunInColumnChunks() {
         var rng = Xoshiro256(seed: 21)
-        let n = 2 * SparseKernels.columnChunk + 77
+        let n = 2 * max(SparseKernels.columnChunk, SparseKernels.weightGradientColumnChunk) + 77
         for isa in variants {
             let m = mask(rows: 9, cols: 14, pattern: "50%", rng: &rng)
             let w = m.map { $0 * (rng.nextFloat() * 2 - 1) }
