@@ -8,22 +8,28 @@ final class MaskedMatmul: MaskedPasses {
     let rows: Int, cols: Int
     let byRow: SparseIndex
     let byColumn: SparseIndex
-    /// The weights in the order of the index a pass runs over (`byRow` for the forward pass,
-    /// `byColumn` for the input gradient), gathered at the start of the pass: the kernels then
-    /// read them as one stream instead of hopping through the dense weight.
-    private(set) var values: UnsafeMutablePointer<Float>
+    /// The weights in the order of `byRow` (forward) and of `byColumn` (input gradient),
+    /// gathered at the start of a pass: the kernels then read them as one stream instead of
+    /// hopping through the dense weight. A sparse forward that will be followed by an input
+    /// gradient gathers both in one read of the weight (they hold until the backward: the
+    /// weights do not change in between).
+    private(set) var rowValues: UnsafeMutablePointer<Float>
+    private(set) var columnValues: UnsafeMutablePointer<Float>
     private var valuesCapacity = 1
+    /// `columnValues` were gathered by the last forward and not used yet.
+    private var columnValuesFresh = false
 
     init(name: String, weight: ParameterRef, rows: Int, cols: Int) {
         self.rows = rows
         self.cols = cols
         byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
         byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
-        values = .allocate(capacity: 1)
+        rowValues = .allocate(capacity: 1)
+        columnValues = .allocate(capacity: 1)
         super.init(name: name, weight: weight)
     }
 
-    deinit { values.deallocate() }
+    deinit { rowValues.deallocate(); columnValues.deallocate() }
 
     override var activeCount: Int { byRow.count }
     override var activeOffsets: UnsafeMutablePointer<Int32> { byRow.weightOffset }
@@ -33,36 +39,51 @@ final class MaskedMatmul: MaskedPasses {
     override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
         byRow.rebuild(mask: mask, threads: threads)
         byColumn.rebuild(mask: mask, threads: threads)
+        columnValuesFresh = false
         if byRow.count > valuesCapacity {
-            values.deallocate()
+            rowValues.deallocate(); columnValues.deallocate()
             valuesCapacity = byRow.count
-            values = .allocate(capacity: valuesCapacity)
+            rowValues = .allocate(capacity: valuesCapacity)
+            columnValues = .allocate(capacity: valuesCapacity)
         }
     }
 
     /// `Y (+)= (W⊙M)·X` over `n` columns (row strides `ldx`, `ldy`), dense (`dense()`) or sparse;
     /// `prepare()` runs before either (e.g. writes the bias that `accumulate` adds onto), also
-    /// before each timed run.
+    /// before each timed run. `inputGradientFollows`: the backward will compute `dX` (so a sparse
+    /// forward gathers the input gradient's values too).
     func forward(_ w: UnsafePointer<Float>, x: UnsafePointer<Float>, ldx: Int, n: Int, y: UnsafeMutablePointer<Float>,
-                 ldy: Int, accumulate: Bool, _ ctx: Context, prepare: () -> Void, dense: () -> Void) {
+                 ldy: Int, accumulate: Bool, inputGradientFollows: Bool, _ ctx: Context,
+                 prepare: () -> Void, dense: () -> Void) {
+        columnValuesFresh = false
         let sparse = {
             prepare()
-            SparseKernels.gatherValues(self.byRow, weights: w, into: self.values, threads: ctx.threads)
-            SparseKernels.multiply(self.byRow, weights: self.values, weightsInIndexOrder: true, x: x, ldx: ldx, n: n,
+            if inputGradientFollows {
+                SparseKernels.gatherValues(self.byRow, into: self.rowValues, self.byColumn, into: self.columnValues,
+                                           weights: w, threads: ctx.threads)
+            } else {
+                SparseKernels.gatherValues(self.byRow, weights: w, into: self.rowValues, threads: ctx.threads)
+            }
+            SparseKernels.multiply(self.byRow, weights: self.rowValues, weightsInIndexOrder: true, x: x, ldx: ldx, n: n,
                                    y: y, ldy: ldy, accumulate: accumulate, isa: ctx.sparseISA, threads: ctx.threads)
         }
         run(.forward, n: n, ctx, dense: { prepare(); dense() }, sparse: sparse)
+        columnValuesFresh = inputGradientFollows && lastPaths[KernelPass.forward.rawValue] == .sparse
     }
 
-    /// `dX = (W⊙M)ᵀ·dY` over `n` columns, dense (`dense()`) or over the transposed index.
+    /// `dX = (W⊙M)ᵀ·dY` over `n` columns, dense (`dense()`) or over the transposed index (with the
+    /// values the forward pass gathered, else gathered now).
     func inputGradient(_ w: UnsafePointer<Float>, dy: UnsafePointer<Float>, lddy: Int, n: Int,
                        dx: UnsafeMutablePointer<Float>, lddx: Int, _ ctx: Context, dense: () -> Void) {
         let sparse = {
-            SparseKernels.gatherValues(self.byColumn, weights: w, into: self.values, threads: ctx.threads)
-            SparseKernels.multiply(self.byColumn, weights: self.values, weightsInIndexOrder: true, x: dy, ldx: lddy, n: n,
+            if !self.columnValuesFresh {
+                SparseKernels.gatherValues(self.byColumn, weights: w, into: self.columnValues, threads: ctx.threads)
+            }
+            SparseKernels.multiply(self.byColumn, weights: self.columnValues, weightsInIndexOrder: true, x: dy, ldx: lddy, n: n,
                                    y: dx, ldy: lddx, isa: ctx.sparseISA, threads: ctx.threads)
         }
         run(.inputGradient, n: n, ctx, dense: dense, sparse: sparse)
+        columnValuesFresh = false
     }
 
     /// `dW += dY·Xᵀ` over `n` columns: `dense(target, β)` or only at the mask's positions

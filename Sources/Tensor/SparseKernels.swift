@@ -124,8 +124,24 @@ public enum SparseKernels {
         let off = SendablePointer(index.rowMajorOffset), entry = SendablePointer(index.entryOfRowMajor)
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w)), vp = SendablePointer(values)
         parallelChunks(index.count, chunks: index.count >= parallelThreshold ? threads : 1) { r in
-            let o = off.pointer, e = entry.pointer, src = wp.pointer, dst = vp.pointer
-            for j in r { dst[Int(e[j])] = src[Int(o[j])] }
+            stsp_gather(off.pointer, wp.pointer, entry.pointer, vp.pointer, nil, nil, r.lowerBound, r.upperBound)
+        }
+    }
+
+    /// `gatherValues` into two indices of the same mask at once (a weight's forward `.rows` index
+    /// and its input-gradient `.columns` index): one read of the dense weight fills both.
+    public static func gatherValues(
+        _ first: SparseIndex, into firstValues: UnsafeMutablePointer<Float>,
+        _ second: SparseIndex, into secondValues: UnsafeMutablePointer<Float>,
+        weights w: UnsafePointer<Float>, threads: Int = 1
+    ) {
+        precondition(first.count == second.count, "the two indices describe different masks")
+        let off = SendablePointer(first.rowMajorOffset)
+        let e1 = SendablePointer(first.entryOfRowMajor), e2 = SendablePointer(second.entryOfRowMajor)
+        let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
+        let v1 = SendablePointer(firstValues), v2 = SendablePointer(secondValues)
+        parallelChunks(first.count, chunks: first.count >= parallelThreshold ? threads : 1) { r in
+            stsp_gather(off.pointer, wp.pointer, e1.pointer, v1.pointer, e2.pointer, v2.pointer, r.lowerBound, r.upperBound)
         }
     }
 

@@ -98,8 +98,8 @@ public final class Conv2d: Layer {
             let w = store.forwardWeight(weight), dense = { self.denseForward(x, ctx) }
             switch sparsePasses(ctx) {
             case let m as MaskedMatmul:
-                m.forward(w, x: x.data, ldx: cols, n: cols, y: output.data, ldy: cols, accumulate: false, ctx,
-                          prepare: {}, dense: dense)
+                m.forward(w, x: x.data, ldx: cols, n: cols, y: output.data, ldy: cols, accumulate: false,
+                          inputGradientFollows: needsInputGradient && ctx.training, ctx, prepare: {}, dense: dense)
             case let m as MaskedConvolution:
                 m.forward(w, x: x.data, shape: s, outputPixels: cols, y: output.data, ctx, dense: dense)
             default:

@@ -81,7 +81,8 @@ public final class Linear: Layer {
                 }
             }
             if let m = sparseMatmul(ctx) {
-                m.forward(w, x: x.data, ldx: n, n: n, y: y, ldy: n, accumulate: bias != nil, ctx, prepare: writeBias, dense: dense)
+                m.forward(w, x: x.data, ldx: n, n: n, y: y, ldy: n, accumulate: bias != nil,
+                          inputGradientFollows: needsInputGradient && ctx.training, ctx, prepare: writeBias, dense: dense)
             } else {
                 writeBias()
                 dense()
