@@ -1,0 +1,237 @@
+import CSparseKernels
+
+/// The sparse passes of a masked k×k convolution on small images (a few pixels, as VGG's 4×4 and
+/// 2×2 layers) as one sparse matrix over (channel, pixel) features, run by the linear kernels:
+///
+///     W_u[(o, q), (c, p)] = W[o, c, kh, kw]   when output pixel q reads input pixel p by tap (kh, kw)
+///
+/// so `Y_u = W_u·X_u`, `dX_u = W_uᵀ·dY_u` and `dW[o, c, kh, kw] = Σ_(q,p) dY_u[(o, q)]·X_u[(c, p)]`
+/// over the pixel pairs of the tap, with `X_u[(c, p)][n] = x[c][n][p]` (the batch innermost).
+/// A tap that falls in the padding has no entry, so nothing is computed for it: on a 2×2 image
+/// the framed kernels (`SparseConvolution`) compute 81 products per 16 useful ones.
+///
+/// Built from the active weights' offsets (row-major, ascending) for one image size; entries of
+/// `W_u` are generated in row-major order directly (no sort): for a fixed output row and input
+/// channel the input pixel grows with the tap, and for a fixed input row and output channel the
+/// output pixel falls as the tap grows.
+public final class UnrolledConvolution {
+    public let outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int
+    /// Input images of at most this many pixels take this path in a masked convolution.
+    public static let maxInputPixels = 16
+
+    private var built: (height: Int, width: Int, token: Int)?
+    private var forwardIndex: SparseIndex?, transposedIndex: SparseIndex?
+    private var inPixels = 0, outPixels = 0
+    /// Per forward entry: its weight's offset and rank among the active weights (packed order);
+    /// per transposed entry: its weight's offset.
+    private let forwardWeight = Buffer<Int32>(), forwardRank = Buffer<Int32>(), transposedWeight = Buffer<Int32>()
+    private let positions = Buffer<Int32>(), values = Buffer<Float>()
+    /// X_u of the last forward (or `loadInput`), dY_u placed for `placedGradient`, and a scratch
+    /// for outputs in the unrolled layout.
+    private let inputU = Buffer<Float>(), gradientU = Buffer<Float>(), outputU = Buffer<Float>()
+    private var loadedBatch = 0
+    private var placedGradient: UnsafePointer<Float>?
+
+    public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
+        self.outChannels = outChannels
+        self.inChannels = inChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+    }
+
+    /// Builds the indices for `height × width` inputs from `count` active weight offsets
+    /// (ascending) unless they were built for that size and `token` (the caller's mask
+    /// generation) already.
+    public func prepare(height: Int, width: Int, activeOffsets: UnsafePointer<Int32>, count: Int, token: Int, threads: Int = 1) {
+        if let b = built, b.height == height, b.width == width, b.token == token { return }
+        let g = ConvGeometry(channels: inChannels, height: height, width: width, kernelH: kernelSize,
+                             kernelW: kernelSize, stride: stride, padding: padding)
+        let P = g.inPlane, Q = g.outPlane, taps = kernelSize * kernelSize, perRow = inChannels * taps
+        inPixels = P
+        outPixels = Q
+        precondition(outChannels * Q * inChannels * P < Int(Int32.max), "unrolled convolution limited to 2^31 positions")
+        // Input pixel of (tap, output pixel), −1 in the padding; output pixel of (tap, input pixel).
+        var inputOf = [Int32](repeating: -1, count: taps * Q), outputOf = [Int32](repeating: -1, count: taps * P)
+        for t in 0..<taps {
+            let kh = t / kernelSize, kw = t % kernelSize
+            for oh in 0..<g.outHeight {
+                for ow in 0..<g.outWidth {
+                    let ih = oh * stride + kh - padding, iw = ow * stride + kw - padding
+                    guard ih >= 0, ih < height, iw >= 0, iw < width else { continue }
+                    inputOf[t * Q + oh * g.outWidth + ow] = Int32(ih * width + iw)
+                    outputOf[t * P + ih * width + iw] = Int32(oh * g.outWidth + ow)
+                }
+            }
+        }
+        let active = UnsafeBufferPointer(start: activeOffsets, count: count)
+        // Forward: rows (o, q) in order, the row's active weights (c, t) ascending.
+        var rowStart = [Int](repeating: 0, count: outChannels + 1)
+        var o = 0
+        for (j, v) in active.enumerated() {
+            while Int(v) >= (o + 1) * perRow { o += 1; rowStart[o] = j }
+        }
+        for r in (o + 1)...outChannels { rowStart[r] = count }
+        var entries = 0
+        for v in active { for q in 0..<Q where inputOf[Int(v) % taps * Q + q] >= 0 { _ = q; entries += 1 } }
+        let fPos = positions.reserve(max(1, entries)), fWeight = forwardWeight.reserve(max(1, entries))
+        let fRank = forwardRank.reserve(max(1, entries))
+        let columns = inChannels * P
+        var e = 0
+        for o in 0..<outChannels {
+            for q in 0..<Q {
+                let row = (o * Q + q) * columns
+                for j in rowStart[o]..<rowStart[o + 1] {
+                    let v = Int(active[j]), c = v % perRow / taps, t = v % taps
+                    let p = inputOf[t * Q + q]
+                    guard p >= 0 else { continue }
+                    fPos[e] = Int32(row + c * P + Int(p))
+                    fWeight[e] = Int32(v)
+                    fRank[e] = Int32(j)
+                    e += 1
+                }
+            }
+        }
+        let forward = SparseIndex(weightRows: outChannels * Q, weightColumns: columns, orientation: .rows)
+        forward.rebuildRows(activePositions: UnsafeBufferPointer(start: fPos, count: entries), threads: threads)
+        // Transposed: rows (c, p), the active weights of input channel c by output channel
+        // ascending and, within one, by tap descending (so q ascends).
+        var byInput = [[Int32]](repeating: [], count: inChannels)
+        for v in active { byInput[Int(v) % perRow / taps].append(v) }
+        let tPos = positions.reserve(max(1, entries)), tWeight = transposedWeight.reserve(max(1, entries))
+        let outColumns = outChannels * Q
+        e = 0
+        for c in 0..<inChannels {
+            let list = byInput[c]
+            for p in 0..<P {
+                let row = (c * P + p) * outColumns
+                var start = 0
+                while start < list.count {
+                    let oc = Int(list[start]) / perRow
+                    var end = start
+                    while end < list.count && Int(list[end]) / perRow == oc { end += 1 }
+                    for j in Swift.stride(from: end - 1, through: start, by: -1) {
+                        let v = Int(list[j]), t = v % taps
+                        let q = outputOf[t * P + p]
+                        guard q >= 0 else { continue }
+                        tPos[e] = Int32(row + oc * Q + Int(q))
+                        tWeight[e] = Int32(v)
+                        e += 1
+                    }
+                    start = end
+                }
+            }
+        }
+        precondition(e == entries, "transposed unrolled index lost entries")
+        let transposed = SparseIndex(weightRows: inChannels * P, weightColumns: outColumns, orientation: .rows)
+        transposed.rebuildRows(activePositions: UnsafeBufferPointer(start: tPos, count: entries), threads: threads)
+        forwardIndex = forward
+        transposedIndex = transposed
+        built = (height, width, token)
+        placedGradient = nil
+        loadedBatch = 0
+    }
+
+    /// Entries of `W_u` (products per image and pass).
+    public var entries: Int { forwardIndex?.count ?? 0 }
+
+    /// `dst[(c·P + p)·N + n] = src[(c·N + n)·P + p]` for `channels` channels.
+    private static func unroll(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
+                               batch: Int, pixels: Int, threads: Int) {
+        let s = SendablePointer(UnsafeMutablePointer(mutating: src)), d = SendablePointer(dst)
+        parallelChunks(channels, chunks: channels * batch * pixels >= 1 << 16 ? threads : 1) { range in
+            for c in range {
+                let from = s.pointer + c * batch * pixels, to = d.pointer + c * batch * pixels
+                for n in 0..<batch { for p in 0..<pixels { to[p * batch + n] = from[n * pixels + p] } }
+            }
+        }
+    }
+
+    /// The inverse of `unroll`.
+    private static func roll(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
+                             batch: Int, pixels: Int, threads: Int) {
+        let s = SendablePointer(UnsafeMutablePointer(mutating: src)), d = SendablePointer(dst)
+        parallelChunks(channels, chunks: channels * batch * pixels >= 1 << 16 ? threads : 1) { range in
+            for c in range {
+                let from = s.pointer + c * batch * pixels, to = d.pointer + c * batch * pixels
+                for n in 0..<batch { for p in 0..<pixels { to[n * pixels + p] = from[p * batch + n] } }
+            }
+        }
+    }
+
+    /// `values[k] = w[offset[k]]` for every entry.
+    private func gather(_ w: UnsafePointer<Float>, _ offset: UnsafeMutablePointer<Int32>, threads: Int) -> UnsafeMutablePointer<Float> {
+        let n = entries, v = values.reserve(max(1, n))
+        let vp = SendablePointer(v), op = SendablePointer(offset), wp = SendablePointer(UnsafeMutablePointer(mutating: w))
+        parallelChunks(n, chunks: n >= 1 << 16 ? threads : 1) { r in for k in r { vp.pointer[k] = wp.pointer[Int(op.pointer[k])] } }
+        return v
+    }
+
+    /// Keeps X_u of `x` (`[Cin][N][H][W]`) for `weightGradient`.
+    public func loadInput(_ x: UnsafePointer<Float>, batch: Int, threads: Int = 1) {
+        Self.unroll(x, into: inputU.reserve(inChannels * inPixels * batch), channels: inChannels, batch: batch,
+                    pixels: inPixels, threads: threads)
+        loadedBatch = batch
+        placedGradient = nil
+    }
+
+    /// `y[Cout][N][Ho][Wo] = (W⊙M) ⊛ x` (dense weights `w`, read at the mask); keeps X_u.
+    public func forward(weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int,
+                        y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1) {
+        guard let index = forwardIndex else { preconditionFailure("UnrolledConvolution.forward before prepare") }
+        loadInput(x, batch: batch, threads: threads)
+        let v = gather(w, forwardWeight.pointer, threads: threads)
+        let out = outputU.reserve(outChannels * outPixels * batch)
+        SparseKernels.multiply(index, weights: v, weightsInIndexOrder: true, x: inputU.pointer, ldx: batch, n: batch,
+                               y: out, ldy: batch, isa: isa, threads: threads)
+        Self.roll(out, into: y, channels: outChannels, batch: batch, pixels: outPixels, threads: threads)
+    }
+
+    /// dY_u of `dy`, placed once per backward.
+    private func placedGradientU(_ dy: UnsafePointer<Float>, batch: Int, threads: Int) -> UnsafeMutablePointer<Float> {
+        if placedGradient == dy { return gradientU.pointer }
+        Self.unroll(dy, into: gradientU.reserve(outChannels * outPixels * batch), channels: outChannels, batch: batch,
+                    pixels: outPixels, threads: threads)
+        placedGradient = dy
+        return gradientU.pointer
+    }
+
+    /// `dx[Cin][N][H][W] = (W⊙M)ᵀ ⊛ dy`.
+    public func inputGradient(weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                              batch: Int, isa: SparseISA = .best, threads: Int = 1) {
+        guard let index = transposedIndex else { preconditionFailure("UnrolledConvolution.inputGradient before prepare") }
+        let v = gather(w, transposedWeight.pointer, threads: threads)
+        let d = placedGradientU(dy, batch: batch, threads: threads)
+        let out = outputU.reserve(inChannels * inPixels * batch)
+        SparseKernels.multiply(index, weights: v, weightsInIndexOrder: true, x: d, ldx: batch, n: batch,
+                               y: out, ldy: batch, isa: isa, threads: threads)
+        Self.roll(out, into: dx, channels: inChannels, batch: batch, pixels: inPixels, threads: threads)
+    }
+
+    /// `dW += dY ⊛ X` at the mask's positions, for the input of the last `forward` or
+    /// `loadInput`: into a dense `[Cout][Cin][k][k]` gradient or packed (rank order). Threads own
+    /// whole output channels (all pixel rows of a weight), so the entries of one weight are
+    /// added by one thread.
+    public func weightGradient(dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1) {
+        guard let index = forwardIndex, loadedBatch > 0 else { preconditionFailure("UnrolledConvolution.weightGradient before loadInput") }
+        let batch = loadedBatch
+        let d = placedGradientU(dy, batch: batch, threads: threads)
+        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>)
+        switch output {
+        case .dense(let g): (out, positions) = (g, forwardWeight.pointer)
+        case .packed(let g): (out, positions) = (g, forwardRank.pointer)
+        }
+        let parts = threads > 1 && index.count * batch >= 1 << 16 ? threads : 1
+        var bounds = index.balancedRowSplit(parts: parts).map { ($0 + outPixels / 2) / outPixels * outPixels }
+        bounds[bounds.count - 1] = index.rows
+        let b = bounds, rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let dp = SendablePointer(d), xp = SendablePointer(inputU.pointer), op = SendablePointer(out), pp = SendablePointer(positions)
+        let isaCode = Int32(isa.rawValue)
+        parallelChunks(parts, chunks: parts) { range in
+            for t in range where b[t] < b[t + 1] {
+                stsp_sddmm(isaCode, rs.pointer, src.pointer, dp.pointer, batch, xp.pointer, batch, Int32(batch),
+                           op.pointer, pp.pointer, Int32(b[t]), Int32(b[t + 1]))
+            }
+        }
+    }
+}
