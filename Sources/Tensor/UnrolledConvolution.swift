@@ -20,12 +20,16 @@ public final class UnrolledConvolution {
     public static let maxInputPixels = 16
 
     private var built: (height: Int, width: Int, token: Int)?
-    private var forwardIndex: SparseIndex?, transposedIndex: SparseIndex?
     private var inPixels = 0, outPixels = 0
-    /// Per forward entry: its weight's offset and rank among the active weights (packed order);
-    /// per transposed entry: its weight's offset.
-    private let forwardWeight = Buffer<Int32>(), forwardRank = Buffer<Int32>(), transposedWeight = Buffer<Int32>()
-    private let positions = Buffer<Int32>(), values = Buffer<Float>()
+    /// Entries of `W_u` (products per image and pass).
+    public private(set) var entries = 0
+    /// Row index of `W_u` (rows (o, q), sources (c, p)) and of `W_uᵀ` (rows (c, p), sources
+    /// (o, q)): row starts and sources; per forward entry its weight's offset and rank among the
+    /// active weights (the packed order), per transposed entry its weight's offset.
+    private let forwardStart = Buffer<Int32>(), forwardSource = Buffer<Int32>()
+    private let forwardWeight = Buffer<Int32>(), forwardRank = Buffer<Int32>()
+    private let transposedStart = Buffer<Int32>(), transposedSource = Buffer<Int32>(), transposedWeight = Buffer<Int32>()
+    private let values = Buffer<Float>()
     /// X_u of the last forward (or `loadInput`), dY_u placed for `placedGradient`, and a scratch
     /// for outputs in the unrolled layout.
     private let inputU = Buffer<Float>(), gradientU = Buffer<Float>(), outputU = Buffer<Float>()
@@ -72,39 +76,38 @@ public final class UnrolledConvolution {
             while Int(v) >= (o + 1) * perRow { o += 1; rowStart[o] = j }
         }
         for r in (o + 1)...outChannels { rowStart[r] = count }
-        var entries = 0
-        for v in active { for q in 0..<Q where inputOf[Int(v) % taps * Q + q] >= 0 { _ = q; entries += 1 } }
-        let fPos = positions.reserve(max(1, entries)), fWeight = forwardWeight.reserve(max(1, entries))
-        let fRank = forwardRank.reserve(max(1, entries))
-        let columns = inChannels * P
+        var total = 0
+        for v in active { for q in 0..<Q where inputOf[Int(v) % taps * Q + q] >= 0 { _ = q; total += 1 } }
+        entries = total
+        let fStart = forwardStart.reserve(outChannels * Q + 1), fSource = forwardSource.reserve(max(1, total))
+        let fWeight = forwardWeight.reserve(max(1, total)), fRank = forwardRank.reserve(max(1, total))
         var e = 0
         for o in 0..<outChannels {
             for q in 0..<Q {
-                let row = (o * Q + q) * columns
+                fStart[o * Q + q] = Int32(e)
                 for j in rowStart[o]..<rowStart[o + 1] {
                     let v = Int(active[j]), c = v % perRow / taps, t = v % taps
                     let p = inputOf[t * Q + q]
                     guard p >= 0 else { continue }
-                    fPos[e] = Int32(row + c * P + Int(p))
+                    fSource[e] = Int32(c * P) + p
                     fWeight[e] = Int32(v)
                     fRank[e] = Int32(j)
                     e += 1
                 }
             }
         }
-        let forward = SparseIndex(weightRows: outChannels * Q, weightColumns: columns, orientation: .rows)
-        forward.rebuildRows(activePositions: UnsafeBufferPointer(start: fPos, count: entries), threads: threads)
+        fStart[outChannels * Q] = Int32(e)
         // Transposed: rows (c, p), the active weights of input channel c by output channel
         // ascending and, within one, by tap descending (so q ascends).
         var byInput = [[Int32]](repeating: [], count: inChannels)
         for v in active { byInput[Int(v) % perRow / taps].append(v) }
-        let tPos = positions.reserve(max(1, entries)), tWeight = transposedWeight.reserve(max(1, entries))
-        let outColumns = outChannels * Q
+        let tStart = transposedStart.reserve(inChannels * P + 1), tSource = transposedSource.reserve(max(1, total))
+        let tWeight = transposedWeight.reserve(max(1, total))
         e = 0
         for c in 0..<inChannels {
             let list = byInput[c]
             for p in 0..<P {
-                let row = (c * P + p) * outColumns
+                tStart[c * P + p] = Int32(e)
                 var start = 0
                 while start < list.count {
                     let oc = Int(list[start]) / perRow
@@ -114,7 +117,7 @@ public final class UnrolledConvolution {
                         let v = Int(list[j]), t = v % taps
                         let q = outputOf[t * P + p]
                         guard q >= 0 else { continue }
-                        tPos[e] = Int32(row + oc * Q + Int(q))
+                        tSource[e] = Int32(oc * Q) + q
                         tWeight[e] = Int32(v)
                         e += 1
                     }
@@ -122,18 +125,44 @@ public final class UnrolledConvolution {
                 }
             }
         }
-        precondition(e == entries, "transposed unrolled index lost entries")
-        let transposed = SparseIndex(weightRows: inChannels * P, weightColumns: outColumns, orientation: .rows)
-        transposed.rebuildRows(activePositions: UnsafeBufferPointer(start: tPos, count: entries), threads: threads)
-        forwardIndex = forward
-        transposedIndex = transposed
+        tStart[inChannels * P] = Int32(e)
+        precondition(e == total, "transposed unrolled index lost entries")
         built = (height, width, token)
         placedGradient = nil
         loadedBatch = 0
     }
 
-    /// Entries of `W_u` (products per image and pass).
-    public var entries: Int { forwardIndex?.count ?? 0 }
+    /// Row boundaries (multiples of `align`) splitting rows `0 ..< rows` of a row index into
+    /// `parts` runs of about equal entries.
+    private static func split(_ start: UnsafeMutablePointer<Int32>, rows: Int, parts: Int, align: Int) -> [Int] {
+        let total = Int(start[rows])
+        var bounds = [0]
+        for t in 1..<max(1, parts) {
+            let target = Int32(total * t / parts)
+            var lo = bounds.last!, hi = rows
+            while lo < hi { let mid = (lo + hi) / 2; if start[mid] < target { lo = mid + 1 } else { hi = mid } }
+            bounds.append(max(bounds.last!, min(rows, (lo + align / 2) / align * align)))
+        }
+        bounds.append(rows)
+        return bounds
+    }
+
+    /// `y[r][n] = Σ_k values[k]·x[source[k]][n]` for the rows of an index, by `threads` workers
+    /// owning runs of rows.
+    private func multiply(start: UnsafeMutablePointer<Int32>, source: UnsafeMutablePointer<Int32>, rows: Int,
+                          values: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, batch: Int,
+                          y: UnsafeMutablePointer<Float>, isa: SparseISA, threads: Int) {
+        let parts = threads > 1 && entries * batch >= 1 << 16 ? threads : 1
+        let bounds = Self.split(start, rows: rows, parts: parts, align: 1)
+        let sp = SendablePointer(start), src = SendablePointer(source), vp = SendablePointer(values)
+        let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y), isaCode = Int32(isa.rawValue)
+        parallelChunks(parts, chunks: parts) { range in
+            for t in range {
+                stsp_spmm(isaCode, sp.pointer, src.pointer, nil, vp.pointer, xp.pointer, batch, Int32(batch), yp.pointer, batch,
+                          Int32(bounds[t]), Int32(bounds[t + 1]), 0)
+            }
+        }
+    }
 
     /// `dst[(c·P + p)·N + n] = src[(c·N + n)·P + p]` for `channels` channels.
     private static func unroll(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, channels: Int,
@@ -178,14 +207,18 @@ public final class UnrolledConvolution {
     /// `y[Cout][N][Ho][Wo] = (W⊙M) ⊛ x` (dense weights `w`, read at the mask); keeps X_u.
     public func forward(weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int,
                         y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1) {
-        guard let index = forwardIndex else { preconditionFailure("UnrolledConvolution.forward before prepare") }
+        precondition(built != nil, "UnrolledConvolution.forward before prepare")
         loadInput(x, batch: batch, threads: threads)
         let v = gather(w, forwardWeight.pointer, threads: threads)
         let out = outputU.reserve(outChannels * outPixels * batch)
-        SparseKernels.multiply(index, weights: v, weightsInIndexOrder: true, x: inputU.pointer, ldx: batch, n: batch,
-                               y: out, ldy: batch, isa: isa, threads: threads)
+        multiply(start: forwardStart.pointer, source: forwardSource.pointer, rows: outChannels * outPixels, values: v,
+                 x: inputU.pointer, batch: batch, y: out, isa: isa, threads: threads)
         Self.roll(out, into: y, channels: outChannels, batch: batch, pixels: outPixels, threads: threads)
     }
+
+    /// Marks dY_u stale: the next backward pass places its `dy` again (called at every forward of
+    /// the layer, whichever path ran: a gradient buffer may come back at the same address).
+    public func outputGradientChanged() { placedGradient = nil }
 
     /// dY_u of `dy`, placed once per backward.
     private func placedGradientU(_ dy: UnsafePointer<Float>, batch: Int, threads: Int) -> UnsafeMutablePointer<Float> {
@@ -199,12 +232,12 @@ public final class UnrolledConvolution {
     /// `dx[Cin][N][H][W] = (W⊙M)ᵀ ⊛ dy`.
     public func inputGradient(weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                               batch: Int, isa: SparseISA = .best, threads: Int = 1) {
-        guard let index = transposedIndex else { preconditionFailure("UnrolledConvolution.inputGradient before prepare") }
+        precondition(built != nil, "UnrolledConvolution.inputGradient before prepare")
         let v = gather(w, transposedWeight.pointer, threads: threads)
         let d = placedGradientU(dy, batch: batch, threads: threads)
         let out = outputU.reserve(inChannels * inPixels * batch)
-        SparseKernels.multiply(index, weights: v, weightsInIndexOrder: true, x: d, ldx: batch, n: batch,
-                               y: out, ldy: batch, isa: isa, threads: threads)
+        multiply(start: transposedStart.pointer, source: transposedSource.pointer, rows: inChannels * inPixels, values: v,
+                 x: d, batch: batch, y: out, isa: isa, threads: threads)
         Self.roll(out, into: dx, channels: inChannels, batch: batch, pixels: inPixels, threads: threads)
     }
 
@@ -213,7 +246,7 @@ public final class UnrolledConvolution {
     /// whole output channels (all pixel rows of a weight), so the entries of one weight are
     /// added by one thread.
     public func weightGradient(dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1) {
-        guard let index = forwardIndex, loadedBatch > 0 else { preconditionFailure("UnrolledConvolution.weightGradient before loadInput") }
+        precondition(built != nil && loadedBatch > 0, "UnrolledConvolution.weightGradient before loadInput")
         let batch = loadedBatch
         let d = placedGradientU(dy, batch: batch, threads: threads)
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>)
@@ -221,10 +254,9 @@ public final class UnrolledConvolution {
         case .dense(let g): (out, positions) = (g, forwardWeight.pointer)
         case .packed(let g): (out, positions) = (g, forwardRank.pointer)
         }
-        let parts = threads > 1 && index.count * batch >= 1 << 16 ? threads : 1
-        var bounds = index.balancedRowSplit(parts: parts).map { ($0 + outPixels / 2) / outPixels * outPixels }
-        bounds[bounds.count - 1] = index.rows
-        let b = bounds, rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let parts = threads > 1 && entries * batch >= 1 << 16 ? threads : 1
+        let b = Self.split(forwardStart.pointer, rows: outChannels * outPixels, parts: parts, align: outPixels)
+        let rs = SendablePointer(forwardStart.pointer), src = SendablePointer(forwardSource.pointer)
         let dp = SendablePointer(d), xp = SendablePointer(inputU.pointer), op = SendablePointer(out), pp = SendablePointer(positions)
         let isaCode = Int32(isa.rawValue)
         parallelChunks(parts, chunks: parts) { range in

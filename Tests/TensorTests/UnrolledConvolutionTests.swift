@@ -61,7 +61,9 @@ final class UnrolledConvolutionTests: XCTestCase {
                             dy.withUnsafeBufferPointer { dp in
                                 conv.inputGradient(weights: wp.baseAddress!, dy: dp.baseAddress!, dx: &dx, batch: c.n,
                                                    isa: isa, threads: threads)
-                                conv.weightGradient(dy: dp.baseAddress!, into: .dense(&dw), isa: isa, threads: threads)
+                                dw.withUnsafeMutableBufferPointer {
+                                    conv.weightGradient(dy: dp.baseAddress!, into: .dense($0.baseAddress!), isa: isa, threads: threads)
+                                }
                                 packed.withUnsafeMutableBufferPointer {
                                     conv.weightGradient(dy: dp.baseAddress!, into: .packed($0.baseAddress!), isa: isa, threads: threads)
                                 }
