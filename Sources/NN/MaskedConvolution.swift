@@ -5,10 +5,16 @@ import Tensor
 /// pixels, `UnrolledConvolution`: one sparse matrix over channel × pixel), and its three passes,
 /// each dense or sparse (see `MaskedPasses`). Pass sizes `n` are output pixels (images × Ho × Wo).
 final class MaskedConvolution: MaskedPasses {
-    let kernels: SparseConvolution
+    private let kernels: SparseConvolution
     let unrolled: UnrolledConvolution
-    /// Mask rebuilds so far (the unrolled index follows at its next pass).
-    private var rebuilds = 0
+    /// Mask rebuilds so far, and the one the frame indices follow.
+    private var rebuilds = 0, framesBuilt = -1
+    /// The active weights' offsets (ascending: the packed order) and their number.
+    private var positions: UnsafeMutablePointer<Int32> = .allocate(capacity: 1)
+    private var positionsCapacity = 1, positionCount = 0
+    /// The small input size the layer last ran at: a mask change rebuilds its unrolled index at
+    /// once, and the frame indices only when a pass needs them.
+    private var smallImage: (height: Int, width: Int)?
 
     init(name: String, weight: ParameterRef, outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
         kernels = SparseConvolution(outChannels: outChannels, inChannels: inChannels, kernelSize: kernelSize,
@@ -18,22 +24,43 @@ final class MaskedConvolution: MaskedPasses {
         super.init(name: name, weight: weight)
     }
 
+    deinit { positions.deallocate() }
+
+    /// The framed passes, their indices following the current mask.
+    private func frames(_ threads: Int) -> SparseConvolution {
+        if framesBuilt != rebuilds {
+            kernels.rebuild(activePositions: UnsafeBufferPointer(start: positions, count: positionCount), threads: threads)
+            framesBuilt = rebuilds
+        }
+        return kernels
+    }
+
     /// The unrolled passes, indexed for inputs of shape `s`, when its images are small enough.
     private func unrolledPasses(_ s: Shape, _ ctx: Context) -> UnrolledConvolution? {
         guard s.h * s.w <= UnrolledConvolution.maxInputPixels else { return nil }
-        unrolled.prepare(height: s.h, width: s.w, activeOffsets: kernels.index.weightOffset, count: kernels.count,
+        smallImage = (s.h, s.w)
+        unrolled.prepare(height: s.h, width: s.w, activeOffsets: positions, count: positionCount,
                          token: rebuilds, threads: ctx.threads)
         return unrolled
     }
 
-    override var activeCount: Int { kernels.count }
-    override var activeOffsets: UnsafeMutablePointer<Int32> { kernels.index.weightOffset }
+    override var activeCount: Int { positionCount }
+    override var activeOffsets: UnsafeMutablePointer<Int32> { positions }
     override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
         rebuilds += 1
-        if let activePositions {
-            activePositions.withUnsafeBufferPointer { kernels.rebuild(activePositions: $0, threads: threads) }
+        let list = activePositions ?? nonZeroPositions(of: mask, count: weight.count)
+        if list.count > positionsCapacity {
+            positions.deallocate()
+            positionsCapacity = list.count
+            positions = .allocate(capacity: positionsCapacity)
+        }
+        list.withUnsafeBufferPointer { if let base = $0.baseAddress { positions.update(from: base, count: list.count) } }
+        positionCount = list.count
+        if let image = smallImage {
+            unrolled.prepare(height: image.height, width: image.width, activeOffsets: positions, count: positionCount,
+                             token: rebuilds, threads: threads)
         } else {
-            kernels.rebuild(mask: mask, threads: threads)
+            _ = frames(threads)
         }
     }
 
@@ -47,7 +74,7 @@ final class MaskedConvolution: MaskedPasses {
             if let small {
                 small.forward(weights: w, x: x, batch: s.n, y: y, isa: ctx.sparseISA, threads: ctx.threads)
             } else {
-                kernels.forward(weights: w, x: x, batch: s.n, height: s.h, width: s.w, y: y,
+                frames(ctx.threads).forward(weights: w, x: x, batch: s.n, height: s.h, width: s.w, y: y,
                                 isa: ctx.sparseISA, threads: ctx.threads)
             }
         }
@@ -67,14 +94,14 @@ final class MaskedConvolution: MaskedPasses {
                 if let small {
                     small.loadInput(x, batch: s.n, threads: ctx.threads)
                 } else {
-                    kernels.loadInput(x, batch: s.n, height: s.h, width: s.w, threads: ctx.threads)
+                    frames(ctx.threads).loadInput(x, batch: s.n, height: s.h, width: s.w, threads: ctx.threads)
                 }
                 loaded = true
             }
             if let small {
                 small.weightGradient(dy: dy, into: output, isa: ctx.sparseISA, threads: ctx.threads)
             } else {
-                kernels.weightGradient(dy: dy, into: output, isa: ctx.sparseISA, threads: ctx.threads)
+                frames(ctx.threads).weightGradient(dy: dy, into: output, isa: ctx.sparseISA, threads: ctx.threads)
             }
         }
     }
@@ -87,7 +114,7 @@ final class MaskedConvolution: MaskedPasses {
             if let small {
                 small.inputGradient(weights: w, dy: dy, dx: dx, batch: s.n, isa: ctx.sparseISA, threads: ctx.threads)
             } else {
-                kernels.inputGradient(weights: w, dy: dy, dx: dx, batch: s.n, height: s.h, width: s.w,
+                frames(ctx.threads).inputGradient(weights: w, dy: dy, dx: dx, batch: s.n, height: s.h, width: s.w,
                                       isa: ctx.sparseISA, threads: ctx.threads)
             }
         }

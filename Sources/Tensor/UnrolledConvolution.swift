@@ -10,14 +10,17 @@ import CSparseKernels
 /// A tap that falls in the padding has no entry, so nothing is computed for it: on a 2×2 image
 /// the framed kernels (`SparseConvolution`) compute 81 products per 16 useful ones.
 ///
-/// Built from the active weights' offsets (row-major, ascending) for one image size; entries of
-/// `W_u` are generated in row-major order directly (no sort): for a fixed output row and input
-/// channel the input pixel grows with the tap, and for a fixed input row and output channel the
-/// output pixel falls as the tap grows.
+/// Built from the active weights' offsets (row-major, ascending) for one image size, in time
+/// proportional to the entries: rows of `W_u` list their sources ascending (for a fixed output
+/// row and input channel the input pixel grows with the tap); rows of `W_uᵀ` by output channel
+/// (the kernels do not need sorted sources).
 public final class UnrolledConvolution {
     public let outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int
     /// Input images of at most this many pixels take this path in a masked convolution.
-    public static let maxInputPixels = 16
+    /// (4×4 images would also run faster unrolled — VGG16 ERK 0.9's 4×4 layers 100 → 70 ms — but
+    /// their index has ~11 entries per weight, whose rebuild after a mask change alone would take
+    /// longer than all the other layers' together.)
+    public static let maxInputPixels = 4
 
     private var built: (height: Int, width: Int, token: Int)?
     private var inPixels = 0, outPixels = 0
@@ -30,6 +33,12 @@ public final class UnrolledConvolution {
     private let forwardWeight = Buffer<Int32>(), forwardRank = Buffer<Int32>()
     private let transposedStart = Buffer<Int32>(), transposedSource = Buffer<Int32>(), transposedWeight = Buffer<Int32>()
     private let values = Buffer<Float>()
+    /// Build scratch: per active weight its input channel, tap and output channel; the weights by
+    /// input channel (taps, output channels, offsets); per channel run starts, entry starts and
+    /// cursors; (c, t) per offset in a run, valid pixels per tap, and pixel lookups per tap.
+    private let channelOf = Buffer<Int32>(), tapOf = Buffer<Int32>(), outputChannelOf = Buffer<Int32>()
+    private let weightsByInput = Buffer<Int32>(), groupStart = Buffer<Int32>(), groupEntries = Buffer<Int>()
+    private let inputCursor = Buffer<Int32>(), lookupTable = Buffer<Int32>(), lookupPixels = Buffer<Int32>()
     /// X_u of the last forward (or `loadInput`), dY_u placed for `placedGradient`, and a scratch
     /// for outputs in the unrolled layout.
     private let inputU = Buffer<Float>(), gradientU = Buffer<Float>(), outputU = Buffer<Float>()
@@ -68,65 +77,85 @@ public final class UnrolledConvolution {
                 }
             }
         }
-        let active = UnsafeBufferPointer(start: activeOffsets, count: count)
-        // Forward: rows (o, q) in order, the row's active weights (c, t) ascending.
-        var rowStart = [Int](repeating: 0, count: outChannels + 1)
-        var o = 0
-        for (j, v) in active.enumerated() {
-            while Int(v) >= (o + 1) * perRow { o += 1; rowStart[o] = j }
+        // Per active weight j (ascending offset v = (o·Cin + c)·k² + t): c, t and o, with (c, t)
+        // looked up from v's place in its output channel's run; per output channel the start of
+        // its run and of its entries; per input channel its number of weights and entries.
+        let cOf = channelOf.reserve(max(1, count)), tOf = tapOf.reserve(max(1, count)), oOf = outputChannelOf.reserve(max(1, count))
+        let table = lookupTable.reserve(2 * perRow + 2 * taps)
+        let channelAt = table, tapAt = table + perRow, validQ = table + 2 * perRow, validP = validQ + taps
+        for r in 0..<perRow { channelAt[r] = Int32(r / taps); tapAt[r] = Int32(r % taps) }
+        for t in 0..<taps {
+            validQ[t] = Int32((0..<Q).filter { inputOf[t * Q + $0] >= 0 }.count)
+            validP[t] = Int32((0..<P).filter { outputOf[t * P + $0] >= 0 }.count)
         }
-        for r in (o + 1)...outChannels { rowStart[r] = count }
-        var total = 0
-        for v in active { for q in 0..<Q where inputOf[Int(v) % taps * Q + q] >= 0 { _ = q; total += 1 } }
+        let runStart = groupStart.reserve(outChannels + 1 + inChannels + 1)
+        let inputStart = runStart + outChannels + 1
+        let firstEntry = groupEntries.reserve(outChannels + 1 + inChannels + 1)
+        let firstInputEntry = firstEntry + outChannels + 1
+        inputStart.update(repeating: 0, count: inChannels + 1)
+        firstInputEntry.update(repeating: 0, count: inChannels + 1)
+        runStart[0] = 0
+        firstEntry[0] = 0
+        var o = 0, total = 0
+        for j in 0..<count {
+            let v = Int(activeOffsets[j])
+            while v >= (o + 1) &* perRow { o &+= 1; runStart[o] = Int32(truncatingIfNeeded: j); firstEntry[o] = total }
+            let r = v &- o &* perRow
+            let c = channelAt[r], t = tapAt[r]
+            cOf[j] = c
+            tOf[j] = t
+            oOf[j] = Int32(truncatingIfNeeded: o)
+            inputStart[Int(c) &+ 1] &+= 1
+            firstInputEntry[Int(c) &+ 1] &+= Int(validP[Int(t)])
+            total &+= Int(validQ[Int(t)])
+        }
+        for r in (o + 1)...outChannels { runStart[r] = Int32(count); firstEntry[r] = total }
+        for c in 0..<inChannels {
+            inputStart[c + 1] &+= inputStart[c]
+            firstInputEntry[c + 1] &+= firstInputEntry[c]
+        }
         entries = total
+        let parts = threads > 1 && total >= 1 << 16 ? threads : 1
+        let lookup = lookupPixels.reserve(taps * (P + Q))
+        for i in 0..<(taps * Q) { lookup[i] = inputOf[i] }
+        for i in 0..<(taps * P) { lookup[taps * Q + i] = outputOf[i] }
+        // Forward rows (o, q), each over its output channel's weights (c, t) ascending.
         let fStart = forwardStart.reserve(outChannels * Q + 1), fSource = forwardSource.reserve(max(1, total))
         let fWeight = forwardWeight.reserve(max(1, total)), fRank = forwardRank.reserve(max(1, total))
-        var e = 0
-        for o in 0..<outChannels {
-            for q in 0..<Q {
-                fStart[o * Q + q] = Int32(e)
-                for j in rowStart[o]..<rowStart[o + 1] {
-                    let v = Int(active[j]), c = v % perRow / taps, t = v % taps
-                    let p = inputOf[t * Q + q]
-                    guard p >= 0 else { continue }
-                    fSource[e] = Int32(c * P) + p
-                    fWeight[e] = Int32(v)
-                    fRank[e] = Int32(j)
-                    e += 1
-                }
-            }
+        let rs = SendablePointer(runStart), fe = SendablePointer(firstEntry), tp = SendablePointer(tOf), cp = SendablePointer(cOf)
+        let lk = SendablePointer(lookup), offsets = SendablePointer(UnsafeMutablePointer(mutating: activeOffsets))
+        let fs = SendablePointer(fStart), fsrc = SendablePointer(fSource), fw = SendablePointer(fWeight), fr = SendablePointer(fRank)
+        let cout = outChannels, cin = inChannels
+        parallelChunks(cout, chunks: parts) { range in
+            _ = stsp_unroll_rows(rs.pointer, Int32(range.lowerBound), Int32(range.upperBound), Int32(Q), tp.pointer, cp.pointer,
+                                 lk.pointer, Int32(P), offsets.pointer, fs.pointer, fsrc.pointer, fw.pointer, fr.pointer,
+                                 fe.pointer[range.lowerBound])
         }
-        fStart[outChannels * Q] = Int32(e)
-        // Transposed: rows (c, p), the active weights of input channel c by output channel
-        // ascending and, within one, by tap descending (so q ascends).
-        var byInput = [[Int32]](repeating: [], count: inChannels)
-        for v in active { byInput[Int(v) % perRow / taps].append(v) }
+        fStart[outChannels * Q] = Int32(total)
+        // Transposed rows (c, p): the weights of input channel c, gathered by a counting sort
+        // (output channel, then tap, ascending) with their tap, output channel and offset.
+        let inTap = weightsByInput.reserve(max(1, 3 * count))
+        let inOut = inTap + count, inOffset = inTap + 2 * count
+        let cursor = inputCursor.reserve(inChannels)
+        cursor.update(from: inputStart, count: inChannels)
+        for j in 0..<count {
+            let c = Int(cOf[j]), i = Int(cursor[c])
+            inTap[i] = tOf[j]
+            inOut[i] = oOf[j]
+            inOffset[i] = activeOffsets[j]
+            cursor[c] = Int32(truncatingIfNeeded: i &+ 1)
+        }
         let tStart = transposedStart.reserve(inChannels * P + 1), tSource = transposedSource.reserve(max(1, total))
         let tWeight = transposedWeight.reserve(max(1, total))
-        e = 0
-        for c in 0..<inChannels {
-            let list = byInput[c]
-            for p in 0..<P {
-                tStart[c * P + p] = Int32(e)
-                var start = 0
-                while start < list.count {
-                    let oc = Int(list[start]) / perRow
-                    var end = start
-                    while end < list.count && Int(list[end]) / perRow == oc { end += 1 }
-                    for j in Swift.stride(from: end - 1, through: start, by: -1) {
-                        let v = Int(list[j]), t = v % taps
-                        let q = outputOf[t * P + p]
-                        guard q >= 0 else { continue }
-                        tSource[e] = Int32(oc * Q) + q
-                        tWeight[e] = Int32(v)
-                        e += 1
-                    }
-                    start = end
-                }
-            }
+        let ins = SendablePointer(inputStart), fie = SendablePointer(firstInputEntry)
+        let it = SendablePointer(inTap), io = SendablePointer(inOut), iv = SendablePointer(inOffset)
+        let ts = SendablePointer(tStart), tsrc = SendablePointer(tSource), tw = SendablePointer(tWeight)
+        parallelChunks(cin, chunks: parts) { range in
+            _ = stsp_unroll_rows(ins.pointer, Int32(range.lowerBound), Int32(range.upperBound), Int32(P), it.pointer, io.pointer,
+                                 lk.pointer + taps * Q, Int32(Q), iv.pointer, ts.pointer, tsrc.pointer, tw.pointer, nil,
+                                 fie.pointer[range.lowerBound])
         }
-        tStart[inChannels * P] = Int32(e)
-        precondition(e == total, "transposed unrolled index lost entries")
+        tStart[inChannels * P] = Int32(total)
         built = (height, width, token)
         placedGradient = nil
         loadedBatch = 0

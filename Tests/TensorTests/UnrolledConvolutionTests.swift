@@ -19,6 +19,8 @@ final class UnrolledConvolutionTests: XCTestCase {
             Case(cin: 7, cout: 6, k: 1, s: 1, p: 0, h: 2, w: 3, n: 4),
             // Enough work for two threads (weight gradient split at whole output channels).
             Case(cin: 48, cout: 40, k: 3, s: 1, p: 1, h: 2, w: 2, n: 32),
+            // Enough entries for the index to be built by two workers.
+            Case(cin: 96, cout: 80, k: 3, s: 1, p: 1, h: 2, w: 2, n: 4),
         ]
         var rng = Xoshiro256(seed: 31)
         let variants = SparseISA.allCases.filter(\.isSupported)
