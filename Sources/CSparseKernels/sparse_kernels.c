@@ -52,26 +52,6 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
     }
 }
 
-ptrdiff_t stsp_unroll_rows(const int32_t *group_start, int g0, int g1, int pixels, const int32_t *tap,
-                           const int32_t *block, const int32_t *lookup, int block_size, const int32_t *value,
-                           int32_t *row_start, int32_t *source, int32_t *value_out, int32_t *rank_out, ptrdiff_t e) {
-    for (int g = g0; g < g1; g++) {
-        const int32_t i0 = group_start[g], i1 = group_start[g + 1];
-        for (int q = 0; q < pixels; q++) {
-            row_start[(ptrdiff_t)g * pixels + q] = (int32_t)e;
-            for (int32_t i = i0; i < i1; i++) {
-                const int32_t p = lookup[(ptrdiff_t)tap[i] * pixels + q];
-                if (p < 0) continue;
-                source[e] = block[i] * block_size + p;
-                value_out[e] = value[i];
-                if (rank_out) rank_out[e] = i;
-                e++;
-            }
-        }
-    }
-    return e;
-}
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 

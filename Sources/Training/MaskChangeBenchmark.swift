@@ -37,13 +37,6 @@ public func benchmarkRiGLChanges(
     ctx.sparseKernels = .on
     ctx.threads = threads
     network.body.refreshSparseKernels(ctx)  // indices allocated once, as in training
-    // One forward pass first, as training has run before any change: layers on small images
-    // learn their input size and rebuild their unrolled index with the others.
-    let savedMode = network.ctx.sparseKernels
-    network.ctx.sparseKernels = .on
-    let images = [Float](repeating: 0, count: 2 * network.imageSize)
-    _ = images.withUnsafeBufferPointer { network.forward(images: $0.baseAddress!, batch: 2) }
-    network.ctx.sparseKernels = savedMode
     return try (1...max(1, repeats)).map { t in
         let event = try path.apply(afterStep: t, epoch: 0, policy: policy)
         let t0 = DispatchTime.now().uptimeNanoseconds

@@ -49,11 +49,10 @@ final class MaskedMatmulTests: XCTestCase {
     /// The same for convolutions: 1×1 stride-1 (a matmul over images × pixels, 4·30 = 120 columns
     /// and one wider than the kernels' column chunk), 3×3 stride 1 and 2 (the direct 3×3 kernel
     /// and im2col as the dense paths), 7×7 stride 2 padding 3, 1×1 stride 2 (sparse convolution
-    /// frames), 3×3 on images of 2×3 and 3×4 pixels, stride 1 and 2 (unrolled); bias on; the
-    /// second forward uses the recorded choice.
+    /// frames); bias on; the second forward uses the recorded choice.
     func testConvolutionPassesEqualTheDenseOnes() {
         let cases: [(k: Int, s: Int, p: Int, batch: Int, side: Int)] = [(1, 1, 0, 4, 5), (1, 1, 0, 3, 20), (3, 1, 1, 3, 8), (3, 1, 1, 2, 7),
-                     (3, 2, 1, 3, 9), (7, 2, 3, 2, 11), (1, 2, 0, 2, 8), (3, 1, 1, 5, 2), (3, 1, 1, 4, 3), (3, 2, 1, 3, 3)]
+                     (3, 2, 1, 3, 9), (7, 2, 3, 2, 11), (1, 2, 0, 2, 8)]
         for c in cases {
             var rng = Xoshiro256(seed: 6)
             let shape = Shape(n: c.batch, c: 24, h: c.side, w: c.side + 1)

@@ -35,14 +35,4 @@ void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float
 void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, float *dst1,
                  const int32_t *entry2, float *dst2, ptrdiff_t j0, ptrdiff_t j1);
 
-/// Rows of an unrolled convolution index (see UnrolledConvolution): for groups g0 ≤ g < g1 and
-/// pixels 0 ≤ q < pixels, row g·pixels + q starts at the running entry e (written to
-/// row_start) and holds, for each item i of the group (group_start[g] ≤ i < group_start[g+1])
-/// whose tap reaches a pixel p = lookup[tap[i]·pixels + q] ≥ 0, the entry source = block[i]·
-/// block_size + p, value_out = value[i] and, when rank_out is not NULL, rank_out = i.
-/// Returns the entry after the last one written.
-ptrdiff_t stsp_unroll_rows(const int32_t *group_start, int g0, int g1, int pixels, const int32_t *tap,
-                           const int32_t *block, const int32_t *lookup, int block_size, const int32_t *value,
-                           int32_t *row_start, int32_t *source, int32_t *value_out, int32_t *rank_out, ptrdiff_t e);
-
 #endif
