@@ -178,13 +178,13 @@ func maskedPasses<P: MaskedPasses>(_ existing: inout P?, store: ParameterStore, 
     return m
 }
 
-/// What a masked layer ran in its last step: its passes' report, or (passes never sparse) its
-/// density with dense paths.
+/// What a masked layer ran in its last step: its passes' report, or (no sparse passes) its
+/// density with dense paths (no input gradient for a first layer).
 func kernelReport(_ passes: MaskedPasses?, name: String, weight: ParameterRef, store: ParameterStore,
-                  seconds: Double) -> KernelReport {
+                  computesInputGradient: Bool, seconds: Double) -> KernelReport {
     passes?.report(seconds: seconds)
-        ?? KernelReport(name: name, density: store.activeFraction(weight),
-                        forward: .dense, inputGradient: .dense, weightGradient: .dense, seconds: seconds)
+        ?? KernelReport(name: name, density: store.activeFraction(weight), forward: .dense,
+                        inputGradient: computesInputGradient ? .dense : nil, weightGradient: .dense, seconds: seconds)
 }
 extension Context {
     /// `kernelChoices` as text, one "key=path" line each, sorted (checkpoints, rank agreement).

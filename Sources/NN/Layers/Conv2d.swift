@@ -73,7 +73,8 @@ public final class Conv2d: Layer {
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
 
     public var kernelReports: [KernelReport] {
-        [kernelReport(matmul ?? convolution, name: name, weight: weight, store: store, seconds: profiledSeconds)]
+        [kernelReport(matmul ?? convolution, name: name, weight: weight, store: store,
+                      computesInputGradient: needsInputGradient, seconds: profiledSeconds)]
     }
 
     public func refreshSparseKernels(_ ctx: Context) { _ = sparsePasses(ctx) }

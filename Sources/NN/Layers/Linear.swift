@@ -50,7 +50,8 @@ public final class Linear: Layer {
     public func forwardFlops(for s: Shape) -> Double { 2 * Double(inFeatures * outFeatures * s.n) }
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
     public var kernelReports: [KernelReport] {
-        [kernelReport(matmul, name: name, weight: weight, store: store, seconds: profiledSeconds)]
+        [kernelReport(matmul, name: name, weight: weight, store: store,
+                      computesInputGradient: needsInputGradient, seconds: profiledSeconds)]
     }
 
     public func refreshSparseKernels(_ ctx: Context) { _ = sparseMatmul(ctx) }
