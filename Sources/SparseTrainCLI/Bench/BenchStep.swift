@@ -49,12 +49,17 @@ struct BenchStep: ParsableCommand {
         valueName: "python"))
     var pytorch: String?
 
+    @Option(help: "With --pytorch: rounds of (this engine's timed steps, then PyTorch's), so both see the same phases of a noisy machine; the ratio reported is the median of the rounds' ratios.")
+    var rounds: Int = 1
+
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
     func validate() throws {
         guard batch > 0 else { throw InputError("--batch must be positive") }
         guard steps > 0, warmup >= 0 else { throw InputError("--steps must be positive, --warmup not negative") }
+        guard rounds >= 1 else { throw InputError("--rounds must be at least 1") }
+        if rounds > 1 && pytorch == nil { throw InputError("--rounds needs --pytorch (it interleaves the two engines)") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
         guard sparsity >= 0 && sparsity < 1 else { throw InputError("--sparsity must be in [0, 1), got \(sparsity)") }
         let rules = ["uniform", "erk", "er", "balanced", "pyramidal"]
@@ -84,6 +89,8 @@ struct BenchStep: ParsableCommand {
         var reference_pytorch_images_per_second: String?
         var pytorch_images_per_second: Double?
         var speedup_vs_pytorch: Double?
+        /// Per round: this engine's images/s over PyTorch's (`--rounds`).
+        var round_speedups: [Double]?
     }
 
     struct LayerRow: Codable {
@@ -119,27 +126,38 @@ struct BenchStep: ParsableCommand {
         net.ctx.profiling = true
         net.ctx.resetTimes()
         let layerSecondsBefore = net.body.kernelReports.map(\.seconds)
-        var times: [Double] = []
-        for _ in 0..<steps {
-            let t0 = now()
-            try step()
-            times.append(now() - t0)
+        // Rounds of (timed steps, PyTorch): the ratio of each round compares the two engines in
+        // the same minutes of this machine.
+        var times: [Double] = [], roundSeconds: [Double] = [], torchRates: [Double] = []
+        var peakRSS = Double.nan
+        for round in 0..<rounds {
+            var roundTimes: [Double] = []
+            for _ in 0..<steps {
+                let t0 = now()
+                try step()
+                roundTimes.append(now() - t0)
+            }
+            times += roundTimes
+            roundSeconds.append(median(roundTimes))
+            // The steps' high-water mark, before the sgemm and PyTorch measurements below.
+            if round == 0 { peakRSS = peakResidentMiB() }
+            if let python = pytorch { torchRates.append(try runPyTorch(python, threads: threadCount)) }
         }
+        let timedSteps = Double(times.count)
         let seconds = median(times)
-        // The steps' high-water mark, before the sgemm and PyTorch measurements below.
-        let peakRSS = peakResidentMiB()
         let flops = net.forwardFlops(batch: batch)
-        var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / Double(steps) }
-        breakdown["reduce, sgd, other"] = max(0, times.reduce(0, +) / Double(steps) - breakdown.values.reduce(0, +))
+        var breakdown = net.ctx.times.reduce(into: [String: Double]()) { $0[$1.key.rawValue] = $1.value / timedSteps }
+        breakdown["reduce, sgd, other"] = max(0, times.reduce(0, +) / timedSteps - breakdown.values.reduce(0, +))
         let sgemm = measureSgemm(threads: threadCount)
-        let torch = try pytorch.map { try runPyTorch($0, threads: threadCount) }
+        let roundSpeedups = zip(roundSeconds, torchRates).map { Double(batch) / $0 / $1 }
+        let torch = torchRates.isEmpty ? nil : median(torchRates)
         let reference: [ModelName: String] = [
             .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
         ]
         let layerRows = zip(net.body.kernelReports, layerSecondsBefore).map { r, before in
             LayerRow(name: r.name, density: r.density, forward: r.forward?.rawValue ?? "-",
                      input_gradient: r.inputGradient?.rawValue ?? "-", weight_gradient: r.weightGradient?.rawValue ?? "-",
-                     ms: (r.seconds - before) / Double(steps) * 1e3)
+                     ms: (r.seconds - before) / timedSteps * 1e3)
         }
         let report = Report(
             model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
@@ -151,13 +169,14 @@ struct BenchStep: ParsableCommand {
             sparse_isa: net.ctx.sparseISA.description, masked_flop_fraction: net.maskedFlopFraction, layers: layerRows,
             blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
-            pytorch_images_per_second: torch, speedup_vs_pytorch: torch.map { Double(batch) / seconds / $0 })
+            pytorch_images_per_second: torch, speedup_vs_pytorch: roundSpeedups.isEmpty ? nil : median(roundSpeedups),
+            round_speedups: rounds > 1 ? roundSpeedups : nil)
         if json {
             print(try jsonLine(report))
             return
         }
         print("bench step: \(model.rawValue), batch \(batch), \(threadCount) thread(s), "
-            + "\(report.parameters) parameters, density \(fixed(report.density, 4)), convolution \(conv.rawValue), OpenBLAS kernel \(report.blas_core), median of \(steps)")
+            + "\(report.parameters) parameters, density \(fixed(report.density, 4)), convolution \(conv.rawValue), OpenBLAS kernel \(report.blas_core), median of \(times.count) steps")
         var table = TextTable("images/s", "ms/step", "GFLOP/s (3x fwd)", "sgemm GFLOP/s", "of sgemm", "peak RSS MiB")
         table.add(fixed(report.images_per_second, 1), fixed(seconds * 1e3, 1), fixed(report.gflops_effective, 1),
                   fixed(sgemm, 1), fixed(100 * report.gflops_effective / sgemm, 0) + "%", report.peak_rss_mib.map { fixed($0, 0) } ?? "n/a")
@@ -178,9 +197,15 @@ struct BenchStep: ParsableCommand {
             }
             print(layers.render())
         }
-        if let t = torch {
-            print("PyTorch in this run (launch/reference/pytorch_step.py): \(fixed(t, 1)) images/s; "
-                + "sparsetrain is \(fixed(Double(batch) / seconds / t, 2))x")
+        if let t = torch, let ratio = report.speedup_vs_pytorch {
+            if rounds > 1 {
+                print("PyTorch in this run (launch/reference/pytorch_step.py), \(rounds) rounds interleaved with the steps above: "
+                    + torchRates.map { fixed($0, 1) }.joined(separator: ", ") + " images/s; sparsetrain is "
+                    + roundSpeedups.map { fixed($0, 2) + "x" }.joined(separator: ", ") + " (median \(fixed(ratio, 2))x)")
+            } else {
+                print("PyTorch in this run (launch/reference/pytorch_step.py): \(fixed(t, 1)) images/s; "
+                    + "sparsetrain is \(fixed(ratio, 2))x")
+            }
         } else if let r = report.reference_pytorch_images_per_second {
             print("PyTorch 2.13 CPU on the AVX-512 machines of DESIGN.md §6, same batch and threads: \(r) images/s "
                 + "(pass --pytorch PYTHON to time it on this machine)")
