@@ -100,9 +100,16 @@ public final class ParameterStore {
 
     deinit {
         if allocated {
-            values.deallocate(); gradients.deallocate(); momentum.deallocate(); mask.deallocate()
+            values.deallocate(); momentum.deallocate(); mask.deallocate()
+            munmap(gradients.baseAddress, Self.mappedBytes(count))
         }
         if transform != nil { effective.deallocate() }
+    }
+
+    /// Bytes of the gradient mapping for `count` floats (whole pages, at least one).
+    private static func mappedBytes(_ count: Int) -> Int {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        return (max(count, 1) * MemoryLayout<Float>.stride + page - 1) / page * page
     }
 
     /// Registers a parameter tensor and returns its place in the flat buffers.
@@ -120,14 +127,21 @@ public final class ParameterStore {
     }
 
     /// Creates the buffers: values initialised from `seed`, gradients and momentum zero, mask 1.
+    /// The gradients are an anonymous mapping: pages nothing writes (the dense gradient of a
+    /// weight whose layer writes it born packed) never take memory.
     public func allocate(seed: UInt64) {
         precondition(!allocated, "allocate called twice")
         allocated = true
-        for b in [\ParameterStore.values, \.gradients, \.momentum, \.mask] {
+        for b in [\ParameterStore.values, \.momentum, \.mask] {
             let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
             buf.initialize(repeating: 0)
             self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
         }
+        guard let map = mmap(nil, Self.mappedBytes(count), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              map != MAP_FAILED else {
+            fatalError("cannot map \(Self.mappedBytes(count)) bytes for the gradients: \(String(cString: strerror(errno)))")
+        }
+        gradients = UnsafeMutableBufferPointer(start: map.bindMemory(to: Float.self, capacity: count), count: count)
         mask.update(repeating: 1)
         gradientPlacement = [GradientPlacement](repeating: .dense, count: parameters.count)
         initialize(seed: seed)
@@ -176,6 +190,26 @@ public final class ParameterStore {
     public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { mask.baseAddress! + ref.offset }
 
     public func zeroGradients() { gradients.update(repeating: 0) }
+
+    /// Zeroes a parameter's gradient by giving its whole pages back to the system (they read as
+    /// zero and take memory again only when written) and writing zeros to the partial pages at
+    /// its ends. The same values as writing zeros; for a gradient that may stay unwritten.
+    public func zeroGradientReleasingPages(_ ref: ParameterRef) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = UnsafeMutableRawPointer(gradient(ref)), bytes = ref.count * MemoryLayout<Float>.stride
+        let first = (Int(bitPattern: start) + page - 1) / page * page
+        let last = (Int(bitPattern: start) + bytes) / page * page
+        guard last > first else {
+            gradient(ref).update(repeating: 0, count: ref.count)
+            return
+        }
+        let head = first - Int(bitPattern: start), tail = Int(bitPattern: start) + bytes - last
+        start.initializeMemory(as: UInt8.self, repeating: 0, count: head)
+        UnsafeMutableRawPointer(bitPattern: last)!.initializeMemory(as: UInt8.self, repeating: 0, count: tail)
+        if madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) != 0 {
+            gradient(ref).update(repeating: 0, count: ref.count)
+        }
+    }
 
     /// Records that the mask buffer was written (sparse kernels rebuild their indices).
     public func maskDidChange() { maskGeneration &+= 1 }

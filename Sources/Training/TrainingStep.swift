@@ -32,6 +32,8 @@ public final class TrainingStep {
     /// Set after the first step and after mask changes: rank 0's kernel choices go to all ranks.
     private var shareChoicesAfterStep = true
     private var reduceError: Error?
+    /// Set by the first `run`.
+    private var ranOnce = false
 
     /// Collective: every rank builds its step at the same point. `communicationThread` decides
     /// whether buckets are reduced on a communication thread (all ranks agree on it).
@@ -105,9 +107,12 @@ public final class TrainingStep {
     /// wrote only its mask's entries last time (sparse weight gradient) gets only those zeroed
     /// (its other entries are never read: the reducer packs active entries, the optimizer visits
     /// them), and one born packed last time nothing. Steps that need the dense gradient zero
-    /// everything.
+    /// everything. The first step zeroes maskable weights by releasing their pages, so the dense
+    /// gradient of a weight that is then written born packed never takes memory.
     private func zeroGradients(dense: Bool) {
         let store = network.store
+        let firstStep = !ranOnce
+        ranOnce = true
         var t = 0
         for p in store.parameters {
             defer { if p.maskable { t += 1 } }
@@ -117,6 +122,9 @@ public final class TrainingStep {
                 break // written into the reducer's slot, zeroed there by the layer
             case (false, true, .atMaskOnly):
                 masks.activeIndices[t].withUnsafeBufferPointer { idx in for j in idx { g[Int(j)] = 0 } }
+            case (false, true, _) where firstStep:
+                // Let the pages of a weight whose layer writes its gradient born packed stay unused.
+                store.zeroGradientReleasingPages(p.ref)
             default:
                 g.update(repeating: 0, count: p.ref.count)
             }
