@@ -99,6 +99,44 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(Double(store.values[0]), 1 - 0.1 * (0.5 + 0.9 * vel), accuracy: 1e-6)
     }
 
+    /// The update visiting active entries only (dense gradient, or packed in active order) gives
+    /// the same bits as the dense update over every entry, plain and Nesterov, over several steps
+    /// and on two threads.
+    func testActiveEntryUpdateEqualsTheDenseUpdateBitForBit() {
+        for nesterov in [false, true] {
+            func makeStore() -> (ParameterStore, ParameterRef) {
+                let store = ParameterStore()
+                let w = store.register("w", shape: [300, 600], maskable: true, initializer: .normal(std: 0.1))
+                _ = store.register("b", shape: [300], maskable: false, initializer: .normal(std: 0.1))
+                store.allocate(seed: 11)
+                var rng = Xoshiro256(seed: 12)
+                let m = store.maskValues(w)
+                for i in 0..<w.count { m[i] = rng.nextDouble() < 0.2 ? 1 : 0 }
+                store.applyMask()
+                return (store, w)
+            }
+            let (dense, w) = makeStore(), (active, _) = makeStore(), (packed, _) = makeStore()
+            let positions = (0..<w.count).filter { dense.mask[w.offset + $0] != 0 }.map { Int32($0) }
+            let sgd = SGD(momentum: 0.9, nesterov: nesterov, weightDecay: 5e-4)
+            var rng = Xoshiro256(seed: 13)
+            for _ in 0..<3 {
+                let g = (0..<dense.count).map { _ in rng.nextFloat() - 0.5 }
+                for store in [dense, active, packed] { g.withUnsafeBufferPointer { store.gradients.baseAddress!.update(from: $0.baseAddress!, count: g.count) } }
+                var slot = positions.map { g[w.offset + Int($0)] }
+                sgd.step(dense, learningRate: 0.05, gradientScale: 0.5, threads: 2)
+                sgd.step(active, learningRate: 0.05, gradientScale: 0.5, active: [positions], threads: 2)
+                slot.withUnsafeMutableBufferPointer { p in
+                    sgd.step(packed, learningRate: 0.05, gradientScale: 0.5, active: [positions], packedGradients: [p.baseAddress!],
+                             threads: 2)
+                }
+            }
+            for other in [active, packed] {
+                XCTAssertEqual(Array(dense.values).map(\.bitPattern), Array(other.values).map(\.bitPattern), "weights, nesterov \(nesterov)")
+                XCTAssertEqual(Array(dense.momentum).map(\.bitPattern), Array(other.momentum).map(\.bitPattern), "momentum, nesterov \(nesterov)")
+            }
+        }
+    }
+
     func testLearningRateSchedules() {
         let step = LearningRateSchedule(base: 0.1, kind: .multiStep(milestones: [80, 120], gamma: 0.1), epochs: 160)
         XCTAssertEqual(step.rate(atEpoch: 79.9), 0.1, accuracy: 1e-7)
