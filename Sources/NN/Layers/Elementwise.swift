@@ -74,10 +74,19 @@ public final class Flatten: Layer {
             inputShape = s
             output.reshape(Shape(n: s.n, c: s.c * s.plane))
             let n = s.n, p = s.plane
+            // Per channel, the [n][p] block to [p][n] in 16 × 16 tiles (reads and writes stay
+            // within a few cache lines per tile instead of one line per written float).
+            let tile = 16
             for c in 0..<s.c {
-                for i in 0..<n {
-                    let src = x.data + (c * n + i) * p
-                    for k in 0..<p { output.data[(c * p + k) * n + i] = src[k] }
+                let src = x.data + c * n * p, dst = output.data + c * p * n
+                for i0 in Swift.stride(from: 0, to: n, by: tile) {
+                    let i1 = min(i0 + tile, n)
+                    for k0 in Swift.stride(from: 0, to: p, by: tile) {
+                        let k1 = min(k0 + tile, p)
+                        for i in i0..<i1 {
+                            for k in k0..<k1 { dst[k * n + i] = src[i * p + k] }
+                        }
+                    }
                 }
             }
             return output
