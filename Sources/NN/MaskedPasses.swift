@@ -135,7 +135,7 @@ class MaskedPasses {
         case .off: return .dense
         case .on: return .sparse
         case .auto:
-            if density > Self.alwaysDenseAbove { return .dense }
+            // (Weights denser than `alwaysDenseAbove` never get here: `maskedPasses` gives them none.)
             let key = "\(name)/\(pass)/\(n)/\(activeCount)"
             if let known = ctx.kernelChoices[key] { return known }
             var bestDense = Double.infinity, bestSparse = Double.infinity

@@ -106,10 +106,11 @@ public final class ParameterStore {
         if transform != nil { effective.deallocate() }
     }
 
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
     /// Bytes of the gradient mapping for `count` floats (whole pages, at least one).
     private static func mappedBytes(_ count: Int) -> Int {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        return (max(count, 1) * MemoryLayout<Float>.stride + page - 1) / page * page
+        (max(count, 1) * MemoryLayout<Float>.stride + pageSize - 1) / pageSize * pageSize
     }
 
     /// Registers a parameter tensor and returns its place in the flat buffers.
@@ -195,7 +196,7 @@ public final class ParameterStore {
     /// zero and take memory again only when written) and writing zeros to the partial pages at
     /// its ends. The same values as writing zeros; for a gradient that may stay unwritten.
     public func zeroGradientReleasingPages(_ ref: ParameterRef) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let page = Self.pageSize
         let start = UnsafeMutableRawPointer(gradient(ref)), bytes = ref.count * MemoryLayout<Float>.stride
         let first = (Int(bitPattern: start) + page - 1) / page * page
         let last = (Int(bitPattern: start) + bytes) / page * page

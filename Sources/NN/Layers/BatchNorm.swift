@@ -72,6 +72,8 @@ public final class BatchNorm: Layer {
     public var parameterRefs: [ParameterRef] { [weight, bias].compactMap { $0 } }
     /// γ (per channel) as used by forward and backward.
     private var gammaValues: UnsafeMutablePointer<Float> { weight.map(store.value) ?? unitScale }
+    /// β (per channel) as used by forward and backward.
+    private var betaValues: UnsafeMutablePointer<Float> { bias.map(store.value) ?? zeroShift }
     public var batchNorms: [BatchNorm] { [self] }
 
     public func outputShape(for s: Shape) throws -> Shape {
@@ -94,7 +96,7 @@ public final class BatchNorm: Layer {
             let s = x.shape
             output.reshape(s)
             let m = s.n * s.plane
-            let gamma = gammaValues, beta = bias.map(store.value) ?? zeroShift
+            let gamma = gammaValues, beta = betaValues
             if ctx.training {
                 var sums = [Double](repeating: 0, count: 2 * channels)
                 let xP = SendablePointer(x.data)
@@ -172,7 +174,7 @@ public final class BatchNorm: Layer {
             var sums = [Double](repeating: 0, count: 2 * channels)
             let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)
             let meanC = mean, invC = invStd, ch = channels, fused = relu
-            let gamma = SendablePointer(gammaValues), beta = SendablePointer(bias.map(store.value) ?? zeroShift)
+            let gamma = SendablePointer(gammaValues), beta = SendablePointer(betaValues)
             sums.withUnsafeMutableBufferPointer { buf in
                 let sp = SendablePointer(buf.baseAddress!)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
