@@ -18,6 +18,7 @@ public struct SGD: Sendable {
     }
 
     public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1, threads: Int = 1) {
+        precondition(!store.hasPackedMomentum, "the update over every entry needs dense momentum; use step(_:active:)")
         let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
         let v = SendablePointer(store.momentum.baseAddress!), m = SendablePointer(store.mask.baseAddress!)
         let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
@@ -50,48 +51,56 @@ public struct SGD: Sendable {
     /// the others. Equal to `step` bit for bit when masked weights and momentum are +0 (they stay
     /// untouched, hence +0); at density d it reads and writes d of the maskable entries.
     /// `packedGradients[t]`, when given, holds tensor t's gradient packed (entry k belongs to
-    /// position `active[t][k]`) instead of `store.gradients`.
+    /// position `active[t][k]`) instead of `store.gradients`. A packed momentum
+    /// (`store.packedMomentum`) must be kept at `active[t]`; it is read and written in order.
     public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1,
                      active: [[Int32]], packedGradients: [UnsafeMutablePointer<Float>?] = [], threads: Int = 1) {
         let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
         let v = SendablePointer(store.momentum.baseAddress!)
         let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
+        /// Weight `wp[i]` with gradient `g` and momentum `vp[j]` (j = i for dense momentum, the
+        /// entry's rank for packed).
         @Sendable @inline(__always) func update(_ i: Int, _ wp: UnsafeMutablePointer<Float>, _ g: Float,
-                                                _ vp: UnsafeMutablePointer<Float>) {
+                                                _ j: Int, _ vp: UnsafeMutablePointer<Float>) {
             if nest {
                 let grad = g * s + wd * wp[i]
-                let vel = mu * vp[i] + grad
+                let vel = mu * vp[j] + grad
                 wp[i] = wp[i] - lr * (grad + mu * vel)
-                vp[i] = vel
+                vp[j] = vel
             } else {
-                let vel = mu * vp[i] + (g * s + wd * wp[i])
+                let vel = mu * vp[j] + (g * s + wd * wp[i])
                 wp[i] = wp[i] - lr * vel
-                vp[i] = vel
+                vp[j] = vel
             }
         }
         var t = 0
         for p in store.parameters {
             let o = p.ref.offset
-            let wp = SendablePointer(w.pointer + o), gp = SendablePointer(g.pointer + o), vp = SendablePointer(v.pointer + o)
+            let wp = SendablePointer(w.pointer + o), gp = SendablePointer(g.pointer + o)
             if p.maskable {
                 let packed = t < packedGradients.count ? packedGradients[t].map { SendablePointer($0) } : nil
+                let packedV = store.packedMomentum(p.ref)
+                precondition(packedV == nil || packedV!.count == active[t].count,
+                             "\(p.name): the packed momentum is not kept at the active positions")
+                let vp = SendablePointer(packedV?.baseAddress ?? v.pointer + o), vPacked = packedV != nil
                 active[t].withUnsafeBufferPointer { list in
                     let idx = SendablePointer(UnsafeMutablePointer(mutating: list.baseAddress ?? UnsafePointer(bitPattern: 8)!))
                     parallelChunks(list.count, chunks: list.count > 1 << 15 ? threads : 1) { r in
-                        if let pg = packed {
-                            for k in r { update(Int(idx.pointer[k]), wp.pointer, pg.pointer[k], vp.pointer) }
-                        } else {
-                            for k in r {
-                                let i = Int(idx.pointer[k])
-                                update(i, wp.pointer, gp.pointer[i], vp.pointer)
-                            }
+                        let ip = idx.pointer, w = wp.pointer, v = vp.pointer
+                        // The four layouts apart, so that each loop has no branch.
+                        switch (packed?.pointer, vPacked) {
+                        case (let pg?, true): for k in r { update(Int(ip[k]), w, pg[k], k, v) }
+                        case (let pg?, false): for k in r { let i = Int(ip[k]); update(i, w, pg[k], i, v) }
+                        case (nil, true): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], k, v) }
+                        case (nil, false): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], i, v) }
                         }
                     }
                 }
                 t += 1
             } else {
+                let vp = SendablePointer(v.pointer + o)
                 parallelChunks(p.ref.count, chunks: p.ref.count > 1 << 18 ? threads : 1) { r in
-                    for i in r { update(i, wp.pointer, gp.pointer[i], vp.pointer) }
+                    for i in r { update(i, wp.pointer, gp.pointer[i], i, vp.pointer) }
                 }
             }
         }

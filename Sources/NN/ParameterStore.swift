@@ -50,7 +50,12 @@ public final class ParameterStore {
     public private(set) var count = 0
     public private(set) var values: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     public private(set) var gradients: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
-    public private(set) var momentum: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// Momentum in the store's layout. The range of a weight whose momentum is packed
+    /// (`packMomentum`) is unused: +0, its pages given back. Read and write momentum through
+    /// `momentum(_:)`, `setMomentum(_:from:)` and `packedMomentum(_:)`.
+    private(set) var momentum: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// By parameter index: the momentum of a maskable weight kept packed.
+    var packedMomenta: [Int: PackedMomentum] = [:]
     public private(set) var mask: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     /// Effective weights when a `WeightTransform` is installed (same layout; only the maskable
     /// tensors are used), else empty.
@@ -100,17 +105,28 @@ public final class ParameterStore {
 
     deinit {
         if allocated {
-            values.deallocate(); momentum.deallocate(); mask.deallocate()
+            values.deallocate(); mask.deallocate()
             munmap(gradients.baseAddress, Self.mappedBytes(count))
+            munmap(momentum.baseAddress, Self.mappedBytes(count))
         }
+        for p in packedMomenta.values { p.values.deallocate() }
         if transform != nil { effective.deallocate() }
     }
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    /// Bytes of the gradient mapping for `count` floats (whole pages, at least one).
+    /// Bytes of an anonymous mapping of `count` floats (whole pages, at least one).
     private static func mappedBytes(_ count: Int) -> Int {
         (max(count, 1) * MemoryLayout<Float>.stride + pageSize - 1) / pageSize * pageSize
+    }
+
+    /// `count` zero floats in an anonymous mapping (pages take memory when first written).
+    private static func mapZeroed(_ count: Int, for what: String) -> UnsafeMutableBufferPointer<Float> {
+        guard let map = mmap(nil, mappedBytes(count), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              map != MAP_FAILED else {
+            fatalError("cannot map \(mappedBytes(count)) bytes for \(what): \(String(cString: strerror(errno)))")
+        }
+        return UnsafeMutableBufferPointer(start: map.bindMemory(to: Float.self, capacity: count), count: count)
     }
 
     /// Registers a parameter tensor and returns its place in the flat buffers.
@@ -128,21 +144,19 @@ public final class ParameterStore {
     }
 
     /// Creates the buffers: values initialised from `seed`, gradients and momentum zero, mask 1.
-    /// The gradients are an anonymous mapping: pages nothing writes (the dense gradient of a
-    /// weight whose layer writes it born packed) never take memory.
+    /// Gradients and momentum are anonymous mappings: pages nothing writes (the dense gradient of
+    /// a weight whose layer writes it born packed, the momentum of a weight whose momentum is
+    /// packed) never take memory.
     public func allocate(seed: UInt64) {
         precondition(!allocated, "allocate called twice")
         allocated = true
-        for b in [\ParameterStore.values, \.momentum, \.mask] {
+        for b in [\ParameterStore.values, \.mask] {
             let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
             buf.initialize(repeating: 0)
             self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
         }
-        guard let map = mmap(nil, Self.mappedBytes(count), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              map != MAP_FAILED else {
-            fatalError("cannot map \(Self.mappedBytes(count)) bytes for the gradients: \(String(cString: strerror(errno)))")
-        }
-        gradients = UnsafeMutableBufferPointer(start: map.bindMemory(to: Float.self, capacity: count), count: count)
+        gradients = Self.mapZeroed(count, for: "the gradients")
+        momentum = Self.mapZeroed(count, for: "the momentum")
         mask.update(repeating: 1)
         gradientPlacement = [GradientPlacement](repeating: .dense, count: parameters.count)
         initialize(seed: seed)
@@ -170,6 +184,7 @@ public final class ParameterStore {
     /// Installs the reparameterisation (once, after `allocate`) and lets it initialise its state.
     public func install(_ transform: WeightTransform, seed: UInt64) {
         precondition(allocated && self.transform == nil, "install a transform once, after allocation")
+        precondition(packedMomenta.isEmpty, "a weight transform trains every entry: install it before momentum is packed")
         self.transform = transform
         effective = .allocate(capacity: max(count, 1))
         effective.initialize(repeating: 0)
@@ -195,20 +210,24 @@ public final class ParameterStore {
     /// Zeroes a parameter's gradient by giving its whole pages back to the system (they read as
     /// zero and take memory again only when written) and writing zeros to the partial pages at
     /// its ends. The same values as writing zeros; for a gradient that may stay unwritten.
-    public func zeroGradientReleasingPages(_ ref: ParameterRef) {
-        let page = Self.pageSize
-        let start = UnsafeMutableRawPointer(gradient(ref)), bytes = ref.count * MemoryLayout<Float>.stride
+    public func zeroGradientReleasingPages(_ ref: ParameterRef) { Self.zeroReleasingPages(gradient(ref), ref.count) }
+
+    /// Zeroes `p[0..<count]` (inside an anonymous mapping) by releasing its whole pages and
+    /// writing zeros to the partial pages at its ends.
+    static func zeroReleasingPages(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        let page = pageSize
+        let start = UnsafeMutableRawPointer(p), bytes = count * MemoryLayout<Float>.stride
         let first = (Int(bitPattern: start) + page - 1) / page * page
         let last = (Int(bitPattern: start) + bytes) / page * page
         guard last > first else {
-            gradient(ref).update(repeating: 0, count: ref.count)
+            p.update(repeating: 0, count: count)
             return
         }
         let head = first - Int(bitPattern: start), tail = Int(bitPattern: start) + bytes - last
         start.initializeMemory(as: UInt8.self, repeating: 0, count: head)
         UnsafeMutableRawPointer(bitPattern: last)!.initializeMemory(as: UInt8.self, repeating: 0, count: tail)
         if madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) != 0 {
-            gradient(ref).update(repeating: 0, count: ref.count)
+            p.update(repeating: 0, count: count)
         }
     }
 
@@ -216,14 +235,16 @@ public final class ParameterStore {
     public func maskDidChange() { maskGeneration &+= 1 }
 
     /// `w ← w ⊙ m` and `v ← v ⊙ m` over maskable parameters (after the mask was written: also
-    /// `maskDidChange()`).
+    /// `maskDidChange()`). A packed momentum is left as it is: its positions change only by
+    /// `packMomentum`, which the mask's owner calls for every mask it makes.
     public func applyMask() {
         maskDidChange()
         for p in parameters where p.maskable {
             let o = p.ref.offset
             for i in o..<(o + p.ref.count) where mask[i] == 0 {
                 values[i] = 0
-                momentum[i] = 0
+                // Written only when not +0 already: untouched pages of the mapping stay free.
+                if momentum[i].bitPattern != 0 { momentum[i] = 0 }
             }
         }
     }

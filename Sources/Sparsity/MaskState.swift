@@ -21,6 +21,8 @@ public final class MaskState {
         self.generation = generation
         layers = MaskableLayer.all(in: store)
         layerAtOffset = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1.offset, $0) })
+        weights = store.parameters.filter(\.maskable).map(\.ref)
+        packsMomentum = store.transform == nil
         rebuildIndices()
         store.maskDidChange()
         indexedGeneration = store.maskGeneration
@@ -29,6 +31,11 @@ public final class MaskState {
 
     /// Layer number by the offset of its weights.
     private let layerAtOffset: [Int: Int]
+    /// The store's reference of each layer's weight.
+    private let weights: [ParameterRef]
+    /// Whether the layers' momentum is kept packed at their active positions (always, except
+    /// under a weight transform, which trains every entry).
+    private let packsMomentum: Bool
     /// The store's mask generation that `activeIndices` describe.
     private var indexedGeneration = -1
 
@@ -54,13 +61,13 @@ public final class MaskState {
 
     /// Makes the maskable entries of `newMask` (a buffer with the store's layout; non-zero =
     /// active) the mask. Entries that leave the mask and entries that join it get weight and
-    /// momentum +0 (entries active before and after keep theirs); the index lists are rebuilt and
-    /// the generation goes up.
+    /// momentum +0 (entries active before and after keep theirs); the index lists are rebuilt,
+    /// packed momentum moves to the new positions, and the generation goes up.
     /// - Returns: how many entries left and joined each layer.
     @discardableResult
     public func replace(with newMask: UnsafeBufferPointer<Float>) -> MaskDelta {
         precondition(newMask.count == store.count, "a mask needs the store's layout (\(store.count) entries)")
-        let m = store.mask, w = store.values, v = store.momentum
+        let m = store.mask, w = store.values
         var delta = MaskDelta(dropped: [], grown: [])
         for l in layers {
             var dropped = 0, grown = 0
@@ -69,13 +76,14 @@ public final class MaskState {
                 if was != now {
                     if was { dropped &+= 1 } else { grown &+= 1 }
                     w[i] = 0
-                    v[i] = 0
                     m[i] = now ? 1 : 0
                 }
             }
             delta.dropped.append(dropped)
             delta.grown.append(grown)
         }
+        // Dense momentum: the entries that left get +0 (those that joined were masked, so +0).
+        if !packsMomentum { store.applyMask() }
         rebuildIndices()
         generation += 1
         store.maskDidChange()
@@ -89,6 +97,9 @@ public final class MaskState {
     private func rebuildIndices() {
         let m = store.mask.baseAddress!
         activeIndices = layers.map { l in nonZeroPositions(of: m + l.offset, count: l.count) }
+        if packsMomentum {
+            for (ref, active) in zip(weights, activeIndices) { store.packMomentum(ref, positions: active) }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ extension Trainer {
     /// a good checkpoint is never replaced by a diverged one.
     func checkStateIsFinite(epoch: Int) throws {
         let store = network.store
-        let finite = store.values.allSatisfy(\.isFinite) && store.momentum.allSatisfy(\.isFinite)
+        let finite = store.values.allSatisfy(\.isFinite) && store.momentumIsFinite
             && network.batchNorms.allSatisfy { $0.runningMean.allSatisfy(\.isFinite) && $0.runningVar.allSatisfy(\.isFinite) }
         guard finite else {
             throw TrainingDiverged(description: "the weights became non-finite during epoch \(epoch + 1); \(lastGoodCheckpoint)")

@@ -11,7 +11,7 @@ extension Trainer {
         for p in store.parameters {
             let r = p.ref.offset..<(p.ref.offset + p.ref.count)
             ck.tensors.append(("param/" + p.name, p.shape, Array(store.values[r])))
-            ck.tensors.append(("momentum/" + p.name, p.shape, Array(store.momentum[r])))
+            ck.tensors.append(("momentum/" + p.name, p.shape, store.momentum(p.ref)))
             if p.maskable { ck.tensors.append(("mask/" + p.name, p.shape, Array(store.mask[r]))) }
         }
         for bn in network.batchNorms {
@@ -75,14 +75,17 @@ extension Trainer {
             throw ConfigError("\(path): the model was trained on classes \(RunData.names(names.split(separator: "\n").map(String.init))), the data has \(RunData.names(data.train.classNames))")
         }
         let store = network.store
-        func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
+        func tensor(_ name: String, _ count: Int) throws -> [Float] {
             guard let v = ck.tensor(name) else { throw ConfigError("\(path): checkpoint lacks \(name) (was it made with another model?)") }
             guard v.count == count else { throw ConfigError("\(path): \(name) has \(v.count) values, the model needs \(count) (another model?)") }
-            v.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: count) }
+            return v
+        }
+        func copy(_ name: String, _ count: Int, into dst: UnsafeMutablePointer<Float>) throws {
+            try tensor(name, count).withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: count) }
         }
         for p in store.parameters {
             try copy("param/" + p.name, p.ref.count, into: store.value(p.ref))
-            try copy("momentum/" + p.name, p.ref.count, into: store.momentum.baseAddress! + p.ref.offset)
+            try tensor("momentum/" + p.name, p.ref.count).withUnsafeBufferPointer { store.setMomentum(p.ref, from: $0.baseAddress!) }
             if p.maskable { try copy("mask/" + p.name, p.ref.count, into: store.maskValues(p.ref)) }
         }
         store.maskDidChange()

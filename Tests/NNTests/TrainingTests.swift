@@ -64,12 +64,13 @@ final class TrainingTests: XCTestCase {
             _ = y.withUnsafeBufferPointer { loss(logits, labels: $0.baseAddress!, normalizer: 64, ctx: net.ctx) }
             net.backward(loss.gradient)
             sgd.step(store, learningRate: 0.05)
-            for i in masked where store.values[i] != 0 || store.momentum[i] != 0 {
-                return XCTFail("step \(step): masked entry \(i) is \(store.values[i]) / \(store.momentum[i])")
+            let momentum = store.momentumInStoreLayout()
+            for i in masked where store.values[i] != 0 || momentum[i] != 0 {
+                return XCTFail("step \(step): masked entry \(i) is \(store.values[i]) / \(momentum[i])")
             }
         }
         // Unmasked weights did move.
-        XCTAssertGreaterThan(store.momentum.reduce(0) { $0 + abs($1) }, 0)
+        XCTAssertGreaterThan(store.momentumInStoreLayout().reduce(0) { $0 + abs($1) }, 0)
     }
 
     func testSGDMatchesPyTorchUpdateRule() {
@@ -91,17 +92,18 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertEqual(Double(store.values[0]), w[0], accuracy: 1e-6)
         XCTAssertEqual(Double(store.values[1]), w[1], accuracy: 1e-6)
-        XCTAssertEqual(Double(store.momentum[1]), v[1], accuracy: 1e-6)
+        XCTAssertEqual(Double(store.momentumInStoreLayout()[1]), v[1], accuracy: 1e-6)
         // Nesterov: w -= η(g + μv).
-        store.values[0] = 1; store.momentum[0] = 0.5
+        store.values[0] = 1
+        store.setMomentum(store.parameters[0].ref, from: [0.5, Float(v[1])])
         SGD(momentum: 0.9, nesterov: true, weightDecay: 0).step(store, learningRate: 0.1)
         let vel = 0.9 * 0.5 + 0.5
         XCTAssertEqual(Double(store.values[0]), 1 - 0.1 * (0.5 + 0.9 * vel), accuracy: 1e-6)
     }
 
-    /// The update visiting active entries only (dense gradient, or packed in active order) gives
-    /// the same bits as the dense update over every entry, plain and Nesterov, over several steps
-    /// and on two threads.
+    /// The update visiting active entries only (dense gradient, or packed in active order; dense
+    /// momentum, or packed) gives the same bits as the dense update over every entry, plain and
+    /// Nesterov, over several steps and on two threads.
     func testActiveEntryUpdateEqualsTheDenseUpdateBitForBit() {
         for nesterov in [false, true] {
             func makeStore() -> (ParameterStore, ParameterRef) {
@@ -116,23 +118,29 @@ final class TrainingTests: XCTestCase {
                 return (store, w)
             }
             let (dense, w) = makeStore(), (active, _) = makeStore(), (packed, _) = makeStore()
+            let (packedV, _) = makeStore(), (packedBoth, _) = makeStore()
             let positions = (0..<w.count).filter { dense.mask[w.offset + $0] != 0 }.map { Int32($0) }
+            for store in [packedV, packedBoth] { store.packMomentum(w, positions: positions) }
             let sgd = SGD(momentum: 0.9, nesterov: nesterov, weightDecay: 5e-4)
             var rng = Xoshiro256(seed: 13)
             for _ in 0..<3 {
                 let g = (0..<dense.count).map { _ in rng.nextFloat() - 0.5 }
-                for store in [dense, active, packed] { g.withUnsafeBufferPointer { store.gradients.baseAddress!.update(from: $0.baseAddress!, count: g.count) } }
+                for store in [dense, active, packed, packedV, packedBoth] { g.withUnsafeBufferPointer { store.gradients.baseAddress!.update(from: $0.baseAddress!, count: g.count) } }
                 var slot = positions.map { g[w.offset + Int($0)] }
                 sgd.step(dense, learningRate: 0.05, gradientScale: 0.5, threads: 2)
                 sgd.step(active, learningRate: 0.05, gradientScale: 0.5, active: [positions], threads: 2)
+                sgd.step(packedV, learningRate: 0.05, gradientScale: 0.5, active: [positions], threads: 2)
                 slot.withUnsafeMutableBufferPointer { p in
-                    sgd.step(packed, learningRate: 0.05, gradientScale: 0.5, active: [positions], packedGradients: [p.baseAddress!],
-                             threads: 2)
+                    for store in [packed, packedBoth] {
+                        sgd.step(store, learningRate: 0.05, gradientScale: 0.5, active: [positions], packedGradients: [p.baseAddress!],
+                                 threads: 2)
+                    }
                 }
             }
-            for other in [active, packed] {
+            XCTAssertEqual(packedBoth.packedMomentum(w)?.count, positions.count)
+            for other in [active, packed, packedV, packedBoth] {
                 XCTAssertEqual(Array(dense.values).map(\.bitPattern), Array(other.values).map(\.bitPattern), "weights, nesterov \(nesterov)")
-                XCTAssertEqual(Array(dense.momentum).map(\.bitPattern), Array(other.momentum).map(\.bitPattern), "momentum, nesterov \(nesterov)")
+                XCTAssertEqual(dense.momentumInStoreLayout().map(\.bitPattern), other.momentumInStoreLayout().map(\.bitPattern), "momentum, nesterov \(nesterov)")
             }
         }
     }

@@ -92,28 +92,30 @@ final class MaskStateTests: XCTestCase {
         _ = store.register("w", shape: [2, 3], maskable: true, initializer: .normal(std: 1))
         _ = store.register("b", shape: [2], maskable: false, initializer: .ones)
         store.allocate(seed: 1)
-        for i in 0..<store.count { store.momentum[i] = 7 }
+        for p in store.parameters { store.setMomentum(p.ref, from: [Float](repeating: 7, count: p.ref.count)) }
+        store.mask[4] = 0   // an inactive entry (weight and momentum kept at +0 by the store's rule)
+        store.applyMask()
         let masks = MaskState(store: store)
         XCTAssertEqual(masks.generation, 0)
-        XCTAssertEqual(masks.activeCounts, [6])
+        XCTAssertEqual(masks.activeCounts, [5])
+        XCTAssertEqual(store.packedMomentum(store.parameters[0].ref).map(Array.init), [7, 7, 7, 7, 7], "packed at the active positions")
         let before = Array(store.values)
-        store.mask[4] = 0   // an inactive entry (weight kept at +0 by the store's rule)
-        store.values[4] = 0
-        store.momentum[4] = 0
         let next: [Float] = [1, 0, 1, 1, 1, 0, /* dense entries are not read */ 0, 0]
         let delta = next.withUnsafeBufferPointer { masks.replace(with: $0) }
         XCTAssertEqual(delta.dropped, [2])   // 1 and 5
         XCTAssertEqual(delta.grown, [1])     // 4
         XCTAssertEqual(masks.generation, 1)
         XCTAssertEqual(masks.activeIndices, [[0, 2, 3, 4]])
+        let momentum = store.momentumInStoreLayout()
         for i in [1, 4, 5] {
             XCTAssertEqual(store.values[i].bitPattern, 0, "entry \(i) weight +0")
-            XCTAssertEqual(store.momentum[i].bitPattern, 0, "entry \(i) momentum +0")
+            XCTAssertEqual(momentum[i].bitPattern, 0, "entry \(i) momentum +0")
         }
         for i in [0, 2, 3, 6, 7] {
             XCTAssertEqual(store.values[i], before[i])
-            XCTAssertEqual(store.momentum[i], 7)
+            XCTAssertEqual(momentum[i], 7)
         }
+        XCTAssertEqual(store.packedMomentum(store.parameters[0].ref).map(Array.init), [7, 7, 7, 0], "packed at the new positions 0, 2, 3 (kept) and 4 (joined)")
         XCTAssertEqual(Array(store.mask), [1, 0, 1, 1, 1, 0, 1, 1])
     }
 

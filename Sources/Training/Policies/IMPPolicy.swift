@@ -57,7 +57,7 @@ final class IMPPolicy: MaskPolicy {
         guard let snapshot else { preconditionFailure("IMP pruned before its rewind point was recorded") }
         let store = masks.store
         snapshot.withUnsafeBufferPointer { store.values.baseAddress!.update(from: $0.baseAddress!, count: store.count) }
-        store.momentum.update(repeating: 0)
+        store.zeroMomentum()
         masks.zeroInactive()
     }
 
