@@ -61,6 +61,7 @@ check "bench allreduce --link: ping-pong and exchange against allreduce" bash -c
 check "bench scaling calibrates the fabric on 2 ranks and checks its prediction" bash -c "$(declare -f run2); st=$st; run2 bench scaling --model mlp --hidden 64 --batch 16 --densities 1 0.1 --nodes 1 2 1024 --steps 2 --json | grep -q '\"error_here\":'"
 fails "bench scaling on one rank needs a fabric" "one rank cannot measure a fabric" "$st" bench scaling --model mlp --hidden 64 --steps 1
 fails "bench scaling with a node speed-up below 1" "node-speedup must be in" "$st" bench scaling --model mlp --fabric 25gbe --node-speedup 0.5
+check "bench mask-change on 2 ranks: a RiGL change and a training step after it" bash -c "$(declare -f run2); st=$st; run2 bench mask-change --model mlp --hidden 64 --repeats 1 --batch 8 --json | grep -q '\"ranks\":2,.*\"step_ms\"'"
 check "bench conv times the sparse convolution passes" bash -c "'$st' bench conv --shapes 8:8:6 --batch 4 --densities 0.5,0.1 --steps 1 --json | grep -c '\"weight_gradient_ms\"' | grep -qx 2"
 fails "bench kernels with an unknown variant" "is not avx512, avx2 or portable" "$st" bench kernels --isa sse9
 check "densities exact total" bash -c "'$st' densities --model vgg16 --sparsity 0.9 --method balanced --json | grep -q '\"total_nnz\":1471558,'"

@@ -18,7 +18,21 @@ public struct SGD: Sendable {
     }
 
     public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1, threads: Int = 1) {
-        precondition(!store.hasPackedMomentum, "the update over every entry needs dense momentum; use step(_:active:)")
+        if store.hasPackedMomentum {
+            // A packed momentum is kept at its mask's active positions: the same update is the
+            // one over those entries after the masked weights are set to +0.
+            var active: [[Int32]] = []
+            for p in store.parameters where p.maskable {
+                let w = store.value(p.ref), m = store.maskValues(p.ref)
+                for i in 0..<p.ref.count where m[i] == 0 { w[i] = 0 }
+                let positions = nonZeroPositions(of: m, count: p.ref.count)
+                precondition(store.packedMomentumPositions(p.ref).map { $0 == positions } ?? true,
+                             "\(p.name): the mask changed without its owner moving the packed momentum")
+                active.append(positions)
+            }
+            step(store, learningRate: lr, gradientScale: gradientScale, active: active, threads: threads)
+            return
+        }
         let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
         let v = SendablePointer(store.momentum.baseAddress!), m = SendablePointer(store.mask.baseAddress!)
         let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale

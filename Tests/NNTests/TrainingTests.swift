@@ -103,7 +103,8 @@ final class TrainingTests: XCTestCase {
 
     /// The update visiting active entries only (dense gradient, or packed in active order; dense
     /// momentum, or packed) gives the same bits as the dense update over every entry, plain and
-    /// Nesterov, over several steps and on two threads.
+    /// Nesterov, over several steps and on two threads; so does the update over every entry
+    /// asked of a store whose momentum is packed.
     func testActiveEntryUpdateEqualsTheDenseUpdateBitForBit() {
         for nesterov in [false, true] {
             func makeStore() -> (ParameterStore, ParameterRef) {
@@ -118,16 +119,17 @@ final class TrainingTests: XCTestCase {
                 return (store, w)
             }
             let (dense, w) = makeStore(), (active, _) = makeStore(), (packed, _) = makeStore()
-            let (packedV, _) = makeStore(), (packedBoth, _) = makeStore()
+            let (packedV, _) = makeStore(), (packedBoth, _) = makeStore(), (denseOverPacked, _) = makeStore()
             let positions = (0..<w.count).filter { dense.mask[w.offset + $0] != 0 }.map { Int32($0) }
-            for store in [packedV, packedBoth] { store.packMomentum(w, positions: positions) }
+            for store in [packedV, packedBoth, denseOverPacked] { store.packMomentum(w, positions: positions) }
             let sgd = SGD(momentum: 0.9, nesterov: nesterov, weightDecay: 5e-4)
             var rng = Xoshiro256(seed: 13)
             for _ in 0..<3 {
                 let g = (0..<dense.count).map { _ in rng.nextFloat() - 0.5 }
-                for store in [dense, active, packed, packedV, packedBoth] { g.withUnsafeBufferPointer { store.gradients.baseAddress!.update(from: $0.baseAddress!, count: g.count) } }
+                for store in [dense, active, packed, packedV, packedBoth, denseOverPacked] { g.withUnsafeBufferPointer { store.gradients.baseAddress!.update(from: $0.baseAddress!, count: g.count) } }
                 var slot = positions.map { g[w.offset + Int($0)] }
                 sgd.step(dense, learningRate: 0.05, gradientScale: 0.5, threads: 2)
+                sgd.step(denseOverPacked, learningRate: 0.05, gradientScale: 0.5, threads: 2)
                 sgd.step(active, learningRate: 0.05, gradientScale: 0.5, active: [positions], threads: 2)
                 sgd.step(packedV, learningRate: 0.05, gradientScale: 0.5, active: [positions], threads: 2)
                 slot.withUnsafeMutableBufferPointer { p in
@@ -138,7 +140,7 @@ final class TrainingTests: XCTestCase {
                 }
             }
             XCTAssertEqual(packedBoth.packedMomentum(w)?.count, positions.count)
-            for other in [active, packed, packedV, packedBoth] {
+            for other in [active, packed, packedV, packedBoth, denseOverPacked] {
                 XCTAssertEqual(Array(dense.values).map(\.bitPattern), Array(other.values).map(\.bitPattern), "weights, nesterov \(nesterov)")
                 XCTAssertEqual(dense.momentumInStoreLayout().map(\.bitPattern), other.momentumInStoreLayout().map(\.bitPattern), "momentum, nesterov \(nesterov)")
             }
