@@ -23,11 +23,11 @@ final class MaskedConvolution: MaskedPasses {
     }
 
     /// `y = (W⊙M) ⊛ x` for `x` of shape `s`, dense (`dense()`) or sparse.
-    func forward(_ w: UnsafePointer<Float>, x: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,
+    func forward(_ store: ParameterStore, x: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,
                  y: UnsafeMutablePointer<Float>, _ ctx: Context, dense: () -> Void) {
         kernels.outputGradientChanged()
         run(.forward, n: n, ctx, dense: dense) {
-            kernels.forward(weights: w, x: x, batch: s.n, height: s.h, width: s.w, y: y,
+            kernels.forward(weights: sparseWeights(store), x: x, batch: s.n, height: s.h, width: s.w, y: y,
                             isa: ctx.sparseISA, threads: ctx.threads)
         }
     }
@@ -50,10 +50,10 @@ final class MaskedConvolution: MaskedPasses {
     }
 
     /// `dx = (W⊙M)ᵀ ⊛ dy` for an input of shape `s`, dense (`dense()`) or sparse.
-    func inputGradient(_ w: UnsafePointer<Float>, dy: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,
+    func inputGradient(_ store: ParameterStore, dy: UnsafePointer<Float>, shape s: Shape, outputPixels n: Int,
                        dx: UnsafeMutablePointer<Float>, _ ctx: Context, dense: () -> Void) {
         run(.inputGradient, n: n, ctx, dense: dense) {
-            kernels.inputGradient(weights: w, dy: dy, dx: dx, batch: s.n, height: s.h, width: s.w,
+            kernels.inputGradient(weights: sparseWeights(store), dy: dy, dx: dx, batch: s.n, height: s.h, width: s.w,
                                   isa: ctx.sparseISA, threads: ctx.threads)
         }
     }

@@ -9,8 +9,8 @@ final class MaskedMatmul: MaskedPasses {
     let byRow: SparseIndex
     let byColumn: SparseIndex
     /// The weights in the order of `byRow` (forward) and of `byColumn` (input gradient),
-    /// gathered at the start of a pass: the kernels then read them as one stream instead of
-    /// hopping through the dense weight. A sparse forward that will be followed by an input
+    /// gathered at the start of a pass from the store's packed values (or the dense weight): the
+    /// kernels then read them as one stream. A sparse forward that will be followed by an input
     /// gradient gathers both in one read of the weight (they hold until the backward: the
     /// weights do not change in between).
     private(set) var rowValues: UnsafeMutablePointer<Float>
@@ -52,12 +52,13 @@ final class MaskedMatmul: MaskedPasses {
     /// `prepare()` runs before either (e.g. writes the bias that `accumulate` adds onto), also
     /// before each timed run. `inputGradientFollows`: the backward will compute `dX` (so a sparse
     /// forward gathers the input gradient's values too).
-    func forward(_ w: UnsafePointer<Float>, x: UnsafePointer<Float>, ldx: Int, n: Int, y: UnsafeMutablePointer<Float>,
+    func forward(_ store: ParameterStore, x: UnsafePointer<Float>, ldx: Int, n: Int, y: UnsafeMutablePointer<Float>,
                  ldy: Int, accumulate: Bool, inputGradientFollows: Bool, _ ctx: Context,
                  prepare: () -> Void, dense: () -> Void) {
         columnValuesFresh = false
         let sparse = {
             prepare()
+            let w = self.sparseWeights(store)
             if inputGradientFollows {
                 SparseKernels.gatherValues(self.byRow, into: self.rowValues, self.byColumn, into: self.columnValues,
                                            weights: w, threads: ctx.threads)
@@ -73,11 +74,12 @@ final class MaskedMatmul: MaskedPasses {
 
     /// `dX = (W⊙M)ᵀ·dY` over `n` columns, dense (`dense()`) or over the transposed index (with the
     /// values the forward pass gathered, else gathered now).
-    func inputGradient(_ w: UnsafePointer<Float>, dy: UnsafePointer<Float>, lddy: Int, n: Int,
+    func inputGradient(_ store: ParameterStore, dy: UnsafePointer<Float>, lddy: Int, n: Int,
                        dx: UnsafeMutablePointer<Float>, lddx: Int, _ ctx: Context, dense: () -> Void) {
         let sparse = {
             if !self.columnValuesFresh {
-                SparseKernels.gatherValues(self.byColumn, weights: w, into: self.columnValues, threads: ctx.threads)
+                SparseKernels.gatherValues(self.byColumn, weights: self.sparseWeights(store), into: self.columnValues,
+                                           threads: ctx.threads)
             }
             SparseKernels.multiply(self.byColumn, weights: self.columnValues, weightsInIndexOrder: true, x: dy, ldx: lddy, n: n,
                                    y: dx, ldy: lddx, isa: ctx.sparseISA, threads: ctx.threads)

@@ -59,6 +59,15 @@ class MaskedPasses {
 
     var density: Double { Double(activeCount) / Double(max(1, weight.count)) }
 
+    /// The weights the sparse passes read: the store's packed values when it keeps them (at the
+    /// mask the index was built from), else the dense weights.
+    func sparseWeights(_ store: ParameterStore) -> SparseWeights {
+        guard let p = store.packedValues(weight) else { return .dense(store.forwardWeight(weight)) }
+        precondition(store.packedPositions(weight)?.count == activeCount,
+                     "\(name): the packed weights and the sparse index describe different masks")
+        return .packed(p)
+    }
+
     /// Rebuilds the index if the mask changed since it was built.
     func refresh(_ store: ParameterStore, threads: Int) {
         guard store.maskGeneration != builtGeneration else { return }

@@ -26,7 +26,7 @@ public struct SGD: Sendable {
                 let w = store.value(p.ref), m = store.maskValues(p.ref)
                 for i in 0..<p.ref.count where m[i] == 0 { w[i] = 0 }
                 let positions = nonZeroPositions(of: m, count: p.ref.count)
-                precondition(store.packedMomentumPositions(p.ref).map { $0 == positions } ?? true,
+                precondition(store.packedPositions(p.ref).map { $0 == positions } ?? true,
                              "\(p.name): the mask changed without its owner moving the packed momentum")
                 active.append(positions)
             }
@@ -65,11 +65,12 @@ public struct SGD: Sendable {
     /// the others. Equal to `step` bit for bit when masked weights and momentum are +0 (they stay
     /// untouched, hence +0); at density d it reads and writes d of the maskable entries.
     /// `packedGradients[t]`, when given, holds tensor t's gradient packed (entry k belongs to
-    /// position `active[t][k]`) instead of `store.gradients`. A packed momentum
-    /// (`store.packedMomentum`) must be kept at `active[t]`; it is read and written in order.
+    /// position `active[t][k]`) instead of `store.gradients`. A packed momentum and packed
+    /// values (`store.pack`) must be kept at `active[t]`; they are read and written in order.
     public func step(_ store: ParameterStore, learningRate lr: Float, gradientScale: Float = 1,
                      active: [[Int32]], packedGradients: [UnsafeMutablePointer<Float>?] = [], threads: Int = 1) {
-        let w = SendablePointer(store.values.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
+        // The dense values as they are: a packed weight's values are taken from its packed copy.
+        let w = SendablePointer(store.valueStorage.baseAddress!), g = SendablePointer(store.gradients.baseAddress!)
         let v = SendablePointer(store.momentum.baseAddress!)
         let mu = momentum, wd = weightDecay, nest = nesterov, s = gradientScale
         /// Weight `wp[i]` with gradient `g` and momentum `vp[j]` (j = i for dense momentum, the
@@ -93,20 +94,24 @@ public struct SGD: Sendable {
             let wp = SendablePointer(w.pointer + o), gp = SendablePointer(g.pointer + o)
             if p.maskable {
                 let packed = t < packedGradients.count ? packedGradients[t].map { SendablePointer($0) } : nil
-                let packedV = store.packedMomentum(p.ref)
+                let packedV = store.packedMomentum(p.ref), packedW = store.packedValuesForUpdate(p.ref)
                 precondition(packedV == nil || packedV!.count == active[t].count,
                              "\(p.name): the packed momentum is not kept at the active positions")
                 let vp = SendablePointer(packedV?.baseAddress ?? v.pointer + o), vPacked = packedV != nil
+                let pw = SendablePointer(packedW?.baseAddress ?? wp.pointer), wPacked = packedW != nil
                 active[t].withUnsafeBufferPointer { list in
                     let idx = SendablePointer(UnsafeMutablePointer(mutating: list.baseAddress ?? UnsafePointer(bitPattern: 8)!))
                     parallelChunks(list.count, chunks: list.count > 1 << 15 ? threads : 1) { r in
-                        let ip = idx.pointer, w = wp.pointer, v = vp.pointer
-                        // The four layouts apart, so that each loop has no branch.
-                        switch (packed?.pointer, vPacked) {
-                        case (let pg?, true): for k in r { update(Int(ip[k]), w, pg[k], k, v) }
-                        case (let pg?, false): for k in r { let i = Int(ip[k]); update(i, w, pg[k], i, v) }
-                        case (nil, true): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], k, v) }
-                        case (nil, false): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], i, v) }
+                        let ip = idx.pointer, w = pw.pointer, v = vp.pointer
+                        // The layouts apart, so that each loop has no branch (packed values come
+                        // with packed momentum).
+                        switch (packed?.pointer, vPacked, wPacked) {
+                        case (let pg?, true, true): for k in r { update(k, w, pg[k], k, v) }
+                        case (nil, true, true): for k in r { update(k, w, gp.pointer[Int(ip[k])], k, v) }
+                        case (let pg?, true, false): for k in r { update(Int(ip[k]), w, pg[k], k, v) }
+                        case (nil, true, false): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], k, v) }
+                        case (let pg?, false, _): for k in r { let i = Int(ip[k]); update(i, w, pg[k], i, v) }
+                        case (nil, false, _): for k in r { let i = Int(ip[k]); update(i, w, gp.pointer[i], i, v) }
                         }
                     }
                 }

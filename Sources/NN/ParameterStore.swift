@@ -48,14 +48,26 @@ public struct ParameterInfo: Sendable {
 public final class ParameterStore {
     public private(set) var parameters: [ParameterInfo] = []
     public private(set) var count = 0
-    public private(set) var values: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// The parameter values in the store's layout. A weight whose values are packed
+    /// (`pack(_:positions:)`) is written here first: readers and writers of this buffer see every
+    /// weight, and a packed weight's next update takes its values back from here.
+    public var values: UnsafeMutableBufferPointer<Float> {
+        makeDenseCurrentForAll()
+        return valueStorage
+    }
+    /// The dense values (an anonymous mapping: the range of a weight whose values are packed
+    /// takes no memory while nothing reads it dense).
+    private(set) var valueStorage: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     public private(set) var gradients: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     /// Momentum in the store's layout. The range of a weight whose momentum is packed
-    /// (`packMomentum`) is unused: +0, its pages given back. Read and write momentum through
+    /// (`pack(_:positions:)`) is unused: +0, its pages given back. Read and write momentum through
     /// `momentum(_:)`, `setMomentum(_:from:)` and `packedMomentum(_:)`.
     private(set) var momentum: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
-    /// By parameter index: the momentum of a maskable weight kept packed.
-    var packedMomenta: [Int: PackedMomentum] = [:]
+    /// By parameter index: the momentum, and the values when sparse enough, of a maskable weight
+    /// kept packed at its mask's active positions.
+    var packed: [Int: PackedParameter] = [:]
+    /// No packed weight has values more current than the dense buffer's (`values` has nothing to do).
+    var denseCurrentForAll = true
     public private(set) var mask: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     /// Effective weights when a `WeightTransform` is installed (same layout; only the maskable
     /// tensors are used), else empty.
@@ -105,11 +117,10 @@ public final class ParameterStore {
 
     deinit {
         if allocated {
-            values.deallocate(); mask.deallocate()
-            munmap(gradients.baseAddress, Self.mappedBytes(count))
-            munmap(momentum.baseAddress, Self.mappedBytes(count))
+            mask.deallocate()
+            for b in [valueStorage, gradients, momentum] { munmap(b.baseAddress, Self.mappedBytes(count)) }
         }
-        for p in packedMomenta.values { p.values.deallocate() }
+        for p in packed.values { p.deallocate() }
         if transform != nil { effective.deallocate() }
     }
 
@@ -144,17 +155,16 @@ public final class ParameterStore {
     }
 
     /// Creates the buffers: values initialised from `seed`, gradients and momentum zero, mask 1.
-    /// Gradients and momentum are anonymous mappings: pages nothing writes (the dense gradient of
-    /// a weight whose layer writes it born packed, the momentum of a weight whose momentum is
-    /// packed) never take memory.
+    /// Values, gradients and momentum are anonymous mappings: pages nothing writes (the dense
+    /// gradient of a weight whose layer writes it born packed, the dense values and momentum of a
+    /// packed weight) take no memory.
     public func allocate(seed: UInt64) {
         precondition(!allocated, "allocate called twice")
         allocated = true
-        for b in [\ParameterStore.values, \.mask] {
-            let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
-            buf.initialize(repeating: 0)
-            self[keyPath: b] = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
-        }
+        let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+        buf.initialize(repeating: 0)
+        mask = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
+        valueStorage = Self.mapZeroed(count, for: "the weights")
         gradients = Self.mapZeroed(count, for: "the gradients")
         momentum = Self.mapZeroed(count, for: "the momentum")
         mask.update(repeating: 1)
@@ -184,7 +194,7 @@ public final class ParameterStore {
     /// Installs the reparameterisation (once, after `allocate`) and lets it initialise its state.
     public func install(_ transform: WeightTransform, seed: UInt64) {
         precondition(allocated && self.transform == nil, "install a transform once, after allocation")
-        precondition(packedMomenta.isEmpty, "a weight transform trains every entry: install it before momentum is packed")
+        precondition(packed.isEmpty, "a weight transform trains every entry: install it before momentum is packed")
         self.transform = transform
         effective = .allocate(capacity: max(count, 1))
         effective.initialize(repeating: 0)
@@ -196,11 +206,19 @@ public final class ParameterStore {
     /// Brings the effective weights up to date with the parameters (no-op without a transform).
     public func refreshEffective() { transform?.writeEffective(self) }
 
-    public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { values.baseAddress! + ref.offset }
-    /// The weights layers compute with: the effective weights of a maskable tensor when a
-    /// transform is installed, else the parameter values.
+    /// A parameter's values in the dense layout, to read or write (a packed weight's values are
+    /// written here first, and its next update takes them back from here).
+    public func value(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> {
+        makeDenseCurrent(ref)
+        return valueStorage.baseAddress! + ref.offset
+    }
+    /// The weights the dense passes compute with, read only: the effective weights of a
+    /// maskable tensor when a transform is installed, else the parameter values (a packed weight's
+    /// written out to its dense range when they changed since).
     public func forwardWeight(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> {
-        transform != nil && parameters[ref.index].maskable ? effective.baseAddress! + ref.offset : value(ref)
+        if transform != nil && parameters[ref.index].maskable { return effective.baseAddress! + ref.offset }
+        denseForReading(ref)
+        return valueStorage.baseAddress! + ref.offset
     }
     public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + ref.offset }
     public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { mask.baseAddress! + ref.offset }
@@ -236,9 +254,10 @@ public final class ParameterStore {
 
     /// `w ← w ⊙ m` and `v ← v ⊙ m` over maskable parameters (after the mask was written: also
     /// `maskDidChange()`). A packed momentum is left as it is: its positions change only by
-    /// `packMomentum`, which the mask's owner calls for every mask it makes.
+    /// `pack`, which the mask's owner calls for every mask it makes.
     public func applyMask() {
         maskDidChange()
+        let values = self.values
         for p in parameters where p.maskable {
             let o = p.ref.offset
             for i in o..<(o + p.ref.count) where mask[i] == 0 {

@@ -62,7 +62,7 @@ public final class MaskState {
     /// Makes the maskable entries of `newMask` (a buffer with the store's layout; non-zero =
     /// active) the mask. Entries that leave the mask and entries that join it get weight and
     /// momentum +0 (entries active before and after keep theirs); the index lists are rebuilt,
-    /// packed momentum moves to the new positions, and the generation goes up.
+    /// packed momentum and values move to the new positions, and the generation goes up.
     /// - Returns: how many entries left and joined each layer.
     @discardableResult
     public func replace(with newMask: UnsafeBufferPointer<Float>) -> MaskDelta {
@@ -98,7 +98,7 @@ public final class MaskState {
         let m = store.mask.baseAddress!
         activeIndices = layers.map { l in nonZeroPositions(of: m + l.offset, count: l.count) }
         if packsMomentum {
-            for (ref, active) in zip(weights, activeIndices) { store.packMomentum(ref, positions: active) }
+            for (ref, active) in zip(weights, activeIndices) { store.pack(ref, positions: active) }
         }
     }
 }

@@ -202,12 +202,27 @@ public final class SparseConvolution {
         weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
         y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
     ) {
+        forward(weights: .dense(w), x: x, batch: batch, height: height, width: width, y: y, isa: isa, threads: threads)
+    }
+
+    /// `forward` with dense or packed weights (packed: read as they are, index order being
+    /// row-major order).
+    public func forward(
+        weights: SparseWeights, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+        y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
+    ) {
         loadInput(x, batch: batch, height: height, width: width, threads: threads)
         let f = frames!, frame = inputFrame.pointer
-        let vals = values.reserve(index.count)
-        SparseKernels.gatherValues(index, weights: w, into: vals, threads: threads)
+        let vals: UnsafePointer<Float>
+        switch weights {
+        case .packed(let p): vals = p
+        case .dense(let w):
+            let gathered = values.reserve(index.count)
+            SparseKernels.gatherValues(index, weights: w, into: gathered, threads: threads)
+            vals = UnsafePointer(gathered)
+        }
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
-        let v = SendablePointer(vals), xf = SendablePointer(frame), yp = SendablePointer(y)
+        let v = SendablePointer(UnsafeMutablePointer(mutating: vals)), xf = SendablePointer(frame), yp = SendablePointer(y)
         let isaCode = Int32(isa.rawValue), cout = outChannels
         let chunks = ConvolutionFrames.chunks(total: f.forwardPositions, width: f.cols,
                                               target: chunkTarget(channels: inChannels * f.planes))
@@ -253,9 +268,20 @@ public final class SparseConvolution {
         weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
         batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
     ) {
+        inputGradient(weights: .dense(w), dy: dy, dx: dx, batch: batch, height: height, width: width, isa: isa, threads: threads)
+    }
+
+    /// `inputGradient` with dense or packed weights.
+    public func inputGradient(
+        weights: SparseWeights, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+        batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
+    ) {
         let f = prepare(batch: batch, height: height, width: width, threads: threads)
         let total = index.count, vals = phaseValues.reserve(total), entry = phaseEntry.pointer
-        for e in 0..<total { vals[e] = w[Int(index.weightOffset[Int(entry[e])])] }
+        switch weights {
+        case .dense(let w): for e in 0..<total { vals[e] = w[Int(index.weightOffset[Int(entry[e])])] }
+        case .packed(let p): for e in 0..<total { vals[e] = p[Int(entry[e])] }
+        }
         if kernelSize < stride {
             // Phases without taps: their pixels get no gradient.
             dx.update(repeating: 0, count: inChannels * f.batch * f.geometry.inPlane)

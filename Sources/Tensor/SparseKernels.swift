@@ -43,6 +43,21 @@ public enum SampledOutput {
     case packed(UnsafeMutablePointer<Float>)
 }
 
+/// The weights a sparse pass reads: a dense tensor (read at the index's weight offsets), or
+/// packed — the active weights in row-major order, entry j at the index's row-major rank j.
+public enum SparseWeights {
+    case dense(UnsafePointer<Float>)
+    case packed(UnsafePointer<Float>)
+
+    /// The pointer and the offsets to read it at (nil: packed, read in rank order).
+    func source(_ index: SparseIndex) -> (UnsafePointer<Float>, UnsafeMutablePointer<Int32>?) {
+        switch self {
+        case .dense(let w): return (w, index.rowMajorOffset)
+        case .packed(let w): return (w, nil)
+        }
+    }
+}
+
 /// Sparse products of a masked weight with batch-innermost activations (`[features][n]`, row
 /// stride `ld`), over a `SparseIndex`, one source block after the other. Threads own disjoint
 /// rows of the index (split by entry count): no atomics, no per-thread copies.
@@ -121,10 +136,18 @@ public enum SparseKernels {
     public static func gatherValues(
         _ index: SparseIndex, weights w: UnsafePointer<Float>, into values: UnsafeMutablePointer<Float>, threads: Int = 1
     ) {
-        let off = SendablePointer(index.rowMajorOffset), entry = SendablePointer(index.entryOfRowMajor)
+        gatherValues(index, weights: .dense(w), into: values, threads: threads)
+    }
+
+    /// `gatherValues` from dense or packed weights (packed: `values[entry of rank j] = w[j]`).
+    public static func gatherValues(
+        _ index: SparseIndex, weights: SparseWeights, into values: UnsafeMutablePointer<Float>, threads: Int = 1
+    ) {
+        let (w, offsets) = weights.source(index)
+        let off = offsets.map { SendablePointer($0) }, entry = SendablePointer(index.entryOfRowMajor)
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w)), vp = SendablePointer(values)
         parallelChunks(index.count, chunks: index.count >= parallelThreshold ? threads : 1) { r in
-            stsp_gather(off.pointer, wp.pointer, entry.pointer, vp.pointer, nil, nil, r.lowerBound, r.upperBound)
+            stsp_gather(off?.pointer, wp.pointer, entry.pointer, vp.pointer, nil, nil, r.lowerBound, r.upperBound)
         }
     }
 
@@ -135,13 +158,23 @@ public enum SparseKernels {
         _ second: SparseIndex, into secondValues: UnsafeMutablePointer<Float>,
         weights w: UnsafePointer<Float>, threads: Int = 1
     ) {
+        gatherValues(first, into: firstValues, second, into: secondValues, weights: .dense(w), threads: threads)
+    }
+
+    /// The two-index `gatherValues` from dense or packed weights.
+    public static func gatherValues(
+        _ first: SparseIndex, into firstValues: UnsafeMutablePointer<Float>,
+        _ second: SparseIndex, into secondValues: UnsafeMutablePointer<Float>,
+        weights: SparseWeights, threads: Int = 1
+    ) {
         precondition(first.count == second.count, "the two indices describe different masks")
-        let off = SendablePointer(first.rowMajorOffset)
+        let (w, offsets) = weights.source(first)
+        let off = offsets.map { SendablePointer($0) }
         let e1 = SendablePointer(first.entryOfRowMajor), e2 = SendablePointer(second.entryOfRowMajor)
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
         let v1 = SendablePointer(firstValues), v2 = SendablePointer(secondValues)
         parallelChunks(first.count, chunks: first.count >= parallelThreshold ? threads : 1) { r in
-            stsp_gather(off.pointer, wp.pointer, e1.pointer, v1.pointer, e2.pointer, v2.pointer, r.lowerBound, r.upperBound)
+            stsp_gather(off?.pointer, wp.pointer, e1.pointer, v1.pointer, e2.pointer, v2.pointer, r.lowerBound, r.upperBound)
         }
     }
 

@@ -121,7 +121,7 @@ final class TrainingTests: XCTestCase {
             let (dense, w) = makeStore(), (active, _) = makeStore(), (packed, _) = makeStore()
             let (packedV, _) = makeStore(), (packedBoth, _) = makeStore(), (denseOverPacked, _) = makeStore()
             let positions = (0..<w.count).filter { dense.mask[w.offset + $0] != 0 }.map { Int32($0) }
-            for store in [packedV, packedBoth, denseOverPacked] { store.packMomentum(w, positions: positions) }
+            for store in [packedV, packedBoth, denseOverPacked] { store.pack(w, positions: positions) }
             let sgd = SGD(momentum: 0.9, nesterov: nesterov, weightDecay: 5e-4)
             var rng = Xoshiro256(seed: 13)
             for _ in 0..<3 {

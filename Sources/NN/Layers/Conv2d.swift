@@ -96,13 +96,13 @@ public final class Conv2d: Layer {
             input = x
             let s = x.shape, g = geometry(s), cols = s.n * g.outPlane
             output.reshape(Shape(n: s.n, c: outChannels, h: g.outHeight, w: g.outWidth))
-            let w = store.forwardWeight(weight), dense = { self.denseForward(x, ctx) }
+            let dense = { self.denseForward(x, ctx) }
             switch sparsePasses(ctx) {
             case let m as MaskedMatmul:
-                m.forward(w, x: x.data, ldx: cols, n: cols, y: output.data, ldy: cols, accumulate: false,
+                m.forward(store, x: x.data, ldx: cols, n: cols, y: output.data, ldy: cols, accumulate: false,
                           inputGradientFollows: needsInputGradient && ctx.training, ctx, prepare: {}, dense: dense)
             case let m as MaskedConvolution:
-                m.forward(w, x: x.data, shape: s, outputPixels: cols, y: output.data, ctx, dense: dense)
+                m.forward(store, x: x.data, shape: s, outputPixels: cols, y: output.data, ctx, dense: dense)
             default:
                 dense()
             }
@@ -130,13 +130,13 @@ public final class Conv2d: Layer {
             store.onGradientReady?(weight)
             let inputGradient = ctx.gradientBuffer(needsInputGradient ? s : Shape(n: 0, c: 0))
             if needsInputGradient {
-                let w = store.forwardWeight(weight), dx = inputGradient.data
+                let dx = inputGradient.data
                 let dense = { self.denseInputGradient(dy, into: dx, inputShape: s, ctx) }
                 switch passes {
                 case let m as MaskedMatmul:
-                    m.inputGradient(w, dy: dy.data, lddy: cols, n: cols, dx: dx, lddx: cols, ctx, dense: dense)
+                    m.inputGradient(store, dy: dy.data, lddy: cols, n: cols, dx: dx, lddx: cols, ctx, dense: dense)
                 case let m as MaskedConvolution:
-                    m.inputGradient(w, dy: dy.data, shape: s, outputPixels: cols, dx: dx, ctx, dense: dense)
+                    m.inputGradient(store, dy: dy.data, shape: s, outputPixels: cols, dx: dx, ctx, dense: dense)
                 default:
                     dense()
                 }

@@ -67,7 +67,7 @@ public final class Linear: Layer {
             input = x
             let n = x.shape.n
             output.reshape(Shape(n: n, c: outFeatures))
-            let w = store.forwardWeight(weight), y = output.data
+            let y = output.data
             let writeBias = {
                 if let bias = self.bias {
                     let b = self.store.value(bias)
@@ -76,13 +76,14 @@ public final class Linear: Layer {
             }
             let beta: Float = bias == nil ? 0 : 1
             let dense = {
+                let w = self.store.forwardWeight(self.weight)
                 BLAS.withThreads(ctx.threads) {
                     gemm(.none, .none, m: self.outFeatures, n: n, k: self.inFeatures, a: w, lda: self.inFeatures,
                          b: x.data, ldb: n, beta: beta, c: y, ldc: n)
                 }
             }
             if let m = sparseMatmul(ctx) {
-                m.forward(w, x: x.data, ldx: n, n: n, y: y, ldy: n, accumulate: bias != nil,
+                m.forward(store, x: x.data, ldx: n, n: n, y: y, ldy: n, accumulate: bias != nil,
                           inputGradientFollows: needsInputGradient && ctx.training, ctx, prepare: writeBias, dense: dense)
             } else {
                 writeBias()
@@ -116,15 +117,16 @@ public final class Linear: Layer {
             store.onGradientReady?(weight)
             let inputGradient = ctx.gradientBuffer(needsInputGradient ? x.shape : Shape(n: 0, c: 0))
             if needsInputGradient {
-                let w = store.forwardWeight(weight), dx = inputGradient.data
+                let dx = inputGradient.data
                 let dense = {
+                    let w = self.store.forwardWeight(self.weight)
                     BLAS.withThreads(ctx.threads) {
                         gemm(.transposed, .none, m: self.inFeatures, n: n, k: self.outFeatures, a: w, lda: self.inFeatures,
                              b: dy.data, ldb: n, c: dx, ldc: n)
                     }
                 }
                 if let m {
-                    m.inputGradient(w, dy: dy.data, lddy: n, n: n, dx: dx, lddx: n, ctx, dense: dense)
+                    m.inputGradient(store, dy: dy.data, lddy: n, n: n, dx: dx, lddx: n, ctx, dense: dense)
                 } else {
                     dense()
                 }

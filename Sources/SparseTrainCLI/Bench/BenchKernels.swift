@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NN
 import Tensor
 
 /// `sparsetrain bench kernels`: the sparse kernels of a masked linear layer against OpenBLAS
@@ -84,13 +85,18 @@ struct BenchKernels: ParsableCommand {
             byRow.rebuild(mask: mask, blockWidth: blockWidth)
             byColumn.rebuild(mask: mask, blockWidth: blockWidth)
             // As in training: the forward pass gathers the values of both indices in one read of
-            // the weight; the input gradient uses them.
+            // the weights — packed in row-major order when the parameter store keeps them so,
+            // else the dense weight; the input gradient uses them.
             let rowValues = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
             defer { rowValues.deallocate() }
             let values = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byColumn.count))
             defer { values.deallocate() }
+            let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
+            defer { packed.deallocate() }
+            for j in 0..<byRow.count { packed[j] = w[Int(byRow.rowMajorOffset[j])] }
+            let source: SparseWeights = d <= ParameterStore.packedValuesMaxDensity ? .packed(packed) : .dense(w)
             let forward = time {
-                SparseKernels.gatherValues(byRow, into: rowValues, byColumn, into: values, weights: w, threads: threadCount)
+                SparseKernels.gatherValues(byRow, into: rowValues, byColumn, into: values, weights: source, threads: threadCount)
                 SparseKernels.multiply(byRow, weights: rowValues, weightsInIndexOrder: true, x: x, ldx: n, n: n, y: y, ldy: n, isa: variant, threads: threadCount)
             }
             let input = time {
@@ -127,7 +133,7 @@ struct BenchKernels: ParsableCommand {
                       fixed(2 * Double(r.nnz * n) / (r.sparse_forward_ms / 1e3) / 1e9, 1))
         }
         print(table.render())
-        print("(sparse forward includes gathering the weights into both indices' order, one read of W, as training does; the input gradient uses them)")
+        print("(sparse forward includes gathering the weights into both indices' order, as training does: from the packed weights at density ≤ \(ParameterStore.packedValuesMaxDensity), as the parameter store keeps them, else from W; the input gradient uses them)")
     }
 }
 
