@@ -14,11 +14,11 @@ final class MaskedConvolution: MaskedPasses {
 
     override var activeCount: Int { kernels.count }
     override var activeOffsets: UnsafeMutablePointer<Int32> { kernels.index.weightOffset }
-    override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+    override func rebuild(mask: () -> UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
         if let activePositions {
             activePositions.withUnsafeBufferPointer { kernels.rebuild(activePositions: $0, threads: threads) }
         } else {
-            kernels.rebuild(mask: mask, threads: threads)
+            kernels.rebuild(mask: mask(), threads: threads)
         }
     }
 

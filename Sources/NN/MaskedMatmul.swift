@@ -36,7 +36,8 @@ final class MaskedMatmul: MaskedPasses {
 
     /// (Both indices of a linear weight come from the mask: their source blocks are not in
     /// row-major order.)
-    override func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+    override func rebuild(mask: () -> UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+        let mask = mask()
         byRow.rebuild(mask: mask, threads: threads)
         byColumn.rebuild(mask: mask, threads: threads)
         columnValuesFresh = false

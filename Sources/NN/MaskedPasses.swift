@@ -53,9 +53,11 @@ class MaskedPasses {
     var activeCount: Int { preconditionFailure("MaskedPasses.activeCount is provided by a subclass") }
     /// Dense offset of each entry, in the order of the packed weight gradient.
     var activeOffsets: UnsafeMutablePointer<Int32> { preconditionFailure("provided by a subclass") }
-    /// Rebuilds the sparse index from the weight's 0/1 mask, or from its active positions when
-    /// known (ascending), with `threads` workers.
-    func rebuild(mask: UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) { preconditionFailure("provided by a subclass") }
+    /// Rebuilds the sparse index from the weight's 0/1 mask (`mask()`), or from its active
+    /// positions when known (ascending), with `threads` workers.
+    func rebuild(mask: () -> UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
+        preconditionFailure("provided by a subclass")
+    }
 
     var density: Double { Double(activeCount) / Double(max(1, weight.count)) }
 
@@ -68,10 +70,14 @@ class MaskedPasses {
         return .packed(p)
     }
 
-    /// Rebuilds the index if the mask changed since it was built.
+    /// Rebuilds the index if the mask changed since it was built. A dense mask written out for
+    /// it is given back after (`ParameterStore.releaseMaskPages`).
     func refresh(_ store: ParameterStore, threads: Int) {
         guard store.maskGeneration != builtGeneration else { return }
-        rebuild(mask: store.maskValues(weight), activePositions: store.activePositions?(weight), threads: threads)
+        var maskRead = false
+        rebuild(mask: { maskRead = true; return UnsafePointer(store.maskValues(weight)) },
+                activePositions: store.activePositions?(weight), threads: threads)
+        if maskRead { store.releaseMaskPages(weight) }
         builtGeneration = store.maskGeneration
     }
 

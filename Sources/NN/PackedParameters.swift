@@ -21,6 +21,9 @@ struct PackedParameter {
     var densePagesUsed = false
     /// A dense pass read the dense range since the last update (keep its pages).
     var denseReadByPasses = false
+    /// The weight's range of the mask buffer was given back (it reads as zeros): the mask is
+    /// `positions`, written out when the dense mask is asked for.
+    var maskReleased = false
 
     func deallocate() {
         momentum.deallocate()
@@ -53,6 +56,8 @@ extension ParameterStore {
             for (k, i) in p.positions.enumerated() { v[k] = dense[Int(i)] }
             p.packedCurrent = true
             packed[ref.index] = p
+            // A later write through `values` must make this copy stale again.
+            denseCurrentForAll = false
         }
         return UnsafePointer(v.baseAddress!)
     }
@@ -107,6 +112,46 @@ extension ParameterStore {
         denseCurrentForAll = true
     }
 
+    /// Writes a released mask range out from its positions (ones there, zeros elsewhere).
+    func writeOutMask(_ ref: ParameterRef) {
+        guard var p = packed[ref.index], p.maskReleased else { return }
+        let m = maskStorage.baseAddress! + ref.offset
+        for i in p.positions { m[Int(i)] = 1 }
+        p.maskReleased = false
+        packed[ref.index] = p
+    }
+
+    /// `writeOutMask` for every weight whose mask range was released.
+    func writeOutMasks() {
+        guard anyMaskReleased else { return }
+        for p in parameters where packed[p.ref.index] != nil { writeOutMask(p.ref) }
+        anyMaskReleased = false
+    }
+
+    /// Gives back the pages of the mask ranges of weights whose values are packed and whose mask
+    /// is exactly their packed positions (the mask's owner packed them from it): their mask lives
+    /// in the positions until the dense mask is read again. Called where nothing reads the dense
+    /// mask for a while (after a training step's setup and after each mask change).
+    public func releaseMaskPages() {
+        for p in parameters { releaseMaskPages(p.ref) }
+    }
+
+    /// `releaseMaskPages` for one weight.
+    public func releaseMaskPages(_ ref: ParameterRef) {
+        guard var state = packed[ref.index], state.values != nil, !state.maskReleased else { return }
+        let m = maskStorage.baseAddress! + ref.offset
+        var next = 0
+        for i in 0..<ref.count where m[i] != 0 {
+            guard m[i] == 1, next < state.positions.count, state.positions[next] == Int32(i) else { return }
+            next += 1
+        }
+        guard next == state.positions.count else { return }
+        Self.zeroReleasingPages(m, ref.count)
+        state.maskReleased = true
+        packed[ref.index] = state
+        anyMaskReleased = true
+    }
+
     /// Keeps the state of the maskable weight `ref` packed at `positions` (its mask's active
     /// positions, ascending) from now on — the momentum always, the values when at most
     /// `packedValuesMaxDensity` of the weight is active. An entry at a position in both the old
@@ -117,6 +162,7 @@ extension ParameterStore {
         precondition(parameters[ref.index].maskable, "only a maskable weight's state is packed")
         precondition(transform == nil, "under a weight transform every entry is trained: its state stays dense")
         let dense = valueStorage.baseAddress! + ref.offset, denseMomentum = momentum.baseAddress! + ref.offset
+        writeOutMask(ref)
         let old = packed[ref.index]
         let momentum = Self.allocatePacked(positions.count)
         let values: UnsafeMutableBufferPointer<Float>?

@@ -68,7 +68,16 @@ public final class ParameterStore {
     var packed: [Int: PackedParameter] = [:]
     /// No packed weight has values more current than the dense buffer's (`values` has nothing to do).
     var denseCurrentForAll = true
-    public private(set) var mask: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
+    /// Some weight's mask range is released (`mask` has something to write out).
+    var anyMaskReleased = false
+    /// The 0/1 mask in the store's layout. The range of a sparse weight whose state is packed is
+    /// written out from its positions when read (`releaseMaskPages()` gives it back again).
+    public var mask: UnsafeMutableBufferPointer<Float> {
+        writeOutMasks()
+        return maskStorage
+    }
+    /// The mask (an anonymous mapping: released ranges take no memory).
+    private(set) var maskStorage: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
     /// Effective weights when a `WeightTransform` is installed (same layout; only the maskable
     /// tensors are used), else empty.
     public private(set) var effective: UnsafeMutableBufferPointer<Float> = .init(start: nil, count: 0)
@@ -117,8 +126,7 @@ public final class ParameterStore {
 
     deinit {
         if allocated {
-            mask.deallocate()
-            for b in [valueStorage, gradients, momentum] { munmap(b.baseAddress, Self.mappedBytes(count)) }
+            for b in [valueStorage, gradients, momentum, maskStorage] { munmap(b.baseAddress, Self.mappedBytes(count)) }
         }
         for p in packed.values { p.deallocate() }
         if transform != nil { effective.deallocate() }
@@ -161,13 +169,11 @@ public final class ParameterStore {
     public func allocate(seed: UInt64) {
         precondition(!allocated, "allocate called twice")
         allocated = true
-        let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
-        buf.initialize(repeating: 0)
-        mask = UnsafeMutableBufferPointer(rebasing: buf[0..<count])
+        maskStorage = Self.mapZeroed(count, for: "the mask")
         valueStorage = Self.mapZeroed(count, for: "the weights")
         gradients = Self.mapZeroed(count, for: "the gradients")
         momentum = Self.mapZeroed(count, for: "the momentum")
-        mask.update(repeating: 1)
+        maskStorage.update(repeating: 1)
         gradientPlacement = [GradientPlacement](repeating: .dense, count: parameters.count)
         initialize(seed: seed)
     }
@@ -221,7 +227,11 @@ public final class ParameterStore {
         return valueStorage.baseAddress! + ref.offset
     }
     public func gradient(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + ref.offset }
-    public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> { mask.baseAddress! + ref.offset }
+    /// A weight's mask in the dense layout, to read or write.
+    public func maskValues(_ ref: ParameterRef) -> UnsafeMutablePointer<Float> {
+        writeOutMask(ref)
+        return maskStorage.baseAddress! + ref.offset
+    }
 
     public func zeroGradients() { gradients.update(repeating: 0) }
 

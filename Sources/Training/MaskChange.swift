@@ -88,6 +88,9 @@ final class MaskChangePath {
         try MaskSync.verifyAgreement(masks.mask, segments: store.segments, what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
+        // Nothing reads the dense mask until the next change: sparse weights' masks live in
+        // their positions.
+        store.releaseMaskPages()
         let t5 = now()
         let ms = { (a: Double, b: Double) in (b - a) * 1e3 }
         return MaskEvent(

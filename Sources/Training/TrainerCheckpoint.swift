@@ -32,6 +32,8 @@ extension Trainer {
         if let partialEpoch, let json = try? JSONEncoder().encode(partialEpoch) {
             ck.metadata[EpochProgress.metadataKey] = String(decoding: json, as: UTF8.self)
         }
+        // The masks were written out for it; sparse weights' masks go back to their positions.
+        store.releaseMaskPages()
         return ck
     }
 

@@ -49,6 +49,8 @@ public final class TrainingStep {
         reductionCommunicator = try Self.reductionCommunicator(communicator, mode: communicationThread, threads: threads)
         reducer = try Self.makeReducer(masks, communicator, thread: reductionCommunicator)
         reducerGeneration = masks.generation
+        // The reducer has read the dense mask: sparse weights' masks live in their positions.
+        network.store.releaseMaskPages()
         attachToStore()
     }
 

@@ -34,7 +34,9 @@ final class PackedParametersTests: XCTestCase {
         XCTAssertEqual(store.forwardWeight(w)[Int(positions[0])], before[p0] - 0.5, "dense passes read the update")
         XCTAssertEqual(store.values[p0], before[p0] - 0.5)
         XCTAssertEqual(store.values[w.offset].bitPattern, 0, "masked entries stay +0")
-        // A write through the dense layout reaches the next update.
+        // A write through the dense layout reaches the next update, also after a sparse pass
+        // read the packed copy.
+        _ = store.packedValues(w)
         store.values[p0] = 3
         store.value(w)[Int(positions[1])] = -2
         store.gradients.update(repeating: 0)
@@ -62,5 +64,21 @@ final class PackedParametersTests: XCTestCase {
         XCTAssertEqual(store.values[w.offset + 13], kept)
         XCTAssertEqual(store.values[w.offset + 3].bitPattern, 0)
         XCTAssertEqual(store.values[w.offset + 5].bitPattern, 0, "joined entries start at +0")
+    }
+
+    func testAReleasedMaskReadsAsItsPositionsAndAMaskThatDiffersIsKept() {
+        let (store, w, positions) = makeStore()
+        let before = Array(store.mask)
+        store.pack(w, positions: positions)
+        store.releaseMaskPages()
+        XCTAssertEqual(store.packed[w.index]?.maskReleased, true)
+        XCTAssertEqual(Array(store.maskStorage[w.offset..<(w.offset + 10)]), [Float](repeating: 0, count: 10), "given back")
+        XCTAssertEqual(Array(store.mask), before, "written out from the positions when read")
+        XCTAssertEqual(store.packed[w.index]?.maskReleased, false)
+        // A mask that is not the packed positions is not given back.
+        store.maskValues(w)[0] = 1
+        store.releaseMaskPages(w)
+        XCTAssertEqual(store.packed[w.index]?.maskReleased, false)
+        XCTAssertEqual(store.maskValues(w)[0], 1)
     }
 }

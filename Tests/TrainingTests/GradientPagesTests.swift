@@ -8,8 +8,8 @@ import Training
 
 /// The dense gradient, value and momentum buffers are anonymous mappings whose pages take memory
 /// only when written: zeroing by releasing pages gives exactly zeros, and a sparse weight whose
-/// layer writes its gradient born packed leaves the pages of its dense gradient, values and
-/// momentum unused through training steps.
+/// layer writes its gradient born packed leaves the pages of its dense gradient, values,
+/// momentum and mask unused through training steps.
 final class GradientPagesTests: XCTestCase {
     func testReleasingPagesZeroesExactlyTheParameter() {
         let store = ParameterStore()
@@ -52,7 +52,7 @@ final class GradientPagesTests: XCTestCase {
         let resident = residentFraction(UnsafeMutableRawPointer(store.gradient(fc2)), bytes: fc2.count * 4)
         XCTAssertLessThan(resident, 0.05, "dense gradient pages of a born-packed 1024×1024 weight in memory: \(resident)")
         XCTAssertNotNil(store.packedValues(fc2))
-        for (what, buffer) in [("values", store.valueStorage), ("momentum", store.momentum)] {
+        for (what, buffer) in [("values", store.valueStorage), ("momentum", store.momentum), ("mask", store.maskStorage)] {
             let r = residentFraction(UnsafeMutableRawPointer(buffer.baseAddress! + fc2.offset), bytes: fc2.count * 4)
             XCTAssertLessThan(r, 0.05, "dense \(what) pages of a packed 1024×1024 weight in memory: \(r)")
         }
