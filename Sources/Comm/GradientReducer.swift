@@ -154,12 +154,31 @@ public final class GradientReducer {
     ///   - inPlaceMinElements: runs of adjacent fully active segments at least this large are
     ///     reduced in place.
     ///   - inPlaceCapElements: adjacent in-place segments merge into one bucket up to this size.
-    public init(
+    public convenience init(
         segments: [BufferSegment], mask: UnsafeBufferPointer<Float>, communicator: Communicator,
         result: Result = .average, bucketCapBytes: Int = 4 << 20, inPlaceMinElements: Int = 1 << 16,
         inPlaceCapElements: Int = 8 << 20
     ) throws {
         try segments.validateTiling(total: mask.count)
+        try self.init(segments: segments, total: mask.count, activePositions: { i in
+            let m = UnsafeBufferPointer(rebasing: mask[segments[i].range])
+            var list: [Int32] = []
+            list.reserveCapacity(m.count / 4)
+            for j in 0..<m.count where m[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
+            return list
+        }, communicator: communicator, result: result, bucketCapBytes: bucketCapBytes,
+           inPlaceMinElements: inPlaceMinElements, inPlaceCapElements: inPlaceCapElements)
+    }
+
+    /// The same from the active positions of each masked segment i (`activePositions(i)`,
+    /// ascending, relative to its offset) — the mask's owner holds them — without reading a
+    /// dense mask; `total` is the buffer's length.
+    public init(
+        segments: [BufferSegment], total: Int, activePositions: (Int) -> [Int32], communicator: Communicator,
+        result: Result = .average, bucketCapBytes: Int = 4 << 20, inPlaceMinElements: Int = 1 << 16,
+        inPlaceCapElements: Int = 8 << 20
+    ) throws {
+        try segments.validateTiling(total: total)
         self.segments = segments
         self.result = result
         self.communicator = communicator
@@ -172,10 +191,9 @@ public final class GradientReducer {
             guard s.count <= Int(Int32.max) else {
                 throw CommError.invalidArgument("segment '\(s.name)' exceeds 2^31 elements")
             }
-            let m = UnsafeBufferPointer(rebasing: mask[s.range])
-            var list: [Int32] = []
-            list.reserveCapacity(m.count / 4)
-            for j in 0..<m.count where m[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
+            let list = activePositions(i)
+            precondition(list.count <= s.count && (list.last.map { Int($0) < s.count } ?? true),
+                         "active positions of '\(s.name)' outside the segment")
             activeCounts[i] = list.count
             if list.count < s.count { offsets[i] = list }
         }

@@ -87,7 +87,12 @@ public final class TrainingStep {
     }
 
     private static func makeReducer(_ masks: MaskState, _ comm: Communicator, thread: Communicator?) throws -> GradientReducer {
-        let reducer = try GradientReducer(segments: masks.store.segments, mask: masks.mask, communicator: comm, result: .sum)
+        // Masked segments are the maskable weights, in the order of the mask's layers.
+        var layerOfSegment: [Int: Int] = [:]
+        for (l, p) in masks.store.parameters.filter(\.maskable).enumerated() { layerOfSegment[p.ref.index] = l }
+        let reducer = try GradientReducer(segments: masks.store.segments, total: masks.store.count,
+                                          activePositions: { masks.activeIndices[layerOfSegment[$0]!] },
+                                          communicator: comm, result: .sum)
         if let thread {
             reducer.useReductionThread(on: thread)
         } else {

@@ -56,6 +56,26 @@ final class GradientReducerTests: XCTestCase {
         XCTAssertEqual(reducer.bytesReduced, reducer.bytesPerStep)
     }
 
+    /// Built from the mask's active positions (as the mask's owner holds them), the reducer has
+    /// the plan it builds by scanning the dense mask, and reduces alike.
+    func testPlanFromActivePositionsEqualsThePlanFromTheMask() throws {
+        let mask = makeMask()
+        let fromMask = try mask.withUnsafeBufferPointer {
+            try GradientReducer(segments: segments, mask: $0, communicator: LocalCommunicator(), inPlaceMinElements: 60_000)
+        }
+        let positions = segments.map { s in (0..<s.count).filter { mask[s.offset + $0] != 0 }.map { Int32($0) } }
+        let fromPositions = try GradientReducer(segments: segments, total: total, activePositions: { positions[$0] },
+                                                communicator: LocalCommunicator(), inPlaceMinElements: 60_000)
+        XCTAssertEqual(fromPositions.buckets.map(\.segmentIndices), fromMask.buckets.map(\.segmentIndices))
+        XCTAssertEqual(fromPositions.buckets.map(\.transport), fromMask.buckets.map(\.transport))
+        XCTAssertEqual(fromPositions.packedCount, fromMask.packedCount)
+        XCTAssertEqual(fromPositions.bytesPerStep, fromMask.bytesPerStep)
+        var a = makeGradients(), b = makeGradients()
+        try a.withUnsafeMutableBufferPointer { try fromMask.reduce(gradients: $0) }
+        try b.withUnsafeMutableBufferPointer { try fromPositions.reduce(gradients: $0) }
+        XCTAssertEqual(a, b)
+    }
+
     func testAverageOverSimulatedRanksScalesActiveEntriesOnly() throws {
         let mask = makeMask()
         let comm = SimulatedCommunicator(size: 4)
