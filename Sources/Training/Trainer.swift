@@ -435,6 +435,7 @@ public final class Trainer {
         try MaskSync.verifyAgreement(masks.mask, segments: store.segments, what: "mask", maskedOnly: true, communicator: comm)
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
+        store.releaseMaskPages()   // read for the check; sparse weights' masks go back to their positions
         try averageLocalBatchNormStatistics()
         let eval = try evaluate()
         let used = effectiveCounts
