@@ -45,6 +45,10 @@ public struct ParameterInfo: Sendable {
 ///
 /// Layers register their tensors while the model is built; `allocate()` then creates the
 /// buffers. Masks are 0/1 floats (1 = active); masked weights are kept exactly zero.
+/// Once the mask's owner packs a maskable weight (`pack(_:positions:)`, PackedParameters.swift),
+/// its momentum — and, when sparse, its values and mask — live at its active positions and its
+/// dense ranges take no memory; `values`, `value(_:)`, `forwardWeight(_:)`, `mask` and
+/// `maskValues(_:)` still show the dense layout, written out on demand.
 public final class ParameterStore {
     public private(set) var parameters: [ParameterInfo] = []
     public private(set) var count = 0
