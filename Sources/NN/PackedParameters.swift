@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// A maskable weight's state kept packed at its mask's active positions: entry k belongs to
 /// position `positions[k]` (ascending, relative to the weight's offset). The momentum always; the
@@ -69,7 +70,7 @@ extension ParameterStore {
         guard packedValues(ref) != nil, var p = packed[ref.index] else { return nil }
         p.denseCurrent = false
         if p.densePagesUsed && !p.denseReadByPasses {
-            Self.zeroReleasingPages(valueStorage.baseAddress! + ref.offset, ref.count)
+            PageMappedFloats.zeroReleasingPages(valueStorage.baseAddress! + ref.offset, ref.count)
             p.densePagesUsed = false
         }
         p.denseReadByPasses = false
@@ -146,7 +147,7 @@ extension ParameterStore {
             next += 1
         }
         guard next == state.positions.count else { return }
-        Self.zeroReleasingPages(m, ref.count)
+        PageMappedFloats.zeroReleasingPages(m, ref.count)
         state.maskReleased = true
         packed[ref.index] = state
         anyMaskReleased = true
@@ -170,7 +171,7 @@ extension ParameterStore {
             Self.merge(old.positions, old.momentum, into: positions, momentum)
         } else {
             for (k, p) in positions.enumerated() { momentum[k] = denseMomentum[Int(p)] }
-            Self.zeroReleasingPages(denseMomentum, ref.count)
+            PageMappedFloats.zeroReleasingPages(denseMomentum, ref.count)
         }
         // The weights at the new positions, from the current copy.
         let wantPacked = Double(positions.count) <= Self.packedValuesMaxDensity * Double(max(1, ref.count))
@@ -179,7 +180,7 @@ extension ParameterStore {
             Self.merge(old.positions, oldValues, into: positions, next)
             if wantPacked {
                 values = next
-                Self.zeroReleasingPages(dense, ref.count)
+                PageMappedFloats.zeroReleasingPages(dense, ref.count)
             } else {
                 dense.update(repeating: 0, count: ref.count)
                 for (k, p) in positions.enumerated() { dense[Int(p)] = next[k] }
@@ -191,7 +192,7 @@ extension ParameterStore {
             let next = Self.allocatePacked(positions.count)
             for (k, p) in positions.enumerated() { next[k] = dense[Int(p)] }
             values = next
-            Self.zeroReleasingPages(dense, ref.count)
+            PageMappedFloats.zeroReleasingPages(dense, ref.count)
         } else {
             values = nil
         }

@@ -130,26 +130,10 @@ public final class ParameterStore {
 
     deinit {
         if allocated {
-            for b in [valueStorage, gradients, momentum, maskStorage] { munmap(b.baseAddress, Self.mappedBytes(count)) }
+            for b in [valueStorage, gradients, momentum, maskStorage] { PageMappedFloats.deallocate(b) }
         }
         for p in packed.values { p.deallocate() }
         if transform != nil { effective.deallocate() }
-    }
-
-    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
-
-    /// Bytes of an anonymous mapping of `count` floats (whole pages, at least one).
-    private static func mappedBytes(_ count: Int) -> Int {
-        (max(count, 1) * MemoryLayout<Float>.stride + pageSize - 1) / pageSize * pageSize
-    }
-
-    /// `count` zero floats in an anonymous mapping (pages take memory when first written).
-    private static func mapZeroed(_ count: Int, for what: String) -> UnsafeMutableBufferPointer<Float> {
-        guard let map = mmap(nil, mappedBytes(count), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              map != MAP_FAILED else {
-            fatalError("cannot map \(mappedBytes(count)) bytes for \(what): \(String(cString: strerror(errno)))")
-        }
-        return UnsafeMutableBufferPointer(start: map.bindMemory(to: Float.self, capacity: count), count: count)
     }
 
     /// Registers a parameter tensor and returns its place in the flat buffers.
@@ -173,10 +157,10 @@ public final class ParameterStore {
     public func allocate(seed: UInt64) {
         precondition(!allocated, "allocate called twice")
         allocated = true
-        maskStorage = Self.mapZeroed(count, for: "the mask")
-        valueStorage = Self.mapZeroed(count, for: "the weights")
-        gradients = Self.mapZeroed(count, for: "the gradients")
-        momentum = Self.mapZeroed(count, for: "the momentum")
+        maskStorage = PageMappedFloats.allocate(count, for: "the mask")
+        valueStorage = PageMappedFloats.allocate(count, for: "the weights")
+        gradients = PageMappedFloats.allocate(count, for: "the gradients")
+        momentum = PageMappedFloats.allocate(count, for: "the momentum")
         maskStorage.update(repeating: 1)
         gradientPlacement = [GradientPlacement](repeating: .dense, count: parameters.count)
         initialize(seed: seed)
@@ -242,26 +226,7 @@ public final class ParameterStore {
     /// Zeroes a parameter's gradient by giving its whole pages back to the system (they read as
     /// zero and take memory again only when written) and writing zeros to the partial pages at
     /// its ends. The same values as writing zeros; for a gradient that may stay unwritten.
-    public func zeroGradientReleasingPages(_ ref: ParameterRef) { Self.zeroReleasingPages(gradient(ref), ref.count) }
-
-    /// Zeroes `p[0..<count]` (inside an anonymous mapping) by releasing its whole pages and
-    /// writing zeros to the partial pages at its ends.
-    static func zeroReleasingPages(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
-        let page = pageSize
-        let start = UnsafeMutableRawPointer(p), bytes = count * MemoryLayout<Float>.stride
-        let first = (Int(bitPattern: start) + page - 1) / page * page
-        let last = (Int(bitPattern: start) + bytes) / page * page
-        guard last > first else {
-            p.update(repeating: 0, count: count)
-            return
-        }
-        let head = first - Int(bitPattern: start), tail = Int(bitPattern: start) + bytes - last
-        start.initializeMemory(as: UInt8.self, repeating: 0, count: head)
-        UnsafeMutableRawPointer(bitPattern: last)!.initializeMemory(as: UInt8.self, repeating: 0, count: tail)
-        if madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) != 0 {
-            p.update(repeating: 0, count: count)
-        }
-    }
+    public func zeroGradientReleasingPages(_ ref: ParameterRef) { PageMappedFloats.zeroReleasingPages(gradient(ref), ref.count) }
 
     /// Records that the mask buffer was written (sparse kernels rebuild their indices).
     public func maskDidChange() { maskGeneration &+= 1 }

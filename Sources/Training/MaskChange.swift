@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import NN
 import Sparsity
+import Tensor
 
 /// One mask change, as the progress output and `metrics.jsonl` show it.
 public struct MaskEvent: Codable, Sendable {
@@ -54,18 +55,18 @@ final class MaskChangePath {
     let masks: MaskState
     let comm: Communicator
     let step: TrainingStep
-    /// Rank 0's proposal, in the store's layout (allocated once).
+    /// Rank 0's proposal, in the store's layout (mapped once; its pages given back after each
+    /// change).
     private let proposal: UnsafeMutableBufferPointer<Float>
 
     init(masks: MaskState, communicator: Communicator, step: TrainingStep) {
         self.masks = masks
         self.comm = communicator
         self.step = step
-        proposal = .allocate(capacity: max(1, masks.store.count))
-        proposal.initialize(repeating: 0)
+        proposal = PageMappedFloats.allocate(masks.store.count, for: "the mask proposal")
     }
 
-    deinit { proposal.deallocate() }
+    deinit { PageMappedFloats.deallocate(proposal) }
 
     /// Changes the mask after global step `t` (of epoch `epoch`, 0-based) as `policy` decides.
     func apply(afterStep t: Int, epoch: Int, policy: MaskPolicy) throws -> MaskEvent {
@@ -89,8 +90,9 @@ final class MaskChangePath {
         try MaskSync.verifyAgreement(UnsafeBufferPointer(store.values), segments: store.segments, what: "weights",
                                      maskedOnly: false, communicator: comm)
         // Nothing reads the dense mask until the next change: sparse weights' masks live in
-        // their positions.
+        // their positions, and the proposal takes no memory in between.
         store.releaseMaskPages()
+        PageMappedFloats.zeroReleasingPages(proposal.baseAddress!, proposal.count)
         let t5 = now()
         let ms = { (a: Double, b: Double) in (b - a) * 1e3 }
         return MaskEvent(
