@@ -34,6 +34,8 @@ public final class TrainingStep {
     private var reduceError: Error?
     /// Set by the first `run`.
     private var ranOnce = false
+    /// The last `run` reduced the dense gradient (a RiGL update).
+    private var lastRunWasDense = false
 
     /// Collective: every rank builds its step at the same point. `communicationThread` decides
     /// whether buckets are reduced on a communication thread (all ranks agree on it).
@@ -114,12 +116,14 @@ public final class TrainingStep {
     /// wrote only its mask's entries last time (sparse weight gradient) gets only those zeroed
     /// (its other entries are never read: the reducer packs active entries, the optimizer visits
     /// them), and one born packed last time nothing. Steps that need the dense gradient zero
-    /// everything. The first step zeroes maskable weights by releasing their pages, so the dense
-    /// gradient of a weight that is then written born packed never takes memory.
+    /// everything. The first step, and the first after a dense-gradient step, zero maskable
+    /// weights by releasing their pages, so the dense gradient of a weight that is then written
+    /// born packed takes no memory between mask changes.
     private func zeroGradients(dense: Bool) {
         let store = network.store
-        let firstStep = !ranOnce
+        let firstStep = !ranOnce || lastRunWasDense
         ranOnce = true
+        lastRunWasDense = dense
         var t = 0
         for p in store.parameters {
             defer { if p.maskable { t += 1 } }
@@ -130,7 +134,8 @@ public final class TrainingStep {
             case (false, true, .atMaskOnly):
                 masks.activeIndices[t].withUnsafeBufferPointer { idx in for j in idx { g[Int(j)] = 0 } }
             case (false, true, _) where firstStep:
-                // Let the pages of a weight whose layer writes its gradient born packed stay unused.
+                // Let the pages of a weight whose layer writes its gradient born packed stay unused
+                // (after a dense-gradient step: give them back).
                 store.zeroGradientReleasingPages(p.ref)
             default:
                 g.update(repeating: 0, count: p.ref.count)

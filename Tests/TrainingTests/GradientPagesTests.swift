@@ -39,14 +39,17 @@ final class GradientPagesTests: XCTestCase {
         let batch = 16
         var rng = Xoshiro256(seed: 4)
         let images = (0..<(batch * 64)).map { _ in rng.nextFloat() - 0.5 }, labels = (0..<batch).map { Int32($0 % 10) }
-        for _ in 0..<3 {
+        func run(denseGradient: Bool = false) throws {
             try images.withUnsafeBufferPointer { x in
                 try labels.withUnsafeBufferPointer { y in
                     _ = try step.run(images: x.baseAddress!, labels: y.baseAddress!, batch: batch, normalizer: Float(batch),
-                                     learningRate: 0.01)
+                                     learningRate: 0.01, denseGradient: denseGradient)
                 }
             }
         }
+        // A dense-gradient step (a RiGL update) writes every dense gradient; the steps after it
+        // give those pages back.
+        for dense in [false, false, true, false, false] { try run(denseGradient: dense) }
         let fc2 = store.info(named: "fc2.weight")!.ref
         XCTAssertEqual(store.gradientPlacement[fc2.index], .packed)
         let resident = residentFraction(UnsafeMutableRawPointer(store.gradient(fc2)), bytes: fc2.count * 4)
