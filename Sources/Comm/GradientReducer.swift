@@ -161,11 +161,7 @@ public final class GradientReducer {
     ) throws {
         try segments.validateTiling(total: mask.count)
         try self.init(segments: segments, total: mask.count, activePositions: { i in
-            let m = UnsafeBufferPointer(rebasing: mask[segments[i].range])
-            var list: [Int32] = []
-            list.reserveCapacity(m.count / 4)
-            for j in 0..<m.count where m[j] != 0 { list.append(Int32(truncatingIfNeeded: j)) }
-            return list
+            segments[i].count == 0 ? [] : nonZeroPositions(of: mask.baseAddress! + segments[i].offset, count: segments[i].count)
         }, communicator: communicator, result: result, bucketCapBytes: bucketCapBytes,
            inPlaceMinElements: inPlaceMinElements, inPlaceCapElements: inPlaceCapElements)
     }

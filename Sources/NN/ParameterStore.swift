@@ -236,7 +236,7 @@ public final class ParameterStore {
     /// `pack`, which the mask's owner calls for every mask it makes.
     public func applyMask() {
         maskDidChange()
-        let values = self.values
+        let values = self.values, mask = self.mask
         for p in parameters where p.maskable {
             let o = p.ref.offset
             for i in o..<(o + p.ref.count) where mask[i] == 0 {
