@@ -1,4 +1,5 @@
 #include "conv3x3.h"
+#include "conv3x3_variants.h"
 
 #include <string.h>
 
@@ -11,13 +12,39 @@
 #define STCONV_X86 0
 #endif
 
-int stconv_available(void) {
+int stconv_isa_supported(int isa) {
 #if STCONV_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == 1) return avx2;
+    if (isa == 2) return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 #endif
+    return 0;
+}
+
+int stconv_block(int isa) { return isa == 2 ? 8 : 4; }
+
+int stconv_vector(int isa) { return isa == 2 ? 16 : 8; }
+
+void stconv_forward(int isa, const float *xpad, int in_channels, int count, int height, int width,
+                    const float *packed, int out_channels, float *y, ptrdiff_t y_channel_stride) {
+    if (isa == 2)
+        stconv_forward_avx512(xpad, in_channels, count, height, width, packed, out_channels, y,
+                              y_channel_stride);
+    else
+        stconv_forward_avx2(xpad, in_channels, count, height, width, packed, out_channels, y,
+                            y_channel_stride);
+}
+
+void stconv_weight_gradient(int isa, const float *xpad, int in_channels, int count, int height,
+                            int width, const float *dy, ptrdiff_t dy_channel_stride,
+                            int out_channels, float *dw) {
+    if (isa == 2)
+        stconv_weight_gradient_avx512(xpad, in_channels, count, height, width, dy,
+                                      dy_channel_stride, out_channels, dw);
+    else
+        stconv_weight_gradient_avx2(xpad, in_channels, count, height, width, dy,
+                                    dy_channel_stride, out_channels, dw);
 }
 
 void stconv_pad(const float *x, ptrdiff_t x_channel_stride, int channels, int count, int height,
@@ -39,14 +66,14 @@ void stconv_pad(const float *x, ptrdiff_t x_channel_stride, int channels, int co
     }
 }
 
-void stconv_pack_weights(const float *w, int cout, int cin, int flipped, float *packed) {
+void stconv_pack_weights(const float *w, int cout, int cin, int flipped, int block, float *packed) {
     const int outs = flipped ? cin : cout, ins = flipped ? cout : cin;
     for (int o = 0; o < outs; o++)
         for (int i = 0; i < ins; i++)
             for (int t = 0; t < 9; t++) {
                 const float v = flipped ? w[((ptrdiff_t)i * cin + o) * 9 + (8 - t)]
                                         : w[((ptrdiff_t)o * cin + i) * 9 + t];
-                packed[(((ptrdiff_t)(o / 4) * ins + i) * 9 + t) * 4 + o % 4] = v;
+                packed[(((ptrdiff_t)(o / block) * ins + i) * 9 + t) * block + o % block] = v;
             }
 }
 
@@ -81,7 +108,7 @@ INLINE void forward_block(int P, int accumulate, const float *const *in, ptrdiff
 /// stay in L1 while all output channels are computed; later passes add to y.
 #define CHANNEL_BLOCK 64
 
-TARGET void stconv_forward(const float *xpad, int in_channels, int count, int height, int width,
+TARGET void stconv_forward_avx2(const float *xpad, int in_channels, int count, int height, int width,
                            const float *packed, int out_channels, float *y,
                            ptrdiff_t y_channel_stride) {
     const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
@@ -144,7 +171,7 @@ INLINE void weight_rows(__m256 acc[4][3], int width, int rows, const float *x, p
     }
 }
 
-TARGET void stconv_weight_gradient(const float *xpad, int in_channels, int count, int height,
+TARGET void stconv_weight_gradient_avx2(const float *xpad, int in_channels, int count, int height,
                                    int width, const float *dy, ptrdiff_t dy_channel_stride,
                                    int out_channels, float *dw) {
     const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
@@ -180,17 +207,18 @@ TARGET void stconv_weight_gradient(const float *xpad, int in_channels, int count
 }
 
 #else
-// Other CPUs: stconv_available() returns 0 and callers take the GEMM path; these are never run.
+// Other CPUs: stconv_isa_supported() returns 0 and callers take the GEMM path; these are never run.
 #include <stdlib.h>
 
-void stconv_forward(const float *xpad, int in_channels, int count, int height, int width,
-                    const float *packed, int out_channels, float *y, ptrdiff_t y_channel_stride) {
+void stconv_forward_avx2(const float *xpad, int in_channels, int count, int height, int width,
+                         const float *packed, int out_channels, float *y,
+                         ptrdiff_t y_channel_stride) {
     abort();
 }
 
-void stconv_weight_gradient(const float *xpad, int in_channels, int count, int height, int width,
-                            const float *dy, ptrdiff_t dy_channel_stride, int out_channels,
-                            float *dw) {
+void stconv_weight_gradient_avx2(const float *xpad, int in_channels, int count, int height,
+                                 int width, const float *dy, ptrdiff_t dy_channel_stride,
+                                 int out_channels, float *dw) {
     abort();
 }
 

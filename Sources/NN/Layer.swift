@@ -36,7 +36,7 @@ public final class Context {
     /// sparse layers then compute their weight gradient with a dense GEMM.
     public var denseWeightGradient = false
     /// Variant of the sparse kernels (the widest this CPU runs unless `SPARSETRAIN_ISA` says).
-    public var sparseISA = SparseISA.best
+    public var kernelISA = KernelISA.best
     /// Dense-or-sparse decisions of `.auto` mode, keyed "layer/pass/batch/active weights". Saved
     /// in checkpoints, so a resumed run takes the same paths (and rounds the same way).
     public var kernelChoices: [String: KernelPath] = [:]

@@ -28,7 +28,7 @@ final class MaskedConvolution: MaskedPasses {
         kernels.outputGradientChanged()
         run(.forward, n: n, ctx, dense: dense) {
             kernels.forward(weights: sparseWeights(store), x: x, batch: s.n, height: s.h, width: s.w, y: y,
-                            isa: ctx.sparseISA, threads: ctx.threads)
+                            isa: ctx.kernelISA, threads: ctx.threads)
         }
     }
 
@@ -45,7 +45,7 @@ final class MaskedConvolution: MaskedPasses {
                 kernels.loadInput(x, batch: s.n, height: s.h, width: s.w, threads: ctx.threads)
                 loaded = true
             }
-            kernels.weightGradient(dy: dy, into: output, isa: ctx.sparseISA, threads: ctx.threads)
+            kernels.weightGradient(dy: dy, into: output, isa: ctx.kernelISA, threads: ctx.threads)
         }
     }
 
@@ -54,7 +54,7 @@ final class MaskedConvolution: MaskedPasses {
                        dx: UnsafeMutablePointer<Float>, _ ctx: Context, dense: () -> Void) {
         run(.inputGradient, n: n, ctx, dense: dense) {
             kernels.inputGradient(weights: sparseWeights(store), dy: dy, dx: dx, batch: s.n, height: s.h, width: s.w,
-                                  isa: ctx.sparseISA, threads: ctx.threads)
+                                  isa: ctx.kernelISA, threads: ctx.threads)
         }
     }
 }

@@ -67,7 +67,7 @@ final class MaskedMatmul: MaskedPasses {
                 SparseKernels.gatherValues(self.byRow, weights: w, into: self.rowValues, threads: ctx.threads)
             }
             SparseKernels.multiply(self.byRow, weights: self.rowValues, weightsInIndexOrder: true, x: x, ldx: ldx, n: n,
-                                   y: y, ldy: ldy, accumulate: accumulate, isa: ctx.sparseISA, threads: ctx.threads)
+                                   y: y, ldy: ldy, accumulate: accumulate, isa: ctx.kernelISA, threads: ctx.threads)
         }
         run(.forward, n: n, ctx, dense: { prepare(); dense() }, sparse: sparse)
         columnValuesFresh = inputGradientFollows && lastPaths[KernelPass.forward.rawValue] == .sparse
@@ -83,7 +83,7 @@ final class MaskedMatmul: MaskedPasses {
                                            threads: ctx.threads)
             }
             SparseKernels.multiply(self.byColumn, weights: self.columnValues, weightsInIndexOrder: true, x: dy, ldx: lddy, n: n,
-                                   y: dx, ldy: lddx, isa: ctx.sparseISA, threads: ctx.threads)
+                                   y: dx, ldy: lddx, isa: ctx.kernelISA, threads: ctx.threads)
         }
         run(.inputGradient, n: n, ctx, dense: dense, sparse: sparse)
         columnValuesFresh = false
@@ -95,7 +95,7 @@ final class MaskedMatmul: MaskedPasses {
                         n: Int, _ ctx: Context, dense: (_ target: UnsafeMutablePointer<Float>, _ beta: Float) -> Void) {
         weightGradient(store, n: n, ctx, dense: dense) { output in
             SparseKernels.sampledProduct(self.byRow, dy: dy, lddy: lddy, x: x, ldx: ldx, n: n, into: output,
-                                         isa: ctx.sparseISA, threads: ctx.threads)
+                                         isa: ctx.kernelISA, threads: ctx.threads)
         }
     }
 }

@@ -82,6 +82,21 @@ func medianSeconds(runs: Int, _ body: () -> Void) -> Double {
     })
 }
 
+/// Median seconds of each body over `runs` rounds that run the bodies in turn (after one
+/// untimed run of each), so that a machine's drift hits all of them alike.
+func interleavedMedianSeconds(runs: Int, _ bodies: [() -> Void]) -> [Double] {
+    for body in bodies { body() }
+    var samples = [[Double]](repeating: [], count: bodies.count)
+    for _ in 0..<runs {
+        for (i, body) in bodies.enumerated() {
+            let t0 = now()
+            body()
+            samples[i].append(now() - t0)
+        }
+    }
+    return samples.map(median)
+}
+
 func median(_ values: [Double]) -> Double {
     let s = values.sorted()
     guard !s.isEmpty else { return .nan }

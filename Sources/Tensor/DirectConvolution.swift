@@ -1,20 +1,46 @@
 import CConvKernels
 
 /// Direct 3×3, stride-1, padding-1 convolution over channel-major activations (C, N, H, W),
-/// with AVX2 + FMA kernels in C (`CConvKernels`). It reads a zero-padded copy of the input
-/// instead of an im2col matrix (9× smaller) and keeps a 4-channel × 24-pixel output block in
-/// registers across all input channels, which beats im2col + sgemm for small channel counts.
+/// with C kernels (`CConvKernels`) in two variants chosen at run time: AVX2 + FMA (blocks of 4
+/// output channels × 3 vectors of 8 pixels in registers) and AVX-512 F + VL (blocks of 8 output
+/// channels × 3 vectors of 16 pixels, for W % 16 == 0). It reads a zero-padded copy of the
+/// input instead of an im2col matrix (9× smaller) and keeps the output block in registers across
+/// all input channels, which beats im2col + sgemm for small channel counts.
 ///
-/// Shapes: `xpad` is [Cin][count][H+2][W+2] (see `pad`), weights are packed per block of 4
-/// output channels (see `packWeights`). Applies when `isAvailable`, W % 8 == 0 and the number
-/// of output channels is a multiple of 4 (see `supports`).
+/// Shapes: `xpad` is [Cin][count][H+2][W+2] (see `pad`), weights are packed per block of the
+/// variant's output channels (see `packWeights`). Applies when W is a multiple of a supported
+/// variant's vector and the number of output channels a multiple of its block (see `variant`).
 public enum Conv3x3 {
-    /// Whether this CPU has AVX2 and FMA.
-    public static let isAvailable: Bool = stconv_available() != 0
+    /// Whether this CPU runs variant `isa` (`.avx2`: AVX2 + FMA; `.avx512`: AVX-512 F + VL).
+    public static func isSupported(_ isa: KernelISA) -> Bool {
+        isa != .portable && stconv_isa_supported(Int32(isa.rawValue)) != 0
+    }
+
+    /// Whether this CPU runs any variant.
+    public static let isAvailable: Bool = isSupported(.avx2)
+
+    /// Output channels per register block of variant `isa`.
+    public static func block(_ isa: KernelISA) -> Int { Int(stconv_block(Int32(isa.rawValue))) }
+
+    /// Pixels per vector of variant `isa`: the width must be a multiple of it.
+    public static func vector(_ isa: KernelISA) -> Int { Int(stconv_vector(Int32(isa.rawValue))) }
+
+    /// Whether variant `isa` runs here and computes `outChannels` planes of width `width`.
+    public static func applies(_ isa: KernelISA, outChannels: Int, width: Int) -> Bool {
+        isSupported(isa) && width > 0 && width % vector(isa) == 0 && outChannels % block(isa) == 0
+    }
+
+    /// The widest variant, up to `widest`, that runs here and computes `outChannels` planes of
+    /// width `width`; nil when none does.
+    public static func variant(outChannels: Int, width: Int, widest: KernelISA = .best) -> KernelISA? {
+        [KernelISA.avx512, .avx2].first {
+            $0.rawValue <= widest.rawValue && applies($0, outChannels: outChannels, width: width)
+        }
+    }
 
     /// Whether a convolution producing `outChannels` planes of width `width` can run here.
-    public static func supports(outChannels: Int, width: Int) -> Bool {
-        isAvailable && outChannels % 4 == 0 && width % 8 == 0 && width > 0
+    public static func supports(outChannels: Int, width: Int, widest: KernelISA = .best) -> Bool {
+        variant(outChannels: outChannels, width: width, widest: widest) != nil
     }
 
     /// Floats of a padded copy of `count` images with `channels` planes of `height`×`width`.
@@ -30,32 +56,36 @@ public enum Conv3x3 {
         stconv_pad(x, channelStride, Int32(channels), Int32(count), Int32(height), Int32(width), xpad)
     }
 
-    /// Packs w[Cout][Cin][3][3] for `forward` (Cout·Cin·9 floats). `flipped`: the weights of the
-    /// input gradient, w'[ci][co][kh][kw] = w[co][ci][2−kh][2−kw] (then Cin must be a multiple of 4).
+    /// Packs w[Cout][Cin][3][3] for `forward` of variant `isa` (Cout·Cin·9 floats, as
+    /// [o/block][i][9][block]). `flipped`: the weights of the input gradient,
+    /// w'[ci][co][kh][kw] = w[co][ci][2−kh][2−kw] (then Cin must be a multiple of the block).
     public static func packWeights(
-        _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, flipped: Bool,
+        _ w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, flipped: Bool, isa: KernelISA,
         into packed: UnsafeMutablePointer<Float>
     ) {
-        stconv_pack_weights(w, Int32(outChannels), Int32(inChannels), flipped ? 1 : 0, packed)
+        stconv_pack_weights(w, Int32(outChannels), Int32(inChannels), flipped ? 1 : 0, Int32(block(isa)), packed)
     }
 
-    /// `y[o·yChannelStride + n·H·W + h·W + w] = Σ_{i,kh,kw} W[o][i][kh][kw] · xpad[i][n][h+kh][w+kw]`.
+    /// `y[o·yChannelStride + n·H·W + h·W + w] = Σ_{i,kh,kw} W[o][i][kh][kw] · xpad[i][n][h+kh][w+kw]`,
+    /// `packed` from `packWeights` with the same `isa`.
     public static func forward(
         _ xpad: UnsafePointer<Float>, inChannels: Int, count: Int, height: Int, width: Int,
-        packed: UnsafePointer<Float>, outChannels: Int, y: UnsafeMutablePointer<Float>, yChannelStride: Int
+        packed: UnsafePointer<Float>, outChannels: Int, y: UnsafeMutablePointer<Float>, yChannelStride: Int,
+        isa: KernelISA
     ) {
-        precondition(supports(outChannels: outChannels, width: width))
-        stconv_forward(xpad, Int32(inChannels), Int32(count), Int32(height), Int32(width), packed,
+        precondition(applies(isa, outChannels: outChannels, width: width))
+        stconv_forward(Int32(isa.rawValue), xpad, Int32(inChannels), Int32(count), Int32(height), Int32(width), packed,
                        Int32(outChannels), y, yChannelStride)
     }
 
     /// `dw[o][i][kh][kw] += Σ_{n,h,w} dy[o·dyChannelStride + n·H·W + h·W + w] · xpad[i][n][h+kh][w+kw]`.
     public static func weightGradient(
         _ xpad: UnsafePointer<Float>, inChannels: Int, count: Int, height: Int, width: Int,
-        dy: UnsafePointer<Float>, dyChannelStride: Int, outChannels: Int, dw: UnsafeMutablePointer<Float>
+        dy: UnsafePointer<Float>, dyChannelStride: Int, outChannels: Int, dw: UnsafeMutablePointer<Float>,
+        isa: KernelISA
     ) {
-        precondition(supports(outChannels: outChannels, width: width))
-        stconv_weight_gradient(xpad, Int32(inChannels), Int32(count), Int32(height), Int32(width), dy,
+        precondition(applies(isa, outChannels: outChannels, width: width))
+        stconv_weight_gradient(Int32(isa.rawValue), xpad, Int32(inChannels), Int32(count), Int32(height), Int32(width), dy,
                                dyChannelStride, Int32(outChannels), dw)
     }
 }

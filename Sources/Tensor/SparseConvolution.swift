@@ -200,7 +200,7 @@ public final class SparseConvolution {
     /// Keeps the forward frame of x for `weightGradient`.
     public func forward(
         weights w: UnsafePointer<Float>, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-        y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
+        y: UnsafeMutablePointer<Float>, isa: KernelISA = .best, threads: Int = 1
     ) {
         forward(weights: .dense(w), x: x, batch: batch, height: height, width: width, y: y, isa: isa, threads: threads)
     }
@@ -209,7 +209,7 @@ public final class SparseConvolution {
     /// row-major order).
     public func forward(
         weights: SparseWeights, x: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-        y: UnsafeMutablePointer<Float>, isa: SparseISA = .best, threads: Int = 1
+        y: UnsafeMutablePointer<Float>, isa: KernelISA = .best, threads: Int = 1
     ) {
         loadInput(x, batch: batch, height: height, width: width, threads: threads)
         let f = frames!, frame = inputFrame.pointer
@@ -237,7 +237,7 @@ public final class SparseConvolution {
     /// `dW += dY ⊛ X` at the mask's positions only, for the input of the last `forward` or
     /// `loadInput`: into a dense `[Cout][Cin][k][k]` gradient (`.dense`) or in index order (`.packed`).
     public func weightGradient(
-        dy: UnsafePointer<Float>, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
+        dy: UnsafePointer<Float>, into output: SampledOutput, isa: KernelISA = .best, threads: Int = 1
     ) {
         guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
         ensureSources(f, threads: threads)
@@ -266,7 +266,7 @@ public final class SparseConvolution {
     /// of `height × width`.
     public func inputGradient(
         weights w: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-        batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
+        batch: Int, height: Int, width: Int, isa: KernelISA = .best, threads: Int = 1
     ) {
         inputGradient(weights: .dense(w), dy: dy, dx: dx, batch: batch, height: height, width: width, isa: isa, threads: threads)
     }
@@ -274,7 +274,7 @@ public final class SparseConvolution {
     /// `inputGradient` with dense or packed weights.
     public func inputGradient(
         weights: SparseWeights, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-        batch: Int, height: Int, width: Int, isa: SparseISA = .best, threads: Int = 1
+        batch: Int, height: Int, width: Int, isa: KernelISA = .best, threads: Int = 1
     ) {
         let f = prepare(batch: batch, height: height, width: width, threads: threads)
         let total = index.count, vals = phaseValues.reserve(total), entry = phaseEntry.pointer

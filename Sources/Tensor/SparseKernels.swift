@@ -2,39 +2,6 @@ import CSparseKernels
 import Dispatch
 import Foundation
 
-/// Instruction set a sparse kernel variant uses, chosen at run time.
-public enum SparseISA: Int, CaseIterable, Sendable, CustomStringConvertible {
-    case portable = 0, avx2 = 1, avx512 = 2
-
-    /// Whether this CPU runs the variant.
-    public var isSupported: Bool { stsp_isa_supported(Int32(rawValue)) != 0 }
-
-    /// The widest supported variant, or the one `SPARSETRAIN_ISA` (`avx512`, `avx2`, `portable`)
-    /// names when this CPU supports it.
-    public static let best: SparseISA = {
-        if let name = ProcessInfo.processInfo.environment["SPARSETRAIN_ISA"],
-           let isa = SparseISA(name: name), isa.isSupported { return isa }
-        return allCases.reversed().first { $0.isSupported } ?? .portable
-    }()
-
-    public init?(name: String) {
-        switch name.lowercased() {
-        case "avx512", "avx-512", "avx512f": self = .avx512
-        case "avx2": self = .avx2
-        case "portable", "c": self = .portable
-        default: return nil
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .portable: return "portable C"
-        case .avx2: return "AVX2+FMA"
-        case .avx512: return "AVX-512F"
-        }
-    }
-}
-
 /// Where `sampledProduct` puts entry k's result.
 public enum SampledOutput {
     /// Added into a dense `rows × columns` gradient at `weightOffset[k]`.
@@ -86,7 +53,7 @@ public enum SparseKernels {
         _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
         x: UnsafePointer<Float>, ldx: Int,
         n: Int, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false,
-        isa: SparseISA = .best, threads: Int = 1
+        isa: KernelISA = .best, threads: Int = 1
     ) {
         let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
         let wo = weightsInIndexOrder ? nil : SendablePointer(index.weightOffset)
@@ -108,7 +75,7 @@ public enum SparseKernels {
     /// the weight gradient `dW = dY·Xᵀ` at the mask's positions only.
     public static func sampledProduct(
         _ index: SparseIndex, dy: UnsafePointer<Float>, lddy: Int, x: UnsafePointer<Float>, ldx: Int,
-        n: Int, into output: SampledOutput, isa: SparseISA = .best, threads: Int = 1
+        n: Int, into output: SampledOutput, isa: KernelISA = .best, threads: Int = 1
     ) {
         let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
         let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))

@@ -1,11 +1,24 @@
 import XCTest
 import Tensor
 
-/// The direct 3×3 kernels against naive loops accumulated in Double.
+/// The direct 3×3 kernels, every variant this CPU runs, against naive loops accumulated in Double.
 final class DirectConvolutionTests: XCTestCase {
     struct Case { var cin, cout, count, h, w: Int }
+    /// Widths 8, 16, 24 and 32; output channels that only the 4-block variant takes; more than 64
+    /// input channels (a second pass that accumulates); pixel-vector counts that leave 1 or 2
+    /// vectors in the last group.
     let cases = [Case(cin: 3, cout: 8, count: 2, h: 3, w: 8), Case(cin: 8, cout: 4, count: 3, h: 5, w: 16),
-                 Case(cin: 4, cout: 12, count: 1, h: 1, w: 24), Case(cin: 5, cout: 4, count: 4, h: 8, w: 8)]
+                 Case(cin: 4, cout: 12, count: 1, h: 1, w: 24), Case(cin: 5, cout: 4, count: 4, h: 8, w: 8),
+                 Case(cin: 16, cout: 8, count: 2, h: 5, w: 32), Case(cin: 72, cout: 16, count: 1, h: 2, w: 16),
+                 Case(cin: 8, cout: 24, count: 3, h: 7, w: 16), Case(cin: 16, cout: 8, count: 1, h: 4, w: 48)]
+
+    /// The variants this CPU runs; the test output names them.
+    var variants: [KernelISA] {
+        let v = [KernelISA.avx2, .avx512].filter(Conv3x3.isSupported)
+        print("direct 3x3 convolution variants tested on this CPU: " + v.map(\.description).joined(separator: ", ")
+              + (Conv3x3.isSupported(.avx512) ? "" : " (no AVX-512 here: that variant is not run)"))
+        return v
+    }
 
     func random(_ count: Int, _ rng: inout Xoshiro256) -> [Float] {
         (0..<count).map { _ in rng.nextFloat() * 2 - 1 }
@@ -32,6 +45,7 @@ final class DirectConvolutionTests: XCTestCase {
 
     func testForwardInputGradientAndWeightGradientMatchNaiveLoops() throws {
         try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
+        let variants = self.variants
         for (t, c) in cases.enumerated() {
             var rng = Xoshiro256(seed: UInt64(t + 1))
             let plane = c.h * c.w, cols = c.count * plane
@@ -53,25 +67,28 @@ final class DirectConvolutionTests: XCTestCase {
                 } } }
             } } } }
 
-            var packed = [Float](repeating: 0, count: w.count)
-            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, into: &packed)
-            var y = [Float](repeating: .nan, count: c.cout * cols)
-            Conv3x3.forward(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h, width: c.w,
-                            packed: packed, outChannels: c.cout, y: &y, yChannelStride: cols)
-            close(y, expectedY, "case \(t) forward")
+            for isa in variants where Conv3x3.applies(isa, outChannels: c.cout, width: c.w) {
+                let tag = "case \(t) \(isa)"
+                var packed = [Float](repeating: 0, count: w.count)
+                Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, isa: isa, into: &packed)
+                var y = [Float](repeating: .nan, count: c.cout * cols)
+                Conv3x3.forward(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h,
+                                width: c.w, packed: packed, outChannels: c.cout, y: &y, yChannelStride: cols, isa: isa)
+                close(y, expectedY, tag + " forward")
 
-            // Accumulates: start from ones.
-            var dw = [Float](repeating: 1, count: w.count)
-            Conv3x3.weightGradient(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h,
-                                   width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, dw: &dw)
-            close(dw, expectedDw.map { $0 + 1 }, "case \(t) weight gradient")
+                // Accumulates: start from ones.
+                var dw = [Float](repeating: 1, count: w.count)
+                Conv3x3.weightGradient(padded(x, channels: c.cin, c), inChannels: c.cin, count: c.count, height: c.h,
+                                       width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, dw: &dw, isa: isa)
+                close(dw, expectedDw.map { $0 + 1 }, tag + " weight gradient")
 
-            guard c.cin % 4 == 0 else { continue }
-            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, into: &packed)
-            var dx = [Float](repeating: .nan, count: c.cin * cols)
-            Conv3x3.forward(padded(dy, channels: c.cout, c), inChannels: c.cout, count: c.count, height: c.h, width: c.w,
-                            packed: packed, outChannels: c.cin, y: &dx, yChannelStride: cols)
-            close(dx, expectedDx, "case \(t) input gradient")
+                guard Conv3x3.applies(isa, outChannels: c.cin, width: c.w) else { continue }
+                Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, isa: isa, into: &packed)
+                var dx = [Float](repeating: .nan, count: c.cin * cols)
+                Conv3x3.forward(padded(dy, channels: c.cout, c), inChannels: c.cout, count: c.count, height: c.h,
+                                width: c.w, packed: packed, outChannels: c.cin, y: &dx, yChannelStride: cols, isa: isa)
+                close(dx, expectedDx, tag + " input gradient")
+            }
         }
     }
 
@@ -90,5 +107,13 @@ final class DirectConvolutionTests: XCTestCase {
         XCTAssertTrue(Conv3x3.supports(outChannels: 16, width: 32))
         XCTAssertFalse(Conv3x3.supports(outChannels: 6, width: 32))
         XCTAssertFalse(Conv3x3.supports(outChannels: 16, width: 14))
+        XCTAssertNil(Conv3x3.variant(outChannels: 16, width: 32, widest: .portable))
+        XCTAssertEqual(Conv3x3.variant(outChannels: 16, width: 32, widest: .avx2), .avx2)
+        // 12 channels are not a whole block of the AVX-512 variant: the AVX2 one takes them.
+        XCTAssertEqual(Conv3x3.variant(outChannels: 12, width: 32, widest: .avx512), .avx2)
+        // Width 8 is not a whole vector of the AVX-512 variant.
+        XCTAssertEqual(Conv3x3.variant(outChannels: 16, width: 8, widest: .avx512), .avx2)
+        XCTAssertEqual(Conv3x3.variant(outChannels: 16, width: 32, widest: .avx512),
+                       Conv3x3.isSupported(.avx512) ? .avx512 : .avx2)
     }
 }

@@ -46,7 +46,7 @@ final class SparseConvolutionTests: XCTestCase {
 
     func testPassesMatchNaiveReference() {
         var rng = Xoshiro256(seed: 21)
-        let variants = SparseISA.allCases.filter(\.isSupported)
+        let variants = KernelISA.allCases.filter(\.isSupported)
         print("sparse convolution variants tested on this CPU: \(variants.map(\.description).joined(separator: ", "))")
         for isa in variants {
             for c in cases {

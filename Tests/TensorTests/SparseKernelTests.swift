@@ -5,10 +5,10 @@ import Tensor
 /// entry, 1%, 50%, 100%, with empty rows and columns, batch sizes that are not a multiple of any
 /// vector width, ld > n, one and two threads.
 final class SparseKernelTests: XCTestCase {
-    private var variants: [SparseISA] {
-        let v = SparseISA.allCases.filter(\.isSupported)
+    private var variants: [KernelISA] {
+        let v = KernelISA.allCases.filter(\.isSupported)
         print("sparse kernel variants tested on this CPU: \(v.map(\.description).joined(separator: ", "))"
-              + (SparseISA.avx512.isSupported ? "" : " (no AVX-512 here: that variant is not run)"))
+              + (KernelISA.avx512.isSupported ? "" : " (no AVX-512 here: that variant is not run)"))
         return v
     }
 
@@ -82,7 +82,7 @@ final class SparseKernelTests: XCTestCase {
 
     /// `multiply` (overwrite and accumulate, ld > n) against the reference and, for the forward
     /// index, against a dense product with the masked weight.
-    private func check(_ index: SparseIndex, w: [Float], inRows: Int, n: Int, isa: SparseISA, threads: Int,
+    private func check(_ index: SparseIndex, w: [Float], inRows: Int, n: Int, isa: KernelISA, threads: Int,
                        tag: String, rng: inout Xoshiro256) {
         let ldx = n + 3, ldy = n + 5
         let x = (0..<(inRows * ldx)).map { _ in rng.nextFloat() * 2 - 1 }
@@ -125,7 +125,7 @@ final class SparseKernelTests: XCTestCase {
     }
 
     /// `sampledProduct` into a dense gradient (at the weight offsets) and packed (index order).
-    private func checkSampled(_ index: SparseIndex, inRows: Int, n: Int, isa: SparseISA, threads: Int,
+    private func checkSampled(_ index: SparseIndex, inRows: Int, n: Int, isa: KernelISA, threads: Int,
                               tag: String, rng: inout Xoshiro256) {
         let lddy = n + 1, ldx = n + 2
         let dy = (0..<(index.rows * lddy)).map { _ in rng.nextFloat() * 2 - 1 }

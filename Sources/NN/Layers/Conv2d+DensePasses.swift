@@ -20,12 +20,14 @@ extension Conv2d {
     }
 
     /// Whether this layer runs the direct 3×3 kernel on inputs of shape `s`: a 3×3, stride-1,
-    /// padding-1 convolution the kernel supports, and under `.automatic` at most
-    /// `Conv2d.directChannelLimit` channels in and out (beyond that sgemm's blocking wins).
+    /// padding-1 convolution the kernel supports (forward and, when needed, input gradient), and
+    /// under `.automatic` at most `Conv2d.directChannelLimit` channels in and out (beyond that
+    /// sgemm's blocking wins).
     public func usesDirectKernel(_ s: Shape, _ ctx: Context) -> Bool {
         guard ctx.convolutionAlgorithm != .gemm, kernelSize == 3, stride == 1, padding == 1,
-              Conv3x3.supports(outChannels: outChannels, width: s.w),
-              !needsInputGradient || inChannels % 4 == 0 else { return false }
+              Conv3x3.supports(outChannels: outChannels, width: s.w, widest: ctx.kernelISA),
+              !needsInputGradient || Conv3x3.supports(outChannels: inChannels, width: s.w, widest: ctx.kernelISA)
+        else { return false }
         return ctx.convolutionAlgorithm == .direct
             || max(inChannels, outChannels) <= Conv2d.directChannelLimit
     }
@@ -47,9 +49,10 @@ extension Conv2d {
         flipped: Bool, shape s: Shape, _ ctx: Context
     ) {
         let weights = flipped ? packedFlipped : packed, plane = s.plane, cols = s.n * plane
+        let isa = Conv3x3.variant(outChannels: outCount, width: s.w, widest: ctx.kernelISA)!
         weights.reshape(Shape(n: 1, c: weight.count))
         Conv3x3.packWeights(store.forwardWeight(weight), outChannels: outChannels, inChannels: inChannels,
-                            flipped: flipped, into: weights.data)
+                            flipped: flipped, isa: isa, into: weights.data)
         let per = directChunk(s, planesPerImage: inCount, ctx)
         let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: inCount, count: per, height: s.h, width: s.w))
         let w = SendablePointer(weights.data)
@@ -58,7 +61,7 @@ extension Conv2d {
             Conv3x3.pad(src.pointer + first * plane, channelStride: cols, channels: inCount, count: count,
                         height: s.h, width: s.w, into: padded)
             Conv3x3.forward(padded, inChannels: inCount, count: count, height: s.h, width: s.w, packed: w.pointer,
-                            outChannels: outCount, y: out.pointer + first * plane, yChannelStride: cols)
+                            outChannels: outCount, y: out.pointer + first * plane, yChannelStride: cols, isa: isa)
         }
     }
 
@@ -90,6 +93,7 @@ extension Conv2d {
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data), cin = inChannels, cout = outChannels
         if usesDirectKernel(s, ctx) {
             let per = directChunk(s, planesPerImage: cin, ctx)
+            let isa = Conv3x3.variant(outChannels: cout, width: s.w, widest: ctx.kernelISA)!
             let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w))
             ctx.forEachChunk(of: n, size: per) { worker, first, count, _ in
                 let xpad = scratch[worker].pointer
@@ -97,7 +101,7 @@ extension Conv2d {
                             height: s.h, width: s.w, into: xpad)
                 Conv3x3.weightGradient(xpad, inChannels: cin, count: count, height: s.h, width: s.w,
                                        dy: d.pointer + first * plane, dyChannelStride: cols, outChannels: cout,
-                                       dw: partials[worker].pointer)
+                                       dw: partials[worker].pointer, isa: isa)
             }
         } else {
             let per = chunk(g, batch: n, ctx)

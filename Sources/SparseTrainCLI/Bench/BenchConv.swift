@@ -4,7 +4,8 @@ import NN
 import Tensor
 
 /// `sparsetrain bench conv`: forward + backward of single 3×3 convolutions (the shapes of
-/// ResNet-20 and VGG16 on CIFAR) with the direct kernel and with im2col + sgemm, side by side;
+/// ResNet-20 and VGG16 on CIFAR) with each variant of the direct kernel this CPU runs (AVX2,
+/// AVX-512) and with im2col + sgemm, side by side, timed in interleaved rounds;
 /// with `--densities`, the sparse convolution passes at those densities against the dense step.
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -35,6 +36,8 @@ struct BenchConv: ParsableCommand {
         var in_channels: Int, out_channels: Int, size: Int
         var gemm_ms: Double, direct_ms: Double?, speedup: Double?
         var gemm_gflops: Double, direct_gflops: Double?
+        /// Milliseconds of each direct variant that applies ("AVX2+FMA", "AVX-512F").
+        var direct_ms_by_isa: [String: Double]
         var automatic: String
     }
 
@@ -70,9 +73,10 @@ struct BenchConv: ParsableCommand {
             let flops = 3 * conv.forwardFlops(for: x.shape)
             let ctx = Context()
             ctx.threads = threadCount
-            func time(_ algorithm: ConvolutionAlgorithm) -> Double {
-                ctx.convolutionAlgorithm = algorithm
-                return medianSeconds(runs: steps) {
+            func step(_ algorithm: ConvolutionAlgorithm, _ isa: KernelISA) -> () -> Void {
+                {
+                    ctx.convolutionAlgorithm = algorithm
+                    ctx.kernelISA = isa
                     let y = conv.forward(x, ctx)
                     let dy = ctx.gradientBuffer(y.shape)
                     dy.data.update(repeating: 0.01, count: dy.count)
@@ -80,27 +84,38 @@ struct BenchConv: ParsableCommand {
                 }
             }
             ctx.convolutionAlgorithm = .direct
-            let directApplies = conv.usesDirectKernel(x.shape, ctx)
-            let gemmSeconds = time(.gemm)
-            let directSeconds = directApplies ? time(.direct) : nil
+            let variants = [KernelISA.avx2, .avx512].filter { v in
+                ctx.kernelISA = v
+                return v.rawValue <= KernelISA.best.rawValue && Conv3x3.isSupported(v) && conv.usesDirectKernel(x.shape, ctx)
+                    && Conv3x3.variant(outChannels: cout, width: size, widest: v) == v
+            }
+            let seconds = interleavedMedianSeconds(runs: steps, [step(.gemm, .best)] + variants.map { step(.direct, $0) })
+            let gemmSeconds = seconds[0], directSeconds = seconds.count > 1 ? seconds.last : nil
             ctx.convolutionAlgorithm = .automatic
+            ctx.kernelISA = .best
+            let automatic = conv.usesDirectKernel(x.shape, ctx)
+                ? "direct " + (Conv3x3.variant(outChannels: cout, width: size)?.description ?? "") : "gemm"
             rows.append(Row(
                 in_channels: cin, out_channels: cout, size: size, gemm_ms: gemmSeconds * 1e3,
                 direct_ms: directSeconds.map { $0 * 1e3 }, speedup: directSeconds.map { gemmSeconds / $0 },
                 gemm_gflops: flops / gemmSeconds / 1e9, direct_gflops: directSeconds.map { flops / $0 / 1e9 },
-                automatic: conv.usesDirectKernel(x.shape, ctx) ? "direct" : "gemm"))
+                direct_ms_by_isa: Dictionary(uniqueKeysWithValues: zip(variants.map(\.description), seconds.dropFirst().map { $0 * 1e3 })),
+                automatic: automatic))
         }
         if json {
             for r in rows { print(try jsonLine(r)) }
             try runSparse(dense: rows, threads: threadCount)
             return
         }
-        print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps)")
-        var table = TextTable("cin", "cout", "size", "gemm ms", "gemm GFLOP/s", "direct ms", "direct GFLOP/s", "speedup", "automatic")
+        print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
+              + "OpenBLAS kernel \(BLAS.coreName)")
+        let avx2 = KernelISA.avx2.description, avx512 = KernelISA.avx512.description
+        var table = TextTable("cin", "cout", "size", "gemm ms", "gemm GFLOP/s", "direct \(avx2) ms", "direct \(avx512) ms",
+                              "direct GFLOP/s", "speedup", "automatic")
         for r in rows {
             table.add("\(r.in_channels)", "\(r.out_channels)", "\(r.size)", fixed(r.gemm_ms, 2), fixed(r.gemm_gflops, 1),
-                      r.direct_ms.map { fixed($0, 2) } ?? "n/a", r.direct_gflops.map { fixed($0, 1) } ?? "n/a",
-                      r.speedup.map { fixed($0, 2) + "x" } ?? "n/a", r.automatic)
+                      r.direct_ms_by_isa[avx2].map { fixed($0, 2) } ?? "n/a", r.direct_ms_by_isa[avx512].map { fixed($0, 2) } ?? "n/a",
+                      r.direct_gflops.map { fixed($0, 1) } ?? "n/a", r.speedup.map { fixed($0, 2) + "x" } ?? "n/a", r.automatic)
         }
         print(table.render())
         try runSparse(dense: rows, threads: threadCount)

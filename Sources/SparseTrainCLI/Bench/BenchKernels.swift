@@ -138,9 +138,9 @@ struct BenchKernels: ParsableCommand {
 }
 
 /// The sparse kernel variant an `--isa` option names (default: the widest this CPU runs).
-func selectedISA(_ name: String?) throws -> SparseISA {
+func selectedISA(_ name: String?) throws -> KernelISA {
     guard let name else { return .best }
-    guard let v = SparseISA(name: name) else { throw InputError("--isa: '\(name)' is not avx512, avx2 or portable") }
+    guard let v = KernelISA(name: name) else { throw InputError("--isa: '\(name)' is not avx512, avx2 or portable") }
     guard v.isSupported else { throw InputError("--isa: this CPU cannot run \(v)") }
     return v
 }

@@ -174,7 +174,7 @@ struct BenchStep: ParsableCommand {
             forward_gflop_per_image: flops / Double(batch) / 1e9, breakdown_seconds: breakdown,
             peak_rss_mib: peakRSS.isFinite && peakResetWorked ? peakRSS : nil,
             setup_peak_rss_mib: setupPeakRSS.isFinite ? setupPeakRSS : nil, sparse_kernels: sparseKernels.rawValue,
-            sparse_isa: net.ctx.sparseISA.description, masked_flop_fraction: net.maskedFlopFraction, layers: layerRows,
+            sparse_isa: net.ctx.kernelISA.description, masked_flop_fraction: net.maskedFlopFraction, layers: layerRows,
             blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
             pytorch_images_per_second: torch, speedup_vs_pytorch: roundSpeedups.isEmpty ? nil : median(roundSpeedups),
