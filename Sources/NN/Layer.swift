@@ -16,6 +16,14 @@ public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     case direct
 }
 
+/// Which direct 3×3 kernel a convolution runs (`Conv2d.directKernel`).
+public enum DirectKernel: String, Sendable {
+    /// Zero-padded copy of the input, vectors of pixels along rows (`Conv3x3.forward`).
+    case padded
+    /// Whole small images per vector, unpadded (`Conv3x3.smallForward`; AVX-512).
+    case smallImages
+}
+
 /// Whether masked layers may run sparse kernels (`sparse_kernels` in a run's config).
 public enum SparseKernelMode: String, CaseIterable, Sendable {
     /// Dense GEMMs everywhere (masked weights are zeros in them).
@@ -56,6 +64,7 @@ public final class Context {
     /// by all layers.
     private var scratch: [Tensor] = []
     private var partials: [Tensor] = []
+    private let packedWeights = Tensor()
 
     public init() {}
 
@@ -138,6 +147,13 @@ public final class Context {
             if t.count < count { t.reshape(Shape(n: 1, c: count)) }
             return SendablePointer(t.data)
         }
+    }
+
+    /// One buffer of at least `count` floats for a convolution's weights packed for the direct
+    /// kernel: each pass packs them and reads them at once, so all layers share it.
+    func packedWeightScratch(count: Int) -> UnsafeMutablePointer<Float> {
+        if packedWeights.count < count { packedWeights.reshape(Shape(n: 1, c: count)) }
+        return packedWeights.data
     }
 
     /// Where each worker accumulates its part of a weight gradient (`+=`): worker 0 straight

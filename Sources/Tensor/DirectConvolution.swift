@@ -88,4 +88,35 @@ public enum Conv3x3 {
         stconv_weight_gradient(Int32(isa.rawValue), xpad, Int32(inChannels), Int32(count), Int32(height), Int32(width), dy,
                                dyChannelStride, Int32(outChannels), dw)
     }
+
+    // MARK: Small images (AVX-512)
+
+    /// Whether the small-image kernels run here on `height`×`width` images computing
+    /// `outChannels` planes: AVX-512, H·W divides 16 (4×4, 2×2, …: a vector holds whole images),
+    /// output channels a multiple of 8. They read the input unpadded.
+    public static func smallImagesApply(outChannels: Int, height: Int, width: Int, widest: KernelISA = .best) -> Bool {
+        widest == .avx512 && isSupported(.avx512) && stconv_small_applies(Int32(height), Int32(width)) != 0
+            && outChannels % block(.avx512) == 0
+    }
+
+    /// `forward` for small images from the unpadded input
+    /// `x[i·xChannelStride + n·H·W + h·W + w]`; `packed` from `packWeights` with `.avx512`.
+    public static func smallForward(
+        _ x: UnsafePointer<Float>, xChannelStride: Int, inChannels: Int, count: Int, height: Int, width: Int,
+        packed: UnsafePointer<Float>, outChannels: Int, y: UnsafeMutablePointer<Float>, yChannelStride: Int
+    ) {
+        precondition(smallImagesApply(outChannels: outChannels, height: height, width: width, widest: .avx512))
+        stconv_small_forward(x, xChannelStride, Int32(inChannels), Int32(count), Int32(height), Int32(width), packed,
+                             Int32(outChannels), y, yChannelStride)
+    }
+
+    /// `weightGradient` for small images from the unpadded input (see `smallForward`).
+    public static func smallWeightGradient(
+        _ x: UnsafePointer<Float>, xChannelStride: Int, inChannels: Int, count: Int, height: Int, width: Int,
+        dy: UnsafePointer<Float>, dyChannelStride: Int, outChannels: Int, dw: UnsafeMutablePointer<Float>
+    ) {
+        precondition(smallImagesApply(outChannels: outChannels, height: height, width: width, widest: .avx512))
+        stconv_small_weight_gradient(x, xChannelStride, Int32(inChannels), Int32(count), Int32(height), Int32(width),
+                                     dy, dyChannelStride, Int32(outChannels), dw)
+    }
 }

@@ -202,6 +202,30 @@ final class WorkerParallelTests: XCTestCase {
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "run \(k) vs gemm") }
     }
 
+    /// The small-image kernels (AVX-512) and im2col + sgemm give the same results on 4×4 and
+    /// 2×2 inputs, on one and two workers.
+    func testSmallImageKernelsMatchGemmPath() throws {
+        try XCTSkipUnless(Conv3x3.isSupported(.avx512), "no AVX-512 on this CPU: the small-image kernels are not run")
+        let savedThreads = BLAS.threads
+        defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
+        for size in [4, 2] {
+            var results: [[Float]] = []
+            for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.automatic, 1), (.automatic, 2)] {
+                let store = ParameterStore()
+                let conv = Conv2d("c", store: store, inChannels: 16, outChannels: 24, kernelSize: 3, padding: 1, bias: true)
+                store.allocate(seed: 5)
+                let ctx = Context()
+                ctx.threads = workers
+                ctx.convolutionAlgorithm = algorithm
+                let shape = Shape(n: 7, c: 16, h: size, w: size)
+                XCTAssertEqual(conv.directKernel(shape, ctx), algorithm == .gemm ? nil : .smallImages)
+                results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 3, gradientPeriod: 5, steps: 2))
+            }
+            for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "size \(size) run \(k) vs gemm") }
+        }
+    }
+
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;
     /// the result must equal the one-worker result (up to summation order of the weight
     /// gradient partials).

@@ -41,6 +41,20 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// The small-image kernels (AVX-512) inside a layer: 4×4 and 2×2 inputs.
+    func testSmallImageConvolutionBackwardMatchesFiniteDifferences() throws {
+        try XCTSkipUnless(Conv3x3.isSupported(.avx512), "no AVX-512 on this CPU: the small-image kernels are not run")
+        for (i, c) in [(cin: 8, cout: 8, h: 4, w: 4, bias: true), (cin: 16, cout: 8, h: 2, w: 2, bias: false)].enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: 3,
+                              padding: 1, bias: c.bias)
+            store.allocate(seed: UInt64(i + 7))
+            let ctx = Context()
+            XCTAssertEqual(conv.directKernel(Shape(n: 3, c: c.cin, h: c.h, w: c.w), ctx), .smallImages)
+            GradientCheck().run(conv, store: store, input: Shape(n: 3, c: c.cin, h: c.h, w: c.w), seed: UInt64(i + 7))
+        }
+    }
+
     func testConvolutionWithSmallColumnBudgetMatchesFiniteDifferences() {
         let store = ParameterStore()
         let conv = Conv2d("c", store: store, inChannels: 2, outChannels: 3, kernelSize: 3, padding: 1)

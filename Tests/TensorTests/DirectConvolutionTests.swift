@@ -43,6 +43,28 @@ final class DirectConvolutionTests: XCTestCase {
         }
     }
 
+    /// Output, input gradient and weight gradient by naive loops in Double.
+    func naive(_ c: Case, x: [Float], w: [Float], dy: [Float]) -> (y: [Double], dx: [Double], dw: [Double]) {
+        let plane = c.h * c.w, cols = c.count * plane
+        var expectedY = [Double](repeating: 0, count: c.cout * cols)
+        var expectedDx = [Double](repeating: 0, count: c.cin * cols)
+        var expectedDw = [Double](repeating: 0, count: w.count)
+        for o in 0..<c.cout { for n in 0..<c.count { for h in 0..<c.h { for wc in 0..<c.w {
+            let yi = (o * c.count + n) * plane + h * c.w + wc
+            for i in 0..<c.cin { for kh in 0..<3 { for kw in 0..<3 {
+                let wv = Double(w[((o * c.cin + i) * 3 + kh) * 3 + kw])
+                let xv = at(x, c, channels: c.cin, i, n, h + kh - 1, wc + kw - 1)
+                expectedY[yi] += wv * xv
+                expectedDw[((o * c.cin + i) * 3 + kh) * 3 + kw] += Double(dy[yi]) * xv
+                let ih = h + kh - 1, iw = wc + kw - 1
+                if ih >= 0, ih < c.h, iw >= 0, iw < c.w {
+                    expectedDx[(i * c.count + n) * plane + ih * c.w + iw] += wv * Double(dy[yi])
+                }
+            } } }
+        } } } }
+        return (expectedY, expectedDx, expectedDw)
+    }
+
     func testForwardInputGradientAndWeightGradientMatchNaiveLoops() throws {
         try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
         let variants = self.variants
@@ -50,22 +72,7 @@ final class DirectConvolutionTests: XCTestCase {
             var rng = Xoshiro256(seed: UInt64(t + 1))
             let plane = c.h * c.w, cols = c.count * plane
             let x = random(c.cin * cols, &rng), w = random(c.cout * c.cin * 9, &rng), dy = random(c.cout * cols, &rng)
-            var expectedY = [Double](repeating: 0, count: c.cout * cols)
-            var expectedDx = [Double](repeating: 0, count: c.cin * cols)
-            var expectedDw = [Double](repeating: 0, count: w.count)
-            for o in 0..<c.cout { for n in 0..<c.count { for h in 0..<c.h { for wc in 0..<c.w {
-                let yi = (o * c.count + n) * plane + h * c.w + wc
-                for i in 0..<c.cin { for kh in 0..<3 { for kw in 0..<3 {
-                    let wv = Double(w[((o * c.cin + i) * 3 + kh) * 3 + kw])
-                    let xv = at(x, c, channels: c.cin, i, n, h + kh - 1, wc + kw - 1)
-                    expectedY[yi] += wv * xv
-                    expectedDw[((o * c.cin + i) * 3 + kh) * 3 + kw] += Double(dy[yi]) * xv
-                    let ih = h + kh - 1, iw = wc + kw - 1
-                    if ih >= 0, ih < c.h, iw >= 0, iw < c.w {
-                        expectedDx[(i * c.count + n) * plane + ih * c.w + iw] += wv * Double(dy[yi])
-                    }
-                } } }
-            } } } }
+            let (expectedY, expectedDx, expectedDw) = naive(c, x: x, w: w, dy: dy)
 
             for isa in variants where Conv3x3.applies(isa, outChannels: c.cout, width: c.w) {
                 let tag = "case \(t) \(isa)"
@@ -90,6 +97,44 @@ final class DirectConvolutionTests: XCTestCase {
                 close(dx, expectedDx, tag + " input gradient")
             }
         }
+    }
+
+    /// The small-image kernels (AVX-512; H·W divides 16) read the input unpadded: 4×4, 2×2, 2×4
+    /// and 1×2 images, batches whose last vector is partly empty, more than one block of output
+    /// channels.
+    func testSmallImageKernelsMatchNaiveLoops() throws {
+        try XCTSkipUnless(Conv3x3.isSupported(.avx512), "no AVX-512 on this CPU: the small-image kernels are not run")
+        print("small-image 3x3 convolution kernels tested on this CPU (AVX-512F)")
+        let cases = [Case(cin: 8, cout: 16, count: 3, h: 4, w: 4), Case(cin: 16, cout: 8, count: 5, h: 2, w: 2),
+                     Case(cin: 8, cout: 8, count: 7, h: 2, w: 4), Case(cin: 24, cout: 16, count: 9, h: 1, w: 2),
+                     Case(cin: 3, cout: 8, count: 4, h: 4, w: 4)]
+        for (t, c) in cases.enumerated() {
+            var rng = Xoshiro256(seed: UInt64(t + 20))
+            let cols = c.count * c.h * c.w
+            let x = random(c.cin * cols, &rng), w = random(c.cout * c.cin * 9, &rng), dy = random(c.cout * cols, &rng)
+            let (expectedY, expectedDx, expectedDw) = naive(c, x: x, w: w, dy: dy)
+            XCTAssertTrue(Conv3x3.smallImagesApply(outChannels: c.cout, height: c.h, width: c.w))
+            var packed = [Float](repeating: 0, count: w.count)
+            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, isa: .avx512, into: &packed)
+            var y = [Float](repeating: .nan, count: c.cout * cols)
+            Conv3x3.smallForward(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h, width: c.w,
+                                 packed: packed, outChannels: c.cout, y: &y, yChannelStride: cols)
+            close(y, expectedY, "small case \(t) forward")
+            var dw = [Float](repeating: 1, count: w.count)
+            Conv3x3.smallWeightGradient(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h,
+                                        width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, dw: &dw)
+            close(dw, expectedDw.map { $0 + 1 }, "small case \(t) weight gradient")
+            guard c.cin % 8 == 0 else { continue }
+            Conv3x3.packWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, isa: .avx512, into: &packed)
+            var dx = [Float](repeating: .nan, count: c.cin * cols)
+            Conv3x3.smallForward(dy, xChannelStride: cols, inChannels: c.cout, count: c.count, height: c.h, width: c.w,
+                                 packed: packed, outChannels: c.cin, y: &dx, yChannelStride: cols)
+            close(dx, expectedDx, "small case \(t) input gradient")
+        }
+        XCTAssertFalse(Conv3x3.smallImagesApply(outChannels: 8, height: 8, width: 8))
+        XCTAssertFalse(Conv3x3.smallImagesApply(outChannels: 8, height: 3, width: 3))
+        XCTAssertFalse(Conv3x3.smallImagesApply(outChannels: 12, height: 4, width: 4))
+        XCTAssertFalse(Conv3x3.smallImagesApply(outChannels: 8, height: 4, width: 4, widest: .avx2))
     }
 
     func testPaddingSurroundsEachPlaneWithZeros() {

@@ -40,4 +40,20 @@ void stconv_weight_gradient(int isa, const float *xpad, int in_channels, int cou
                             const float *dy, ptrdiff_t dy_channel_stride, int out_channels,
                             float *dw);
 
+/// Small images (AVX-512, needs variant 2): 1 when images of `height`×`width` go to the kernels
+/// below — H·W divides 16 and is at least 2 (4×4, 2×2, …), so a vector holds whole images.
+int stconv_small_applies(int height, int width);
+
+/// As `stconv_forward` for small images, reading the unpadded input x[i·x_channel_stride +
+/// n·H·W + h·W + w]; `packed` from `stconv_pack_weights` with block 8; out_channels a multiple of 8.
+void stconv_small_forward(const float *x, ptrdiff_t x_channel_stride, int in_channels, int count,
+                          int height, int width, const float *packed, int out_channels, float *y,
+                          ptrdiff_t y_channel_stride);
+
+/// As `stconv_weight_gradient` for small images, reading the unpadded input (see above);
+/// out_channels a multiple of 8.
+void stconv_small_weight_gradient(const float *x, ptrdiff_t x_channel_stride, int in_channels,
+                                  int count, int height, int width, const float *dy,
+                                  ptrdiff_t dy_channel_stride, int out_channels, float *dw);
+
 #endif

@@ -19,17 +19,26 @@ extension Conv2d {
         return (batch + chunks - 1) / max(1, chunks)
     }
 
-    /// Whether this layer runs the direct 3×3 kernel on inputs of shape `s`: a 3×3, stride-1,
-    /// padding-1 convolution the kernel supports (forward and, when needed, input gradient), and
-    /// under `.automatic` at most `Conv2d.directChannelLimit` channels in and out (beyond that
+    /// Whether this layer runs a direct 3×3 kernel on inputs of shape `s` (see `directKernel`).
+    public func usesDirectKernel(_ s: Shape, _ ctx: Context) -> Bool { directKernel(s, ctx) != nil }
+
+    /// The direct 3×3 kernel this layer runs on inputs of shape `s`, if any: for a 3×3, stride-1,
+    /// padding-1 convolution, the small-image kernel where it applies (forward and, when needed,
+    /// input gradient; AVX-512, H·W divides 16), else the padded kernel where it applies, under
+    /// `.automatic` only up to `Conv2d.directChannelLimit` channels in and out (beyond that
     /// sgemm's blocking wins).
-    public func usesDirectKernel(_ s: Shape, _ ctx: Context) -> Bool {
-        guard ctx.convolutionAlgorithm != .gemm, kernelSize == 3, stride == 1, padding == 1,
-              Conv3x3.supports(outChannels: outChannels, width: s.w, widest: ctx.kernelISA),
-              !needsInputGradient || Conv3x3.supports(outChannels: inChannels, width: s.w, widest: ctx.kernelISA)
-        else { return false }
-        return ctx.convolutionAlgorithm == .direct
-            || max(inChannels, outChannels) <= Conv2d.directChannelLimit
+    public func directKernel(_ s: Shape, _ ctx: Context) -> DirectKernel? {
+        guard ctx.convolutionAlgorithm != .gemm, kernelSize == 3, stride == 1, padding == 1 else { return nil }
+        let isa = ctx.kernelISA
+        if Conv3x3.smallImagesApply(outChannels: outChannels, height: s.h, width: s.w, widest: isa),
+           !needsInputGradient || Conv3x3.smallImagesApply(outChannels: inChannels, height: s.h, width: s.w, widest: isa) {
+            return .smallImages
+        }
+        guard Conv3x3.supports(outChannels: outChannels, width: s.w, widest: isa),
+              !needsInputGradient || Conv3x3.supports(outChannels: inChannels, width: s.w, widest: isa),
+              ctx.convolutionAlgorithm == .direct || max(inChannels, outChannels) <= Conv2d.directChannelLimit
+        else { return nil }
+        return .padded
     }
 
     /// Channel count up to which `.automatic` prefers the direct kernel.
@@ -42,20 +51,27 @@ extension Conv2d {
     }
 
     /// The direct 3×3 kernel over images of shape `s`: `out[outCount] = W ⊛ src[inCount]` (forward),
-    /// or with the flipped, transposed weights `W̃ ⊛ src` (the input gradient from dY); each worker
-    /// pads its chunk of images, then runs the kernel.
+    /// or with the flipped, transposed weights `W̃ ⊛ src` (the input gradient from dY); with the
+    /// padded kernel each worker pads its chunk of images, then runs the kernel.
     private func directProduct(
         _ src: SendablePointer<Float>, channels inCount: Int, into out: SendablePointer<Float>, channels outCount: Int,
-        flipped: Bool, shape s: Shape, _ ctx: Context
+        flipped: Bool, shape s: Shape, kernel: DirectKernel, _ ctx: Context
     ) {
-        let weights = flipped ? packedFlipped : packed, plane = s.plane, cols = s.n * plane
-        let isa = Conv3x3.variant(outChannels: outCount, width: s.w, widest: ctx.kernelISA)!
-        weights.reshape(Shape(n: 1, c: weight.count))
+        let plane = s.plane, cols = s.n * plane
+        let isa = kernel == .smallImages ? .avx512 : Conv3x3.variant(outChannels: outCount, width: s.w, widest: ctx.kernelISA)!
+        let w = SendablePointer(ctx.packedWeightScratch(count: weight.count))
         Conv3x3.packWeights(store.forwardWeight(weight), outChannels: outChannels, inChannels: inChannels,
-                            flipped: flipped, isa: isa, into: weights.data)
+                            flipped: flipped, isa: isa, into: w.pointer)
+        if kernel == .smallImages {
+            ctx.forEachChunk(of: s.n, size: balancedChunk(batch: s.n, most: s.n, ctx)) { _, first, count, _ in
+                Conv3x3.smallForward(src.pointer + first * plane, xChannelStride: cols, inChannels: inCount, count: count,
+                                     height: s.h, width: s.w, packed: w.pointer, outChannels: outCount,
+                                     y: out.pointer + first * plane, yChannelStride: cols)
+            }
+            return
+        }
         let per = directChunk(s, planesPerImage: inCount, ctx)
         let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: inCount, count: per, height: s.h, width: s.w))
-        let w = SendablePointer(weights.data)
         ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
             let padded = scratch[worker].pointer
             Conv3x3.pad(src.pointer + first * plane, channelStride: cols, channels: inCount, count: count,
@@ -69,8 +85,8 @@ extension Conv2d {
     func denseForward(_ x: Tensor, _ ctx: Context) {
         let s = x.shape, g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane
         let y = SendablePointer(output.data), xp = SendablePointer(x.data), cin = inChannels, cout = outChannels
-        if usesDirectKernel(s, ctx) {
-            directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, ctx)
+        if let kernel = directKernel(s, ctx) {
+            directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, kernel: kernel, ctx)
             return
         }
         let w = SendablePointer(store.forwardWeight(weight)), per = chunk(g, batch: n, ctx)
@@ -91,7 +107,13 @@ extension Conv2d {
         if beta == 0 { target.update(repeating: 0, count: wCount) }
         let partials = ctx.workerPartials(count: wCount, target: target)
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data), cin = inChannels, cout = outChannels
-        if usesDirectKernel(s, ctx) {
+        if directKernel(s, ctx) == .smallImages {
+            ctx.forEachChunk(of: n, size: balancedChunk(batch: n, most: n, ctx)) { worker, first, count, _ in
+                Conv3x3.smallWeightGradient(xp.pointer + first * plane, xChannelStride: cols, inChannels: cin, count: count,
+                                            height: s.h, width: s.w, dy: d.pointer + first * plane, dyChannelStride: cols,
+                                            outChannels: cout, dw: partials[worker].pointer)
+            }
+        } else if directKernel(s, ctx) == .padded {
             let per = directChunk(s, planesPerImage: cin, ctx)
             let isa = Conv3x3.variant(outChannels: cout, width: s.w, widest: ctx.kernelISA)!
             let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w))
@@ -122,8 +144,8 @@ extension Conv2d {
     func denseInputGradient(_ dy: Tensor, into dx: UnsafeMutablePointer<Float>, inputShape s: Shape, _ ctx: Context) {
         let g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane, inPlane = s.plane
         let d = SendablePointer(dy.data), dxp = SendablePointer(dx), cin = inChannels, cout = outChannels
-        if usesDirectKernel(s, ctx) {
-            directProduct(d, channels: cout, into: dxp, channels: cin, flipped: true, shape: s, ctx)
+        if let kernel = directKernel(s, ctx) {
+            directProduct(d, channels: cout, into: dxp, channels: cin, flipped: true, shape: s, kernel: kernel, ctx)
             return
         }
         let w = SendablePointer(store.forwardWeight(weight)), per = chunk(g, batch: n, ctx), patch = g.patchSize

@@ -24,8 +24,6 @@ public final class Conv2d: Layer {
     private var convolution: MaskedConvolution?
     /// Forward + backward seconds while profiling.
     private var profiledSeconds = 0.0
-    /// Weights packed for the direct kernel: forward, and flipped for the input gradient.
-    let packed = Tensor(), packedFlipped = Tensor()
     private unowned(unsafe) var input: Tensor?
 
     public init(

@@ -11,6 +11,9 @@ struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv", abstract: "Time 3×3 convolutions: direct kernel vs im2col + sgemm.")
 
+    /// Name of the small-image kernels (AVX-512, H·W divides 16) in the table.
+    static let smallImages = "small images"
+
     @Option(help: "Images per step.")
     var batch: Int = 128
 
@@ -21,7 +24,7 @@ struct BenchConv: ParsableCommand {
     var steps: Int = 5
 
     @Option(help: ArgumentHelp("Layers as CIN:COUT:SIZE, comma-separated (square inputs).", valueName: "list"))
-    var shapes: String = "16:16:32,32:32:16,64:64:8,64:64:32,128:128:16,256:256:8,512:512:4"
+    var shapes: String = "16:16:32,32:32:16,64:64:8,64:64:32,128:128:16,256:256:8,256:512:4,512:512:4,512:512:2"
 
     @Option(help: ArgumentHelp("Also time the sparse passes at these densities, comma-separated.", valueName: "list"))
     var densities: String?
@@ -36,7 +39,7 @@ struct BenchConv: ParsableCommand {
         var in_channels: Int, out_channels: Int, size: Int
         var gemm_ms: Double, direct_ms: Double?, speedup: Double?
         var gemm_gflops: Double, direct_gflops: Double?
-        /// Milliseconds of each direct variant that applies ("AVX2+FMA", "AVX-512F").
+        /// Milliseconds of each direct kernel that applies ("AVX2+FMA", "AVX-512F", "small images").
         var direct_ms_by_isa: [String: Double]
         var automatic: String
     }
@@ -83,23 +86,28 @@ struct BenchConv: ParsableCommand {
                     ctx.release(conv.backward(dy, ctx))
                 }
             }
-            ctx.convolutionAlgorithm = .direct
-            let variants = [KernelISA.avx2, .avx512].filter { v in
-                ctx.kernelISA = v
-                return v.rawValue <= KernelISA.best.rawValue && Conv3x3.isSupported(v) && conv.usesDirectKernel(x.shape, ctx)
-                    && Conv3x3.variant(outChannels: cout, width: size, widest: v) == v
+            // The direct kernel each instruction set runs here ("AVX2+FMA", "AVX-512F", "small images").
+            func directName() -> String? {
+                guard let kernel = conv.directKernel(x.shape, ctx) else { return nil }
+                if kernel == .smallImages { return BenchConv.smallImages }
+                return Conv3x3.variant(outChannels: cout, width: size, widest: ctx.kernelISA)?.description
             }
-            let seconds = interleavedMedianSeconds(runs: steps, [step(.gemm, .best)] + variants.map { step(.direct, $0) })
-            let gemmSeconds = seconds[0], directSeconds = seconds.count > 1 ? seconds.last : nil
+            ctx.convolutionAlgorithm = .direct
+            var direct: [(name: String, isa: KernelISA)] = []
+            for isa in [KernelISA.avx2, .avx512] where isa.rawValue <= KernelISA.best.rawValue && Conv3x3.isSupported(isa) {
+                ctx.kernelISA = isa
+                if let name = directName(), !direct.contains(where: { $0.name == name }) { direct.append((name, isa)) }
+            }
+            let seconds = interleavedMedianSeconds(runs: steps, [step(.gemm, .best)] + direct.map { step(.direct, $0.isa) })
+            let gemmSeconds = seconds[0], directSeconds = seconds.dropFirst().min()
             ctx.convolutionAlgorithm = .automatic
             ctx.kernelISA = .best
-            let automatic = conv.usesDirectKernel(x.shape, ctx)
-                ? "direct " + (Conv3x3.variant(outChannels: cout, width: size)?.description ?? "") : "gemm"
+            let automatic = directName().map { "direct " + $0 } ?? "gemm"
             rows.append(Row(
                 in_channels: cin, out_channels: cout, size: size, gemm_ms: gemmSeconds * 1e3,
                 direct_ms: directSeconds.map { $0 * 1e3 }, speedup: directSeconds.map { gemmSeconds / $0 },
                 gemm_gflops: flops / gemmSeconds / 1e9, direct_gflops: directSeconds.map { flops / $0 / 1e9 },
-                direct_ms_by_isa: Dictionary(uniqueKeysWithValues: zip(variants.map(\.description), seconds.dropFirst().map { $0 * 1e3 })),
+                direct_ms_by_isa: Dictionary(uniqueKeysWithValues: zip(direct.map(\.name), seconds.dropFirst().map { $0 * 1e3 })),
                 automatic: automatic))
         }
         if json {
@@ -109,13 +117,15 @@ struct BenchConv: ParsableCommand {
         }
         print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
               + "OpenBLAS kernel \(BLAS.coreName)")
-        let avx2 = KernelISA.avx2.description, avx512 = KernelISA.avx512.description
-        var table = TextTable("cin", "cout", "size", "gemm ms", "gemm GFLOP/s", "direct \(avx2) ms", "direct \(avx512) ms",
-                              "direct GFLOP/s", "speedup", "automatic")
+        let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages]
+        var table = TextTable(["cin", "cout", "size", "gemm ms", "gemm GFLOP/s"] + kernels.map { "direct \($0) ms" }
+                              + ["best direct GFLOP/s", "speedup", "automatic"])
         for r in rows {
-            table.add("\(r.in_channels)", "\(r.out_channels)", "\(r.size)", fixed(r.gemm_ms, 2), fixed(r.gemm_gflops, 1),
-                      r.direct_ms_by_isa[avx2].map { fixed($0, 2) } ?? "n/a", r.direct_ms_by_isa[avx512].map { fixed($0, 2) } ?? "n/a",
-                      r.direct_gflops.map { fixed($0, 1) } ?? "n/a", r.speedup.map { fixed($0, 2) + "x" } ?? "n/a", r.automatic)
+            let shape: [String] = ["\(r.in_channels)", "\(r.out_channels)", "\(r.size)", fixed(r.gemm_ms, 2), fixed(r.gemm_gflops, 1)]
+            let direct: [String] = kernels.map { name in r.direct_ms_by_isa[name].map { fixed($0, 2) } ?? "n/a" }
+            let best: String = r.direct_gflops.map { fixed($0, 1) } ?? "n/a"
+            let speedup: String = r.speedup.map { fixed($0, 2) + "x" } ?? "n/a"
+            table.add(shape + direct + [best, speedup, r.automatic])
         }
         print(table.render())
         try runSparse(dense: rows, threads: threadCount)
