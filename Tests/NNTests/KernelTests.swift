@@ -131,6 +131,38 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: dx.data, count: dx.count)), expected)
     }
 
+    /// The general path (3×3, stride 2, padding 1: ResNet-50's stem pooling; odd sizes) against
+    /// the rule on two workers: the max over the window inside the plane, the first of ties in
+    /// row-major window order, backward adding each gradient to that input.
+    func testMaxPoolGeneralPathMatchesTheRule() {
+        let s = Shape(n: 2, c: 3, h: 7, w: 9)
+        let x = Tensor(s)
+        var rng = Xoshiro256(seed: 6)
+        for i in 0..<x.count { x.data[i] = Float(rng.nextIndex(below: 3)) }   // many ties
+        let pool = MaxPool2d(kernelSize: 3, stride: 2, padding: 1), ctx = Context()
+        ctx.threads = 2
+        let y = pool.forward(x, ctx)
+        let (ho, wo) = (4, 5)
+        XCTAssertEqual(y.shape, Shape(n: 2, c: 3, h: ho, w: wo))
+        var expected = [Float](repeating: 0, count: x.count)
+        let dy = Tensor(y.shape)
+        for i in 0..<dy.count { dy.data[i] = Float(i % 7) + 1 }
+        for pl in 0..<(s.c * s.n) { for oh in 0..<ho { for ow in 0..<wo {
+            let p = pl * s.plane
+            var at = -1
+            for i in (2 * oh - 1)...(2 * oh + 1) where i >= 0 && i < s.h {
+                for j in (2 * ow - 1)...(2 * ow + 1) where j >= 0 && j < s.w {
+                    if at < 0 || x.data[p + i * s.w + j] > x.data[p + at] { at = i * s.w + j }
+                }
+            }
+            XCTAssertEqual(y.data[pl * ho * wo + oh * wo + ow], x.data[p + at])
+            expected[p + at] += dy.data[pl * ho * wo + oh * wo + ow]
+        } } }
+        let dx = pool.backward(dy, ctx)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: dx.data, count: dx.count)), expected)
+        XCTAssertThrowsError(try MaxPool2d(kernelSize: 2, stride: 1, padding: 2).outputShape(for: s))
+    }
+
     func testReductionsMatchLoops() {
         var rng = Xoshiro256(seed: 8)
         for n in [0, 1, 15, 16, 17, 1000] {

@@ -21,6 +21,9 @@ public final class MaxPool2d: Layer {
 
     public func outputShape(for s: Shape) throws -> Shape {
         let g = geometry(s)
+        guard 2 * padding <= kernelSize else {
+            throw ModelError("max pooling padding \(padding) is more than half its \(kernelSize)×\(kernelSize) window")
+        }
         guard g.outHeight > 0, g.outWidth > 0 else {
             throw ModelError("input \(s.h)×\(s.w) is too small for \(kernelSize)×\(kernelSize) max pooling")
         }
@@ -53,28 +56,14 @@ public final class MaxPool2d: Layer {
                 }
                 return output
             }
+            let k = kernelSize, st = stride, pad = padding
             argmax.withUnsafeMutableBufferPointer { am in
-                for pl in 0..<planes {
-                    let src = x.data + pl * s.plane
-                    let dst = output.data + pl * ho * wo
-                    let idx = am.baseAddress! + pl * ho * wo
-                    for oh in 0..<ho {
-                        for ow in 0..<wo {
-                            var best = -Float.infinity
-                            var at: Int32 = -1
-                            for i in 0..<kernelSize {
-                                let ih = oh * stride - padding + i
-                                guard ih >= 0 && ih < s.h else { continue }
-                                for j in 0..<kernelSize {
-                                    let iw = ow * stride - padding + j
-                                    guard iw >= 0 && iw < s.w else { continue }
-                                    let v = src[ih * s.w + iw]
-                                    if v > best || at < 0 { best = v; at = Int32(ih * s.w + iw) }
-                                }
-                            }
-                            dst[oh * wo + ow] = best
-                            idx[oh * wo + ow] = at
-                        }
+                let xp = SendablePointer(x.data), yp = SendablePointer(output.data)
+                let ip = SendablePointer(am.baseAddress!)
+                parallelChunks(planes, chunks: ctx.chunks(for: s.count)) { range in
+                    for pl in range {
+                        maxPoolPlane(xp.pointer + pl * s.plane, h: s.h, w: s.w, kernel: k, stride: st, padding: pad,
+                                     out: yp.pointer + pl * ho * wo, ho: ho, wo: wo, index: ip.pointer + pl * ho * wo)
                     }
                 }
             }
@@ -132,17 +121,48 @@ public final class MaxPool2d: Layer {
                 }
                 return inputGradient
             }
-            inputGradient.zero()
-            let outPlane = dy.shape.plane
+            let outPlane = dy.shape.plane, plane = s.plane
             argmax.withUnsafeBufferPointer { am in
-                for pl in 0..<(s.c * s.n) {
-                    let d = dy.data + pl * outPlane
-                    let dst = inputGradient.data + pl * s.plane
-                    let idx = am.baseAddress! + pl * outPlane
-                    for k in 0..<outPlane { dst[Int(idx[k])] += d[k] }
+                let dp = SendablePointer(dy.data), gp = SendablePointer(inputGradient.data)
+                let ip = SendablePointer(UnsafeMutablePointer(mutating: am.baseAddress!))
+                parallelChunks(s.c * s.n, chunks: ctx.chunks(for: s.count)) { range in
+                    for pl in range {
+                        let d = dp.pointer + pl * outPlane, idx = ip.pointer + pl * outPlane
+                        let dst = gp.pointer + pl * plane
+                        dst.update(repeating: 0, count: plane)
+                        for k in 0..<outPlane { dst[Int(idx[k])] += d[k] }
+                    }
                 }
             }
             return inputGradient
+        }
+    }
+}
+
+/// k×k max pooling of one plane with stride and padding (padding never wins); `index` gets the
+/// winner's offset in the plane, the first of ties in row-major window order. Each window's rows
+/// and columns are clamped to the plane once, so the inner loops test nothing but the values.
+@inline(__always)
+private func maxPoolPlane(
+    _ x: UnsafeMutablePointer<Float>, h: Int, w: Int, kernel: Int, stride: Int, padding: Int,
+    out: UnsafeMutablePointer<Float>, ho: Int, wo: Int, index: UnsafeMutablePointer<Int32>
+) {
+    for oh in 0..<ho {
+        let top = oh * stride - padding
+        let i0 = max(top, 0), i1 = min(top + kernel, h)
+        for ow in 0..<wo {
+            let left = ow * stride - padding
+            let j0 = max(left, 0), j1 = min(left + kernel, w)
+            var at = i0 * w + j0, best = x[at]
+            for i in i0..<i1 {
+                let row = i * w
+                for j in j0..<j1 where x[row + j] > best {
+                    best = x[row + j]
+                    at = row + j
+                }
+            }
+            out[oh * wo + ow] = best
+            index[oh * wo + ow] = Int32(at)
         }
     }
 }
