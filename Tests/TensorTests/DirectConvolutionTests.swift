@@ -6,11 +6,12 @@ final class DirectConvolutionTests: XCTestCase {
     struct Case { var cin, cout, count, h, w: Int }
     /// Widths 8, 16, 24 and 32; output channels that only the 4-block variant takes; more than 64
     /// input channels (a second pass that accumulates); pixel-vector counts that leave 1 or 2
-    /// vectors in the last group.
+    /// vectors in the last group; more images than one weight-gradient pass takes (17 of 16×16).
     let cases = [Case(cin: 3, cout: 8, count: 2, h: 3, w: 8), Case(cin: 8, cout: 4, count: 3, h: 5, w: 16),
                  Case(cin: 4, cout: 12, count: 1, h: 1, w: 24), Case(cin: 5, cout: 4, count: 4, h: 8, w: 8),
                  Case(cin: 16, cout: 8, count: 2, h: 5, w: 32), Case(cin: 72, cout: 16, count: 1, h: 2, w: 16),
-                 Case(cin: 8, cout: 24, count: 3, h: 7, w: 16), Case(cin: 16, cout: 8, count: 1, h: 4, w: 48)]
+                 Case(cin: 8, cout: 24, count: 3, h: 7, w: 16), Case(cin: 16, cout: 8, count: 1, h: 4, w: 48),
+                 Case(cin: 8, cout: 8, count: 17, h: 16, w: 16)]
 
     /// The variants this CPU runs; the test output names them.
     var variants: [KernelISA] {
