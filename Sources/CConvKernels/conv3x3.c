@@ -207,8 +207,11 @@ TARGET void stconv_weight_gradient_avx2(const float *xpad, int in_channels, int 
 }
 
 #else
-// Other CPUs: stconv_isa_supported() returns 0 and callers take the GEMM path; these are never run.
+// Other CPUs: stconv_isa_supported() and stconv_small_applies() return 0 and callers take the
+// GEMM path; the kernels of every variant are never run.
 #include <stdlib.h>
+
+int stconv_small_applies(int height, int width) { return 0; }
 
 void stconv_forward_avx2(const float *xpad, int in_channels, int count, int height, int width,
                          const float *packed, int out_channels, float *y,
@@ -219,6 +222,30 @@ void stconv_forward_avx2(const float *xpad, int in_channels, int count, int heig
 void stconv_weight_gradient_avx2(const float *xpad, int in_channels, int count, int height,
                                  int width, const float *dy, ptrdiff_t dy_channel_stride,
                                  int out_channels, float *dw) {
+    abort();
+}
+
+void stconv_forward_avx512(const float *xpad, int in_channels, int count, int height, int width,
+                           const float *packed, int out_channels, float *y,
+                           ptrdiff_t y_channel_stride) {
+    abort();
+}
+
+void stconv_weight_gradient_avx512(const float *xpad, int in_channels, int count, int height,
+                                   int width, const float *dy, ptrdiff_t dy_channel_stride,
+                                   int out_channels, float *dw) {
+    abort();
+}
+
+void stconv_small_forward(const float *x, ptrdiff_t x_channel_stride, int in_channels, int count,
+                          int height, int width, const float *packed, int out_channels, float *y,
+                          ptrdiff_t y_channel_stride) {
+    abort();
+}
+
+void stconv_small_weight_gradient(const float *x, ptrdiff_t x_channel_stride, int in_channels,
+                                  int count, int height, int width, const float *dy,
+                                  ptrdiff_t dy_channel_stride, int out_channels, float *dw) {
     abort();
 }
 

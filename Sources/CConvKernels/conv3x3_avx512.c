@@ -158,19 +158,4 @@ TARGET void stconv_weight_gradient_avx512(const float *xpad, int in_channels, in
     free(grouped);
 }
 
-#else
-#include <stdlib.h>
-
-void stconv_forward_avx512(const float *xpad, int in_channels, int count, int height, int width,
-                           const float *packed, int out_channels, float *y,
-                           ptrdiff_t y_channel_stride) {
-    abort();
-}
-
-void stconv_weight_gradient_avx512(const float *xpad, int in_channels, int count, int height,
-                                   int width, const float *dy, ptrdiff_t dy_channel_stride,
-                                   int out_channels, float *dw) {
-    abort();
-}
-
 #endif

@@ -189,21 +189,4 @@ TARGET void stconv_small_weight_gradient(const float *x, ptrdiff_t x_channel_str
     free(grouped);
 }
 
-#else
-#include <stdlib.h>
-
-int stconv_small_applies(int height, int width) { return 0; }
-
-void stconv_small_forward(const float *x, ptrdiff_t x_channel_stride, int in_channels, int count,
-                          int height, int width, const float *packed, int out_channels, float *y,
-                          ptrdiff_t y_channel_stride) {
-    abort();
-}
-
-void stconv_small_weight_gradient(const float *x, ptrdiff_t x_channel_stride, int in_channels,
-                                  int count, int height, int width, const float *dy,
-                                  ptrdiff_t dy_channel_stride, int out_channels, float *dw) {
-    abort();
-}
-
 #endif

@@ -38,6 +38,18 @@ static void sddmm_portable(const int32_t *row_ptr, const int32_t *src, const flo
     }
 }
 
+static void scatter_portable(const int32_t *row_ptr, const int32_t *src, const float *w,
+                             const float *dy, ptrdiff_t lddy, int n, float *dx, ptrdiff_t lddx,
+                             int rows) {
+    for (int r = 0; r < rows; r++) {
+        const float *g = dy + (ptrdiff_t)r * lddy;
+        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+            float *o = dx + (ptrdiff_t)src[k] * lddx;
+            for (int b = 0; b < n; b++) o[b] += w[k] * g[b];
+        }
+    }
+}
+
 /// Weights ahead whose cache lines the gather prefetches.
 #define GATHER_PREFETCH_DISTANCE 32
 
@@ -95,6 +107,36 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
         }                                                                                         \
     }
 
+/// Defines NAME: column tiles of 8 vectors of WIDTH floats (then the rest as P < 8 vectors and
+/// a masked tail, P constant in each call so TILE unrolls), each over every row of the index, so
+/// the tile's slice of dx stays in cache while the rows scatter into it.
+#define DEFINE_SCATTER(NAME, ATTR, TILE, WIDTH)                                                   \
+    static ATTR void NAME(const int32_t *row_ptr, const int32_t *src, const float *w,             \
+                          const float *dy, ptrdiff_t lddy, int n, float *dx, ptrdiff_t lddx,      \
+                          int rows) {                                                             \
+        int b = 0;                                                                                \
+        for (; n - b >= 8 * (WIDTH); b += 8 * (WIDTH))                                            \
+            for (int r = 0; r < rows; r++)                                                        \
+                TILE(8, 0, src, row_ptr[r], row_ptr[r + 1], w, dy + (ptrdiff_t)r * lddy + b,      \
+                     dx + b, lddx);                                                               \
+        const int rest = n - b, P = rest / (WIDTH), tail = rest % (WIDTH);                        \
+        if (rest == 0) return;                                                                    \
+        for (int r = 0; r < rows; r++) {                                                          \
+            const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];                                   \
+            const float *g = dy + (ptrdiff_t)r * lddy + b;                                        \
+            switch (P) {                                                                          \
+            case 7: TILE(7, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 6: TILE(6, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 5: TILE(5, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 4: TILE(4, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 3: TILE(3, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 2: TILE(2, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            case 1: TILE(1, tail, src, k0, k1, w, g, dx + b, lddx); break;                        \
+            default: TILE(0, tail, src, k0, k1, w, g, dx + b, lddx);                              \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
 // ---- AVX2 + FMA: 8 floats per vector, tiles of up to 8 vectors ---------------------------
 
 /// Lanes [0, count) of a ymm mask.
@@ -127,6 +169,25 @@ INLINE AVX2 void spmm_tile8(const int P, int tail, const int32_t *src, const int
 }
 
 DEFINE_SPMM(spmm_avx2, AVX2, spmm_tile8, 8)
+
+/// One row's dY slice (P vectors + masked tail) in registers, scattered into the dx rows of its
+/// entries: dx[src[k]] += w[k] · dY[r].
+INLINE AVX2 void scatter_tile8(const int P, int tail, const int32_t *src, int32_t k0, int32_t k1,
+                               const float *w, const float *g, float *dx, ptrdiff_t lddx) {
+    if (k0 == k1) return;
+    __m256 d[9];
+    const __m256i tm = tail_mask8(tail);
+    for (int p = 0; p < P; p++) d[p] = _mm256_loadu_ps(g + 8 * p);
+    if (tail) d[P] = _mm256_maskload_ps(g + 8 * P, tm);
+    for (int32_t k = k0; k < k1; k++) {
+        const __m256 v = _mm256_broadcast_ss(w + k);
+        float *o = dx + (ptrdiff_t)src[k] * lddx;
+        for (int p = 0; p < P; p++) _mm256_storeu_ps(o + 8 * p, _mm256_fmadd_ps(v, d[p], _mm256_loadu_ps(o + 8 * p)));
+        if (tail) _mm256_maskstore_ps(o + 8 * P, tm, _mm256_fmadd_ps(v, d[P], _mm256_maskload_ps(o + 8 * P, tm)));
+    }
+}
+
+DEFINE_SCATTER(scatter_avx2, AVX2, scatter_tile8, 8)
 
 /// Horizontal sum of one vector.
 INLINE AVX2 float hsum8(__m256 v) {
@@ -222,6 +283,24 @@ INLINE AVX512 void spmm_tile16(const int P, int tail, const int32_t *src, const 
 
 DEFINE_SPMM(spmm_avx512, AVX512, spmm_tile16, 16)
 
+/// As `scatter_tile8` with 16 floats per vector.
+INLINE AVX512 void scatter_tile16(const int P, int tail, const int32_t *src, int32_t k0, int32_t k1,
+                                  const float *w, const float *g, float *dx, ptrdiff_t lddx) {
+    if (k0 == k1) return;
+    __m512 d[9];
+    const __mmask16 tm = (__mmask16)((1u << tail) - 1u);
+    for (int p = 0; p < P; p++) d[p] = _mm512_loadu_ps(g + 16 * p);
+    if (tail) d[P] = _mm512_maskz_loadu_ps(tm, g + 16 * P);
+    for (int32_t k = k0; k < k1; k++) {
+        const __m512 v = _mm512_set1_ps(w[k]);
+        float *o = dx + (ptrdiff_t)src[k] * lddx;
+        for (int p = 0; p < P; p++) _mm512_storeu_ps(o + 16 * p, _mm512_fmadd_ps(v, d[p], _mm512_loadu_ps(o + 16 * p)));
+        if (tail) _mm512_mask_storeu_ps(o + 16 * P, tm, _mm512_fmadd_ps(v, d[P], _mm512_maskz_loadu_ps(tm, o + 16 * P)));
+    }
+}
+
+DEFINE_SCATTER(scatter_avx512, AVX512, scatter_tile16, 16)
+
 /// The eight 256-bit halves-summed vectors of a[0..8), then the AVX2 horizontal-add tree.
 INLINE AVX512 __m256 hsum16x8(const __m512 a[8]) {
     __m256 h[8];
@@ -292,6 +371,13 @@ void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_
     else spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
 }
 
+void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const float *w,
+                  const float *dy, ptrdiff_t lddy, int n, float *dx, ptrdiff_t lddx, int rows) {
+    if (isa == 2) scatter_avx512(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
+    else if (isa == 1) scatter_avx2(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
+    else scatter_portable(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
+}
+
 void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
                 ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
                 const int32_t *outpos, int r0, int r1) {
@@ -309,6 +395,12 @@ void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_
                int r0, int r1, int accumulate) {
     (void)isa;
     spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+}
+
+void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const float *w,
+                  const float *dy, ptrdiff_t lddy, int n, float *dx, ptrdiff_t lddx, int rows) {
+    (void)isa;
+    scatter_portable(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
 }
 
 void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,

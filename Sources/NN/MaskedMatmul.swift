@@ -7,86 +7,73 @@ import Tensor
 final class MaskedMatmul: MaskedPasses {
     let rows: Int, cols: Int
     let byRow: SparseIndex
-    let byColumn: SparseIndex
-    /// The weights in the order of `byRow` (forward) and of `byColumn` (input gradient),
-    /// gathered at the start of a pass from the store's packed values (or the dense weight): the
-    /// kernels then read them as one stream. A sparse forward that will be followed by an input
-    /// gradient gathers both in one read of the weight (they hold until the backward: the
-    /// weights do not change in between).
+    /// The weights in the order of `byRow`, gathered at the start of a pass from the store's
+    /// packed values (or the dense weight): the kernels then read them as one stream. The input
+    /// gradient scatters over the same index with the same values, so a sparse forward's gather
+    /// serves it too (the weights do not change in between).
     private(set) var rowValues: UnsafeMutablePointer<Float>
-    private(set) var columnValues: UnsafeMutablePointer<Float>
     private var valuesCapacity = 1
-    /// `columnValues` were gathered by the last forward and not used yet.
-    private var columnValuesFresh = false
+    /// `rowValues` hold the current weights (gathered by the last forward, not yet used by the
+    /// input gradient).
+    private var rowValuesFresh = false
 
     init(name: String, weight: ParameterRef, rows: Int, cols: Int) {
         self.rows = rows
         self.cols = cols
         byRow = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .rows)
-        byColumn = SparseIndex(weightRows: rows, weightColumns: cols, orientation: .columns)
         rowValues = .allocate(capacity: 1)
-        columnValues = .allocate(capacity: 1)
         super.init(name: name, weight: weight)
     }
 
-    deinit { rowValues.deallocate(); columnValues.deallocate() }
+    deinit { rowValues.deallocate() }
 
     override var activeCount: Int { byRow.count }
     override var activeOffsets: UnsafeMutablePointer<Int32> { byRow.weightOffset }
 
-    /// (Both indices of a linear weight come from the mask: their source blocks are not in
+    /// (The index of a linear weight comes from the mask: its source blocks are not in
     /// row-major order.)
     override func rebuild(mask: () -> UnsafePointer<Float>, activePositions: [Int32]?, threads: Int) {
-        let mask = mask()
-        byRow.rebuild(mask: mask, threads: threads)
-        byColumn.rebuild(mask: mask, threads: threads)
-        columnValuesFresh = false
+        byRow.rebuild(mask: mask(), threads: threads)
+        rowValuesFresh = false
         if byRow.count > valuesCapacity {
-            rowValues.deallocate(); columnValues.deallocate()
+            rowValues.deallocate()
             valuesCapacity = byRow.count
             rowValues = .allocate(capacity: valuesCapacity)
-            columnValues = .allocate(capacity: valuesCapacity)
         }
     }
 
     /// `Y (+)= (W⊙M)·X` over `n` columns (row strides `ldx`, `ldy`), dense (`dense()`) or sparse;
     /// `prepare()` runs before either (e.g. writes the bias that `accumulate` adds onto), also
-    /// before each timed run. `inputGradientFollows`: the backward will compute `dX` (so a sparse
-    /// forward gathers the input gradient's values too).
+    /// before each timed run. `inputGradientFollows`: the backward will compute `dX` (which then
+    /// reuses the values a sparse forward gathered).
     func forward(_ store: ParameterStore, x: UnsafePointer<Float>, ldx: Int, n: Int, y: UnsafeMutablePointer<Float>,
                  ldy: Int, accumulate: Bool, inputGradientFollows: Bool, _ ctx: Context,
                  prepare: () -> Void, dense: () -> Void) {
-        columnValuesFresh = false
+        rowValuesFresh = false
         let sparse = {
             prepare()
-            let w = self.sparseWeights(store)
-            if inputGradientFollows {
-                SparseKernels.gatherValues(self.byRow, into: self.rowValues, self.byColumn, into: self.columnValues,
-                                           weights: w, threads: ctx.threads)
-            } else {
-                SparseKernels.gatherValues(self.byRow, weights: w, into: self.rowValues, threads: ctx.threads)
-            }
+            SparseKernels.gatherValues(self.byRow, weights: self.sparseWeights(store), into: self.rowValues, threads: ctx.threads)
             SparseKernels.multiply(self.byRow, weights: self.rowValues, weightsInIndexOrder: true, x: x, ldx: ldx, n: n,
                                    y: y, ldy: ldy, accumulate: accumulate, isa: ctx.kernelISA, threads: ctx.threads)
         }
         run(.forward, n: n, ctx, dense: { prepare(); dense() }, sparse: sparse)
-        columnValuesFresh = inputGradientFollows && lastPaths[KernelPass.forward.rawValue] == .sparse
+        rowValuesFresh = inputGradientFollows && lastPaths[KernelPass.forward.rawValue] == .sparse
     }
 
-    /// `dX = (W⊙M)ᵀ·dY` over `n` columns, dense (`dense()`) or over the transposed index (with the
-    /// values the forward pass gathered, else gathered now).
+    /// `dX = (W⊙M)ᵀ·dY` over `n` columns, dense (`dense()`) or by scattering over the forward
+    /// index (with the values the forward pass gathered, else gathered now).
     func inputGradient(_ store: ParameterStore, dy: UnsafePointer<Float>, lddy: Int, n: Int,
                        dx: UnsafeMutablePointer<Float>, lddx: Int, _ ctx: Context, dense: () -> Void) {
         let sparse = {
-            if !self.columnValuesFresh {
-                SparseKernels.gatherValues(self.byColumn, weights: self.sparseWeights(store), into: self.columnValues,
+            if !self.rowValuesFresh {
+                SparseKernels.gatherValues(self.byRow, weights: self.sparseWeights(store), into: self.rowValues,
                                            threads: ctx.threads)
             }
-            SparseKernels.multiply(self.byColumn, weights: self.columnValues, weightsInIndexOrder: true, x: dy, ldx: lddy, n: n,
-                                   y: dx, ldy: lddx, isa: ctx.kernelISA, threads: ctx.threads)
+            SparseKernels.scatterTransposed(self.byRow, values: self.rowValues, dy: dy, lddy: lddy, n: n, dx: dx,
+                                            lddx: lddx, isa: ctx.kernelISA, threads: ctx.threads)
         }
         run(.inputGradient, n: n, ctx, dense: dense, sparse: sparse)
-        columnValuesFresh = false
+        rowValuesFresh = false
     }
 
     /// `dW += dY·Xᵀ` over `n` columns: `dense(target, β)` or only at the mask's positions

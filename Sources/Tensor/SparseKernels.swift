@@ -71,6 +71,34 @@ public enum SparseKernels {
         }
     }
 
+    /// `dx[c][b] = Σ_{entries k = (r, c)} values[k] · dy[r][b]` for every source c of a `.rows`
+    /// index and `b < n`: the input gradient `dX = (W⊙M)ᵀ·dY` from the forward index and its
+    /// values in index order (see `gatherValues`), by scattering (`stsp_scatter`). Work items are
+    /// (column chunk, source block) pairs, which own disjoint parts of dx; each zeroes its part,
+    /// then scatters every row's entries of its block into it.
+    public static func scatterTransposed(
+        _ index: SparseIndex, values: UnsafePointer<Float>, dy: UnsafePointer<Float>, lddy: Int, n: Int,
+        dx: UnsafeMutablePointer<Float>, lddx: Int, isa: KernelISA = .best, threads: Int = 1
+    ) {
+        precondition(index.orientation == .rows, "scatterTransposed runs over a forward (.rows) index")
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(index.source)
+        let vp = SendablePointer(UnsafeMutablePointer(mutating: values))
+        let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(dx)
+        let isaCode = Int32(isa.rawValue), rows = index.rows, width = index.blockWidth, sources = index.weightColumns
+        let items = columnChunks(n).flatMap { chunk in (0..<index.blocks).map { (chunk, $0) } }
+        let workers = index.count &* n >= parallelThreshold ? min(threads, items.count) : 1
+        parallelChunks(items.count, chunks: workers) { range in
+            for i in range {
+                let ((c0, cn), b) = items[i]
+                for c in (b * width)..<min((b + 1) * width, sources) {
+                    (xp.pointer + c * lddx + c0).update(repeating: 0, count: cn)
+                }
+                stsp_scatter(isaCode, rs.pointer + b &* rows, src.pointer, vp.pointer, dp.pointer + c0, lddy,
+                             Int32(cn), xp.pointer + c0, lddx, Int32(rows))
+            }
+        }
+    }
+
     /// `out(k) += Σ_b dy[r][b] · x[source[k]][b]` for every entry k (row r) of a `.rows` index:
     /// the weight gradient `dW = dY·Xᵀ` at the mask's positions only.
     public static func sampledProduct(

@@ -55,6 +55,7 @@ final class SparseKernelTests: XCTestCase {
                             let tag = "\(isa) \(rows)×\(cols) \(pattern) n\(n) threads \(threads) blocks \(forward.blocks)"
                             check(forward, w: w, inRows: cols, n: n, isa: isa, threads: threads, tag: "forward " + tag, rng: &rng)
                             check(transposed, w: w, inRows: rows, n: n, isa: isa, threads: threads, tag: "input gradient " + tag, rng: &rng)
+                            checkScatter(forward, w: w, n: n, isa: isa, threads: threads, tag: "scattered input gradient " + tag, rng: &rng)
                             checkSampled(forward, inRows: cols, n: n, isa: isa, threads: threads, tag: tag, rng: &rng)
                         }
                     }
@@ -76,6 +77,7 @@ final class SparseKernelTests: XCTestCase {
             m.withUnsafeBufferPointer { forward.rebuild(mask: $0.baseAddress!); transposed.rebuild(mask: $0.baseAddress!) }
             check(forward, w: w, inRows: 14, n: n, isa: isa, threads: 2, tag: "wide forward \(isa)", rng: &rng)
             check(transposed, w: w, inRows: 9, n: n, isa: isa, threads: 2, tag: "wide input gradient \(isa)", rng: &rng)
+            checkScatter(forward, w: w, n: n, isa: isa, threads: 2, tag: "wide scattered input gradient \(isa)", rng: &rng)
             checkSampled(forward, inRows: 14, n: n, isa: isa, threads: 2, tag: "wide \(isa)", rng: &rng)
         }
     }
@@ -121,6 +123,36 @@ final class SparseKernelTests: XCTestCase {
                 SparseKernels.multiply(index, weights: w, x: x, ldx: ldx, n: n, y: y.baseAddress!, ldy: n, isa: isa, threads: threads)
             }
             for i in fast.indices { XCTAssertEqual(fast[i], dense[i], accuracy: 1e-5 * (1 + abs(dense[i])), "\(tag) dense at \(i)") }
+        }
+    }
+
+    /// `scatterTransposed` over a forward index against the dense product `dX = Wᵀ·dY` with the
+    /// masked weight; dx starts as garbage (it is overwritten) and columns past n stay untouched.
+    private func checkScatter(_ index: SparseIndex, w: [Float], n: Int, isa: KernelISA, threads: Int,
+                              tag: String, rng: inout Xoshiro256) {
+        let rows = index.rows, cols = index.weightColumns, lddy = n + 2, lddx = n + 3
+        let dy = (0..<(rows * lddy)).map { _ in rng.nextFloat() * 2 - 1 }
+        let values = (0..<index.count).map { w[Int(index.weightOffset[$0])] }
+        let x0 = (0..<(cols * lddx)).map { _ in rng.nextFloat() + 7 }
+        var dx = x0
+        dx.withUnsafeMutableBufferPointer { d in
+            SparseKernels.scatterTransposed(index, values: values, dy: dy, lddy: lddy, n: n, dx: d.baseAddress!, lddx: lddx,
+                                            isa: isa, threads: threads)
+        }
+        var dense = [Float](repeating: 0, count: cols * n)
+        let dyc = (0..<rows).flatMap { r in dy[(r * lddy)..<(r * lddy + n)] }
+        dense.withUnsafeMutableBufferPointer { d in
+            gemmReference(.transposed, .none, m: cols, n: n, k: rows, a: w, lda: cols, b: dyc, ldb: n, c: d.baseAddress!, ldc: n)
+        }
+        for c in 0..<cols {
+            for b in 0..<lddx {
+                let i = c * lddx + b
+                if b >= n {
+                    XCTAssertEqual(dx[i], x0[i], "\(tag): wrote past n at row \(c) column \(b)")
+                } else {
+                    XCTAssertEqual(dx[i], dense[c * n + b], accuracy: 1e-5 * (1 + abs(dense[c * n + b])), "\(tag) at \(c),\(b)")
+                }
+            }
         }
     }
 

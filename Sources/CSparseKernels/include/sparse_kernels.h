@@ -5,7 +5,8 @@
 // k in [row_ptr[r], row_ptr[r+1]) read the activation row src[k] and the weight value w[wpos[k]]
 // (an element offset into the layer's weights, so the kernels always see the current values).
 // The same kernel runs the forward pass (rows = outputs, src = input features) and the input
-// gradient (rows = inputs, src = outputs, over the transposed index): no scatter anywhere.
+// gradient over a transposed index (a convolution's phases); a linear weight's input gradient
+// scatters over the forward index instead (stsp_scatter), so it needs no second index.
 // Variants: 0 portable C, 1 AVX2 + FMA, 2 AVX-512F; pick one with stsp_isa_supported.
 // Prefix: stsp_.
 #include <stddef.h>
@@ -20,6 +21,13 @@ int stsp_isa_supported(int isa);
 void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
                const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
                int r0, int r1, int accumulate);
+
+/// Transposed product by scattering over one block of a row index, values in index order:
+/// dx[src[k]·lddx + b] += w[k] · dy[r·lddy + b] for every entry k of rows 0 ≤ r < rows,
+/// 0 ≤ b < n (the input gradient dX = (W⊙M)ᵀ·dY from the forward index: each row's dY slice
+/// stays in registers while its entries update dx rows, which stay in cache for a block).
+void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const float *w,
+                  const float *dy, ptrdiff_t lddy, int n, float *dx, ptrdiff_t lddx, int rows);
 
 /// Sampled product at the index's entries only:
 /// out[outpos ? outpos[k] : k] += Σ_b dy[r·lddy + b] · x[src[k]·ldx + b] for every entry k of

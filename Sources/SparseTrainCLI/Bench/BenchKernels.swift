@@ -81,27 +81,23 @@ struct BenchKernels: ParsableCommand {
         for d in try parsedDensities() {
             for i in 0..<(m * k) { mask[i] = rng.nextDouble() < d ? 1 : 0 }
             let byRow = SparseIndex(weightRows: m, weightColumns: k, orientation: .rows)
-            let byColumn = SparseIndex(weightRows: m, weightColumns: k, orientation: .columns)
             byRow.rebuild(mask: mask, blockWidth: blockWidth)
-            byColumn.rebuild(mask: mask, blockWidth: blockWidth)
-            // As in training: the forward pass gathers the values of both indices in one read of
-            // the weights — packed in row-major order when the parameter store keeps them so,
-            // else the dense weight; the input gradient uses them.
+            // As in training: the forward pass gathers the values into index order from the
+            // weights — packed in row-major order when the parameter store keeps them so, else
+            // the dense weight — and the input gradient scatters over the same index with them.
             let rowValues = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
             defer { rowValues.deallocate() }
-            let values = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byColumn.count))
-            defer { values.deallocate() }
             let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, byRow.count))
             defer { packed.deallocate() }
             for j in 0..<byRow.count { packed[j] = w[Int(byRow.rowMajorOffset[j])] }
             let source: SparseWeights = d <= ParameterStore.packedValuesMaxDensity ? .packed(packed) : .dense(w)
             let forward = time {
-                SparseKernels.gatherValues(byRow, into: rowValues, byColumn, into: values, weights: source, threads: threadCount)
+                SparseKernels.gatherValues(byRow, weights: source, into: rowValues, threads: threadCount)
                 SparseKernels.multiply(byRow, weights: rowValues, weightsInIndexOrder: true, x: x, ldx: n, n: n, y: y, ldy: n, isa: variant, threads: threadCount)
             }
             let input = time {
-                SparseKernels.multiply(byColumn, weights: values, weightsInIndexOrder: true, x: dy, ldx: n, n: n, y: dx,
-                                       ldy: n, isa: variant, threads: threadCount)
+                SparseKernels.scatterTransposed(byRow, values: rowValues, dy: dy, lddy: n, n: n, dx: dx, lddx: n,
+                                                isa: variant, threads: threadCount)
             }
             let weight = time {
                 SparseKernels.sampledProduct(byRow, dy: dy, lddy: n, x: x, ldx: n, n: n, into: .packed(dw),
@@ -133,7 +129,7 @@ struct BenchKernels: ParsableCommand {
                       fixed(2 * Double(r.nnz * n) / (r.sparse_forward_ms / 1e3) / 1e9, 1))
         }
         print(table.render())
-        print("(sparse forward includes gathering the weights into both indices' order, as training does: from the packed weights at density ≤ \(ParameterStore.packedValuesMaxDensity), as the parameter store keeps them, else from W; the input gradient uses them)")
+        print("(sparse forward includes gathering the weights into index order, as training does: from the packed weights at density ≤ \(ParameterStore.packedValuesMaxDensity), as the parameter store keeps them, else from W; the input gradient scatters over the same index with them)")
     }
 }
 
