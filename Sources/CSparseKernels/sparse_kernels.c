@@ -53,16 +53,21 @@ static void scatter_portable(const int32_t *row_ptr, const int32_t *src, const f
 /// Weights ahead whose cache lines the gather prefetches.
 #define GATHER_PREFETCH_DISTANCE 32
 
-void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry, float *dst,
-                 ptrdiff_t j0, ptrdiff_t j1) {
+void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, float *dst1,
+                 const int32_t *entry2, float *dst2, ptrdiff_t j0, ptrdiff_t j1) {
     if (!offset) {
-        for (ptrdiff_t j = j0; j < j1; j++) dst[entry[j]] = w[j];
+        for (ptrdiff_t j = j0; j < j1; j++) {
+            dst1[entry1[j]] = w[j];
+            if (dst2) dst2[entry2[j]] = w[j];
+        }
         return;
     }
     const ptrdiff_t ahead = j1 - GATHER_PREFETCH_DISTANCE;
     for (ptrdiff_t j = j0; j < j1; j++) {
         if (j < ahead) __builtin_prefetch(w + offset[j + GATHER_PREFETCH_DISTANCE], 0, 0);
-        dst[entry[j]] = w[offset[j]];
+        const float v = w[offset[j]];
+        dst1[entry1[j]] = v;
+        if (dst2) dst2[entry2[j]] = v;
     }
 }
 

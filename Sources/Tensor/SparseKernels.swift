@@ -48,8 +48,7 @@ public enum SparseKernels {
     /// `y[r][b] (+)= Σ_{k ∈ row r} w(k) · x[source[k]][b]` for every row r of the index and
     /// `b < n`, where `w(k) = weights[weightOffset[k]]`, or `weights[k]` with
     /// `weightsInIndexOrder` (see `gatherValues`). With the `.rows` index this is `Y = (W⊙M)·X`
-    /// (forward); with a `.columns` index, `dX = (W⊙M)ᵀ·dY` (linear layers scatter over the forward
-    /// index instead: `scatterTransposed`).
+    /// (forward); with the `.columns` index, `dX = (W⊙M)ᵀ·dY` (input gradient).
     public static func multiply(
         _ index: SparseIndex, weights w: UnsafePointer<Float>, weightsInIndexOrder: Bool = false,
         x: UnsafePointer<Float>, ldx: Int,
@@ -143,7 +142,34 @@ public enum SparseKernels {
         let off = offsets.map { SendablePointer($0) }, entry = SendablePointer(index.entryOfRowMajor)
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w)), vp = SendablePointer(values)
         parallelChunks(index.count, chunks: index.count >= parallelThreshold ? threads : 1) { r in
-            stsp_gather(off?.pointer, wp.pointer, entry.pointer, vp.pointer, r.lowerBound, r.upperBound)
+            stsp_gather(off?.pointer, wp.pointer, entry.pointer, vp.pointer, nil, nil, r.lowerBound, r.upperBound)
+        }
+    }
+
+    /// `gatherValues` into two indices of the same mask at once (a weight's forward `.rows` index
+    /// and its input-gradient `.columns` index): one read of the dense weight fills both.
+    public static func gatherValues(
+        _ first: SparseIndex, into firstValues: UnsafeMutablePointer<Float>,
+        _ second: SparseIndex, into secondValues: UnsafeMutablePointer<Float>,
+        weights w: UnsafePointer<Float>, threads: Int = 1
+    ) {
+        gatherValues(first, into: firstValues, second, into: secondValues, weights: .dense(w), threads: threads)
+    }
+
+    /// The two-index `gatherValues` from dense or packed weights.
+    public static func gatherValues(
+        _ first: SparseIndex, into firstValues: UnsafeMutablePointer<Float>,
+        _ second: SparseIndex, into secondValues: UnsafeMutablePointer<Float>,
+        weights: SparseWeights, threads: Int = 1
+    ) {
+        precondition(first.count == second.count, "the two indices describe different masks")
+        let (w, offsets) = weights.source(first)
+        let off = offsets.map { SendablePointer($0) }
+        let e1 = SendablePointer(first.entryOfRowMajor), e2 = SendablePointer(second.entryOfRowMajor)
+        let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
+        let v1 = SendablePointer(firstValues), v2 = SendablePointer(secondValues)
+        parallelChunks(first.count, chunks: first.count >= parallelThreshold ? threads : 1) { r in
+            stsp_gather(off?.pointer, wp.pointer, e1.pointer, v1.pointer, e2.pointer, v2.pointer, r.lowerBound, r.upperBound)
         }
     }
 

@@ -240,6 +240,15 @@ final class SparseKernelTests: XCTestCase {
                 values.withUnsafeMutableBufferPointer { SparseKernels.gatherValues(index, weights: w, into: $0.baseAddress!, threads: 2) }
                 XCTAssertEqual(values, (0..<index.count).map { w[Int(index.weightOffset[$0])] })
             }
+            // Both at once (one read of the weight) gives the same two arrays.
+            var rowValues = [Float](repeating: -1, count: byRow.count), columnValues = rowValues
+            rowValues.withUnsafeMutableBufferPointer { r in
+                columnValues.withUnsafeMutableBufferPointer { c in
+                    SparseKernels.gatherValues(byRow, into: r.baseAddress!, byColumn, into: c.baseAddress!, weights: w, threads: 2)
+                }
+            }
+            XCTAssertEqual(rowValues, (0..<byRow.count).map { w[Int(byRow.weightOffset[$0])] })
+            XCTAssertEqual(columnValues, (0..<byColumn.count).map { w[Int(byColumn.weightOffset[$0])] })
             // Rebuilding after a change reuses the index and follows the new mask.
             var m2 = m
             for i in m2.indices where i % 3 == 0 { m2[i] = 1 - m2[i] }

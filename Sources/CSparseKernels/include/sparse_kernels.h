@@ -36,11 +36,12 @@ void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float
                 ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
                 const int32_t *outpos, int r0, int r1);
 
-/// Gathers a weight into index order for j0 ≤ j < j1: dst[entry[j]] = w[offset[j]] (offsets
-/// ascending: the active weights in row-major order). Prefetches the weights a few entries
-/// ahead: at low density the offsets are too far apart for the hardware prefetcher to follow.
-/// With offset NULL, dst[entry[j]] = w[j]: w holds the active weights packed in row-major order.
-void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry, float *dst,
-                 ptrdiff_t j0, ptrdiff_t j1);
+/// Gathers a weight into index order for j0 ≤ j < j1: v = w[offset[j]], dst1[entry1[j]] = v and,
+/// when dst2 is not NULL, dst2[entry2[j]] = v (offsets ascending: the active weights in
+/// row-major order). Prefetches the weights a few entries ahead: at low density the offsets are
+/// too far apart for the hardware prefetcher to follow. With offset NULL, v = w[j]: w holds the
+/// active weights packed in row-major order.
+void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, float *dst1,
+                 const int32_t *entry2, float *dst2, ptrdiff_t j0, ptrdiff_t j1);
 
 #endif
