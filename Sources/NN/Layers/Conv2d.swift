@@ -81,7 +81,8 @@ public final class Conv2d: Layer {
     /// for a pointwise convolution, the framed sparse convolution for any other.
     private func sparsePasses(_ ctx: Context) -> MaskedPasses? {
         if isPointwise {
-            return maskedMatmul(&matmul, name: name, weight: weight, rows: outChannels, cols: inChannels, store: store, ctx)
+            return maskedMatmul(&matmul, name: name, weight: weight, rows: outChannels, cols: inChannels, transposedIndex: true,
+                                store: store, ctx)
         }
         return maskedPasses(&convolution, store: store, weight: weight, ctx) {
             MaskedConvolution(name: name, weight: weight, outChannels: outChannels, inChannels: inChannels,

@@ -59,7 +59,8 @@ public final class Linear: Layer {
     var holdsSparseIndex: Bool { matmul != nil }
 
     private func sparseMatmul(_ ctx: Context) -> MaskedMatmul? {
-        maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, store: store, ctx)
+        maskedMatmul(&matmul, name: name, weight: weight, rows: outFeatures, cols: inFeatures, transposedIndex: false,
+                     store: store, ctx)
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
