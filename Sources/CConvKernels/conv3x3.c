@@ -79,70 +79,9 @@ void stconv_pack_weights(const float *w, int cout, int cin, int flipped, int blo
 
 #if STCONV_X86
 
-/// 4 output channels × P vectors of 8 output pixels, accumulated over all input channels and
-/// the 9 taps in registers. in[p]: top-left input of vector p in channel 0; cs: channel stride.
-INLINE void forward_block(int P, int accumulate, const float *const *in, ptrdiff_t cs,
-                          ptrdiff_t wp, int cin, const float *w, float *const *out, ptrdiff_t ycs) {
-    __m256 acc[4][3];
-    for (int j = 0; j < 4; j++)
-        for (int p = 0; p < P; p++)
-            acc[j][p] = accumulate ? _mm256_loadu_ps(out[p] + j * ycs) : _mm256_setzero_ps();
-    for (int i = 0; i < cin; i++) {
-        const ptrdiff_t base = i * cs;
-        for (int t = 0; t < 9; t++) {
-            const ptrdiff_t off = base + (t / 3) * wp + t % 3;
-            __m256 a[3];
-            for (int p = 0; p < P; p++) a[p] = _mm256_loadu_ps(in[p] + off);
-            for (int j = 0; j < 4; j++) {
-                const __m256 b = _mm256_broadcast_ss(w + t * 4 + j);
-                for (int p = 0; p < P; p++) acc[j][p] = _mm256_fmadd_ps(a[p], b, acc[j][p]);
-            }
-        }
-        w += 36;
-    }
-    for (int j = 0; j < 4; j++)
-        for (int p = 0; p < P; p++) _mm256_storeu_ps(out[p] + j * ycs, acc[j][p]);
-}
-
-/// Input channels per pass: the rows a block of output vectors reads from that many channels
-/// stay in L1 while all output channels are computed; later passes add to y.
-#define CHANNEL_BLOCK 64
-
-TARGET void stconv_forward_avx2(const float *xpad, int in_channels, int count, int height, int width,
-                           const float *packed, int out_channels, float *y,
-                           ptrdiff_t y_channel_stride) {
-    const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
-    const ptrdiff_t cs = plane * count;
-    const int perRow = width / 8, perImage = height * perRow;
-    const ptrdiff_t vectors = (ptrdiff_t)count * perImage;
-    for (int c0 = 0; c0 < in_channels; c0 += CHANNEL_BLOCK) {
-        const int cn = in_channels - c0 < CHANNEL_BLOCK ? in_channels - c0 : CHANNEL_BLOCK;
-        const int acc = c0 > 0;
-        for (ptrdiff_t g = 0; g < vectors; g += 3) {
-            const int P = vectors - g < 3 ? (int)(vectors - g) : 3;
-            const float *in[3];
-            float *out[3];
-            for (int p = 0; p < P; p++) {
-                const ptrdiff_t v = g + p, n = v / perImage, r = v % perImage;
-                in[p] = xpad + c0 * cs + n * plane + (r / perRow) * wp + (r % perRow) * 8;
-                out[p] = y + v * 8;
-            }
-            for (int o = 0; o < out_channels; o += 4) {
-                const float *w = packed + ((ptrdiff_t)o * in_channels + (ptrdiff_t)c0 * 4) * 9;
-                float *o3[3];
-                for (int p = 0; p < P; p++) o3[p] = out[p] + o * y_channel_stride;
-                if (P == 3) {
-                    if (acc) forward_block(3, 1, in, cs, wp, cn, w, o3, y_channel_stride);
-                    else forward_block(3, 0, in, cs, wp, cn, w, o3, y_channel_stride);
-                } else if (P == 2) {
-                    forward_block(2, acc, in, cs, wp, cn, w, o3, y_channel_stride);
-                } else {
-                    forward_block(1, acc, in, cs, wp, cn, w, o3, y_channel_stride);
-                }
-            }
-        }
-    }
-}
+// 4 output channels × 3 vectors of 8 pixels (12 of 16 ymm registers accumulate).
+DEFINE_DIRECT_FORWARD(stconv_forward_avx2, TARGET, __m256, 8, 4, _mm256_loadu_ps, _mm256_storeu_ps,
+                      _mm256_setzero_ps, _mm256_set1_ps, _mm256_fmadd_ps)
 
 INLINE float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

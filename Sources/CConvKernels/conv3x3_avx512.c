@@ -16,71 +16,9 @@
 /// Output channels per block.
 #define BLOCK 8
 
-/// 8 output channels × P vectors of 16 output pixels, summed over `cin` input channels and the
-/// 9 taps in registers. in[p]: top-left input of vector p in channel 0; cs: channel stride;
-/// w: packed[o/8][i][9][8] at this block.
-INLINE void forward_block(int P, int accumulate, const float *const *in, ptrdiff_t cs,
-                          ptrdiff_t wp, int cin, const float *w, float *const *out, ptrdiff_t ycs) {
-    __m512 acc[BLOCK][3];
-    for (int j = 0; j < BLOCK; j++)
-        for (int p = 0; p < P; p++)
-            acc[j][p] = accumulate ? _mm512_loadu_ps(out[p] + j * ycs) : _mm512_setzero_ps();
-    for (int i = 0; i < cin; i++) {
-        const ptrdiff_t base = i * cs;
-        for (int t = 0; t < 9; t++) {
-            const ptrdiff_t off = base + (t / 3) * wp + t % 3;
-            __m512 a[3];
-            for (int p = 0; p < P; p++) a[p] = _mm512_loadu_ps(in[p] + off);
-            for (int j = 0; j < BLOCK; j++) {
-                const __m512 b = _mm512_set1_ps(w[t * BLOCK + j]);
-                for (int p = 0; p < P; p++) acc[j][p] = _mm512_fmadd_ps(a[p], b, acc[j][p]);
-            }
-        }
-        w += 9 * BLOCK;
-    }
-    for (int j = 0; j < BLOCK; j++)
-        for (int p = 0; p < P; p++) _mm512_storeu_ps(out[p] + j * ycs, acc[j][p]);
-}
-
-/// Input channels per pass (see conv3x3.c).
-#define CHANNEL_BLOCK 64
-
-TARGET void stconv_forward_avx512(const float *xpad, int in_channels, int count, int height,
-                                  int width, const float *packed, int out_channels, float *y,
-                                  ptrdiff_t y_channel_stride) {
-    const int V = 16;
-    const ptrdiff_t wp = width + 2, plane = (ptrdiff_t)(height + 2) * wp;
-    const ptrdiff_t cs = plane * count;
-    const int perRow = width / V, perImage = height * perRow;
-    const ptrdiff_t vectors = (ptrdiff_t)count * perImage;
-    for (int c0 = 0; c0 < in_channels; c0 += CHANNEL_BLOCK) {
-        const int cn = in_channels - c0 < CHANNEL_BLOCK ? in_channels - c0 : CHANNEL_BLOCK;
-        for (ptrdiff_t g = 0; g < vectors; g += 3) {
-            const int P = vectors - g < 3 ? (int)(vectors - g) : 3;
-            const float *in[3];
-            float *out[3];
-            for (int p = 0; p < P; p++) {
-                const ptrdiff_t v = g + p, n = v / perImage, r = v % perImage;
-                in[p] = xpad + c0 * cs + n * plane + (r / perRow) * wp + (r % perRow) * V;
-                out[p] = y + v * V;
-            }
-            for (int o = 0; o < out_channels; o += BLOCK) {
-                const float *w = packed + ((ptrdiff_t)o * in_channels + (ptrdiff_t)c0 * BLOCK) * 9;
-                float *o3[3];
-                for (int p = 0; p < P; p++) o3[p] = out[p] + o * y_channel_stride;
-                // Constant arguments keep every accumulator in a register.
-                if (P == 3) {
-                    if (c0 > 0) forward_block(3, 1, in, cs, wp, cn, w, o3, y_channel_stride);
-                    else forward_block(3, 0, in, cs, wp, cn, w, o3, y_channel_stride);
-                } else if (P == 2) {
-                    forward_block(2, c0 > 0, in, cs, wp, cn, w, o3, y_channel_stride);
-                } else {
-                    forward_block(1, c0 > 0, in, cs, wp, cn, w, o3, y_channel_stride);
-                }
-            }
-        }
-    }
-}
+// 8 output channels × 3 vectors of 16 pixels (24 of 32 zmm registers accumulate).
+DEFINE_DIRECT_FORWARD(stconv_forward_avx512, TARGET, __m512, 16, BLOCK, _mm512_loadu_ps, _mm512_storeu_ps,
+                      _mm512_setzero_ps, _mm512_set1_ps, _mm512_fmadd_ps)
 
 /// Adds to acc[j][k] (8 output channels × kw = 0, 1, 2) the products of dy rows with input rows
 /// shifted by kw: `rows` rows of `width` (a multiple of 16) pixels, 16 per vector. Row h of
