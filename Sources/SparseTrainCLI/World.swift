@@ -74,12 +74,7 @@ func now() -> Double {
 
 /// Median seconds of `runs` runs of `body`, after one untimed run.
 func medianSeconds(runs: Int, _ body: () -> Void) -> Double {
-    body()
-    return median((0..<runs).map { _ in
-        let t0 = now()
-        body()
-        return now() - t0
-    })
+    withoutActuallyEscaping(body) { interleavedMedianSeconds(runs: runs, [$0])[0] }
 }
 
 /// Median seconds of each body over `runs` rounds that run the bodies in turn (after one

@@ -107,13 +107,14 @@ extension Conv2d {
         if beta == 0 { target.update(repeating: 0, count: wCount) }
         let partials = ctx.workerPartials(count: wCount, target: target)
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data), cin = inChannels, cout = outChannels
-        if directKernel(s, ctx) == .smallImages {
+        let kernel = directKernel(s, ctx)
+        if kernel == .smallImages {
             ctx.forEachChunk(of: n, size: balancedChunk(batch: n, most: n, ctx)) { worker, first, count, _ in
                 Conv3x3.smallWeightGradient(xp.pointer + first * plane, xChannelStride: cols, inChannels: cin, count: count,
                                             height: s.h, width: s.w, dy: d.pointer + first * plane, dyChannelStride: cols,
                                             outChannels: cout, dw: partials[worker].pointer)
             }
-        } else if directKernel(s, ctx) == .padded {
+        } else if kernel == .padded {
             let per = directChunk(s, planesPerImage: cin, ctx)
             let isa = Conv3x3.variant(outChannels: cout, width: s.w, widest: ctx.kernelISA)!
             let scratch = ctx.workerScratch(count: Conv3x3.paddedCount(channels: cin, count: per, height: s.h, width: s.w))
