@@ -1,3 +1,5 @@
+import CSparseKernels
+
 /// The layouts in which a k×k, stride-s, padding-p convolution becomes a sparse matrix product
 /// over **contiguous positions**, so the sparse kernels read activations with unit stride and
 /// every weight entry is one element offset ("source") into a frame.
@@ -100,25 +102,27 @@ public struct ConvolutionFrames: Equatable, Sendable {
                         let dst0 = fs.pointer + c * cs + (a * side + b) * ps
                         (dst0 + n * rows * cols).update(repeating: 0, count: ps - n * rows * cols)
                         for img in 0..<n {
-                            let src = xs.pointer + (c * n + img) * plane
-                            for i in 0..<rows {
-                                let row = dst0 + (img * rows + i) * cols, ih = s * i + a - p
-                                guard ih >= 0, ih < g.height else {
-                                    row.update(repeating: 0, count: cols)
-                                    continue
-                                }
-                                let line = src + ih * g.width
-                                if s == 1 {
-                                    // Columns j ↔ input j − p: leading zeros, the line, trailing zeros.
-                                    let lo = min(p, cols), count = max(0, min(g.width, cols - p))
-                                    row.update(repeating: 0, count: lo)
-                                    (row + lo).update(from: line + (lo - p), count: count)
-                                    (row + lo + count).update(repeating: 0, count: cols - lo - count)
-                                    continue
-                                }
+                            let src = xs.pointer + (c * n + img) * plane, image = dst0 + img * rows * cols
+                            // Frame rows i read input row s·i + a − p: those in [0, H) hold data.
+                            let i0 = min(rows, max(0, (p - a + s - 1) / s))
+                            let top = g.height - 1 + p - a
+                            let i1 = top < 0 ? i0 : max(i0, min(rows, top / s + 1))
+                            image.update(repeating: 0, count: i0 * cols)
+                            (image + i1 * cols).update(repeating: 0, count: (rows - i1) * cols)
+                            guard i1 > i0 else { continue }
+                            let line = src + (s * i0 + a - p) * g.width
+                            if s == 1 {
+                                // Columns j ↔ input j − p: leading zeros, the line, trailing zeros.
+                                let lo = min(p, cols), count = max(0, min(g.width, cols - p))
+                                padRows(line + (lo - p), stride: g.width, count: count, into: image + i0 * cols,
+                                        stride: cols, lead: lo, width: cols, rows: i1 - i0)
+                                continue
+                            }
+                            for i in i0..<i1 {
+                                let row = image + i * cols, input = line + (i - i0) * s * g.width
                                 for j in 0..<cols {
                                     let iw = s * j + b - p
-                                    row[j] = iw >= 0 && iw < g.width ? line[iw] : 0
+                                    row[j] = iw >= 0 && iw < g.width ? input[iw] : 0
                                 }
                             }
                         }
@@ -141,18 +145,14 @@ public struct ConvolutionFrames: Equatable, Sendable {
         parallelChunks(channels, chunks: planeSize * channels > 1 << 16 ? threads : 1) { range in
             for c in range {
                 let dst = fs.pointer + c * planeSize
-                // Each element written once: rows with data are zeros, the row, zeros.
+                // Each element written once: rows without data zero, rows with data padded.
+                let first = min(shift, frameRows), last = min(frameRows, shift + ho)
                 for img in 0..<n {
-                    for i in 0..<frameRows {
-                        let row = dst + (img * frameRows + i) * frameCols, r = i - shift
-                        guard r >= 0, r < ho else {
-                            row.update(repeating: 0, count: frameCols)
-                            continue
-                        }
-                        row.update(repeating: 0, count: shift)
-                        (row + shift).update(from: ys.pointer + ((c * n + img) * ho + r) * wo, count: wo)
-                        (row + shift + wo).update(repeating: 0, count: frameCols - shift - wo)
-                    }
+                    let image = dst + img * frameRows * frameCols
+                    image.update(repeating: 0, count: first * frameCols)
+                    (image + last * frameCols).update(repeating: 0, count: (frameRows - last) * frameCols)
+                    padRows(ys.pointer + (c * n + img) * ho * wo, stride: wo, count: wo, into: image + first * frameCols,
+                            stride: frameCols, lead: shift, width: frameCols, rows: last - first)
                 }
                 let used = n * frameRows * frameCols
                 (dst + used).update(repeating: 0, count: planeSize - used)
@@ -170,10 +170,8 @@ public struct ConvolutionFrames: Equatable, Sendable {
         while p < first + count {
             let img = p / (rows * cols), i = p / cols % rows
             if i < ho {
-                let n = min(wo, first + count - p)
-                for r in 0..<channels {
-                    (y + r * ldy + img * plane + i * wo).update(from: chunk + r * count + (p - first), count: n)
-                }
+                padRows(chunk + (p - first), stride: count, count: min(wo, first + count - p),
+                        into: y + img * plane + i * wo, stride: ldy, rows: channels)
             }
             p += cols
         }
@@ -195,17 +193,27 @@ public struct ConvolutionFrames: Equatable, Sendable {
         while p < first + count {
             let img = p / (gr * gc), i = p / gc % gr, ih = s * i + a - pad
             if ih >= 0 && ih < g.height {
-                let hi = min(jHi, first + count - p)
-                for r in 0..<channels where jLo < hi {
-                    let src = chunk + r * count + (p - first), dst = dx + r * ldx + img * plane + ih * g.width
-                    if s == 1 {
-                        (dst + jLo + b - pad).update(from: src + jLo, count: hi - jLo)
-                    } else {
-                        for j in jLo..<hi { dst[s * j + b - pad] = src[j] }
+                let hi = min(jHi, first + count - p), src = chunk + (p - first), dst = dx + img * plane + ih * g.width
+                if s == 1 && jLo < hi {
+                    padRows(src + jLo, stride: count, count: hi - jLo, into: dst + jLo + b - pad, stride: ldx, rows: channels)
+                } else if jLo < hi {
+                    for r in 0..<channels {
+                        for j in jLo..<hi { dst[r * ldx + s * j + b - pad] = src[r * count + j] }
                     }
                 }
             }
             p += gc
         }
     }
+}
+
+/// For r in [0, rows), row r of `dst` (pitch `stride`) gets `width` floats (default `count`):
+/// `lead` zeros, `count` floats of row r of `src` (pitch `stride`), zeros — `stsp_pad_rows`,
+/// one call for many short frame rows.
+@inline(__always)
+public func padRows(_ src: UnsafePointer<Float>, stride srcStride: Int, count: Int, into dst: UnsafeMutablePointer<Float>,
+                    stride dstStride: Int, lead: Int = 0, width: Int? = nil, rows: Int, isa: KernelISA = .best) {
+    guard rows > 0 else { return }
+    stsp_pad_rows(Int32(isa.rawValue), src, srcStride, Int32(count), dst, dstStride, Int32(lead),
+                  Int32(width ?? count), Int32(rows))
 }

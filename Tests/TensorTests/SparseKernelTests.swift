@@ -82,6 +82,35 @@ final class SparseKernelTests: XCTestCase {
         }
     }
 
+    /// Padded row copies against the rule, every variant: leads before, inside and past the
+    /// row, copies longer than the row (cut at `width`), empty copies; nothing outside the rows'
+    /// `width` floats written.
+    func testPadRowsFollowTheRule() {
+        var rng = Xoshiro256(seed: 31)
+        for isa in variants {
+            for _ in 0..<300 {
+                let rows = Int(rng.next() % 5), width = Int(rng.next() % 70) + 1
+                let count = Int(rng.next() % 40), lead = Int(rng.next() % UInt64(width + 3))
+                let srcStride = count + Int(rng.next() % 4), dstStride = width + Int(rng.next() % 4)
+                let src = (0..<(max(1, rows * srcStride))).map { _ in rng.nextFloat() + 1 }
+                var dst = [Float](repeating: -7, count: max(1, rows * dstStride + 1))
+                src.withUnsafeBufferPointer { s in
+                    dst.withUnsafeMutableBufferPointer { d in
+                        padRows(s.baseAddress!, stride: srcStride, count: count, into: d.baseAddress!, stride: dstStride,
+                                lead: lead, width: width, rows: rows, isa: isa)
+                    }
+                }
+                for (i, v) in dst.enumerated() {
+                    let r = i / dstStride, j = i % dstStride
+                    let expected: Float = r >= rows || j >= width ? -7
+                        : j >= lead && j - lead < count ? src[r * srcStride + j - lead] : 0
+                    XCTAssertEqual(v, expected, "\(isa) rows \(rows) width \(width) count \(count) lead \(lead) at \(r), \(j)")
+                    if v != expected { return }
+                }
+            }
+        }
+    }
+
     /// `multiply` (overwrite and accumulate, ld > n) against the reference and, for the forward
     /// index, against a dense product with the masked weight.
     private func check(_ index: SparseIndex, w: [Float], inRows: Int, n: Int, isa: KernelISA, threads: Int,

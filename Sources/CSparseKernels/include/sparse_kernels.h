@@ -44,4 +44,11 @@ void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float
 void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, float *dst1,
                  const int32_t *entry2, float *dst2, ptrdiff_t j0, ptrdiff_t j1);
 
+/// Padded row copy for r in [0, rows), 0 ≤ j < width:
+/// dst[r·dst_stride + j] = src[r·src_stride + j − lead] when lead ≤ j < lead + n, else 0
+/// (lead = 0, width = n: a plain copy of `rows` rows). Reads only src[r·src_stride + [0, n)].
+/// For the many short rows of convolution frames: no call per row.
+void stsp_pad_rows(int isa, const float *src, ptrdiff_t src_stride, int n, float *dst,
+                   ptrdiff_t dst_stride, int lead, int width, int rows);
+
 #endif
