@@ -139,6 +139,46 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// The per-channel path (statistics, output and input gradient while a channel is in cache)
+    /// gives what the reduced path (every channel's sums first, then a cross-rank reduction, here
+    /// over one rank) gives: outputs, running statistics, input and γ/β gradients, with and
+    /// without the fused ReLU.
+    func testBatchNormLocalPathEqualsReducedPath() {
+        for relu in [false, true] {
+            let shape = Shape(n: 5, c: 4, h: 6, w: 7)
+            let store = ParameterStore()
+            let local = BatchNorm("a", store: store, channels: shape.c, relu: relu)
+            let reduced = BatchNorm("b", store: store, channels: shape.c, relu: relu)
+            reduced.crossReplicaSum = { _ in }
+            store.allocate(seed: 3)
+            let c = shape.c
+            for i in 0..<(2 * c) { store.values[i] = 0.3 + Float(i) * 0.2 - (i % 3 == 1 ? 0.8 : 0) }
+            for i in 0..<(2 * c) { store.values[2 * c + i] = store.values[i] }
+            var rng = Xoshiro256(seed: 8)
+            let x = Tensor(shape), dy = Tensor(shape), dy2 = Tensor(shape)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() * 3 - 1; dy.data[i] = rng.nextFloat() * 2 - 1 }
+            dy2.data.update(from: dy.data, count: dy.count)
+            let ctx = Context()
+            store.zeroGradients()
+            let y1 = Array(UnsafeBufferPointer(start: local.forward(x, ctx).data, count: x.count))
+            let y2 = Array(UnsafeBufferPointer(start: reduced.forward(x, ctx).data, count: x.count))
+            let g1 = local.backward(dy, ctx), g2 = reduced.backward(dy2, ctx)
+            let dx1 = Array(UnsafeBufferPointer(start: g1.data, count: x.count))
+            let dx2 = Array(UnsafeBufferPointer(start: g2.data, count: x.count))
+            func assertClose(_ a: [Float], _ b: [Float], _ what: String) {
+                XCTAssertEqual(a.count, b.count)
+                let worst = zip(a, b).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+                XCTAssertLessThanOrEqual(worst, 1e-5, "\(what), relu \(relu)")
+            }
+            assertClose(y1, y2, "output")
+            assertClose(dx1, dx2, "input gradient")
+            assertClose(local.runningMean, reduced.runningMean, "running mean")
+            assertClose(local.runningVar, reduced.runningVar, "running variance")
+            assertClose(Array(store.gradients[0..<(2 * c)]), Array(store.gradients[(2 * c)..<(4 * c)]), "γ, β gradients")
+            XCTAssertTrue(dx1.contains { $0 != 0 }, "a non-trivial input gradient")
+        }
+    }
+
     func testBatchNormInEvaluationModeMatchesFiniteDifferences() {
         let store = ParameterStore()
         let bn = BatchNorm("bn", store: store, channels: 3)

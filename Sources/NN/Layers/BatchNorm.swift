@@ -97,9 +97,13 @@ public final class BatchNorm: Layer {
             output.reshape(s)
             let m = s.n * s.plane
             let gamma = gammaValues, beta = betaValues
+            let xP = SendablePointer(x.data), yP = SendablePointer(output.data)
+            let g = SendablePointer(gamma), b = SendablePointer(beta), fused = relu, eps = eps
             if ctx.training {
+                // Per channel: mean, Σ(x − μ)² and — without a cross-rank reduction — the output
+                // right away, while the channel is still in cache (one pass over memory, not two).
+                let local = crossReplicaSum == nil
                 var sums = [Double](repeating: 0, count: 2 * channels)
-                let xP = SendablePointer(x.data)
                 sums.withUnsafeMutableBufferPointer { buf in
                     let sp = SendablePointer(buf.baseAddress!)
                     let ch = channels
@@ -109,6 +113,10 @@ public final class BatchNorm: Layer {
                             let mu = sum(p, m) / Float(m)
                             sp.pointer[c] = Double(mu)
                             sp.pointer[ch + c] = Double(sumSquaredDeviations(p, m, mean: mu))
+                            guard local else { continue }
+                            let (mean, invStd) = Self.statistics(mean: sp.pointer[c], m2: sp.pointer[ch + c], count: m, eps: eps)
+                            let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: mean, invStd: invStd)
+                            Self.normalize(p, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
                         }
                     }
                 }
@@ -129,33 +137,24 @@ public final class BatchNorm: Layer {
                     }
                 }
                 for c in 0..<channels {
-                    let mu = Float(sums[c])
-                    let variance = Float(max(0, sums[channels + c]) / Double(count))
-                    mean[c] = mu
-                    invStd[c] = 1 / (variance + eps).squareRoot()
+                    (mean[c], invStd[c]) = Self.statistics(mean: sums[c], m2: sums[channels + c], count: count, eps: eps)
+                    let mu = mean[c], variance = Float(max(0, sums[channels + c]) / Double(count))
                     let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
                     runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
                     runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
                 }
+                if local { return output }
             } else {
                 for c in 0..<channels {
                     mean[c] = runningMean[c]
                     invStd[c] = 1 / (runningVar[c] + eps).squareRoot()
                 }
             }
-            let xP = SendablePointer(x.data), yP = SendablePointer(output.data)
             let meanC = mean, invC = invStd
-            let g = SendablePointer(gamma), b = SendablePointer(beta), fused = relu
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                 for c in range {
                     let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: meanC[c], invStd: invC[c])
-                    let src = xP.pointer + c * m, dst = yP.pointer + c * m
-                    if fused {
-                        reluAffine(src, dst, m, scale: scale, shift: shift)
-                    } else {
-                        var i = 0
-                        while i < m { dst[i] = src[i] * scale + shift; i &+= 1 }
-                    }
+                    Self.normalize(xP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
                 }
             }
             return output
@@ -175,6 +174,10 @@ public final class BatchNorm: Layer {
             let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)
             let meanC = mean, invC = invStd, ch = channels, fused = relu
             let gamma = SendablePointer(gammaValues), beta = SendablePointer(betaValues)
+            // Without a cross-rank reduction in training, each channel's dx follows its sums while
+            // the channel's x and dy are still in cache.
+            let local = ctx.training && crossReplicaSum == nil
+            let dxP = SendablePointer(inputGradient.data), total = Float(m)
             sums.withUnsafeMutableBufferPointer { buf in
                 let sp = SendablePointer(buf.baseAddress!)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
@@ -186,6 +189,11 @@ public final class BatchNorm: Layer {
                             : sumAndDot(d, xP.pointer + c * m, m)
                         sp.pointer[c] = Double(sdy)
                         sp.pointer[ch + c] = Double((sdyx - meanC[c] * sdy) * invC[c])
+                        guard local else { continue }
+                        Self.inputGradient(x: xP.pointer + c * m, dy: d, dx: dxP.pointer + c * m, m,
+                                           gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c],
+                                           meanDy: Float(sp.pointer[c]) / total, meanDyXhat: Float(sp.pointer[ch + c]) / total,
+                                           relu: fused)
                     }
                 }
             }
@@ -200,7 +208,6 @@ public final class BatchNorm: Layer {
             }
             if !ctx.training {
                 // Evaluation mode is an affine map per channel: dx = γ / √(r_var + ε) · dy.
-                let dxP = SendablePointer(inputGradient.data)
                 parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                     for c in range {
                         let k = gamma.pointer[c] * invC[c]
@@ -216,39 +223,66 @@ public final class BatchNorm: Layer {
                 }
                 return inputGradient
             }
+            if local { return inputGradient }
             var count = m
             if let reduce = crossReplicaSum {
                 reduce(&sums)
                 count = crossReplicaCount * m
             }
-            let dxP = SendablePointer(inputGradient.data)
-            let sumsC = sums, total = Float(count)
+            let sumsC = sums, reduced = Float(count)
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                 for c in range {
-                    let k = gamma.pointer[c] * invC[c]
-                    let sdy = Float(sumsC[c]) / total
-                    let sdyx = Float(sumsC[ch + c]) / total
-                    let mu = meanC[c], inv = invC[c]
-                    let src = xP.pointer + c * m, d = dyP.pointer + c * m, out = dxP.pointer + c * m
-                    var i = 0
-                    if fused {
-                        let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: mu, invStd: inv)
-                        while i < m {
-                            let v = src[i]
-                            let g = v * scale + shift > 0 ? d[i] : 0
-                            out[i] = k * (g - sdy - (v - mu) * inv * sdyx)
-                            i &+= 1
-                        }
-                    } else {
-                        while i < m {
-                            let xhat = (src[i] - mu) * inv
-                            out[i] = k * (d[i] - sdy - xhat * sdyx)
-                            i &+= 1
-                        }
-                    }
+                    Self.inputGradient(x: xP.pointer + c * m, dy: dyP.pointer + c * m, dx: dxP.pointer + c * m, m,
+                                       gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c],
+                                       meanDy: Float(sumsC[c]) / reduced, meanDyXhat: Float(sumsC[ch + c]) / reduced,
+                                       relu: fused)
                 }
             }
             return inputGradient
+        }
+    }
+
+    /// Batch mean and 1/√(σ² + ε) from the mean and Σ(x − μ)² over `count` elements (σ² biased).
+    @inline(__always)
+    static func statistics(mean: Double, m2: Double, count: Int, eps: Float) -> (mean: Float, invStd: Float) {
+        let variance = Float(max(0, m2) / Double(count))
+        return (Float(mean), 1 / (variance + eps).squareRoot())
+    }
+
+    /// One channel's `y = x·scale + shift`, through a ReLU when `relu`.
+    @inline(__always)
+    static func normalize(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ m: Int,
+                          scale: Float, shift: Float, relu: Bool) {
+        if relu {
+            reluAffine(x, y, m, scale: scale, shift: shift)
+        } else {
+            var i = 0
+            while i < m { y[i] = x[i] * scale + shift; i &+= 1 }
+        }
+    }
+
+    /// One channel's training-mode input gradient from the means of dy and dy·x̂ over the batch:
+    /// `dx = γ·invStd·(g − mean(g) − x̂·mean(g·x̂))`, g = dy (gated by the ReLU when `relu`).
+    @inline(__always)
+    static func inputGradient(x src: UnsafePointer<Float>, dy d: UnsafePointer<Float>, dx out: UnsafeMutablePointer<Float>,
+                              _ m: Int, gamma: Float, beta: Float, mean mu: Float, invStd inv: Float,
+                              meanDy sdy: Float, meanDyXhat sdyx: Float, relu: Bool) {
+        let k = gamma * inv
+        var i = 0
+        if relu {
+            let (scale, shift) = affine(gamma: gamma, beta: beta, mean: mu, invStd: inv)
+            while i < m {
+                let v = src[i]
+                let g = v * scale + shift > 0 ? d[i] : 0
+                out[i] = k * (g - sdy - (v - mu) * inv * sdyx)
+                i &+= 1
+            }
+        } else {
+            while i < m {
+                let xhat = (src[i] - mu) * inv
+                out[i] = k * (d[i] - sdy - xhat * sdyx)
+                i &+= 1
+            }
         }
     }
 
