@@ -27,6 +27,14 @@ static inline unsigned lane_bits(int lo, int hi, int lanes) {
 __attribute__((target("avx512f")))
 static void pad_rows_avx512(const float *src, ptrdiff_t src_stride, int n, float *dst,
                             ptrdiff_t dst_stride, int lead, int width, int rows) {
+    if (width <= 16) {
+        // One vector per row: the masks are the same for every row.
+        const __mmask16 in = (__mmask16)lane_bits(lead, lead + n, 16), out = (__mmask16)lane_bits(0, width, 16);
+        for (int r = 0; r < rows; r++)
+            _mm512_mask_storeu_ps(dst + (ptrdiff_t)r * dst_stride, out,
+                                  _mm512_maskz_loadu_ps(in, src + (ptrdiff_t)r * src_stride - lead));
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         // Masked-off lanes are not read: the load may start before the row or end past it.
         const float *s = src + (ptrdiff_t)r * src_stride - lead;
@@ -48,6 +56,13 @@ static inline __m256i lane_mask8(unsigned bits) {
 __attribute__((target("avx2")))
 static void pad_rows_avx2(const float *src, ptrdiff_t src_stride, int n, float *dst,
                           ptrdiff_t dst_stride, int lead, int width, int rows) {
+    if (width <= 8) {
+        const __m256i in = lane_mask8(lane_bits(lead, lead + n, 8)), out = lane_mask8(lane_bits(0, width, 8));
+        for (int r = 0; r < rows; r++)
+            _mm256_maskstore_ps(dst + (ptrdiff_t)r * dst_stride, out,
+                                _mm256_maskload_ps(src + (ptrdiff_t)r * src_stride - lead, in));
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         const float *s = src + (ptrdiff_t)r * src_stride - lead;
         float *d = dst + (ptrdiff_t)r * dst_stride;
