@@ -212,51 +212,53 @@ INLINE void add_results(float *out, const int32_t *outpos, int32_t k, const floa
         for (int i = 0; i < count; i++) out[k + i] += s[i];
 }
 
-static AVX2 void sddmm_avx2(const int32_t *row_ptr, const int32_t *src, const float *dy,
-                            ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
-                            const int32_t *outpos, int r0, int r1) {
-    const int full = n / 8 * 8, tail = n % 8;
-    const __m256i tm = tail_mask8(tail);
-    for (int r = r0; r < r1; r++) {
-        const float *d = dy + (ptrdiff_t)r * lddy;
-        int32_t k = row_ptr[r];
-        const int32_t k1 = row_ptr[r + 1];
-        for (; k + 8 <= k1; k += 8) {
-            const float *xr[8];
-            __m256 acc[8];
-            for (int i = 0; i < 8; i++) {
-                xr[i] = x + (ptrdiff_t)src[k + i] * ldx;
-                acc[i] = _mm256_setzero_ps();
-            }
-            for (int b = 0; b < full; b += 8) {
-                const __m256 dv = _mm256_loadu_ps(d + b);
-                for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(xr[i] + b), acc[i]);
-            }
-            if (tail) {
-                const __m256 dv = _mm256_maskload_ps(d + full, tm);
-                for (int i = 0; i < 8; i++)
-                    acc[i] = _mm256_fmadd_ps(dv, _mm256_maskload_ps(xr[i] + full, tm), acc[i]);
-            }
-            float s[8];
-            _mm256_storeu_ps(s, hsum8x8(acc));
-            add_results(out, outpos, k, s, 8);
-        }
-        for (; k < k1; k++) {
-            const float *xr = x + (ptrdiff_t)src[k] * ldx;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            int b = 0;
-            for (; b + 16 <= full; b += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(xr + b), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b + 8), _mm256_loadu_ps(xr + b + 8), a1);
-            }
-            if (b < full) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(xr + b), a0);
-            if (tail)
-                a1 = _mm256_fmadd_ps(_mm256_maskload_ps(d + full, tm), _mm256_maskload_ps(xr + full, tm), a1);
-            const float s = hsum8(_mm256_add_ps(a0, a1));
-            add_results(out, outpos, k, &s, 1);
-        }
+/// Dot products of one dy row with eight activation rows xr[0..8) (n floats each), summed
+/// horizontally: s[i] = Σ_b d[b] · xr[i][b].
+INLINE AVX2 void sddmm_group8(const float *d, const float *const xr[8], int full, int tail, __m256i tm,
+                              float s[8]) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < full; b += 8) {
+        const __m256 dv = _mm256_loadu_ps(d + b);
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(xr[i] + b), acc[i]);
     }
+    if (tail) {
+        const __m256 dv = _mm256_maskload_ps(d + full, tm);
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(dv, _mm256_maskload_ps(xr[i] + full, tm), acc[i]);
+    }
+    _mm256_storeu_ps(s, hsum8x8(acc));
 }
+
+/// Defines NAME: per row, groups of eight entries through GROUP, then the last 1–7 entries as
+/// one group (the first repeated in the unused slots): eight independent sums, not one serial
+/// chain per entry.
+#define DEFINE_SDDMM(NAME, ATTR, GROUP, WIDTH, MASK_T, MASK)                                      \
+    static ATTR void NAME(const int32_t *row_ptr, const int32_t *src, const float *dy,            \
+                          ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,       \
+                          const int32_t *outpos, int r0, int r1) {                                \
+        const int full = n / (WIDTH) * (WIDTH), tail = n % (WIDTH);                               \
+        const MASK_T tm = MASK(tail);                                                             \
+        for (int r = r0; r < r1; r++) {                                                           \
+            const float *d = dy + (ptrdiff_t)r * lddy;                                            \
+            int32_t k = row_ptr[r];                                                               \
+            const int32_t k1 = row_ptr[r + 1];                                                    \
+            const float *xr[8];                                                                   \
+            float s[8];                                                                           \
+            for (; k + 8 <= k1; k += 8) {                                                         \
+                for (int i = 0; i < 8; i++) xr[i] = x + (ptrdiff_t)src[k + i] * ldx;              \
+                GROUP(d, xr, full, tail, tm, s);                                                  \
+                add_results(out, outpos, k, s, 8);                                                \
+            }                                                                                     \
+            if (k < k1) {                                                                         \
+                const int rest = k1 - k;                                                          \
+                for (int i = 0; i < 8; i++) xr[i] = x + (ptrdiff_t)src[k + (i < rest ? i : 0)] * ldx; \
+                GROUP(d, xr, full, tail, tm, s);                                                  \
+                add_results(out, outpos, k, s, rest);                                             \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+DEFINE_SDDMM(sddmm_avx2, AVX2, sddmm_group8, 8, __m256i, tail_mask8)
 
 // ---- AVX-512F: 16 floats per vector, tiles of up to 8 vectors -----------------------------
 
@@ -313,45 +315,27 @@ INLINE AVX512 __m256 hsum16x8(const __m512 a[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
 }
 
-static AVX512 void sddmm_avx512(const int32_t *row_ptr, const int32_t *src, const float *dy,
-                                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
-                                const int32_t *outpos, int r0, int r1) {
-    const int full = n / 16 * 16, tail = n % 16;
-    const __mmask16 tm = (__mmask16)((1u << tail) - 1u);
-    for (int r = r0; r < r1; r++) {
-        const float *d = dy + (ptrdiff_t)r * lddy;
-        int32_t k = row_ptr[r];
-        const int32_t k1 = row_ptr[r + 1];
-        for (; k + 8 <= k1; k += 8) {
-            const float *xr[8];
-            __m512 acc[8];
-            for (int i = 0; i < 8; i++) {
-                xr[i] = x + (ptrdiff_t)src[k + i] * ldx;
-                acc[i] = _mm512_setzero_ps();
-            }
-            for (int b = 0; b < full; b += 16) {
-                const __m512 dv = _mm512_loadu_ps(d + b);
-                for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(xr[i] + b), acc[i]);
-            }
-            if (tail) {
-                const __m512 dv = _mm512_maskz_loadu_ps(tm, d + full);
-                for (int i = 0; i < 8; i++)
-                    acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(tm, xr[i] + full), acc[i]);
-            }
-            float s[8];
-            _mm256_storeu_ps(s, hsum16x8(acc));
-            add_results(out, outpos, k, s, 8);
-        }
-        for (; k < k1; k++) {
-            const float *xr = x + (ptrdiff_t)src[k] * ldx;
-            __m512 a = _mm512_setzero_ps();
-            for (int b = 0; b < full; b += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(d + b), _mm512_loadu_ps(xr + b), a);
-            if (tail) a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, d + full), _mm512_maskz_loadu_ps(tm, xr + full), a);
-            const float s = _mm512_reduce_add_ps(a);
-            add_results(out, outpos, k, &s, 1);
-        }
+/// Dot products of one dy row with eight activation rows xr[0..8) (n floats each), summed
+/// horizontally: s[i] = Σ_b d[b] · xr[i][b].
+INLINE AVX512 void sddmm_group16(const float *d, const float *const xr[8], int full, int tail, __mmask16 tm,
+                                 float s[8]) {
+    __m512 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    for (int b = 0; b < full; b += 16) {
+        const __m512 dv = _mm512_loadu_ps(d + b);
+        for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(xr[i] + b), acc[i]);
     }
+    if (tail) {
+        const __m512 dv = _mm512_maskz_loadu_ps(tm, d + full);
+        for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(tm, xr[i] + full), acc[i]);
+    }
+    _mm256_storeu_ps(s, hsum16x8(acc));
 }
+
+/// Lanes [0, count) of a zmm mask.
+INLINE AVX512 __mmask16 tail_mask16(int count) { return (__mmask16)((1u << count) - 1u); }
+
+DEFINE_SDDMM(sddmm_avx512, AVX512, sddmm_group16, 16, __mmask16, tail_mask16)
 
 int stsp_isa_supported(int isa) {
     __builtin_cpu_init();

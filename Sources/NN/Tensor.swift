@@ -27,7 +27,7 @@ public final class Tensor {
     public init(_ shape: Shape = Shape(n: 0, c: 0)) {
         self.shape = shape
         capacity = max(shape.count, 1)
-        data = .allocate(capacity: capacity)
+        data = allocateAlignedFloats(capacity)
         data.initialize(repeating: 0, count: capacity)
     }
 
@@ -39,7 +39,7 @@ public final class Tensor {
         if shape.count > capacity {
             data.deallocate()
             capacity = shape.count
-            data = .allocate(capacity: capacity)
+            data = allocateAlignedFloats(capacity)
             data.initialize(repeating: 0, count: capacity)
         }
     }

@@ -340,17 +340,22 @@ extension SparseConvolution {
     }
 }
 
-/// A growable array of `T` that keeps its storage (capacity only grows).
+/// A growable array of `T` that keeps its storage (capacity only grows), starting on a cache line.
 final class Buffer<T> {
-    private(set) var pointer: UnsafeMutablePointer<T> = .allocate(capacity: 1)
+    private(set) var pointer: UnsafeMutablePointer<T> = Buffer.allocate(1)
     private var capacity = 1
+
+    private static func allocate(_ count: Int) -> UnsafeMutablePointer<T> {
+        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<T>.stride, alignment: cacheLineBytes)
+            .bindMemory(to: T.self, capacity: count)
+    }
 
     /// Storage for at least `count` elements (contents kept only while it does not grow).
     func reserve(_ count: Int) -> UnsafeMutablePointer<T> {
         if count > capacity {
             pointer.deallocate()
             capacity = max(count, capacity * 5 / 4)
-            pointer = .allocate(capacity: capacity)
+            pointer = Self.allocate(capacity)
         }
         return pointer
     }

@@ -65,7 +65,7 @@ struct BenchKernels: ParsableCommand {
         let m = outFeatures, k = inFeatures, n = batch
         var rng = Xoshiro256(seed: 5)
         func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
+            let p = allocateAlignedFloats(count)
             for i in 0..<count { p[i] = rng.nextFloat() - 0.5 }
             return p
         }
