@@ -75,7 +75,7 @@ final class MaskChangePath {
         let t0 = now()
         var kind = ""
         if comm.rank == 0 {
-            buffer.update(fromContentsOf: store.mask)
+            _ = buffer.update(fromContentsOf: store.mask)
             kind = policy.propose(afterStep: t, masks: masks, proposal: buffer)
         }
         let t1 = now()

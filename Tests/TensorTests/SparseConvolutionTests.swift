@@ -75,7 +75,9 @@ final class SparseConvolutionTests: XCTestCase {
                                              width: c.w, y: &y, isa: isa, threads: threads)
                             }
                             dy.withUnsafeBufferPointer { dp in
-                                conv.weightGradient(dy: dp.baseAddress!, into: .dense(&dw), isa: isa, threads: threads)
+                                dw.withUnsafeMutableBufferPointer {
+                                    conv.weightGradient(dy: dp.baseAddress!, into: .dense($0.baseAddress!), isa: isa, threads: threads)
+                                }
                                 packed.withUnsafeMutableBufferPointer {
                                     conv.weightGradient(dy: dp.baseAddress!, into: .packed($0.baseAddress!), isa: isa, threads: threads)
                                 }
