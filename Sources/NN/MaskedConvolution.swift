@@ -42,7 +42,7 @@ final class MaskedConvolution: MaskedPasses {
         var loaded = false
         weightGradient(store, n: n, ctx, dense: dense) { output in
             if !framed && !loaded {
-                kernels.loadInput(x, batch: s.n, height: s.h, width: s.w, threads: ctx.threads)
+                kernels.loadInput(x, batch: s.n, height: s.h, width: s.w, isa: ctx.kernelISA, threads: ctx.threads)
                 loaded = true
             }
             kernels.weightGradient(dy: dy, into: output, isa: ctx.kernelISA, threads: ctx.threads)

@@ -51,4 +51,32 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
 void stsp_pad_rows(int isa, const float *src, ptrdiff_t src_stride, int n, float *dst,
                    ptrdiff_t dst_stride, int lead, int width, int rows);
 
+// ---- 3×3, stride 1, padding 1 on unpadded planes [C][N·H·W] (no frame copies) -----------
+// Position p = (n·H + i)·W + j; tap t = kh·3 + kw of an entry reads src[k] + p with
+// src[k] = channel·ld + (kh − 1)·W + (kw − 1), zero where that pixel lies outside the image.
+// Positions run in tiles of 128; masks (from stsp_plane_masks) hold, per tile phase, tap and
+// vector of 16, the lanes that read inside the image. Tiles [tile0, tile1), rows [r0, r1).
+
+/// Tile phases of an H × W image: H·W/128 when 128 divides H·W, 1 when H·W divides 128, else 0
+/// (the planes layout does not apply).
+int stsp_plane_phases(int height, int width);
+
+/// Writes the (phases + 1)·9·8 lane masks for `total` = N·H·W positions (the extra phase: the
+/// last tile when it is partial, its lanes past `total` off).
+void stsp_plane_masks(int height, int width, int total, uint16_t *masks);
+
+/// y[r·ldy + p] = Σ_{k ∈ row r} w[k] · x[src[k] + p] (masked by tap[k]) for the positions of the
+/// tiles, r0 ≤ r < r1: the forward pass, or the input gradient over the transposed index with
+/// flipped taps (8 − t, offsets negated).
+void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                     const float *w, const float *x, const uint16_t *masks, int height, int width,
+                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1);
+
+/// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by tap[k]) over the
+/// positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient.
+void stsp_plane_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                      const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
+                      int height, int width, int total, float *out, const int32_t *outpos, int r0,
+                      int r1, int tile0, int tile1);
+
 #endif

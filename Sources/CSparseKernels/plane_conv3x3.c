@@ -1,0 +1,202 @@
+#include "sparse_kernels.h"
+
+// Sparse 3×3, stride-1, padding-1 convolution passes straight on unpadded planes [C][N·H·W]:
+// position p of a plane is pixel (n, i, j); tap t = kh·3 + kw reads p + (kh − 1)·W + (kw − 1),
+// and the lanes whose source pixel lies outside the image (or past the last position) are
+// masked to zero. Positions run in tiles of 128 (8 vectors of 16); a tile's masks depend only on
+// its phase (see stsp_plane_masks), so no padded frame is written and outputs are stored in place.
+
+#define TILE 128
+
+static int tile_phase(int tile, int tiles, int total, int phases) {
+    return (tile == tiles - 1 && total % TILE) ? phases : tile % phases;
+}
+
+int stsp_plane_phases(int height, int width) {
+    const int plane = height * width;
+    if (plane % TILE == 0) return plane / TILE;
+    if (TILE % plane == 0) return 1;
+    return 0;
+}
+
+void stsp_plane_masks(int height, int width, int total, uint16_t *masks) {
+    const int plane = height * width, phases = stsp_plane_phases(height, width);
+    const int tiles = (total + TILE - 1) / TILE;
+    for (int q = 0; q <= phases; q++) {
+        // Phase q < phases: tiles whose first position is q·128 into an image (mod the plane);
+        // q = phases: the last tile when it is partial.
+        const int first = q < phases ? q * TILE : (tiles - 1) * TILE;
+        for (int t = 0; t < 9; t++) {
+            const int dh = t / 3 - 1, dw = t % 3 - 1;
+            for (int v = 0; v < 8; v++) {
+                unsigned bits = 0;
+                for (int l = 0; l < 16; l++) {
+                    const int p = first + 16 * v + l;
+                    if (q == phases && p >= total) continue;
+                    const int inImage = p % plane, i = inImage / width + dh, j = inImage % width + dw;
+                    if (i >= 0 && i < height && j >= 0 && j < width) bits |= 1u << l;
+                }
+                masks[(q * 9 + t) * 8 + v] = (uint16_t)bits;
+            }
+        }
+    }
+}
+
+/// Lanes of the tile (8 vectors) that hold positions < total.
+static unsigned valid_bits(int tile, int v, int total) {
+    const int left = total - tile * TILE - 16 * v;
+    return left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u;
+}
+
+// ---- portable C ---------------------------------------------------------------------------
+
+static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                const float *w, const float *x, const uint16_t *masks, int height,
+                                int width, int total, float *y, ptrdiff_t ldy, int r0, int r1,
+                                int tile0, int tile1) {
+    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    for (int tile = tile0; tile < tile1; tile++) {
+        const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+        const int n = total - p0 < TILE ? total - p0 : TILE;
+        for (int r = r0; r < r1; r++) {
+            float acc[TILE] = {0};
+            for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+                const uint16_t *m = masks + (q * 9 + tap[k]) * 8;
+                const float *xr = x + src[k] + p0;
+                for (int b = 0; b < n; b++)
+                    if (m[b / 16] >> (b % 16) & 1) acc[b] += w[k] * xr[b];
+            }
+            float *yr = y + (ptrdiff_t)r * ldy + p0;
+            for (int b = 0; b < n; b++) yr[b] = acc[b];
+        }
+    }
+}
+
+static void plane_sddmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                 const float *dy, ptrdiff_t lddy, const float *x,
+                                 const uint16_t *masks, int height, int width, int total,
+                                 float *out, const int32_t *outpos, int r0, int r1, int tile0,
+                                 int tile1) {
+    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+            float s = 0;
+            for (int tile = tile0; tile < tile1; tile++) {
+                const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+                const int n = total - p0 < TILE ? total - p0 : TILE;
+                const uint16_t *m = masks + (q * 9 + tap[k]) * 8;
+                for (int b = 0; b < n; b++)
+                    if (m[b / 16] >> (b % 16) & 1) s += d[p0 + b] * x[src[k] + p0 + b];
+            }
+            out[outpos ? outpos[k] : k] += s;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                     const float *w, const float *x, const uint16_t *masks,
+                                     int height, int width, int total, float *y, ptrdiff_t ldy,
+                                     int r0, int r1, int tile0, int tile1) {
+    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    for (int tile = tile0; tile < tile1; tile++) {
+        const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+        const uint16_t *phase = masks + q * 9 * 8;
+        __mmask16 store[8];
+        for (int v = 0; v < 8; v++) store[v] = (__mmask16)valid_bits(tile, v, total);
+        for (int r = r0; r < r1; r++) {
+            __m512 acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = _mm512_setzero_ps();
+            for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+                const uint16_t *m = phase + tap[k] * 8;
+                const __m512 wv = _mm512_set1_ps(w[k]);
+                // Masked-off lanes are not read: the loads may start before the plane or end past it.
+                const float *xr = x + src[k] + p0;
+                for (int v = 0; v < 8; v++)
+                    acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)m[v], xr + 16 * v), acc[v]);
+            }
+            float *yr = y + (ptrdiff_t)r * ldy + p0;
+            for (int v = 0; v < 8; v++) _mm512_mask_storeu_ps(yr + 16 * v, store[v], acc[v]);
+        }
+    }
+}
+
+/// Horizontal sums of eight vectors: [Σa0, …, Σa7].
+static inline AVX512 __m256 plane_hsum16x8(const __m512 a[8]) {
+    __m256 h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
+    const __m256 h0 = _mm256_hadd_ps(h[0], h[1]), h1 = _mm256_hadd_ps(h[2], h[3]);
+    const __m256 h2 = _mm256_hadd_ps(h[4], h[5]), h3 = _mm256_hadd_ps(h[6], h[7]);
+    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                      const float *dy, ptrdiff_t lddy, const float *x,
+                                      const uint16_t *masks, int height, int width, int total,
+                                      float *out, const int32_t *outpos, int r0, int r1,
+                                      int tile0, int tile1) {
+    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k += 8) {
+            // Eight entries at a time (the last group padded with its first entry).
+            const int count = row_ptr[r + 1] - k < 8 ? row_ptr[r + 1] - k : 8;
+            const float *xr[8];
+            int t[8];
+            for (int i = 0; i < 8; i++) {
+                const int32_t e = k + (i < count ? i : 0);
+                xr[i] = x + src[e];
+                t[i] = tap[e] * 8;
+            }
+            __m512 acc[8];
+            for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+            for (int tile = tile0; tile < tile1; tile++) {
+                const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+                const uint16_t *phase = masks + q * 9 * 8;
+                for (int v = 0; v < 8; v++) {
+                    const int p = p0 + 16 * v;
+                    const __m512 dv = _mm512_maskz_loadu_ps((__mmask16)valid_bits(tile, v, total), d + p);
+                    for (int i = 0; i < 8; i++)
+                        acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps((__mmask16)phase[t[i] + v], xr[i] + p), acc[i]);
+                }
+            }
+            float s[8];
+            _mm256_storeu_ps(s, plane_hsum16x8(acc));
+            for (int i = 0; i < count; i++) out[outpos ? outpos[k + i] : k + i] += s[i];
+        }
+    }
+}
+
+#define HAVE_AVX512 __builtin_cpu_supports("avx512f")
+#else
+#define HAVE_AVX512 0
+#define plane_spmm_avx512 plane_spmm_portable
+#define plane_sddmm_avx512 plane_sddmm_portable
+#endif
+
+void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                     const float *w, const float *x, const uint16_t *masks, int height, int width,
+                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1) {
+    if (isa == 2 && HAVE_AVX512)
+        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+    else
+        plane_spmm_portable(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+}
+
+void stsp_plane_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                      const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
+                      int height, int width, int total, float *out, const int32_t *outpos, int r0,
+                      int r1, int tile0, int tile1) {
+    if (isa == 2 && HAVE_AVX512)
+        plane_sddmm_avx512(row_ptr, src, tap, dy, lddy, x, masks, height, width, total, out, outpos, r0, r1, tile0, tile1);
+    else
+        plane_sddmm_portable(row_ptr, src, tap, dy, lddy, x, masks, height, width, total, out, outpos, r0, r1, tile0, tile1);
+}
