@@ -51,12 +51,23 @@ public final class SparseConvolution {
     /// unpadded planes themselves (3×3, stride 1, padding 1, H·W a divisor or multiple of 128:
     /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
-    /// `.automatic`: planes where they apply and the AVX-512 kernels run, else frames.
+    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
+    /// at most 8×8 or the density is below 0.04; else frames. At batch 128 a channel's plane is a
+    /// power of two floats (32×32: 512 KB), so the planes of all channels fall into the same cache
+    /// sets, which the frames (rows of W + 1) avoid; `bench conv` forward + input gradient, 2
+    /// threads: 64 → 64 at 32×32 density 0.064 planes 41–42 ms against frames 35, at 0.01 14–15
+    /// against 18; 128 → 128 at 16×16 33 against 30 and 9.3 against 12; 512 → 512 at 4×4 23
+    /// against 48 and 4.8 against 13; 512 → 512 at 2×2, density 0.1, 10 against 28.
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
+    /// Weight gradient: per entry (index order) its offset and tap. Forward and input gradient:
+    /// each row's entries grouped by tap — offsets, the entry each came from, and the runs
+    /// `[runs[9r + t], runs[9r + t + 1])` of tap t in row r (transposed index: flipped taps).
     private let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
-    private let planeSourceT = Buffer<Int32>(), planeTapT = Buffer<UInt8>(), planeMasks = Buffer<UInt16>()
+    private let groupedSource = Buffer<Int32>(), groupedEntry = Buffer<Int32>(), tapRuns = Buffer<Int32>()
+    private let groupedSourceT = Buffer<Int32>(), groupedEntryT = Buffer<Int32>(), tapRunsT = Buffer<Int32>()
+    private let groupedValues = Buffer<Float>(), planeMasks = Buffer<UInt16>()
     private var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
     private var planeInput: (x: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
@@ -189,7 +200,7 @@ public final class SparseConvolution {
         switch layout {
         case .frames: return false
         case .planes: return true
-        case .automatic: return isa == .avx512
+        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.04)
         }
     }
 
@@ -210,7 +221,6 @@ public final class SparseConvolution {
         precondition((max(inChannels, outChannels) + 1) * plane < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
         let total = index.count
         let src = planeSource.reserve(total), tap = planeTap.reserve(total)
-        let srcT = planeSourceT.reserve(total), tapT = planeTapT.reserve(total)
         /// Offset of tap t (kh·3 + kw) from the output position.
         func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
         for k in 0..<total {
@@ -218,16 +228,56 @@ public final class SparseConvolution {
             src[k] = Int32(column / 9 * plane + shift(t))
             tap[k] = UInt8(t)
         }
+        let entry = groupedEntry.reserve(total), runs = tapRuns.reserve(outChannels * 9 + 1)
+        Self.groupByTap(rowStart: index.rowStart, rows: outChannels, tap: { Int(tap[$0]) }, entry: entry, runs: runs)
+        let grouped = groupedSource.reserve(total)
+        for j in 0..<total { grouped[j] = src[Int(entry[j])] }
         // The transposed index: rows = input channels, entries (o, t) read dY at −shift(t), which is
         // the flipped tap 8 − t.
-        for e in 0..<total {
-            let column = Int(phaseColumn.pointer[e]), t = column % 9
-            srcT[e] = Int32(column / 9 * plane - shift(t))
-            tapT[e] = UInt8(8 - t)
+        let column = phaseColumn.pointer
+        let entryT = groupedEntryT.reserve(total), runsT = tapRunsT.reserve(inChannels * 9 + 1)
+        Self.groupByTap(rowStart: phaseRowStart.pointer, rows: inChannels, tap: { 8 - Int(column[$0]) % 9 },
+                        entry: entryT, runs: runsT)
+        let groupedT = groupedSourceT.reserve(total)
+        for j in 0..<total {
+            let c = Int(column[Int(entryT[j])])
+            groupedT[j] = Int32(c / 9 * plane - shift(c % 9))
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
         stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
         planesBuiltFor = (batch, height, width, generation)
+    }
+
+    /// Groups each row's entries by tap, keeping their order within a tap: `entry[j]` is the entry
+    /// at grouped position j; tap t of row r holds `[runs[9r + t], runs[9r + t + 1])`.
+    private static func groupByTap(rowStart: UnsafePointer<Int32>, rows: Int, tap: (Int) -> Int,
+                                   entry: UnsafeMutablePointer<Int32>, runs: UnsafeMutablePointer<Int32>) {
+        var next = [Int](repeating: 0, count: 9)
+        for r in 0..<rows {
+            let k0 = Int(rowStart[r]), k1 = Int(rowStart[r + 1])
+            for t in 0..<9 { next[t] = 0 }
+            for k in k0..<k1 { next[tap(k)] += 1 }
+            var position = k0
+            for t in 0..<9 {
+                runs[r * 9 + t] = Int32(position)
+                let n = next[t]
+                next[t] = position
+                position += n
+            }
+            for k in k0..<k1 {
+                let t = tap(k)
+                entry[next[t]] = Int32(k)
+                next[t] += 1
+            }
+        }
+        runs[rows * 9] = rowStart[rows]
+    }
+
+    /// `values` in grouped order: `groupedValues[j] = values[entry[j]]`.
+    private func grouped(_ values: UnsafePointer<Float>, entry: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
+        let out = groupedValues.reserve(index.count)
+        for j in 0..<index.count { out[j] = values[Int(entry[j])] }
+        return out
     }
 
     /// Runs `body(tile0, tile1)` over contiguous ranges of the `plane / 128` tiles on up to `threads` workers.
@@ -300,12 +350,11 @@ public final class SparseConvolution {
         if planeInput != nil {
             preparePlanes(batch: batch, height: height, width: width)
             let plane = batch * height * width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
-            let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
-            let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
-            let v = SendablePointer(UnsafeMutablePointer(mutating: vals)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
-            let yp = SendablePointer(y)
+            let runs = SendablePointer(tapRuns.pointer), src = SendablePointer(groupedSource.pointer)
+            let v = SendablePointer(grouped(vals, entry: groupedEntry.pointer)), m = SendablePointer(planeMasks.pointer)
+            let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer,
+                stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, xp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
             }
             return
@@ -387,11 +436,11 @@ public final class SparseConvolution {
         if usesPlanes(height: height, width: width, isa: isa) {
             preparePlanes(batch: batch, height: height, width: width)
             let plane = batch * height * width, cin = Int32(inChannels), isaCode = Int32(isa.rawValue)
-            let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(planeSourceT.pointer)
-            let tap = SendablePointer(planeTapT.pointer), m = SendablePointer(planeMasks.pointer)
-            let v = SendablePointer(vals), dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), dxp = SendablePointer(dx)
+            let runs = SendablePointer(tapRunsT.pointer), src = SendablePointer(groupedSourceT.pointer)
+            let v = SendablePointer(grouped(vals, entry: groupedEntryT.pointer)), m = SendablePointer(planeMasks.pointer)
+            let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), dxp = SendablePointer(dx)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer,
+                stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, dp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), dxp.pointer, plane, 0, cin, t0, t1)
             }
             return
