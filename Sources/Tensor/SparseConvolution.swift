@@ -52,12 +52,11 @@ public final class SparseConvolution {
     /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
     /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
-    /// at most 8×8 or the density is below 0.04; else frames. At batch 128 a channel's plane is a
-    /// power of two floats (32×32: 512 KB), so the planes of all channels fall into the same cache
-    /// sets, which the frames (rows of W + 1) avoid; `bench conv` forward + input gradient, 2
-    /// threads: 64 → 64 at 32×32 density 0.064 planes 41–42 ms against frames 35, at 0.01 14–15
-    /// against 18; 128 → 128 at 16×16 33 against 30 and 9.3 against 12; 512 → 512 at 4×4 23
-    /// against 48 and 4.8 against 13; 512 → 512 at 2×2, density 0.1, 10 against 28.
+    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv`
+    /// forward and input gradient each, batch 128, 2 threads, planes against frames: 64 → 64 at
+    /// 32×32 density 0.317 38–44 against 48–65 ms, 0.1 19 against 25–28, 0.01 7 against 8–9;
+    /// 128 → 128 at 16×16 0.317 47 against 53–60, 0.1 17 against 20–22; 256 → 256 at 8×8 0.1 17
+    /// against 21–25; 512 → 512 at 4×4 0.1 18 against 38, at 2×2 4–6 against 14.
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
@@ -70,7 +69,9 @@ public final class SparseConvolution {
     private let groupedValues = Buffer<Float>(), planeMasks = Buffer<UInt16>()
     private var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
-    private var planeInput: (x: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
+    /// `staged`: the planes the passes read (x itself, or a copy at `channelPitch`).
+    private var planeInput: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
+    private let stagedInput = Buffer<Float>(), stagedGradient = Buffer<Float>()
 
     public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
         self.outChannels = outChannels
@@ -200,32 +201,51 @@ public final class SparseConvolution {
         switch layout {
         case .frames: return false
         case .planes: return true
-        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.04)
+        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.4)
         }
     }
 
     /// Whether the weight gradient of a planes-layout layer runs on the planes too. Its masked
-    /// loads cost one mask per multiply-add, the frames' copies one pass over the activations:
+    /// loads cost a mask per multiply-add, the frames' copies one pass over the activations:
     /// `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against frames
-    /// 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), at 0.1 planes 19.6–21.8 against 15.4–18.8;
-    /// at 2×2 images (frames 2.25 times the pixels) planes win at both (0.6 vs 1.5, 4.9 vs 7.1).
+    /// 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against 9–12), at
+    /// 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36; at 2×2 images (frames 2.25 times
+    /// the pixels) planes win (0.6 against 1.5 at 0.01, 4.9 against 7.1 at 0.1).
     private func planesForWeightGradient(height: Int, width: Int) -> Bool {
         layout == .planes || index.density < 0.05 || height * width <= 4
+    }
+
+    /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
+    /// two floats (32×32: 512 KB), so every channel's window of a tile falls into the same cache
+    /// sets and 64 of them thrash L1 and L2; planes whose size is a multiple of 4 KB are read from a
+    /// copy whose channels lie 17 cache lines further apart.
+    static func channelPitch(plane: Int) -> Int { plane % 1024 == 0 ? plane + 17 * 16 : plane }
+
+    /// `x` (`channels` planes of `plane` floats) at `channelPitch`: x itself, or a copy in `buffer`.
+    private func staged(_ x: UnsafePointer<Float>, channels: Int, plane: Int, into buffer: Buffer<Float>,
+                        threads: Int) -> UnsafePointer<Float> {
+        let pitch = Self.channelPitch(plane: plane)
+        guard pitch != plane else { return x }
+        let dst = SendablePointer(buffer.reserve(channels * pitch)), src = SendablePointer(UnsafeMutablePointer(mutating: x))
+        parallelChunks(channels, chunks: channels * plane > 1 << 16 ? threads : 1) { range in
+            for c in range { (dst.pointer + c * pitch).update(from: src.pointer + c * plane, count: plane) }
+        }
+        return UnsafePointer(dst.pointer)
     }
 
     /// Entry offsets, taps and lane masks of the planes layout for `batch` images of
     /// `height × width` (recomputed only when the shape or the mask changed).
     private func preparePlanes(batch: Int, height: Int, width: Int) {
         if let b = planesBuiltFor, b == (batch, height, width, generation) { return }
-        let plane = batch * height * width
-        precondition((max(inChannels, outChannels) + 1) * plane < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
+        let plane = batch * height * width, pitch = Self.channelPitch(plane: plane)
+        precondition((max(inChannels, outChannels) + 1) * pitch < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
         let total = index.count
         let src = planeSource.reserve(total), tap = planeTap.reserve(total)
         /// Offset of tap t (kh·3 + kw) from the output position.
         func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
         for k in 0..<total {
             let column = Int(index.source[k]), t = column % 9
-            src[k] = Int32(column / 9 * plane + shift(t))
+            src[k] = Int32(column / 9 * pitch + shift(t))
             tap[k] = UInt8(t)
         }
         let entry = groupedEntry.reserve(total), runs = tapRuns.reserve(outChannels * 9 + 1)
@@ -241,7 +261,7 @@ public final class SparseConvolution {
         let groupedT = groupedSourceT.reserve(total)
         for j in 0..<total {
             let c = Int(column[Int(entryT[j])])
-            groupedT[j] = Int32(c / 9 * plane - shift(c % 9))
+            groupedT[j] = Int32(c / 9 * pitch - shift(c % 9))
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
         stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
@@ -312,7 +332,8 @@ public final class SparseConvolution {
     public func loadInput(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, isa: KernelISA = .best,
                           threads: Int = 1) {
         if usesPlanes(height: height, width: width, isa: isa) {
-            planeInput = (x, batch, height, width)
+            let xs = staged(x, channels: inChannels, plane: batch * height * width, into: stagedInput, threads: threads)
+            planeInput = (x, xs, batch, height, width)
             loadedInput = nil
             return
         }
@@ -347,12 +368,12 @@ public final class SparseConvolution {
             SparseKernels.gatherValues(index, weights: w, into: gathered, threads: threads)
             vals = UnsafePointer(gathered)
         }
-        if planeInput != nil {
+        if let input = planeInput {
             preparePlanes(batch: batch, height: height, width: width)
             let plane = batch * height * width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
             let runs = SendablePointer(tapRuns.pointer), src = SendablePointer(groupedSource.pointer)
             let v = SendablePointer(grouped(vals, entry: groupedEntry.pointer)), m = SendablePointer(planeMasks.pointer)
-            let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
+            let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
                 stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, xp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
@@ -438,7 +459,8 @@ public final class SparseConvolution {
             let plane = batch * height * width, cin = Int32(inChannels), isaCode = Int32(isa.rawValue)
             let runs = SendablePointer(tapRunsT.pointer), src = SendablePointer(groupedSourceT.pointer)
             let v = SendablePointer(grouped(vals, entry: groupedEntryT.pointer)), m = SendablePointer(planeMasks.pointer)
-            let dp = SendablePointer(UnsafeMutablePointer(mutating: dy)), dxp = SendablePointer(dx)
+            let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
+            let dp = SendablePointer(UnsafeMutablePointer(mutating: dys)), dxp = SendablePointer(dx)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
                 stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, dp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), dxp.pointer, plane, 0, cin, t0, t1)
@@ -471,10 +493,11 @@ extension SparseConvolution {
     /// The weight gradient in the planes layout: dY and the input read in place, rows split
     /// between workers, positions in chunks of 32 tiles (a chunk's input window stays in cache).
     fileprivate func planeWeightGradient(
-        dy: UnsafePointer<Float>, input: (x: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
+        dy: UnsafePointer<Float>,
+        input: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
         into output: SampledOutput, isa: KernelISA, threads: Int
     ) {
-        let (x, batch, height, width) = input
+        let (_, x, batch, height, width) = input
         preparePlanes(batch: batch, height: height, width: width)
         let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32
         let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
