@@ -97,9 +97,7 @@ static void plane_sddmm_portable(const int32_t *row_ptr, const int32_t *src, con
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+#include "x86_common.h"
 
 static AVX512 void plane_spmm_avx512(const int32_t *tap_ptr, const int32_t *src, const float *w,
                                      const float *x, const uint16_t *masks, int height, int width,
@@ -134,18 +132,6 @@ static AVX512 void plane_spmm_avx512(const int32_t *tap_ptr, const int32_t *src,
     }
 }
 
-/// Horizontal sums of eight vectors: [Σa0, …, Σa7].
-static inline AVX512 __m256 plane_hsum16x8(const __m512 a[8]) {
-    __m256 h[8];
-    for (int i = 0; i < 8; i++)
-        h[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
-    const __m256 h0 = _mm256_hadd_ps(h[0], h[1]), h1 = _mm256_hadd_ps(h[2], h[3]);
-    const __m256 h2 = _mm256_hadd_ps(h[4], h[5]), h3 = _mm256_hadd_ps(h[6], h[7]);
-    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
-
 static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                       const float *dy, ptrdiff_t lddy, const float *x,
                                       const uint16_t *masks, int height, int width, int total,
@@ -177,7 +163,7 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src
                 }
             }
             float s[8];
-            _mm256_storeu_ps(s, plane_hsum16x8(acc));
+            _mm256_storeu_ps(s, hsum16x8(acc));
             for (int i = 0; i < count; i++) out[outpos ? outpos[k + i] : k + i] += s[i];
         }
     }

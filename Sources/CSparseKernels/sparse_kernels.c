@@ -72,11 +72,7 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2,fma")))
-#define AVX512 __attribute__((target("avx512f,avx2,fma")))
-#define INLINE static inline __attribute__((always_inline))
+#include "x86_common.h"
 /// Entries ahead whose activation rows are prefetched.
 #define PREFETCH_DISTANCE 16
 
@@ -189,22 +185,6 @@ INLINE AVX2 void scatter_tile8(const int P, int tail, const int32_t *src, int32_
 
 DEFINE_SCATTER(scatter_avx2, AVX2, scatter_tile8, 8)
 
-/// Horizontal sum of one vector.
-INLINE AVX2 float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
-}
-
-/// [Σa0, Σa1, …, Σa7]: the horizontal sums of eight vectors in one vector.
-INLINE AVX2 __m256 hsum8x8(const __m256 a[8]) {
-    const __m256 h0 = _mm256_hadd_ps(a[0], a[1]), h1 = _mm256_hadd_ps(a[2], a[3]);
-    const __m256 h2 = _mm256_hadd_ps(a[4], a[5]), h3 = _mm256_hadd_ps(a[6], a[7]);
-    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
-
 INLINE void add_results(float *out, const int32_t *outpos, int32_t k, const float *s, int count) {
     if (outpos)
         for (int i = 0; i < count; i++) out[outpos[k + i]] += s[i];
@@ -302,18 +282,6 @@ INLINE AVX512 void scatter_tile16(const int P, int tail, const int32_t *src, int
 }
 
 DEFINE_SCATTER(scatter_avx512, AVX512, scatter_tile16, 16)
-
-/// The eight 256-bit halves-summed vectors of a[0..8), then the AVX2 horizontal-add tree.
-INLINE AVX512 __m256 hsum16x8(const __m512 a[8]) {
-    __m256 h[8];
-    for (int i = 0; i < 8; i++)
-        h[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
-    const __m256 h0 = _mm256_hadd_ps(h[0], h[1]), h1 = _mm256_hadd_ps(h[2], h[3]);
-    const __m256 h2 = _mm256_hadd_ps(h[4], h[5]), h3 = _mm256_hadd_ps(h[6], h[7]);
-    const __m256 g0 = _mm256_hadd_ps(h0, h1), g1 = _mm256_hadd_ps(h2, h3);
-    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
 
 /// Dot products of one dy row with eight activation rows xr[0..8) (n floats each), summed
 /// horizontally: s[i] = Σ_b d[b] · xr[i][b].

@@ -30,48 +30,50 @@ public final class SparseConvolution {
 
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).
-    private var loadedInput: ConvolutionFrames?
+    var loadedInput: ConvolutionFrames?
     enum GradientLayout { case forward, gradient }
     /// Which dY `gradientFrame` holds, for which frames, in which layout (nil: none).
     fileprivate var placedGradient: (dy: UnsafePointer<Float>, frames: ConvolutionFrames, layout: GradientLayout)?
     private var sourcesBuiltFor: (ConvolutionFrames, Int)?
-    private var generation = 0
+    var generation = 0
     private let forwardSource = Buffer<Int32>(), values = Buffer<Float>()
     /// Input-gradient index: blocks = phases a·s + b, rows = input channels; entries keep the
     /// column `o·k² + kh·k + kw` and the forward entry they belong to.
-    private let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>(), phaseEntry = Buffer<Int32>()
+    let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>(), phaseEntry = Buffer<Int32>()
     private let phaseSource = Buffer<Int32>(), phaseValues = Buffer<Float>()
     /// Rebuild scratch: per weight column its bucket and tap, per (worker, bucket) a cursor, and
     /// the offsets of every weight column and phase column in the current frames.
     private let columnBucket = Buffer<Int32>(), columnTap = Buffer<Int32>(), phaseCursor = Buffer<Int32>()
     private let sourceTable = Buffer<Int32>()
-    private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
+    let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     /// Where the passes read and write activations: padded frames (any geometry), or the
     /// unpadded planes themselves (3×3, stride 1, padding 1, H·W a divisor or multiple of 128:
     /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
-    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
-    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv`
-    /// forward and input gradient each, batch 128, 2 threads, planes against frames: 64 → 64 at
-    /// 32×32 density 0.317 38–44 against 48–65 ms, 0.1 19 against 25–28, 0.01 7 against 8–9;
-    /// 128 → 128 at 16×16 0.317 47 against 53–60, 0.1 17 against 20–22; 256 → 256 at 8×8 0.1 17
-    /// against 21–25; 512 → 512 at 4×4 0.1 18 against 38, at 2×2 4–6 against 14.
+    /// `.automatic` is frames for now: training ResNet-20 (sync BN, 2 ranks, 8×8 input) with
+    /// planes chosen automatically left momentum 9e-4 from the dense-masked engine after 52 steps
+    /// (frames: 1e-6; at lr 1e-12 still 1.6e-4 against 7e-7) although every pass matches the
+    /// naive reference — not yet explained, so planes are opt-in (`.planes`, `bench conv --layout
+    /// planes`). Measured with them (`bench conv`, forward and input gradient each, batch 128, 2
+    /// threads, planes against frames): 64 → 64 at 32×32 density 0.317 38–44 against 48–65 ms, 0.1
+    /// 19 against 25–28, 0.01 7 against 8–9; 128 → 128 at 16×16 0.317 47 against 53–60; 512 → 512
+    /// at 4×4 0.1 18 against 38, at 2×2 4–6 against 14.
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
     /// Weight gradient: per entry (index order) its offset and tap. Forward and input gradient:
     /// each row's entries grouped by tap — offsets, the entry each came from, and the runs
     /// `[runs[9r + t], runs[9r + t + 1])` of tap t in row r (transposed index: flipped taps).
-    private let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
-    private let groupedSource = Buffer<Int32>(), groupedEntry = Buffer<Int32>(), tapRuns = Buffer<Int32>()
-    private let groupedSourceT = Buffer<Int32>(), groupedEntryT = Buffer<Int32>(), tapRunsT = Buffer<Int32>()
-    private let groupedValues = Buffer<Float>(), planeMasks = Buffer<UInt16>()
-    private var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
+    let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
+    let groupedSource = Buffer<Int32>(), groupedEntry = Buffer<Int32>(), tapRuns = Buffer<Int32>()
+    let groupedSourceT = Buffer<Int32>(), groupedEntryT = Buffer<Int32>(), tapRunsT = Buffer<Int32>()
+    let groupedValues = Buffer<Float>(), planeMasks = Buffer<UInt16>()
+    var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
     /// `staged`: the planes the passes read (x itself, or a copy at `channelPitch`).
-    private var planeInput: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
-    private let stagedInput = Buffer<Float>(), stagedGradient = Buffer<Float>()
+    var planeInput: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
+    let stagedInput = Buffer<Float>(), stagedGradient = Buffer<Float>()
 
     public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
         self.outChannels = outChannels
@@ -159,7 +161,7 @@ public final class SparseConvolution {
 
     /// Points the passes at activations of `batch` images of `height × width`: frames and the
     /// entries' offsets follow (recomputed only when the shape or the mask changed).
-    private func prepare(batch: Int, height: Int, width: Int, threads: Int) -> ConvolutionFrames {
+    func prepare(batch: Int, height: Int, width: Int, threads: Int) -> ConvolutionFrames {
         let g = ConvGeometry(channels: inChannels, height: height, width: width, kernelH: kernelSize,
                              kernelW: kernelSize, stride: stride, padding: padding)
         let f = ConvolutionFrames(g, batch: batch)
@@ -191,119 +193,6 @@ public final class SparseConvolution {
         }
         sourcesBuiltFor = (f, generation)
         return f
-    }
-
-    /// Whether passes over `height × width` inputs run in the planes layout with kernel `isa`.
-    public func usesPlanes(height: Int, width: Int, isa: KernelISA) -> Bool {
-        guard kernelSize == 3, stride == 1, padding == 1, stsp_plane_phases(Int32(height), Int32(width)) > 0 else {
-            return false
-        }
-        switch layout {
-        case .frames: return false
-        case .planes: return true
-        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.4)
-        }
-    }
-
-    /// Whether the weight gradient of a planes-layout layer runs on the planes too. Its masked
-    /// loads cost a mask per multiply-add, the frames' copies one pass over the activations:
-    /// `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against frames
-    /// 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against 9–12), at
-    /// 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36; at 2×2 images (frames 2.25 times
-    /// the pixels) planes win (0.6 against 1.5 at 0.01, 4.9 against 7.1 at 0.1).
-    private func planesForWeightGradient(height: Int, width: Int) -> Bool {
-        layout == .planes || index.density < 0.05 || height * width <= 4
-    }
-
-    /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
-    /// two floats (32×32: 512 KB), so every channel's window of a tile falls into the same cache
-    /// sets and 64 of them thrash L1 and L2; planes whose size is a multiple of 4 KB are read from a
-    /// copy whose channels lie 17 cache lines further apart.
-    static func channelPitch(plane: Int) -> Int { plane % 1024 == 0 ? plane + 17 * 16 : plane }
-
-    /// `x` (`channels` planes of `plane` floats) at `channelPitch`: x itself, or a copy in `buffer`.
-    private func staged(_ x: UnsafePointer<Float>, channels: Int, plane: Int, into buffer: Buffer<Float>,
-                        threads: Int) -> UnsafePointer<Float> {
-        let pitch = Self.channelPitch(plane: plane)
-        guard pitch != plane else { return x }
-        let dst = SendablePointer(buffer.reserve(channels * pitch)), src = SendablePointer(UnsafeMutablePointer(mutating: x))
-        parallelChunks(channels, chunks: channels * plane > 1 << 16 ? threads : 1) { range in
-            for c in range { (dst.pointer + c * pitch).update(from: src.pointer + c * plane, count: plane) }
-        }
-        return UnsafePointer(dst.pointer)
-    }
-
-    /// Entry offsets, taps and lane masks of the planes layout for `batch` images of
-    /// `height × width` (recomputed only when the shape or the mask changed).
-    private func preparePlanes(batch: Int, height: Int, width: Int) {
-        if let b = planesBuiltFor, b == (batch, height, width, generation) { return }
-        let plane = batch * height * width, pitch = Self.channelPitch(plane: plane)
-        precondition((max(inChannels, outChannels) + 1) * pitch < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
-        let total = index.count
-        let src = planeSource.reserve(total), tap = planeTap.reserve(total)
-        /// Offset of tap t (kh·3 + kw) from the output position.
-        func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
-        for k in 0..<total {
-            let column = Int(index.source[k]), t = column % 9
-            src[k] = Int32(column / 9 * pitch + shift(t))
-            tap[k] = UInt8(t)
-        }
-        let entry = groupedEntry.reserve(total), runs = tapRuns.reserve(outChannels * 9 + 1)
-        Self.groupByTap(rowStart: index.rowStart, rows: outChannels, tap: { Int(tap[$0]) }, entry: entry, runs: runs)
-        let grouped = groupedSource.reserve(total)
-        for j in 0..<total { grouped[j] = src[Int(entry[j])] }
-        // The transposed index: rows = input channels, entries (o, t) read dY at −shift(t), which is
-        // the flipped tap 8 − t.
-        let column = phaseColumn.pointer
-        let entryT = groupedEntryT.reserve(total), runsT = tapRunsT.reserve(inChannels * 9 + 1)
-        Self.groupByTap(rowStart: phaseRowStart.pointer, rows: inChannels, tap: { 8 - Int(column[$0]) % 9 },
-                        entry: entryT, runs: runsT)
-        let groupedT = groupedSourceT.reserve(total)
-        for j in 0..<total {
-            let c = Int(column[Int(entryT[j])])
-            groupedT[j] = Int32(c / 9 * pitch - shift(c % 9))
-        }
-        let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
-        stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
-        planesBuiltFor = (batch, height, width, generation)
-    }
-
-    /// Groups each row's entries by tap, keeping their order within a tap: `entry[j]` is the entry
-    /// at grouped position j; tap t of row r holds `[runs[9r + t], runs[9r + t + 1])`.
-    private static func groupByTap(rowStart: UnsafePointer<Int32>, rows: Int, tap: (Int) -> Int,
-                                   entry: UnsafeMutablePointer<Int32>, runs: UnsafeMutablePointer<Int32>) {
-        var next = [Int](repeating: 0, count: 9)
-        for r in 0..<rows {
-            let k0 = Int(rowStart[r]), k1 = Int(rowStart[r + 1])
-            for t in 0..<9 { next[t] = 0 }
-            for k in k0..<k1 { next[tap(k)] += 1 }
-            var position = k0
-            for t in 0..<9 {
-                runs[r * 9 + t] = Int32(position)
-                let n = next[t]
-                next[t] = position
-                position += n
-            }
-            for k in k0..<k1 {
-                let t = tap(k)
-                entry[next[t]] = Int32(k)
-                next[t] += 1
-            }
-        }
-        runs[rows * 9] = rowStart[rows]
-    }
-
-    /// `values` in grouped order: `groupedValues[j] = values[entry[j]]`.
-    private func grouped(_ values: UnsafePointer<Float>, entry: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
-        let out = groupedValues.reserve(index.count)
-        for j in 0..<index.count { out[j] = values[Int(entry[j])] }
-        return out
-    }
-
-    /// Runs `body(tile0, tile1)` over contiguous ranges of the `plane / 128` tiles on up to `threads` workers.
-    private func forEachTileRange(plane: Int, threads: Int, _ body: @Sendable (Int32, Int32) -> Void) {
-        let tiles = (plane + 127) / 128
-        parallelChunks(tiles, chunks: min(threads, tiles)) { body(Int32($0.lowerBound), Int32($0.upperBound)) }
     }
 
     /// Positions per chunk when `channels` frame channels (× planes) are read.
@@ -490,37 +379,6 @@ public final class SparseConvolution {
 }
 
 extension SparseConvolution {
-    /// The weight gradient in the planes layout: dY and the input read in place, rows split
-    /// between workers, positions in chunks of 32 tiles (a chunk's input window stays in cache).
-    fileprivate func planeWeightGradient(
-        dy: UnsafePointer<Float>,
-        input: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
-        into output: SampledOutput, isa: KernelISA, threads: Int
-    ) {
-        let (_, x, batch, height, width) = input
-        preparePlanes(batch: batch, height: height, width: width)
-        let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32
-        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
-        switch output {
-        case .dense(let g): (out, positions) = (g, index.weightOffset)
-        case .packed(let g): (out, positions) = (g, nil)
-        }
-        let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
-        let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
-        let d = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
-        let op = SendablePointer(out), pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
-        let parts = threads > 1 && index.count * plane >= 1 << 16 ? threads : 1
-        let bounds = index.balancedRowSplit(parts: parts)
-        let run = { @Sendable (t: Int) in
-            for t0 in Swift.stride(from: 0, to: tiles, by: chunk) {
-                stsp_plane_sddmm(isaCode, rs.pointer, src.pointer, tap.pointer, d.pointer, plane, xp.pointer, m.pointer,
-                                 Int32(height), Int32(width), Int32(plane), op.pointer, pos?.pointer,
-                                 Int32(bounds[t]), Int32(bounds[t + 1]), Int32(t0), Int32(min(tiles, t0 + chunk)))
-            }
-        }
-        if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
-    }
-
     /// Marks the output gradient frames stale: the next pass given a `dy` places it again (the
     /// passes of one backward share it). Called by each `loadInput`; a caller whose forward ran
     /// elsewhere calls it before the backward.

@@ -32,6 +32,9 @@ struct BenchConv: ParsableCommand {
     @Option(help: "Kernel variant of the sparse passes: avx512, avx2 or portable. Default: the widest this CPU runs.")
     var isa: String?
 
+    @Option(help: "Layout of the sparse passes: automatic, frames, or planes (3×3 stride-1 layers on unpadded planes; not yet used in training).")
+    var layout: String = "automatic"
+
     @Flag(help: "Print one JSON object per shape instead of a table.")
     var json = false
 
@@ -62,7 +65,18 @@ struct BenchConv: ParsableCommand {
         _ = try selectedISA(isa)
     }
 
+    /// `--layout` as a `SparseConvolution.Layout`.
+    func parsedLayout() throws -> SparseConvolution.Layout {
+        switch layout {
+        case "automatic": return .automatic
+        case "frames": return .frames
+        case "planes": return .planes
+        default: throw InputError("--layout: '\(layout)' is not automatic, frames or planes")
+        }
+    }
+
     func run() throws {
+        _ = try parsedLayout()
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         BLAS.threads = threadCount > 1 ? 1 : threadCount
         var rows: [Row] = []
@@ -149,6 +163,7 @@ struct BenchConv: ParsableCommand {
     func runSparse(dense: [Row], threads: Int) throws {
         let list = try parsedDensities(), variant = try selectedISA(isa)
         guard !list.isEmpty else { return }
+        let sparseLayout = try parsedLayout()
         var rows: [SparseRow] = []
         var rng = Xoshiro256(seed: 3)
         func random(_ shape: Shape) -> Tensor {
@@ -164,6 +179,7 @@ struct BenchConv: ParsableCommand {
             let mask = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { mask.deallocate() }
             let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: 3, stride: 1, padding: 1)
+            sparse.layout = sparseLayout
             for d in list {
                 for i in 0..<count { mask[i] = rng.nextDouble() < d ? 1 : 0 }
                 sparse.rebuild(mask: mask)

@@ -1,0 +1,151 @@
+import CSparseKernels
+import Dispatch
+
+/// The planes layout of `SparseConvolution` (3×3, stride 1, padding 1): which passes use it, the
+/// per-entry offsets and taps, the lane masks, and the weight gradient on planes.
+extension SparseConvolution {
+    /// Whether passes over `height × width` inputs run in the planes layout with kernel `isa`.
+    public func usesPlanes(height: Int, width: Int, isa: KernelISA) -> Bool {
+        guard kernelSize == 3, stride == 1, padding == 1, stsp_plane_phases(Int32(height), Int32(width)) > 0 else {
+            return false
+        }
+        switch layout {
+        case .frames: return false
+        case .planes: return true
+        case .automatic: return false
+        }
+    }
+
+    /// Whether the weight gradient of a planes-layout layer runs on the planes too. Its masked
+    /// loads cost a mask per multiply-add, the frames' copies one pass over the activations:
+    /// `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against frames
+    /// 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against 9–12), at
+    /// 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36; at 2×2 images (frames 2.25 times
+    /// the pixels) planes win (0.6 against 1.5 at 0.01, 4.9 against 7.1 at 0.1).
+    func planesForWeightGradient(height: Int, width: Int) -> Bool {
+        layout == .planes || index.density < 0.05 || height * width <= 4
+    }
+
+    /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
+    /// two floats (32×32: 512 KB), so every channel's window of a tile falls into the same cache
+    /// sets and 64 of them thrash L1 and L2; planes whose size is a multiple of 4 KB are read from a
+    /// copy whose channels lie 17 cache lines further apart.
+    static func channelPitch(plane: Int) -> Int { plane % 1024 == 0 ? plane + 17 * 16 : plane }
+
+    /// `x` (`channels` planes of `plane` floats) at `channelPitch`: x itself, or a copy in `buffer`.
+    func staged(_ x: UnsafePointer<Float>, channels: Int, plane: Int, into buffer: Buffer<Float>,
+                        threads: Int) -> UnsafePointer<Float> {
+        let pitch = Self.channelPitch(plane: plane)
+        guard pitch != plane else { return x }
+        let dst = SendablePointer(buffer.reserve(channels * pitch)), src = SendablePointer(UnsafeMutablePointer(mutating: x))
+        parallelChunks(channels, chunks: channels * plane > 1 << 16 ? threads : 1) { range in
+            for c in range { (dst.pointer + c * pitch).update(from: src.pointer + c * plane, count: plane) }
+        }
+        return UnsafePointer(dst.pointer)
+    }
+
+    /// Entry offsets, taps and lane masks of the planes layout for `batch` images of
+    /// `height × width` (recomputed only when the shape or the mask changed).
+    func preparePlanes(batch: Int, height: Int, width: Int) {
+        if let b = planesBuiltFor, b == (batch, height, width, generation) { return }
+        let plane = batch * height * width, pitch = Self.channelPitch(plane: plane)
+        precondition((max(inChannels, outChannels) + 1) * pitch < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
+        let total = index.count
+        let src = planeSource.reserve(total), tap = planeTap.reserve(total)
+        /// Offset of tap t (kh·3 + kw) from the output position.
+        func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
+        for k in 0..<total {
+            let column = Int(index.source[k]), t = column % 9
+            src[k] = Int32(column / 9 * pitch + shift(t))
+            tap[k] = UInt8(t)
+        }
+        let entry = groupedEntry.reserve(total), runs = tapRuns.reserve(outChannels * 9 + 1)
+        Self.groupByTap(rowStart: index.rowStart, rows: outChannels, tap: { Int(tap[$0]) }, entry: entry, runs: runs)
+        let grouped = groupedSource.reserve(total)
+        for j in 0..<total { grouped[j] = src[Int(entry[j])] }
+        // The transposed index: rows = input channels, entries (o, t) read dY at −shift(t), which is
+        // the flipped tap 8 − t.
+        let column = phaseColumn.pointer
+        let entryT = groupedEntryT.reserve(total), runsT = tapRunsT.reserve(inChannels * 9 + 1)
+        Self.groupByTap(rowStart: phaseRowStart.pointer, rows: inChannels, tap: { 8 - Int(column[$0]) % 9 },
+                        entry: entryT, runs: runsT)
+        let groupedT = groupedSourceT.reserve(total)
+        for j in 0..<total {
+            let c = Int(column[Int(entryT[j])])
+            groupedT[j] = Int32(c / 9 * pitch - shift(c % 9))
+        }
+        let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
+        stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
+        planesBuiltFor = (batch, height, width, generation)
+    }
+
+    /// Groups each row's entries by tap, keeping their order within a tap: `entry[j]` is the entry
+    /// at grouped position j; tap t of row r holds `[runs[9r + t], runs[9r + t + 1])`.
+    static func groupByTap(rowStart: UnsafePointer<Int32>, rows: Int, tap: (Int) -> Int,
+                                   entry: UnsafeMutablePointer<Int32>, runs: UnsafeMutablePointer<Int32>) {
+        var next = [Int](repeating: 0, count: 9)
+        for r in 0..<rows {
+            let k0 = Int(rowStart[r]), k1 = Int(rowStart[r + 1])
+            for t in 0..<9 { next[t] = 0 }
+            for k in k0..<k1 { next[tap(k)] += 1 }
+            var position = k0
+            for t in 0..<9 {
+                runs[r * 9 + t] = Int32(position)
+                let n = next[t]
+                next[t] = position
+                position += n
+            }
+            for k in k0..<k1 {
+                let t = tap(k)
+                entry[next[t]] = Int32(k)
+                next[t] += 1
+            }
+        }
+        runs[rows * 9] = rowStart[rows]
+    }
+
+    /// `values` in grouped order: `groupedValues[j] = values[entry[j]]`.
+    func grouped(_ values: UnsafePointer<Float>, entry: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
+        let out = groupedValues.reserve(index.count)
+        for j in 0..<index.count { out[j] = values[Int(entry[j])] }
+        return out
+    }
+
+    /// Runs `body(tile0, tile1)` over contiguous ranges of the `plane / 128` tiles on up to `threads` workers.
+    func forEachTileRange(plane: Int, threads: Int, _ body: @Sendable (Int32, Int32) -> Void) {
+        let tiles = (plane + 127) / 128
+        parallelChunks(tiles, chunks: min(threads, tiles)) { body(Int32($0.lowerBound), Int32($0.upperBound)) }
+    }
+
+
+    /// The weight gradient in the planes layout: dY and the input read in place, rows split
+    /// between workers, positions in chunks of 32 tiles (a chunk's input window stays in cache).
+    func planeWeightGradient(
+        dy: UnsafePointer<Float>,
+        input: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
+        into output: SampledOutput, isa: KernelISA, threads: Int
+    ) {
+        let (_, x, batch, height, width) = input
+        preparePlanes(batch: batch, height: height, width: width)
+        let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32
+        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
+        switch output {
+        case .dense(let g): (out, positions) = (g, index.weightOffset)
+        case .packed(let g): (out, positions) = (g, nil)
+        }
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
+        let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
+        let d = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let op = SendablePointer(out), pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
+        let parts = threads > 1 && index.count * plane >= 1 << 16 ? threads : 1
+        let bounds = index.balancedRowSplit(parts: parts)
+        let run = { @Sendable (t: Int) in
+            for t0 in Swift.stride(from: 0, to: tiles, by: chunk) {
+                stsp_plane_sddmm(isaCode, rs.pointer, src.pointer, tap.pointer, d.pointer, plane, xp.pointer, m.pointer,
+                                 Int32(height), Int32(width), Int32(plane), op.pointer, pos?.pointer,
+                                 Int32(bounds[t]), Int32(bounds[t + 1]), Int32(t0), Int32(min(tiles, t0 + chunk)))
+            }
+        }
+        if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
+    }
+}
