@@ -50,23 +50,21 @@ static unsigned valid_bits(int tile, int v, int total) {
 
 // ---- portable C ---------------------------------------------------------------------------
 
-static void plane_spmm_portable(const int32_t *tap_ptr, const int32_t *src, const float *w,
-                                const float *x, const uint16_t *masks, int height, int width,
-                                int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
-                                int tile1) {
+static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                const float *w, const float *x, const uint16_t *masks, int height,
+                                int width, int total, float *y, ptrdiff_t ldy, int r0, int r1,
+                                int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const int n = total - p0 < TILE ? total - p0 : TILE;
         for (int r = r0; r < r1; r++) {
             float acc[TILE] = {0};
-            for (int t = 0; t < 9; t++) {
-                const uint16_t *m = masks + (q * 9 + t) * 8;
-                for (int32_t k = tap_ptr[r * 9 + t]; k < tap_ptr[r * 9 + t + 1]; k++) {
-                    const float *xr = x + src[k] + p0;
-                    for (int b = 0; b < n; b++)
-                        if (m[b / 16] >> (b % 16) & 1) acc[b] += w[k] * xr[b];
-                }
+            for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+                const uint16_t *m = masks + (q * 9 + tap[k]) * 8;
+                const float *xr = x + src[k] + p0;
+                for (int b = 0; b < n; b++)
+                    if (m[b / 16] >> (b % 16) & 1) acc[b] += w[k] * xr[b];
             }
             float *yr = y + (ptrdiff_t)r * ldy + p0;
             for (int b = 0; b < n; b++) yr[b] = acc[b];
@@ -99,10 +97,10 @@ static void plane_sddmm_portable(const int32_t *row_ptr, const int32_t *src, con
 #if defined(__x86_64__)
 #include "x86_common.h"
 
-static AVX512 void plane_spmm_avx512(const int32_t *tap_ptr, const int32_t *src, const float *w,
-                                     const float *x, const uint16_t *masks, int height, int width,
-                                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
-                                     int tile1) {
+static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                     const float *w, const float *x, const uint16_t *masks,
+                                     int height, int width, int total, float *y, ptrdiff_t ldy,
+                                     int r0, int r1, int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
@@ -112,19 +110,14 @@ static AVX512 void plane_spmm_avx512(const int32_t *tap_ptr, const int32_t *src,
         for (int r = r0; r < r1; r++) {
             __m512 acc[8];
             for (int v = 0; v < 8; v++) acc[v] = _mm512_setzero_ps();
-            const int32_t *runs = tap_ptr + r * 9;
-            for (int t = 0; t < 9; t++) {
-                if (runs[t] == runs[t + 1]) continue;
-                // One tap's entries: its eight lane masks stay in registers across them.
-                __mmask16 m[8];
-                for (int v = 0; v < 8; v++) m[v] = (__mmask16)phase[t * 8 + v];
-                for (int32_t k = runs[t]; k < runs[t + 1]; k++) {
-                    const __m512 wv = _mm512_set1_ps(w[k]);
-                    // Masked-off lanes are not read: the loads may start before the plane or end past it.
-                    const float *xr = x + src[k] + p0;
-                    for (int v = 0; v < 8; v++)
-                        acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[v], xr + 16 * v), acc[v]);
-                }
+            // Entries in index order, as the frame kernels sum them: the same roundings.
+            for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+                const uint16_t *m = phase + tap[k] * 8;
+                const __m512 wv = _mm512_set1_ps(w[k]);
+                // Masked-off lanes are not read: the loads may start before the plane or end past it.
+                const float *xr = x + src[k] + p0;
+                for (int v = 0; v < 8; v++)
+                    acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)m[v], xr + 16 * v), acc[v]);
             }
             float *yr = y + (ptrdiff_t)r * ldy + p0;
             for (int v = 0; v < 8; v++) _mm512_mask_storeu_ps(yr + 16 * v, store[v], acc[v]);
@@ -176,13 +169,13 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src
 #define plane_sddmm_avx512 plane_sddmm_portable
 #endif
 
-void stsp_plane_spmm(int isa, const int32_t *tap_ptr, const int32_t *src, const float *w,
-                     const float *x, const uint16_t *masks, int height, int width, int total,
-                     float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1) {
+void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                     const float *w, const float *x, const uint16_t *masks, int height, int width,
+                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1) {
     if (isa == 2 && HAVE_AVX512)
-        plane_spmm_avx512(tap_ptr, src, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
     else
-        plane_spmm_portable(tap_ptr, src, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_portable(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
 }
 
 void stsp_plane_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,

@@ -12,18 +12,17 @@ extension SparseConvolution {
         switch layout {
         case .frames: return false
         case .planes: return true
-        case .automatic: return false
+        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.4)
         }
     }
 
-    /// Whether the weight gradient of a planes-layout layer runs on the planes too. Its masked
-    /// loads cost a mask per multiply-add, the frames' copies one pass over the activations:
-    /// `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against frames
-    /// 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against 9–12), at
-    /// 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36; at 2×2 images (frames 2.25 times
-    /// the pixels) planes win (0.6 against 1.5 at 0.01, 4.9 against 7.1 at 0.1).
+    /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
+    /// 0.05. Its masked loads cost a mask per multiply-add, the frames' copies one pass over the
+    /// activations: `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against
+    /// frames 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against
+    /// 9–12), at 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36.
     func planesForWeightGradient(height: Int, width: Int) -> Bool {
-        layout == .planes || index.density < 0.05 || height * width <= 4
+        layout == .planes || index.density < 0.05
     }
 
     /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
@@ -59,56 +58,18 @@ extension SparseConvolution {
             src[k] = Int32(column / 9 * pitch + shift(t))
             tap[k] = UInt8(t)
         }
-        let entry = groupedEntry.reserve(total), runs = tapRuns.reserve(outChannels * 9 + 1)
-        Self.groupByTap(rowStart: index.rowStart, rows: outChannels, tap: { Int(tap[$0]) }, entry: entry, runs: runs)
-        let grouped = groupedSource.reserve(total)
-        for j in 0..<total { grouped[j] = src[Int(entry[j])] }
-        // The transposed index: rows = input channels, entries (o, t) read dY at −shift(t), which is
-        // the flipped tap 8 − t.
+        // The input-gradient (phase) index: rows = input channels, entries (o, t) read dY at
+        // −shift(t), which is the flipped tap 8 − t.
         let column = phaseColumn.pointer
-        let entryT = groupedEntryT.reserve(total), runsT = tapRunsT.reserve(inChannels * 9 + 1)
-        Self.groupByTap(rowStart: phaseRowStart.pointer, rows: inChannels, tap: { 8 - Int(column[$0]) % 9 },
-                        entry: entryT, runs: runsT)
-        let groupedT = groupedSourceT.reserve(total)
-        for j in 0..<total {
-            let c = Int(column[Int(entryT[j])])
-            groupedT[j] = Int32(c / 9 * pitch - shift(c % 9))
+        let srcT = planeSourceT.reserve(total), tapT = planeTapT.reserve(total)
+        for e in 0..<total {
+            let c = Int(column[e]), t = c % 9
+            srcT[e] = Int32(c / 9 * pitch - shift(t))
+            tapT[e] = UInt8(8 - t)
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
         stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
         planesBuiltFor = (batch, height, width, generation)
-    }
-
-    /// Groups each row's entries by tap, keeping their order within a tap: `entry[j]` is the entry
-    /// at grouped position j; tap t of row r holds `[runs[9r + t], runs[9r + t + 1])`.
-    static func groupByTap(rowStart: UnsafePointer<Int32>, rows: Int, tap: (Int) -> Int,
-                                   entry: UnsafeMutablePointer<Int32>, runs: UnsafeMutablePointer<Int32>) {
-        var next = [Int](repeating: 0, count: 9)
-        for r in 0..<rows {
-            let k0 = Int(rowStart[r]), k1 = Int(rowStart[r + 1])
-            for t in 0..<9 { next[t] = 0 }
-            for k in k0..<k1 { next[tap(k)] += 1 }
-            var position = k0
-            for t in 0..<9 {
-                runs[r * 9 + t] = Int32(position)
-                let n = next[t]
-                next[t] = position
-                position += n
-            }
-            for k in k0..<k1 {
-                let t = tap(k)
-                entry[next[t]] = Int32(k)
-                next[t] += 1
-            }
-        }
-        runs[rows * 9] = rowStart[rows]
-    }
-
-    /// `values` in grouped order: `groupedValues[j] = values[entry[j]]`.
-    func grouped(_ values: UnsafePointer<Float>, entry: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
-        let out = groupedValues.reserve(index.count)
-        for j in 0..<index.count { out[j] = values[Int(entry[j])] }
-        return out
     }
 
     /// Runs `body(tile0, tile1)` over contiguous ranges of the `plane / 128` tiles on up to `threads` workers.

@@ -51,24 +51,22 @@ public final class SparseConvolution {
     /// unpadded planes themselves (3×3, stride 1, padding 1, H·W a divisor or multiple of 128:
     /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
-    /// `.automatic` is frames for now: training ResNet-20 (sync BN, 2 ranks, 8×8 input) with
-    /// planes chosen automatically left momentum 9e-4 from the dense-masked engine after 52 steps
-    /// (frames: 1e-6; at lr 1e-12 still 1.6e-4 against 7e-7) although every pass matches the
-    /// naive reference — not yet explained, so planes are opt-in (`.planes`, `bench conv --layout
-    /// planes`). Measured with them (`bench conv`, forward and input gradient each, batch 128, 2
-    /// threads, planes against frames): 64 → 64 at 32×32 density 0.317 38–44 against 48–65 ms, 0.1
-    /// 19 against 25–28, 0.01 7 against 8–9; 128 → 128 at 16×16 0.317 47 against 53–60; 512 → 512
-    /// at 4×4 0.1 18 against 38, at 2×2 4–6 against 14.
+    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
+    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv`
+    /// forward and input gradient each, batch 128, 2 threads, planes against frames: 64 → 64 at
+    /// 32×32 density 0.317 38–44 against 48–65 ms, 0.1 19 against 25–28, 0.01 7 against 8–9;
+    /// 128 → 128 at 16×16 0.317 47 against 53–60; 512 → 512 at 4×4 0.1 18 against 38, at 2×2
+    /// 4–6 against 14. The planes kernels sum each output's entries in index order, as the frame
+    /// kernels do, so forward and input gradient round alike in both layouts (summing them tap by
+    /// tap instead moved a 52-step ResNet-20 run 9e-4 from the dense engine: ReLU units within
+    /// rounding of zero flip).
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
-    /// Weight gradient: per entry (index order) its offset and tap. Forward and input gradient:
-    /// each row's entries grouped by tap — offsets, the entry each came from, and the runs
-    /// `[runs[9r + t], runs[9r + t + 1])` of tap t in row r (transposed index: flipped taps).
+    /// Planes layout: per entry its offset and tap, in forward-index order and in input-gradient
+    /// (phase-index) order with flipped taps; the lane masks; what they were built for.
     let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
-    let groupedSource = Buffer<Int32>(), groupedEntry = Buffer<Int32>(), tapRuns = Buffer<Int32>()
-    let groupedSourceT = Buffer<Int32>(), groupedEntryT = Buffer<Int32>(), tapRunsT = Buffer<Int32>()
-    let groupedValues = Buffer<Float>(), planeMasks = Buffer<UInt16>()
+    let planeSourceT = Buffer<Int32>(), planeTapT = Buffer<UInt8>(), planeMasks = Buffer<UInt16>()
     var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
     /// `staged`: the planes the passes read (x itself, or a copy at `channelPitch`).
@@ -260,11 +258,12 @@ public final class SparseConvolution {
         if let input = planeInput {
             preparePlanes(batch: batch, height: height, width: width)
             let plane = batch * height * width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
-            let runs = SendablePointer(tapRuns.pointer), src = SendablePointer(groupedSource.pointer)
-            let v = SendablePointer(grouped(vals, entry: groupedEntry.pointer)), m = SendablePointer(planeMasks.pointer)
+            let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
+            let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
+            let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
             let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, xp.pointer, m.pointer,
+                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
             }
             return
@@ -346,12 +345,13 @@ public final class SparseConvolution {
         if usesPlanes(height: height, width: width, isa: isa) {
             preparePlanes(batch: batch, height: height, width: width)
             let plane = batch * height * width, cin = Int32(inChannels), isaCode = Int32(isa.rawValue)
-            let runs = SendablePointer(tapRunsT.pointer), src = SendablePointer(groupedSourceT.pointer)
-            let v = SendablePointer(grouped(vals, entry: groupedEntryT.pointer)), m = SendablePointer(planeMasks.pointer)
+            let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(planeSourceT.pointer)
+            let tap = SendablePointer(planeTapT.pointer), m = SendablePointer(planeMasks.pointer)
+            let v = SendablePointer(vals)
             let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
             let dp = SendablePointer(UnsafeMutablePointer(mutating: dys)), dxp = SendablePointer(dx)
             forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, runs.pointer, src.pointer, v.pointer, dp.pointer, m.pointer,
+                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer,
                                 Int32(height), Int32(width), Int32(plane), dxp.pointer, plane, 0, cin, t0, t1)
             }
             return

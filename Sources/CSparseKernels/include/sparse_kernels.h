@@ -65,13 +65,12 @@ int stsp_plane_phases(int height, int width);
 /// last tile when it is partial, its lanes past `total` off).
 void stsp_plane_masks(int height, int width, int total, uint16_t *masks);
 
-/// y[r·ldy + p] = Σ_t Σ_{k ∈ [tap_ptr[9r + t], tap_ptr[9r + t + 1])} w[k] · x[src[k] + p], masked by
-/// tap t, for the positions of the tiles, r0 ≤ r < r1 (each row's entries grouped by tap, so a
-/// tap's masks are loaded once per row and tile): the forward pass, or the input gradient over
-/// the transposed index with flipped taps (8 − t, offsets negated).
-void stsp_plane_spmm(int isa, const int32_t *tap_ptr, const int32_t *src, const float *w,
-                     const float *x, const uint16_t *masks, int height, int width, int total,
-                     float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1);
+/// y[r·ldy + p] = Σ_{k ∈ row r} w[k] · x[src[k] + p] (masked by tap[k]; entries in index order,
+/// the order the frame kernels sum in) for the positions of the tiles, r0 ≤ r < r1: the forward
+/// pass, or the input gradient over the transposed index with flipped taps (8 − t, offsets negated).
+void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                     const float *w, const float *x, const uint16_t *masks, int height, int width,
+                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1);
 
 /// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by tap[k]) over the
 /// positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient.

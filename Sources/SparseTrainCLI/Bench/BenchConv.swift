@@ -32,7 +32,7 @@ struct BenchConv: ParsableCommand {
     @Option(help: "Kernel variant of the sparse passes: avx512, avx2 or portable. Default: the widest this CPU runs.")
     var isa: String?
 
-    @Option(help: "Layout of the sparse passes: automatic, frames, or planes (3×3 stride-1 layers on unpadded planes; not yet used in training).")
+    @Option(help: "Layout of the sparse passes: automatic (as training chooses), frames, or planes (3×3 stride-1 padding-1 layers on unpadded planes).")
     var layout: String = "automatic"
 
     @Flag(help: "Print one JSON object per shape instead of a table.")
