@@ -33,7 +33,7 @@ extension SparseConvolution {
 
     /// `x` (`channels` planes of `plane` floats) at `channelPitch`: x itself, or a copy in `buffer`.
     func staged(_ x: UnsafePointer<Float>, channels: Int, plane: Int, into buffer: Buffer<Float>,
-                        threads: Int) -> UnsafePointer<Float> {
+                threads: Int) -> UnsafePointer<Float> {
         let pitch = Self.channelPitch(plane: plane)
         guard pitch != plane else { return x }
         let dst = SendablePointer(buffer.reserve(channels * pitch)), src = SendablePointer(UnsafeMutablePointer(mutating: x))
