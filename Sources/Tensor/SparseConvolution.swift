@@ -56,10 +56,11 @@ public final class SparseConvolution {
     /// forward and input gradient each, batch 128, 2 threads, planes against frames: 64 → 64 at
     /// 32×32 density 0.317 38–44 against 48–65 ms, 0.1 19 against 25–28, 0.01 7 against 8–9;
     /// 128 → 128 at 16×16 0.317 47 against 53–60; 512 → 512 at 4×4 0.1 18 against 38, at 2×2
-    /// 4–6 against 14. The planes kernels sum each output's entries in index order, as the frame
-    /// kernels do, so forward and input gradient round alike in both layouts (summing them tap by
-    /// tap instead moved a 52-step ResNet-20 run 9e-4 from the dense engine: ReLU units within
-    /// rounding of zero flip).
+    /// 4–6 against 14 (measured with entries summed tap by tap; in index order the VGG16
+    /// uniform-0.99 step ran 115 ms against 126–134). The planes kernels sum each output's entries
+    /// in index order, as the frame kernels do, so forward and input gradient round alike in both
+    /// layouts (summing them tap by tap moved a 52-step ResNet-20 run 9e-4 from the dense engine:
+    /// ReLU units within rounding of zero flip).
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
