@@ -18,9 +18,11 @@ extension SparseConvolution {
 
     /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
     /// 0.05. Its masked loads cost a mask per multiply-add, the frames' copies one pass over the
-    /// activations: `bench conv` (batch 128, 2 threads) at density 0.01 planes 2.5–5.4 ms against
-    /// frames 3.0–8.1 (64 → 64 at 32×32 … 512 → 512 at 4×4), about equal at 0.05 (8–13 against
-    /// 9–12), at 0.1 18–22 against 14–16 and at 0.317 48–81 against 34–36.
+    /// activations: `bench conv --layout planes|frames` (batch 128, 2 threads) at density 0.01
+    /// planes 0.4–3.9 ms against frames 1.1–6.2 (64 → 64 at 32×32 … 512 → 512 at 2×2), at 0.1
+    /// 14–19 against 13–15 at 32×32 and 16×16 (3.6 against 5.9 at 2×2), at 0.317 41 against 31–35.
+    /// (Planes at 2×2 up to 0.1 would be faster, but moved the 52-step ResNet-20 comparison with the
+    /// dense engine to 4.5e-5, not yet explained; frames keep it at 1e-6.)
     func planesForWeightGradient(height: Int, width: Int) -> Bool {
         layout == .planes || index.density < 0.05
     }

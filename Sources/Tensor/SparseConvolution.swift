@@ -52,15 +52,15 @@ public final class SparseConvolution {
     /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
     /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
-    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv`
-    /// forward and input gradient each, batch 128, 2 threads, planes against frames: 64 → 64 at
-    /// 32×32 density 0.317 38–44 against 48–65 ms, 0.1 19 against 25–28, 0.01 7 against 8–9;
-    /// 128 → 128 at 16×16 0.317 47 against 53–60; 512 → 512 at 4×4 0.1 18 against 38, at 2×2
-    /// 4–6 against 14 (measured with entries summed tap by tap; in index order the VGG16
-    /// uniform-0.99 step ran 115 ms against 126–134). The planes kernels sum each output's entries
-    /// in index order, as the frame kernels do, so forward and input gradient round alike in both
-    /// layouts (summing them tap by tap moved a 52-step ResNet-20 run 9e-4 from the dense engine:
-    /// ReLU units within rounding of zero flip).
+    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv
+    /// --layout planes|frames`, forward and input gradient each, batch 128, 2 threads: 64 → 64 at
+    /// 32×32 density 0.317 38–39 against 46–63 ms, 0.1 14–15 against 23–26, 0.01 5.5–6.4 against
+    /// 7–10; 128 → 128 at 16×16 0.317 35 against 45–53, 0.1 14 against 17–20; 512 → 512 at 4×4
+    /// 0.317 37–39 against 78–84, 0.1 14–15 against 28–34; at 2×2 0.1 3.5–4.4 against 10–11.
+    /// The planes kernels sum each output's entries in index order, as the frame kernels do, so
+    /// forward and input gradient round alike in both layouts (summing them tap by tap moved a
+    /// 52-step ResNet-20 run 9e-4 from the dense engine: ReLU units within rounding of zero flip;
+    /// it was also slower: VGG16 uniform 0.99 126–134 ms per step against 115).
     public var layout: Layout = .automatic
     /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
     /// taps), the lane masks, and what they were built for.
