@@ -91,11 +91,7 @@ extension SparseConvolution {
         let (_, x, batch, height, width) = input
         preparePlanes(batch: batch, height: height, width: width)
         let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32
-        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
-        switch output {
-        case .dense(let g): (out, positions) = (g, index.weightOffset)
-        case .packed(let g): (out, positions) = (g, nil)
-        }
+        let (out, positions) = target(output)
         let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
         let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
         let d = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))

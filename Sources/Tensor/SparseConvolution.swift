@@ -30,7 +30,7 @@ public final class SparseConvolution {
 
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).
-    var loadedInput: ConvolutionFrames?
+    private var loadedInput: ConvolutionFrames?
     enum GradientLayout { case forward, gradient }
     /// Which dY `gradientFrame` holds, for which frames, in which layout (nil: none).
     fileprivate var placedGradient: (dy: UnsafePointer<Float>, frames: ConvolutionFrames, layout: GradientLayout)?
@@ -39,13 +39,14 @@ public final class SparseConvolution {
     private let forwardSource = Buffer<Int32>(), values = Buffer<Float>()
     /// Input-gradient index: blocks = phases a·s + b, rows = input channels; entries keep the
     /// column `o·k² + kh·k + kw` and the forward entry they belong to.
-    let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>(), phaseEntry = Buffer<Int32>()
+    let phaseRowStart = Buffer<Int32>(), phaseColumn = Buffer<Int32>()
+    private let phaseEntry = Buffer<Int32>()
     private let phaseSource = Buffer<Int32>(), phaseValues = Buffer<Float>()
     /// Rebuild scratch: per weight column its bucket and tap, per (worker, bucket) a cursor, and
     /// the offsets of every weight column and phase column in the current frames.
     private let columnBucket = Buffer<Int32>(), columnTap = Buffer<Int32>(), phaseCursor = Buffer<Int32>()
     private let sourceTable = Buffer<Int32>()
-    let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
+    private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     /// Where the passes read and write activations: padded frames (any geometry), or the
     /// unpadded planes themselves (3×3, stride 1, padding 1, H·W a divisor or multiple of 128:
@@ -62,8 +63,6 @@ public final class SparseConvolution {
     /// 52-step ResNet-20 run 9e-4 from the dense engine: ReLU units within rounding of zero flip;
     /// it was also slower: VGG16 uniform 0.99 126–134 ms per step against 115).
     public var layout: Layout = .automatic
-    /// Planes layout: per entry its offset and tap (forward, and transposed index with flipped
-    /// taps), the lane masks, and what they were built for.
     /// Planes layout: per entry its offset and tap, in forward-index order and in input-gradient
     /// (phase-index) order with flipped taps; the lane masks; what they were built for.
     let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
@@ -160,7 +159,7 @@ public final class SparseConvolution {
 
     /// Points the passes at activations of `batch` images of `height × width`: frames and the
     /// entries' offsets follow (recomputed only when the shape or the mask changed).
-    func prepare(batch: Int, height: Int, width: Int, threads: Int) -> ConvolutionFrames {
+    private func prepare(batch: Int, height: Int, width: Int, threads: Int) -> ConvolutionFrames {
         let g = ConvGeometry(channels: inChannels, height: height, width: width, kernelH: kernelSize,
                              kernelW: kernelSize, stride: stride, padding: padding)
         let f = ConvolutionFrames(g, batch: batch)
@@ -192,6 +191,15 @@ public final class SparseConvolution {
         }
         sourcesBuiltFor = (f, generation)
         return f
+    }
+
+    /// Where the weight gradient's sampled products go: a dense gradient at each entry's weight
+    /// offset, or packed in index order (no positions).
+    func target(_ output: SampledOutput) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?) {
+        switch output {
+        case .dense(let g): return (g, index.weightOffset)
+        case .packed(let g): return (g, nil)
+        }
     }
 
     /// Positions per chunk when `channels` frame channels (× planes) are read.
@@ -226,6 +234,11 @@ public final class SparseConvolution {
             return
         }
         planeInput = nil
+        loadFrame(x, batch: batch, height: height, width: width, threads: threads)
+    }
+
+    /// Writes the forward frame of `x`, which the frames' weight gradient reads.
+    private func loadFrame(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, threads: Int) {
         let f = prepare(batch: batch, height: height, width: width, threads: threads)
         f.packInput(x, into: inputFrame.reserve(f.inputCount), threads: threads)
         loadedInput = f
@@ -295,20 +308,13 @@ public final class SparseConvolution {
             }
             if loadedInput == nil {
                 // This pass runs on frames: frame the input the forward read in place.
-                let f = prepare(batch: input.batch, height: input.height, width: input.width, threads: threads)
-                f.packInput(input.x, into: inputFrame.reserve(f.inputCount), threads: threads)
-                loadedInput = f
-                outputGradientChanged()
+                loadFrame(input.x, batch: input.batch, height: input.height, width: input.width, threads: threads)
             }
         }
         guard let f = loadedInput else { preconditionFailure("SparseConvolution.weightGradient before loadInput") }
         ensureSources(f, threads: threads)
         let (frame, ld) = outputGradientInForwardFrame(dy, f, threads: threads)
-        let (out, positions): (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Int32>?)
-        switch output {
-        case .dense(let g): (out, positions) = (g, index.weightOffset)
-        case .packed(let g): (out, positions) = (g, nil)
-        }
+        let (out, positions) = target(output)
         let rs = SendablePointer(index.rowStart), src = SendablePointer(forwardSource.pointer)
         let d = SendablePointer(frame), xf = SendablePointer(inputFrame.pointer), op = SendablePointer(out)
         let pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)

@@ -114,7 +114,7 @@ public final class BatchNorm: Layer {
                             sp.pointer[c] = Double(mu)
                             sp.pointer[ch + c] = Double(sumSquaredDeviations(p, m, mean: mu))
                             guard local else { continue }
-                            let (mean, invStd) = Self.statistics(mean: sp.pointer[c], m2: sp.pointer[ch + c], count: m, eps: eps)
+                            let (mean, _, invStd) = Self.statistics(mean: sp.pointer[c], m2: sp.pointer[ch + c], count: m, eps: eps)
                             let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: mean, invStd: invStd)
                             Self.normalize(p, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
                         }
@@ -137,8 +137,8 @@ public final class BatchNorm: Layer {
                     }
                 }
                 for c in 0..<channels {
-                    (mean[c], invStd[c]) = Self.statistics(mean: sums[c], m2: sums[channels + c], count: count, eps: eps)
-                    let mu = mean[c], variance = Float(max(0, sums[channels + c]) / Double(count))
+                    let (mu, variance, inv) = Self.statistics(mean: sums[c], m2: sums[channels + c], count: count, eps: eps)
+                    (mean[c], invStd[c]) = (mu, inv)
                     let unbiased = count > 1 ? variance * Float(count) / Float(count - 1) : variance
                     runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
                     runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
@@ -242,11 +242,11 @@ public final class BatchNorm: Layer {
         }
     }
 
-    /// Batch mean and 1/√(σ² + ε) from the mean and Σ(x − μ)² over `count` elements (σ² biased).
+    /// Batch mean, biased variance σ² and 1/√(σ² + ε) from the mean and Σ(x − μ)² over `count` elements.
     @inline(__always)
-    static func statistics(mean: Double, m2: Double, count: Int, eps: Float) -> (mean: Float, invStd: Float) {
+    static func statistics(mean: Double, m2: Double, count: Int, eps: Float) -> (mean: Float, variance: Float, invStd: Float) {
         let variance = Float(max(0, m2) / Double(count))
-        return (Float(mean), 1 / (variance + eps).squareRoot())
+        return (Float(mean), variance, 1 / (variance + eps).squareRoot())
     }
 
     /// One channel's `y = x·scale + shift`, through a ReLU when `relu`.
