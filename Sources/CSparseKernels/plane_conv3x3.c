@@ -4,7 +4,8 @@
 // position p of a plane is pixel (n, i, j); tap t = kh·3 + kw reads p + (kh − 1)·W + (kw − 1),
 // and the lanes whose source pixel lies outside the image (or past the last position) are
 // masked to zero. Positions run in tiles of 128 (8 vectors of 16); a tile's masks depend only on
-// its phase (see stsp_plane_masks), so no padded frame is written and outputs are stored in place.
+// its phase (see stsp_plane_masks: where tiles and images do not line up, every tile is a phase),
+// so no padded frame is written and outputs are stored in place.
 
 #define TILE 128
 
@@ -12,15 +13,15 @@ static int tile_phase(int tile, int tiles, int total, int phases) {
     return (tile == tiles - 1 && total % TILE) ? phases : tile % phases;
 }
 
-int stsp_plane_phases(int height, int width) {
+int stsp_plane_phases(int height, int width, int total) {
     const int plane = height * width;
     if (plane % TILE == 0) return plane / TILE;
     if (TILE % plane == 0) return 1;
-    return 0;
+    return (total + TILE - 1) / TILE;
 }
 
 void stsp_plane_masks(int height, int width, int total, uint16_t *masks) {
-    const int plane = height * width, phases = stsp_plane_phases(height, width);
+    const int plane = height * width, phases = stsp_plane_phases(height, width, total);
     const int tiles = (total + TILE - 1) / TILE;
     for (int q = 0; q <= phases; q++) {
         // Phase q < phases: tiles whose first position is q·128 into an image (mod the plane);
@@ -54,7 +55,7 @@ static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, cons
                                 const float *w, const float *x, const uint16_t *masks, int height,
                                 int width, int total, float *y, ptrdiff_t ldy, int r0, int r1,
                                 int tile0, int tile1) {
-    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const int n = total - p0 < TILE ? total - p0 : TILE;
@@ -77,7 +78,7 @@ static void plane_sddmm_portable(const int32_t *row_ptr, const int32_t *src, con
                                  const uint16_t *masks, int height, int width, int total,
                                  float *out, const int32_t *outpos, int r0, int r1, int tile0,
                                  int tile1) {
-    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
         for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
@@ -101,7 +102,7 @@ static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src,
                                      const float *w, const float *x, const uint16_t *masks,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
                                      int r0, int r1, int tile0, int tile1) {
-    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const uint16_t *phase = masks + q * 9 * 8;
@@ -130,7 +131,7 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src
                                       const uint16_t *masks, int height, int width, int total,
                                       float *out, const int32_t *outpos, int r0, int r1,
                                       int tile0, int tile1) {
-    const int phases = stsp_plane_phases(height, width), tiles = (total + TILE - 1) / TILE;
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
         for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k += 8) {

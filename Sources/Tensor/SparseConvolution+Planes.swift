@@ -6,9 +6,7 @@ import Dispatch
 extension SparseConvolution {
     /// Whether passes over `height × width` inputs run in the planes layout with kernel `isa`.
     public func usesPlanes(height: Int, width: Int, isa: KernelISA) -> Bool {
-        guard kernelSize == 3, stride == 1, padding == 1, stsp_plane_phases(Int32(height), Int32(width)) > 0 else {
-            return false
-        }
+        guard kernelSize == 3, stride == 1, padding == 1 else { return false }
         switch layout {
         case .frames: return false
         case .planes: return true
@@ -69,7 +67,7 @@ extension SparseConvolution {
             srcT[e] = Int32(c / 9 * pitch - shift(t))
             tapT[e] = UInt8(8 - t)
         }
-        let phases = Int(stsp_plane_phases(Int32(height), Int32(width)))
+        let phases = Int(stsp_plane_phases(Int32(height), Int32(width), Int32(plane)))
         stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
         planesBuiltFor = (batch, height, width, generation)
     }

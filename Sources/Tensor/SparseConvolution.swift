@@ -49,8 +49,8 @@ public final class SparseConvolution {
     private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     /// Where the passes read and write activations: padded frames (any geometry), or the
-    /// unpadded planes themselves (3×3, stride 1, padding 1, H·W a divisor or multiple of 128:
-    /// no frame copies, outputs stored in place; see `stsp_plane_spmm`).
+    /// unpadded planes themselves (3×3, stride 1, padding 1, any H·W: no frame copies, outputs
+    /// stored in place; see `stsp_plane_spmm`).
     public enum Layout: Sendable { case automatic, frames, planes }
     /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
     /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv

@@ -57,9 +57,10 @@ void stsp_pad_rows(int isa, const float *src, ptrdiff_t src_stride, int n, float
 // Positions run in tiles of 128; masks (from stsp_plane_masks) hold, per tile phase, tap and
 // vector of 16, the lanes that read inside the image. Tiles [tile0, tile1), rows [r0, r1).
 
-/// Tile phases of an H × W image: H·W/128 when 128 divides H·W, 1 when H·W divides 128, else 0
-/// (the planes layout does not apply).
-int stsp_plane_phases(int height, int width);
+/// Tile phases of `total` = N·H·W positions: the tiles whose masks differ before they repeat.
+/// H·W/128 when 128 divides H·W, 1 when H·W divides 128, else every tile is its own phase
+/// (⌈total/128⌉: tiles do not line up with images, ResNet-50's 56×56 … 7×7).
+int stsp_plane_phases(int height, int width, int total);
 
 /// Writes the (phases + 1)·9·8 lane masks for `total` = N·H·W positions (the extra phase: the
 /// last tile when it is partial, its lanes past `total` off).

@@ -132,7 +132,9 @@ struct BenchData: ParsableCommand {
                 }
             }
             let jpg = try JPEG.encode(pixels: px, width: w, height: h, quality: 90)
-            FileManager.default.createFile(atPath: "\(cls)/\(i).jpg", contents: Data(jpg))
+            guard FileManager.default.createFile(atPath: "\(cls)/\(i).jpg", contents: Data(jpg)) else {
+                throw InputError("cannot write \(cls)/\(i).jpg")
+            }
         }
         return dir
     }

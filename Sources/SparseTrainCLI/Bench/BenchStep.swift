@@ -49,7 +49,10 @@ struct BenchStep: ParsableCommand {
         valueName: "python"))
     var pytorch: String?
 
-    @Option(help: "With --pytorch: rounds of (this engine's timed steps, then PyTorch's), so both see the same phases of a noisy machine; the ratio reported is the median of the rounds' ratios.")
+    @Flag(help: "Also time this engine on the same model dense (sparsity 0, a separate process) in this run; the ratio reported is this step's speed over the dense step's.")
+    var againstDense = false
+
+    @Option(help: "With --pytorch or --against-dense: rounds of (this engine's timed steps, then the reference's), so both see the same phases of a noisy machine; each ratio reported is the median of the rounds' ratios.")
     var rounds: Int = 1
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -59,7 +62,10 @@ struct BenchStep: ParsableCommand {
         guard batch > 0 else { throw InputError("--batch must be positive") }
         guard steps > 0, warmup >= 0 else { throw InputError("--steps must be positive, --warmup not negative") }
         guard rounds >= 1 else { throw InputError("--rounds must be at least 1") }
-        if rounds > 1 && pytorch == nil { throw InputError("--rounds needs --pytorch (it interleaves the two engines)") }
+        if rounds > 1 && pytorch == nil && !againstDense {
+            throw InputError("--rounds needs --pytorch or --against-dense (it interleaves the step with the reference)")
+        }
+        if againstDense && sparsity == 0 { throw InputError("--against-dense compares a sparse step with the dense one: give --sparsity") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
         guard sparsity >= 0 && sparsity < 1 else { throw InputError("--sparsity must be in [0, 1), got \(sparsity)") }
         let rules = ["uniform", "erk", "er", "balanced", "pyramidal"]
@@ -94,6 +100,10 @@ struct BenchStep: ParsableCommand {
         var speedup_vs_pytorch: Double?
         /// Per round: this engine's images/s over PyTorch's (`--rounds`).
         var round_speedups: [Double]?
+        /// `--against-dense`: this engine dense on the same model, per round, and this step's
+        /// speed over it (median of the rounds).
+        var dense_images_per_second: [Double]?
+        var speedup_vs_dense: Double?
     }
 
     struct LayerRow: Codable {
@@ -120,7 +130,7 @@ struct BenchStep: ParsableCommand {
         func step() throws {
             try images.withUnsafeBufferPointer { x in
                 try labels.withUnsafeBufferPointer { y in
-                    try trainingStep.run(images: x.baseAddress!, labels: y.baseAddress!, batch: batch,
+                    _ = try trainingStep.run(images: x.baseAddress!, labels: y.baseAddress!, batch: batch,
                                          normalizer: Float(batch), learningRate: 0.01)
                 }
             }
@@ -135,7 +145,7 @@ struct BenchStep: ParsableCommand {
         let layerSecondsBefore = net.body.kernelReports.map(\.seconds)
         // Rounds of (timed steps, PyTorch): the ratio of each round compares the two engines in
         // the same minutes of this machine.
-        var times: [Double] = [], roundSeconds: [Double] = [], torchRates: [Double] = []
+        var times: [Double] = [], roundSeconds: [Double] = [], torchRates: [Double] = [], denseRates: [Double] = []
         var peakRSS = Double.nan
         for round in 0..<rounds {
             var roundTimes: [Double] = []
@@ -149,6 +159,7 @@ struct BenchStep: ParsableCommand {
             // The steps' high-water mark, before the sgemm and PyTorch measurements below.
             if round == 0 { peakRSS = peakResidentMiB() }
             if let python = pytorch { torchRates.append(try runPyTorch(python, threads: threadCount)) }
+            if againstDense { denseRates.append(try runDense(threads: threadCount)) }
         }
         let timedSteps = Double(times.count)
         let seconds = median(times)
@@ -157,6 +168,7 @@ struct BenchStep: ParsableCommand {
         breakdown["reduce, sgd, other"] = max(0, times.reduce(0, +) / timedSteps - breakdown.values.reduce(0, +))
         let sgemm = measureSgemm(threads: threadCount)
         let roundSpeedups = zip(roundSeconds, torchRates).map { Double(batch) / $0 / $1 }
+        let denseSpeedups = zip(roundSeconds, denseRates).map { Double(batch) / $0 / $1 }
         let torch = torchRates.isEmpty ? nil : median(torchRates)
         let reference: [ModelName: String] = [
             .resnet20: threadCount >= 2 ? "720-814" : "430", .vgg16: threadCount >= 2 ? "149-156" : "84",
@@ -178,7 +190,9 @@ struct BenchStep: ParsableCommand {
             blas_core: BLAS.coreName,
             reference_pytorch_images_per_second: reference[model],
             pytorch_images_per_second: torch, speedup_vs_pytorch: roundSpeedups.isEmpty ? nil : median(roundSpeedups),
-            round_speedups: rounds > 1 ? roundSpeedups : nil)
+            round_speedups: rounds > 1 && !roundSpeedups.isEmpty ? roundSpeedups : nil,
+            dense_images_per_second: denseRates.isEmpty ? nil : denseRates,
+            speedup_vs_dense: denseSpeedups.isEmpty ? nil : median(denseSpeedups))
         if json {
             print(try jsonLine(report))
             return
@@ -206,6 +220,11 @@ struct BenchStep: ParsableCommand {
                 layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, fixed(r.ms, 2))
             }
             print(layers.render())
+        }
+        if let ratio = report.speedup_vs_dense {
+            print("this engine dense (sparsity 0, same model and options) in this run, \(rounds) round(s) interleaved with the "
+                + "steps above: " + denseRates.map { fixed($0, 1) }.joined(separator: ", ") + " images/s; this step is "
+                + denseSpeedups.map { fixed($0, 2) + "x" }.joined(separator: ", ") + " (median \(fixed(ratio, 2))x)")
         }
         if let t = torch, let ratio = report.speedup_vs_pytorch {
             if rounds > 1 {
@@ -244,22 +263,46 @@ struct BenchStep: ParsableCommand {
             throw InputError("cannot find \(relative): run from the repository")
         }
         let script = root + "/" + relative
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, "--model", model.rawValue, "--batch", "\(batch)",
-                             "--threads", "\(threads)", "--steps", "\(steps)", "--warmup", "\(warmup)"]
+        let arguments = [script, "--model", model.rawValue, "--batch", "\(batch)",
+                         "--threads", "\(threads)", "--steps", "\(steps)", "--warmup", "\(warmup)"]
             + (model == .mlp ? ["--hidden"] + modelOptions.hidden.map(String.init) : [])
+        guard let rate = imagesPerSecond(running: python, arguments) else {
+            throw InputError("the PyTorch reference run failed (\(python))")
+        }
+        return rate
+    }
+
+    /// Runs this binary's `bench step` on the same model and options at sparsity 0; returns its
+    /// images per second.
+    private func runDense(threads: Int) throws -> Double {
+        var arguments = ["bench", "step", "--model", model.rawValue, "--batch", "\(batch)", "--threads", "\(threads)",
+                         "--steps", "\(steps)", "--warmup", "\(warmup)", "--conv", conv.rawValue, "--json"]
+        if let c = modelOptions.classes { arguments += ["--classes", "\(c)"] }
+        if let i = modelOptions.input { arguments += ["--input", i] }
+        if model == .mlp { arguments += ["--hidden"] + modelOptions.hidden.map(String.init) }
+        if let mib = columnMiB { arguments += ["--column-mib", "\(mib)"] }
+        let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        guard let rate = imagesPerSecond(running: binary, arguments) else {
+            throw InputError("the dense reference run failed (\(binary) \(arguments.joined(separator: " ")))")
+        }
+        return rate
+    }
+
+    /// Runs `executable` with `arguments`; the `images_per_second` of the JSON object it prints, or
+    /// nil when it fails or prints none.
+    private func imagesPerSecond(running executable: String, _ arguments: [String]) -> Double? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        guard (try? process.run()) != nil else { return nil }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0,
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let rate = object["images_per_second"] as? Double
-        else { throw InputError("the PyTorch reference run failed (\(python))") }
-        return rate
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return object["images_per_second"] as? Double
     }
 
     /// sgemm rate with `threads` OpenBLAS threads on a convolution-shaped product
