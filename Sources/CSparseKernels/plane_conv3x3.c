@@ -73,24 +73,28 @@ static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, cons
     }
 }
 
-static void plane_sddmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                                 const float *dy, ptrdiff_t lddy, const float *x,
+static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group_entries,
+                                 const uint8_t *group_tap, const uint8_t *group_count,
+                                 const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x,
                                  const uint16_t *masks, int height, int width, int total,
                                  float *out, const int32_t *outpos, int r0, int r1, int tile0,
                                  int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
-        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
-            float s = 0;
-            for (int tile = tile0; tile < tile1; tile++) {
-                const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
-                const int n = total - p0 < TILE ? total - p0 : TILE;
-                const uint16_t *m = masks + (q * 9 + tap[k]) * 8;
-                for (int b = 0; b < n; b++)
-                    if (m[b / 16] >> (b % 16) & 1) s += d[p0 + b] * x[src[k] + p0 + b];
+        for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {
+            for (int i = 0; i < group_count[g]; i++) {
+                const int32_t k = group_entries[8 * g + i];
+                float s = 0;
+                for (int tile = tile0; tile < tile1; tile++) {
+                    const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+                    const int n = total - p0 < TILE ? total - p0 : TILE;
+                    const uint16_t *m = masks + (q * 9 + group_tap[g]) * 8;
+                    for (int b = 0; b < n; b++)
+                        if (m[b / 16] >> (b % 16) & 1) s += d[p0 + b] * x[src[k] + p0 + b];
+                }
+                out[outpos ? outpos[k] : k] += s;
             }
-            out[outpos ? outpos[k] : k] += s;
         }
     }
 }
@@ -126,39 +130,48 @@ static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src,
     }
 }
 
-static AVX512 void plane_sddmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                                      const float *dy, ptrdiff_t lddy, const float *x,
-                                      const uint16_t *masks, int height, int width, int total,
-                                      float *out, const int32_t *outpos, int r0, int r1,
+/// The dot products of one group's G entries (one tap: one mask per vector for all of them) with
+/// the dy row over the tiles, lane by lane as the portable kernel orders positions; G is 4 or 8.
+INLINE AVX512 void plane_group_avx512(const int G, const float *const xr[8], const float *d,
+                                      const uint16_t *masks, int tap, int phases, int tiles,
+                                      int total, int tile0, int tile1, float s[8]) {
+    __m512 acc[8];
+    for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
+    for (int tile = tile0; tile < tile1; tile++) {
+        const int p0 = tile * TILE;
+        const uint16_t *m = masks + (tile_phase(tile, tiles, total, phases) * 9 + tap) * 8;
+        for (int v = 0; v < 8; v++) {
+            // The tap's lanes inside the image (and before `total`): neither row is read elsewhere.
+            const __mmask16 k = (__mmask16)m[v];
+            const int p = p0 + 16 * v;
+            const __m512 dv = _mm512_maskz_loadu_ps(k, d + p);
+            for (int i = 0; i < G; i++) acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(k, xr[i] + p), acc[i]);
+        }
+    }
+    for (int i = G; i < 8; i++) acc[i] = _mm512_setzero_ps();
+    _mm256_storeu_ps(s, hsum16x8(acc));
+}
+
+static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *group_entries,
+                                      const uint8_t *group_tap, const uint8_t *group_count,
+                                      const int32_t *src, const float *dy, ptrdiff_t lddy,
+                                      const float *x, const uint16_t *masks, int height, int width,
+                                      int total, float *out, const int32_t *outpos, int r0, int r1,
                                       int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
-        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k += 8) {
-            // Eight entries at a time (the last group padded with its first entry).
-            const int count = row_ptr[r + 1] - k < 8 ? row_ptr[r + 1] - k : 8;
+        for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {
+            const int count = group_count[g];
+            const int32_t *e = group_entries + 8 * g;
             const float *xr[8];
-            int t[8];
-            for (int i = 0; i < 8; i++) {
-                const int32_t e = k + (i < count ? i : 0);
-                xr[i] = x + src[e];
-                t[i] = tap[e] * 8;
-            }
-            __m512 acc[8];
-            for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
-            for (int tile = tile0; tile < tile1; tile++) {
-                const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
-                const uint16_t *phase = masks + q * 9 * 8;
-                for (int v = 0; v < 8; v++) {
-                    const int p = p0 + 16 * v;
-                    const __m512 dv = _mm512_maskz_loadu_ps((__mmask16)valid_bits(tile, v, total), d + p);
-                    for (int i = 0; i < 8; i++)
-                        acc[i] = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps((__mmask16)phase[t[i] + v], xr[i] + p), acc[i]);
-                }
-            }
+            for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];
             float s[8];
-            _mm256_storeu_ps(s, hsum16x8(acc));
-            for (int i = 0; i < count; i++) out[outpos ? outpos[k + i] : k + i] += s[i];
+            if (count <= 4)
+                plane_group_avx512(4, xr, d, masks, group_tap[g], phases, tiles, total, tile0, tile1, s);
+            else
+                plane_group_avx512(8, xr, d, masks, group_tap[g], phases, tiles, total, tile0, tile1, s);
+            for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];
         }
     }
 }
@@ -179,12 +192,15 @@ void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const 
         plane_spmm_portable(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
 }
 
-void stsp_plane_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_entries,
+                      const uint8_t *group_tap, const uint8_t *group_count, const int32_t *src,
                       const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
                       int height, int width, int total, float *out, const int32_t *outpos, int r0,
                       int r1, int tile0, int tile1) {
     if (isa == 2 && HAVE_AVX512)
-        plane_sddmm_avx512(row_ptr, src, tap, dy, lddy, x, masks, height, width, total, out, outpos, r0, r1, tile0, tile1);
+        plane_sddmm_avx512(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, height,
+                           width, total, out, outpos, r0, r1, tile0, tile1);
     else
-        plane_sddmm_portable(row_ptr, src, tap, dy, lddy, x, masks, height, width, total, out, outpos, r0, r1, tile0, tile1);
+        plane_sddmm_portable(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, height,
+                             width, total, out, outpos, r0, r1, tile0, tile1);
 }

@@ -15,14 +15,15 @@ extension SparseConvolution {
     }
 
     /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
-    /// 0.05. Its masked loads cost a mask per multiply-add, the frames' copies one pass over the
-    /// activations: `bench conv --layout planes|frames` (batch 128, 2 threads) at density 0.01
-    /// planes 0.4–3.9 ms against frames 1.1–6.2 (64 → 64 at 32×32 … 512 → 512 at 2×2), at 0.1
-    /// 14–19 against 13–15 at 32×32 and 16×16 (3.6 against 5.9 at 2×2), at 0.317 41 against 31–35.
-    /// (Planes at 2×2 up to 0.1 would be faster, but moved the 52-step ResNet-20 comparison with the
-    /// dense engine to 4.5e-5, not yet explained; frames keep it at 1e-6.)
+    /// 0.2, and for images of at most 16 pixels. Its products come in groups of one tap (one lane
+    /// mask per vector for eight entries); the frames need a copy of the input on top of theirs.
+    /// `bench conv --layout planes|automatic` (dW on frames, the copy not counted), batch 128,
+    /// 2 threads: density 0.1 planes 13–15 ms against 13–15 (64 → 64 at 32×32 … 512 → 512 at 4×4),
+    /// 3.0 against 6.0 at 2×2; 0.317 37–46 against 32–35 at 32×32 … 8×8, 40 against 42 at 4×4,
+    /// 9.2 against 15.6 at 2×2; batch 32, ResNet-50's 56×56 … 7×7 at 0.177 17–18 against 14–16,
+    /// at 0.087 8.6–9.7 against 8.2–9.7.
     func planesForWeightGradient(height: Int, width: Int) -> Bool {
-        layout == .planes || index.density < 0.05
+        layout == .planes || index.density < 0.2 || height * width <= 16
     }
 
     /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
@@ -79,6 +80,46 @@ extension SparseConvolution {
     }
 
 
+    /// The groups of the planes weight gradient (`stsp_plane_sddmm`): each row's entries by tap
+    /// (in index order within a tap), in groups of at most 8 of one tap; rebuilt after a mask change.
+    func preparePlaneGroups() {
+        if planeGroupsBuiltFor == generation { return }
+        let rows = outChannels, total = index.count
+        // Per row, Σ_t ⌈n_t / 8⌉ ≤ n / 8 + 9 groups.
+        let capacity = total / 8 + 9 * rows + 1
+        let rowGroups = planeRowGroups.reserve(rows + 1), entries = planeGroupEntries.reserve(8 * capacity)
+        let taps = planeGroupTap.reserve(capacity), counts = planeGroupCount.reserve(capacity)
+        var sorted = [Int32](repeating: 0, count: inChannels * 9), start = [Int](repeating: 0, count: 10)
+        var g = 0
+        for r in 0..<rows {
+            rowGroups[r] = Int32(g)
+            let k0 = Int(index.rowStart[r]), k1 = Int(index.rowStart[r + 1])
+            // Counting sort of the row's entries by tap.
+            for t in 0...9 { start[t] = 0 }
+            for k in k0..<k1 { start[Int(index.source[k] % 9) + 1] += 1 }
+            for t in 0..<9 { start[t + 1] += start[t] }
+            for k in k0..<k1 {
+                let t = Int(index.source[k] % 9)
+                sorted[start[t]] = Int32(k)
+                start[t] += 1
+            }
+            // start[t] is now the end of tap t's run.
+            var i = 0
+            for t in 0..<9 {
+                while i < start[t] {
+                    let n = min(8, start[t] - i)
+                    for j in 0..<8 { entries[8 * g + j] = sorted[i + (j < n ? j : 0)] }
+                    taps[g] = UInt8(t)
+                    counts[g] = UInt8(n)
+                    g += 1
+                    i += n
+                }
+            }
+        }
+        rowGroups[rows] = Int32(g)
+        planeGroupsBuiltFor = generation
+    }
+
     /// The weight gradient in the planes layout: dY and the input read in place, rows split
     /// between workers, positions in chunks of 32 tiles (a chunk's input window stays in cache).
     func planeWeightGradient(
@@ -88,17 +129,20 @@ extension SparseConvolution {
     ) {
         let (_, x, batch, height, width) = input
         preparePlanes(batch: batch, height: height, width: width)
+        preparePlaneGroups()
         let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32
         let (out, positions) = target(output)
-        let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
-        let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
+        let rg = SendablePointer(planeRowGroups.pointer), ge = SendablePointer(planeGroupEntries.pointer)
+        let gt = SendablePointer(planeGroupTap.pointer), gc = SendablePointer(planeGroupCount.pointer)
+        let src = SendablePointer(planeSource.pointer), m = SendablePointer(planeMasks.pointer)
         let d = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
         let op = SendablePointer(out), pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
         let parts = threads > 1 && index.count * plane >= 1 << 16 ? threads : 1
         let bounds = index.balancedRowSplit(parts: parts)
         let run = { @Sendable (t: Int) in
             for t0 in Swift.stride(from: 0, to: tiles, by: chunk) {
-                stsp_plane_sddmm(isaCode, rs.pointer, src.pointer, tap.pointer, d.pointer, plane, xp.pointer, m.pointer,
+                stsp_plane_sddmm(isaCode, rg.pointer, ge.pointer, gt.pointer, gc.pointer, src.pointer, d.pointer, plane,
+                                 xp.pointer, m.pointer,
                                  Int32(height), Int32(width), Int32(plane), op.pointer, pos?.pointer,
                                  Int32(bounds[t]), Int32(bounds[t + 1]), Int32(t0), Int32(min(tiles, t0 + chunk)))
             }

@@ -68,6 +68,11 @@ public final class SparseConvolution {
     let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
     let planeSourceT = Buffer<Int32>(), planeTapT = Buffer<UInt8>(), planeMasks = Buffer<UInt16>()
     var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
+    /// The weight gradient's groups on planes (see `preparePlaneGroups`) and the mask generation
+    /// they were built for.
+    let planeRowGroups = Buffer<Int32>(), planeGroupEntries = Buffer<Int32>()
+    let planeGroupTap = Buffer<UInt8>(), planeGroupCount = Buffer<UInt8>()
+    var planeGroupsBuiltFor: Int?
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
     /// `staged`: the planes the passes read (x itself, or a copy at `channelPitch`).
     var planeInput: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?

@@ -73,9 +73,14 @@ void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const 
                      const float *w, const float *x, const uint16_t *masks, int height, int width,
                      int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1);
 
-/// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by tap[k]) over the
-/// positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient.
-void stsp_plane_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+/// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by the tap) over
+/// the positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient. A row's
+/// entries come in groups of one tap (groups row_groups[r] ..< row_groups[r + 1]): group g holds
+/// group_count[g] ≤ 8 entries group_entries[8g ..< 8g + count] of tap group_tap[g], so its
+/// products share one lane mask per vector. Each entry's sum runs over the positions in the same
+/// order whatever its group.
+void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_entries,
+                      const uint8_t *group_tap, const uint8_t *group_count, const int32_t *src,
                       const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
                       int height, int width, int total, float *out, const int32_t *outpos, int r0,
                       int r1, int tile0, int tile1);
