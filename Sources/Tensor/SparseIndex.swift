@@ -66,16 +66,20 @@ public final class SparseIndex {
     /// Active fraction of the weight.
     public var density: Double { Double(count) / Double(max(1, weightRows * weightColumns)) }
 
-    /// Source-block width for `entries` active weights: about 8 entries per row and block on
-    /// average, at least 256 sources (all of them when fewer), a power of two. Measured on
-    /// 4096 × 4096 at batch 128 (AVX2, 2 threads): 256 at density 0.1 (forward and weight
-    /// gradient 10–15% faster than 512: a block's activation rows take 128 KB of L2, not 256),
-    /// 1024 at 0.01; 0.05 and 0.2 the same at 256 and 512.
+    /// Source-block width for `entries` active weights: the narrowest power of two from 64
+    /// sources (all of them when fewer) with at least 12 entries per row and block on average. A
+    /// block's activation rows are what the kernels re-read from cache while its rows run; each
+    /// block costs every row one load and store of its outputs. `bench kernels --threads 1`
+    /// (forward ms by width; 2 threads are too noisy on the 2-vCPU hosts): 256 × 1024 at n = 6272,
+    /// density 0.24, 16.2 at 64 against 18.8 at 128 and 20.2 at 256; 1024 × 256 at 0.24 16.8 at 64
+    /// against 22.7 / 25.1, at 0.12 9.3 at 128 against 12.2 at 64 and 12.8 at 256; 4096 × 4096 at
+    /// batch 128, 0.1 9.5 at 128 against 10.4–10.6 at 256 and 10.6 at 64, 0.05 5.0 at 256 against
+    /// 6.6 at 128, 0.01 1.34 at 2048 against 1.45 at 1024. The weight gradient is no slower.
     public static func blockWidth(sources: Int, rows: Int, entries: Int) -> Int {
         guard entries > 0 else { return max(sources, 1) }
         let perSource = Double(entries) / Double(max(sources, 1)) / Double(max(rows, 1))
-        var width = 256
-        while width < sources && Double(width) * perSource < 8 { width *= 2 }
+        var width = 64
+        while width < sources && Double(width) * perSource < 12 { width *= 2 }
         return min(width, max(sources, 1))
     }
 
