@@ -89,6 +89,26 @@ public func gatedSumAndDot(_ d: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
     return (s, t)
 }
 
+/// `y[i] = max((x[i]·scale + shift) + r[i], 0)` (0 also for NaN): a residual block's last batch
+/// norm, its shortcut and the ReLU after the sum in one pass (rounded as the three steps apart).
+public func reluAffineAdd(_ x: UnsafePointer<Float>, _ r: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                          _ n: Int, scale: Float, shift: Float) {
+    let vScale = SIMD16<Float>(repeating: scale), vShift = SIMD16<Float>(repeating: shift)
+    var i = 0
+    let rx = UnsafeRawPointer(x), rr = UnsafeRawPointer(r), ry = UnsafeMutableRawPointer(y)
+    while i &+ 16 <= n {
+        let a = rx.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) * vScale + vShift
+        let z = a + rr.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+        ry.storeBytes(of: z.replacing(with: 0, where: .!(z .> 0)), toByteOffset: i &* 4, as: SIMD16<Float>.self)
+        i &+= 16
+    }
+    while i < n {
+        let z = (x[i] * scale + shift) + r[i]
+        y[i] = z > 0 ? z : 0
+        i &+= 1
+    }
+}
+
 /// `y[i] = max(x[i]·scale + shift, 0)` (0 also for NaN): batch norm's affine map and ReLU in one pass.
 public func reluAffine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int,
                        scale: Float, shift: Float) {

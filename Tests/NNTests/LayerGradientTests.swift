@@ -139,6 +139,43 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// A residual block's last batch norm with the shortcut and the ReLU in its own pass gives bit
+    /// for bit what the batch norm, the sum and the ReLU give one after the other: training per
+    /// channel, training with a (one-rank) cross-rank reduction, and evaluation.
+    func testBatchNormAddingTheShortcutEqualsTheStepsApart() {
+        for mode in ["per channel", "reduced", "evaluation"] {
+            let shape = Shape(n: 4, c: 3, h: 5, w: 7), c = shape.c
+            let store = ParameterStore()
+            let apart = BatchNorm("a", store: store, channels: c), fused = BatchNorm("b", store: store, channels: c)
+            store.allocate(seed: 9)
+            for i in 0..<c {
+                store.values[i] = 0.4 + Float(i) * 0.3 - (i % 2 == 1 ? 1.2 : 0)     // γ, one negative
+                store.values[c + i] = Float(i) * 0.2 - 0.3                           // β
+            }
+            for i in 0..<(2 * c) { store.values[2 * c + i] = store.values[i] }
+            let ctx = Context()
+            if mode == "reduced" { for bn in [apart, fused] { bn.crossReplicaSum = { _ in } } }
+            if mode == "evaluation" {
+                ctx.training = false
+                for bn in [apart, fused] { bn.setRunningStatistics(mean: [0.1, -0.2, 0.3], variance: [0.5, 1.5, 2]) }
+            }
+            var rng = Xoshiro256(seed: 6)
+            let x = Tensor(shape), shortcut = Tensor(shape), out = Tensor()
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1; shortcut.data[i] = rng.nextFloat() * 2 - 1 }
+            let normalized = apart.forward(x, ctx)
+            let expected = (0..<x.count).map { i -> Float in
+                let v = normalized.data[i] + shortcut.data[i]
+                return v > 0 ? v : 0
+            }
+            let y = fused.forward(x, adding: shortcut, into: out, ctx)
+            let got = Array(UnsafeBufferPointer(start: y.data, count: x.count))
+            XCTAssertEqual(got, expected, mode)
+            XCTAssertTrue(got.contains(0) && got.contains { $0 > 0 }, "the ReLU gates some entries (\(mode))")
+            XCTAssertEqual(apart.runningMean, fused.runningMean, mode)
+            XCTAssertEqual(apart.runningVar, fused.runningVar, mode)
+        }
+    }
+
     /// The per-channel path (statistics, output and input gradient while a channel is in cache)
     /// gives what the reduced path (every channel's sums first, then a cross-rank reduction, here
     /// over one rank) gives: outputs, running statistics, input and γ/β gradients, with and

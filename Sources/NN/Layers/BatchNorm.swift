@@ -91,14 +91,35 @@ public final class BatchNorm: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        forward(x, adding: nil, into: output, ctx)
+    }
+
+    /// `y = relu(BN(x) + residual)` into `y` (reshaped to x's shape): a residual block's last
+    /// batch norm with the block's shortcut and ReLU in the same pass (`relu` must be off). The
+    /// backward is the plain one: the block gates its gradient by `y > 0` before.
+    public func forward(_ x: Tensor, adding residual: Tensor, into y: Tensor, _ ctx: Context) -> Tensor {
+        precondition(!relu && residual.shape == x.shape, "\(name): a residual sum needs a plain batch norm of the same shape")
+        return forward(x, adding: Optional(residual), into: y, ctx)
+    }
+
+    private func forward(_ x: Tensor, adding residual: Tensor?, into result: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.batchNorm) {
             input = x
             let s = x.shape
-            output.reshape(s)
+            result.reshape(s)
             let m = s.n * s.plane
             let gamma = gammaValues, beta = betaValues
-            let xP = SendablePointer(x.data), yP = SendablePointer(output.data)
+            let xP = SendablePointer(x.data), yP = SendablePointer(result.data)
+            let rP = residual.map { SendablePointer($0.data) }
             let g = SendablePointer(gamma), b = SendablePointer(beta), fused = relu, eps = eps
+            /// Channel c's output from its affine map.
+            let write = { @Sendable (c: Int, scale: Float, shift: Float) in
+                if let r = rP {
+                    reluAffineAdd(xP.pointer + c * m, r.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift)
+                } else {
+                    Self.normalize(xP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
+                }
+            }
             if ctx.training {
                 // Per channel: mean, Σ(x − μ)² and — without a cross-rank reduction — the output
                 // right away, while the channel is still in cache (one pass over memory, not two).
@@ -116,7 +137,7 @@ public final class BatchNorm: Layer {
                             guard local else { continue }
                             let (mean, _, invStd) = Self.statistics(mean: sp.pointer[c], m2: sp.pointer[ch + c], count: m, eps: eps)
                             let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: mean, invStd: invStd)
-                            Self.normalize(p, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
+                            write(c, scale, shift)
                         }
                     }
                 }
@@ -143,7 +164,7 @@ public final class BatchNorm: Layer {
                     runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
                     runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
                 }
-                if local { return output }
+                if local { return result }
             } else {
                 for c in 0..<channels {
                     mean[c] = runningMean[c]
@@ -154,10 +175,10 @@ public final class BatchNorm: Layer {
             parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
                 for c in range {
                     let (scale, shift) = Self.affine(gamma: g.pointer[c], beta: b.pointer[c], mean: meanC[c], invStd: invC[c])
-                    Self.normalize(xP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
+                    write(c, scale, shift)
                 }
             }
-            return output
+            return result
         }
     }
 

@@ -29,6 +29,13 @@ public final class ResidualBlock: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        if let last = main.layers.last as? BatchNorm, !last.relu {
+            // The main branch's last batch norm adds the shortcut and applies the ReLU in its own
+            // pass over the activations (its output is neither written nor read back).
+            let z = main.forwardAllButLast(x, ctx)
+            let r = shortcut?.forward(x, ctx) ?? x
+            return last.forward(z, adding: r, into: output, ctx)
+        }
         let m = main.forward(x, ctx)
         let r = shortcut?.forward(x, ctx) ?? x
         return ctx.timed(.add) {

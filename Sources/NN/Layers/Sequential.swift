@@ -14,6 +14,11 @@ public final class Sequential: Layer {
         layers.reduce(x) { $1.forward($0, ctx) }
     }
 
+    /// The forward pass of all layers but the last.
+    func forwardAllButLast(_ x: Tensor, _ ctx: Context) -> Tensor {
+        layers.dropLast().reduce(x) { $1.forward($0, ctx) }
+    }
+
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         layers.reversed().reduce(dy) { $1.backward($0, ctx) }
     }
