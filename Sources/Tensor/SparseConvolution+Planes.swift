@@ -26,16 +26,31 @@ extension SparseConvolution {
         layout == .planes || index.density < 0.2 || height * width <= 16
     }
 
-    /// Floats between channels of the planes the kernels read. At batch 128 a plane is a power of
-    /// two floats (32×32: 512 KB), so every channel's window of a tile falls into the same cache
-    /// sets and 64 of them thrash L1 and L2; planes whose size is a multiple of 4 KB are read from a
-    /// copy whose channels lie 17 cache lines further apart.
-    static func channelPitch(plane: Int) -> Int { plane % 1024 == 0 ? plane + 17 * 16 : plane }
+    /// Floats between channels of the planes the kernels read. A tile reads the same window of
+    /// every channel, so channels whose planes lie a multiple of the L2's way size apart (64 KiB:
+    /// 1 MiB, 16 ways) fall into the same sets: `gcd(plane bytes, 64 KiB) / 64 KiB` of the
+    /// channels share each group of sets, and when more than 8 do (half the ways: the outputs'
+    /// rows fall into the same sets too), they thrash L2 (VGG16 at batch
+    /// 128: a 32×32 plane is 512 KiB, all 64 channels in one group; planes lost to frames at density
+    /// 0.064, 21 against 17 ms). Such inputs are read from a copy whose channels lie 17 cache lines
+    /// further apart. ResNet-50's 56×56 planes at batch 32 (392 KiB: 8 channels per group) are read
+    /// in place: `bench conv --threads 1`, 64 → 64 at density 0.177, forward 32 ms in place against
+    /// 36–44 from the copy.
+    /// `spreadsChannels` forces either layout.
+    func channelPitch(plane: Int, channels: Int) -> Int {
+        let spread = spreadsChannels ?? {
+            let way = 1 << 16
+            var a = plane * MemoryLayout<Float>.stride, b = way
+            while b != 0 { (a, b) = (b, a % b) }
+            return channels * a / way > 8
+        }()
+        return spread ? plane + 17 * 16 : plane
+    }
 
     /// `x` (`channels` planes of `plane` floats) at `channelPitch`: x itself, or a copy in `buffer`.
     func staged(_ x: UnsafePointer<Float>, channels: Int, plane: Int, into buffer: Buffer<Float>,
                 threads: Int) -> UnsafePointer<Float> {
-        let pitch = Self.channelPitch(plane: plane)
+        let pitch = channelPitch(plane: plane, channels: channels)
         guard pitch != plane else { return x }
         let dst = SendablePointer(buffer.reserve(channels * pitch)), src = SendablePointer(UnsafeMutablePointer(mutating: x))
         parallelChunks(channels, chunks: channels * plane > 1 << 16 ? threads : 1) { range in
@@ -48,8 +63,12 @@ extension SparseConvolution {
     /// `height × width` (recomputed only when the shape or the mask changed).
     func preparePlanes(batch: Int, height: Int, width: Int) {
         if let b = planesBuiltFor, b == (batch, height, width, generation) { return }
-        let plane = batch * height * width, pitch = Self.channelPitch(plane: plane)
-        precondition((max(inChannels, outChannels) + 1) * pitch < Int(Int32.max), "sparse convolution planes are limited to 2^31 floats")
+        let plane = batch * height * width
+        // The input's channels at its pitch (forward, weight gradient), dY's at its own (input gradient).
+        let pitch = channelPitch(plane: plane, channels: inChannels)
+        let pitchT = channelPitch(plane: plane, channels: outChannels)
+        precondition((max(inChannels, outChannels) + 1) * max(pitch, pitchT) < Int(Int32.max),
+                     "sparse convolution planes are limited to 2^31 floats")
         let total = index.count
         let src = planeSource.reserve(total), tap = planeTap.reserve(total)
         /// Offset of tap t (kh·3 + kw) from the output position.
@@ -65,7 +84,7 @@ extension SparseConvolution {
         let srcT = planeSourceT.reserve(total), tapT = planeTapT.reserve(total)
         for e in 0..<total {
             let c = Int(column[e]), t = c % 9
-            srcT[e] = Int32(c / 9 * pitch - shift(t))
+            srcT[e] = Int32(c / 9 * pitchT - shift(t))
             tapT[e] = UInt8(8 - t)
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width), Int32(plane)))

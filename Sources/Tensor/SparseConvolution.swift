@@ -68,6 +68,9 @@ public final class SparseConvolution {
     let planeSource = Buffer<Int32>(), planeTap = Buffer<UInt8>()
     let planeSourceT = Buffer<Int32>(), planeTapT = Buffer<UInt8>(), planeMasks = Buffer<UInt16>()
     var planesBuiltFor: (batch: Int, height: Int, width: Int, generation: Int)?
+    /// Whether the planes passes read their inputs from a copy with spread channels: nil follows
+    /// the rule of `channelPitch`; true or false force it (tests).
+    public var spreadsChannels: Bool? { didSet { planesBuiltFor = nil } }
     /// The weight gradient's groups on planes (see `preparePlaneGroups`) and the mask generation
     /// they were built for.
     let planeRowGroups = Buffer<Int32>(), planeGroupEntries = Buffer<Int32>()

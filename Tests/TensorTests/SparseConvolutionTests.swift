@@ -82,9 +82,14 @@ final class SparseConvolutionTests: XCTestCase {
                     if conv.usesPlanes(height: c.h, width: c.w, isa: isa) { layouts.append(.planes) }
                     conv.layout = .automatic
                     if conv.usesPlanes(height: c.h, width: c.w, isa: isa) { layouts.append(.automatic) }
-                    for (threads, layout) in [1, 2].flatMap({ t in layouts.map { (t, $0) } }) {
+                    // Planes read in place and from copies with spread channels (the rule takes copies
+                    // only for planes of whole multiples of 64 KiB and many channels).
+                    var runs = [1, 2].flatMap { t in layouts.map { (t, $0, false) } }
+                    if layouts.contains(.planes) { runs.append((2, .planes, true)) }
+                    for (threads, layout, spread) in runs {
                         conv.layout = layout
-                        let tag = "\(isa) \(c) \(pattern) threads \(threads) \(layout)"
+                        conv.spreadsChannels = spread ? true : nil
+                        let tag = "\(isa) \(c) \(pattern) threads \(threads) \(layout)\(spread ? " spread" : "")"
                         var y = [Float](repeating: .nan, count: outCount)
                         var dx = [Float](repeating: .nan, count: x.count)
                         var dw = [Float](repeating: 0, count: m.count)
