@@ -306,3 +306,34 @@ final class InPlaceReLUTests: XCTestCase {
         XCTAssertEqual(results[0], results[1])
     }
 }
+
+final class ResidualChainTests: XCTestCase {
+    /// Consecutive residual blocks gate the gradient once, in the later block's sum of its
+    /// branches: a ResNet-20 (basic blocks, option-A shortcuts) and a ResNet-18 (projection
+    /// shortcuts) give bit for bit the gradients of the same networks unchained.
+    func testChainedResidualBlocksGiveTheUnchainedGradients() throws {
+        for model in [ModelName.resnet20, .resnet18] {
+            var results: [[Float]] = []
+            for linked in [true, false] {
+                let net = try buildModel(model, classes: 3, input: (3, 8, 8), hidden: [], seed: 5)
+                let blocks = net.body.layers.filter { $0 is ResidualBlock }
+                XCTAssertGreaterThan(blocks.count, 2)
+                XCTAssertEqual((blocks.first as? ResidualBlock)?.receivesGatedGradient, true, "built chained")
+                if !linked { ResidualBlock.chain(net.body.layers, linked: false) }
+                let ctx = net.ctx
+                let x = Tensor(Shape(n: 4, c: 3, h: 8, w: 8))
+                var rng = Xoshiro256(seed: 3)
+                for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1 }
+                let y = net.body.forward(x, ctx)
+                let dy = Tensor(y.shape)
+                for i in 0..<dy.count { dy.data[i] = rng.nextFloat() - 0.5 }
+                let dx = net.body.backward(dy, ctx)
+                results.append(Array(y.buffer) + Array(dx.buffer) + Array(net.store.gradients))
+            }
+            let differing = zip(results[0], results[1]).filter { $0 != $1 }.count
+            XCTAssertEqual(results[0].count, results[1].count)
+            XCTAssertEqual(differing, 0, "\(model): values that differ")
+            XCTAssertTrue(results[0].contains { $0 != 0 })
+        }
+    }
+}

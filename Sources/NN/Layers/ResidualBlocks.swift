@@ -15,6 +15,13 @@ public final class ResidualBlock: Layer {
     /// nil: identity.
     public let shortcut: Layer?
     private let output = Tensor()
+    /// The block's output feeds the next block straight (see `chain`): the gradient it is given
+    /// is already gated by its ReLU, which the next block applied while summing its branches.
+    private(set) var receivesGatedGradient = false
+    /// The block's input is the previous block's output (`chain`): its input gradient is gated by
+    /// `x > 0` — the previous block's ReLU, whose output x is — in the pass that sums the branches.
+    private(set) var gatesInputGradient = false
+    private unowned(unsafe) var input: Tensor?
 
     public init(main: Sequential, shortcut: Layer?) {
         self.main = main
@@ -28,7 +35,19 @@ public final class ResidualBlock: Layer {
         return m
     }
 
+    /// Links consecutive blocks of `layers` (`linked`), or unlinks them: each such pair gates the
+    /// gradient once, in the later block's sum of its branches, instead of in a pass of its own
+    /// in the earlier block (the same values: that block's output is the later one's input).
+    static func chain(_ layers: [Layer], linked: Bool = true) {
+        for (earlier, later) in zip(layers, layers.dropFirst()) {
+            guard let a = earlier as? ResidualBlock, let b = later as? ResidualBlock else { continue }
+            a.receivesGatedGradient = linked
+            b.gatesInputGradient = linked
+        }
+    }
+
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
+        input = x
         if let last = main.layers.last as? BatchNorm, !last.relu {
             // The main branch's last batch norm adds the shortcut and applies the ReLU in its own
             // pass over the activations (its output is neither written nor read back).
@@ -54,7 +73,7 @@ public final class ResidualBlock: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        let sumGradient = ctx.timed(.add) { () -> Tensor in
+        let sumGradient = receivesGatedGradient ? dy : ctx.timed(.add) { () -> Tensor in
             let g = ctx.gradientBuffer(dy.shape)
             reluBackward(output.data, dy.data, g.data, dy.count, ctx)
             ctx.release(dy)
@@ -70,9 +89,20 @@ public final class ResidualBlock: Layer {
             defer { ctx.release(dMain); ctx.release(dShort) }
             let a = SendablePointer(dMain.data), b = SendablePointer(dShort.data)
             let o = SendablePointer(inputGradient.data)
-            parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
-                var i = range.lowerBound
-                while i < range.upperBound { o.pointer[i] = a.pointer[i] + b.pointer[i]; i &+= 1 }
+            if gatesInputGradient, let x = input {
+                let xp = SendablePointer(x.data)
+                parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
+                    var i = range.lowerBound
+                    while i < range.upperBound {
+                        o.pointer[i] = xp.pointer[i] > 0 ? a.pointer[i] + b.pointer[i] : 0
+                        i &+= 1
+                    }
+                }
+            } else {
+                parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
+                    var i = range.lowerBound
+                    while i < range.upperBound { o.pointer[i] = a.pointer[i] + b.pointer[i]; i &+= 1 }
+                }
             }
             return inputGradient
         }

@@ -122,6 +122,7 @@ func cifarResNet(_ store: ParameterStore, depth: Int, inChannels: Int, classes: 
             channels = width
         }
     }
+    ResidualBlock.chain(body.layers)
     body.append(AvgPool2d.global())
     body.append(Flatten())
     body.append(Linear("fc", store: store, inFeatures: 4 * w, outFeatures: classes))
@@ -165,6 +166,7 @@ func resNet(_ store: ParameterStore, basic: Bool, blocks: [Int], imageNetStem: B
             channels = planes * expansion
         }
     }
+    ResidualBlock.chain(body.layers)
     body.append(AvgPool2d.global())
     body.append(Flatten())
     body.append(Linear("fc", store: store, inFeatures: channels, outFeatures: classes))
