@@ -436,7 +436,7 @@ final class Buffer<T> {
     private var capacity = 1
 
     private static func allocate(_ count: Int) -> UnsafeMutablePointer<T> {
-        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<T>.stride, alignment: cacheLineBytes)
+        allocateAligned(byteCount: count * MemoryLayout<T>.stride)
             .bindMemory(to: T.self, capacity: count)
     }
 
