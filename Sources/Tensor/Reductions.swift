@@ -126,3 +126,30 @@ public func reluAffine(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Floa
         i &+= 1
     }
 }
+
+/// `out[i] = a[i] + b[i]`, or with `gate`, `gate[i] > 0 ? a[i] + b[i] : 0`: a residual block's
+/// input gradient, the sum of its branches' (gated by the ReLU whose output `gate` is).
+public func sumGated(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, gate: UnsafePointer<Float>?,
+                     _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b), ro = UnsafeMutableRawPointer(out)
+    if let gate {
+        let rg = UnsafeRawPointer(gate)
+        while i &+ 16 <= n {
+            let s = ra.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+                + rb.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            let g = rg.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            ro.storeBytes(of: s.replacing(with: 0, where: .!(g .> 0)), toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n { out[i] = gate[i] > 0 ? a[i] + b[i] : 0; i &+= 1 }
+    } else {
+        while i &+ 16 <= n {
+            let s = ra.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+                + rb.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            ro.storeBytes(of: s, toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n { out[i] = a[i] + b[i]; i &+= 1 }
+    }
+}

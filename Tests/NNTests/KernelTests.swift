@@ -178,6 +178,15 @@ final class KernelTests: XCTestCase {
             let both = sumAndDot(a, b, n)
             XCTAssertEqual(both.sum.bitPattern, sum(a, n).bitPattern)
             XCTAssertEqual(both.dot.bitPattern, dot(a, b, n).bitPattern)
+            // Branch sums, plain and gated by a ReLU output (zeros and positives, and a negative).
+            let gate: [Float] = (0..<n).map { (i: Int) -> Float in i % 3 == 0 ? 0 : (i % 7 == 0 ? -1 : Float(i)) }
+            var plain = [Float](repeating: .nan, count: n), gated = [Float](repeating: .nan, count: n)
+            sumGated(a, b, gate: nil, &plain, n)
+            sumGated(a, b, gate: gate, &gated, n)
+            let sums: [Float] = zip(a, b).map { $0 + $1 }
+            let gatedSums: [Float] = (0..<n).map { (i: Int) -> Float in gate[i] > 0 ? sums[i] : 0 }
+            XCTAssertEqual(plain, sums)
+            XCTAssertEqual(gated, gatedSums)
         }
     }
 }

@@ -89,20 +89,10 @@ public final class ResidualBlock: Layer {
             defer { ctx.release(dMain); ctx.release(dShort) }
             let a = SendablePointer(dMain.data), b = SendablePointer(dShort.data)
             let o = SendablePointer(inputGradient.data)
-            if gatesInputGradient, let x = input {
-                let xp = SendablePointer(x.data)
-                parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
-                    var i = range.lowerBound
-                    while i < range.upperBound {
-                        o.pointer[i] = xp.pointer[i] > 0 ? a.pointer[i] + b.pointer[i] : 0
-                        i &+= 1
-                    }
-                }
-            } else {
-                parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
-                    var i = range.lowerBound
-                    while i < range.upperBound { o.pointer[i] = a.pointer[i] + b.pointer[i]; i &+= 1 }
-                }
+            let gate = gatesInputGradient ? input.map { SendablePointer($0.data) } : nil
+            parallelChunks(dMain.count, chunks: ctx.chunks(for: dMain.count)) { range in
+                let i = range.lowerBound
+                sumGated(a.pointer + i, b.pointer + i, gate: gate.map { UnsafePointer($0.pointer + i) }, o.pointer + i, range.count)
             }
             return inputGradient
         }
