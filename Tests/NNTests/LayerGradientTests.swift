@@ -307,6 +307,48 @@ final class InPlaceReLUTests: XCTestCase {
     }
 }
 
+final class FusedPoolingTests: XCTestCase {
+    /// A batch norm with its ReLU followed by a 2×2 max pooling runs as one pass inside a
+    /// Sequential (the batch norm's output not written): output, input gradient, parameter
+    /// gradients and running statistics bit for bit those of the layers run one by one — in
+    /// training and evaluation, with and without a (one-rank) cross-rank reduction, and on a
+    /// plane the windows do not tile (not fused).
+    func testBatchNormThenMaxPoolingEqualsTheLayersApart() {
+        for (shape, mode) in [(Shape(n: 3, c: 3, h: 6, w: 20), "training"), (Shape(n: 3, c: 3, h: 6, w: 20), "reduced"),
+                              (Shape(n: 2, c: 3, h: 4, w: 4), "evaluation"), (Shape(n: 2, c: 3, h: 5, w: 6), "training")] {
+            var results: [[Float]] = []
+            for fused in [true, false] {
+                let store = ParameterStore()
+                let layers: [Layer] = [
+                    Conv2d("c", store: store, inChannels: 3, outChannels: 4, kernelSize: 3, padding: 1),
+                    BatchNorm("bn", store: store, channels: 4, relu: true), MaxPool2d(kernelSize: 2),
+                ]
+                store.allocate(seed: 12)
+                let bn = layers[1] as! BatchNorm
+                if mode == "reduced" { bn.crossReplicaSum = { _ in } }
+                let ctx = Context()
+                if mode == "evaluation" {
+                    ctx.training = false
+                    bn.setRunningStatistics(mean: [0.1, -0.2, 0.3, 0], variance: [0.5, 1.5, 2, 1])
+                }
+                var rng = Xoshiro256(seed: 2)
+                let x = Tensor(shape)
+                for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1 }
+                let net = Sequential(layers)
+                let y = fused ? net.forward(x, ctx) : layers.reduce(x) { $1.forward($0, ctx) }
+                let dy = Tensor(y.shape)
+                for i in 0..<dy.count { dy.data[i] = rng.nextFloat() - 0.5 }
+                let dx = net.backward(dy, ctx)
+                results.append(Array(y.buffer) + Array(dx.buffer) + Array(store.gradients) + bn.runningMean + bn.runningVar)
+            }
+            let differing = zip(results[0], results[1]).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTAssertEqual(results[0].count, results[1].count)
+            XCTAssertEqual(differing, 0, "\(shape) \(mode): values that differ")
+            XCTAssertTrue(results[0].contains(0) && results[0].contains { $0 > 0 })
+        }
+    }
+}
+
 final class ResidualChainTests: XCTestCase {
     /// Consecutive residual blocks gate the gradient once, in the later block's sum of its
     /// branches: a ResNet-20 (basic blocks, option-A shortcuts) and a ResNet-18 (projection

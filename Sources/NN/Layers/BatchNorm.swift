@@ -91,7 +91,13 @@ public final class BatchNorm: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        forward(x, adding: nil, into: output, ctx)
+        let xP = SendablePointer(x.data), fused = relu, m = x.shape.n * x.shape.plane
+        output.reshape(x.shape)
+        let yP = SendablePointer(output.data)
+        forward(x, ctx) { c, scale, shift in
+            Self.normalize(xP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
+        }
+        return output
     }
 
     /// `y = relu(BN(x) + residual)` into `y` (reshaped to x's shape): a residual block's last
@@ -99,27 +105,27 @@ public final class BatchNorm: Layer {
     /// backward is the plain one: the block gates its gradient by `y > 0` before.
     public func forward(_ x: Tensor, adding residual: Tensor, into y: Tensor, _ ctx: Context) -> Tensor {
         precondition(!relu && residual.shape == x.shape, "\(name): a residual sum needs a plain batch norm of the same shape")
-        return forward(x, adding: Optional(residual), into: y, ctx)
+        let xP = SendablePointer(x.data), rP = SendablePointer(residual.data), m = x.shape.n * x.shape.plane
+        y.reshape(x.shape)
+        let yP = SendablePointer(y.data)
+        forward(x, ctx) { c, scale, shift in
+            reluAffineAdd(xP.pointer + c * m, rP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift)
+        }
+        return y
     }
 
-    private func forward(_ x: Tensor, adding residual: Tensor?, into result: Tensor, _ ctx: Context) -> Tensor {
+    /// The training or evaluation forward pass up to the affine map of each channel: statistics
+    /// (reduced across ranks when set), running statistics, then `write(c, scale, shift)` for
+    /// every channel — which produces the layer's output (`y = x·scale + shift`, or what a fused
+    /// consumer makes of it: the residual sum, a max pooling). Keeps x for the backward.
+    func forward(_ x: Tensor, _ ctx: Context, write: @escaping @Sendable (_ c: Int, _ scale: Float, _ shift: Float) -> Void) {
         ctx.timed(.batchNorm) {
             input = x
             let s = x.shape
-            result.reshape(s)
             let m = s.n * s.plane
             let gamma = gammaValues, beta = betaValues
-            let xP = SendablePointer(x.data), yP = SendablePointer(result.data)
-            let rP = residual.map { SendablePointer($0.data) }
-            let g = SendablePointer(gamma), b = SendablePointer(beta), fused = relu, eps = eps
-            /// Channel c's output from its affine map.
-            let write = { @Sendable (c: Int, scale: Float, shift: Float) in
-                if let r = rP {
-                    reluAffineAdd(xP.pointer + c * m, r.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift)
-                } else {
-                    Self.normalize(xP.pointer + c * m, yP.pointer + c * m, m, scale: scale, shift: shift, relu: fused)
-                }
-            }
+            let xP = SendablePointer(x.data)
+            let g = SendablePointer(gamma), b = SendablePointer(beta), eps = eps
             if ctx.training {
                 // Per channel: mean, Σ(x − μ)² and — without a cross-rank reduction — the output
                 // right away, while the channel is still in cache (one pass over memory, not two).
@@ -164,7 +170,7 @@ public final class BatchNorm: Layer {
                     runningMean[c] = (1 - momentum) * runningMean[c] + momentum * mu
                     runningVar[c] = (1 - momentum) * runningVar[c] + momentum * unbiased
                 }
-                if local { return result }
+                if local { return }
             } else {
                 for c in 0..<channels {
                     mean[c] = runningMean[c]
@@ -178,7 +184,6 @@ public final class BatchNorm: Layer {
                     write(c, scale, shift)
                 }
             }
-            return result
         }
     }
 

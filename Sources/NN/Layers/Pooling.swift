@@ -71,6 +71,34 @@ public final class MaxPool2d: Layer {
         }
     }
 
+    /// Whether this pooling takes `bn`'s output in `forward(normalizing:by:_:)` for inputs of
+    /// shape `s`: 2×2 windows tiling the planes, after a batch norm with its ReLU.
+    func fuses(after bn: BatchNorm, _ s: Shape) -> Bool { bn.relu && isTiling2x2(s) }
+
+    /// `pool(relu(BN(x)))` without the batch norm's output: each channel's windows are pooled
+    /// from its affine map as the batch norm produces it (the same values and winners as the two
+    /// layers apart; the pass counts as batch norm). Backward: this layer's, then the batch norm's,
+    /// which reads x.
+    func forward(normalizing x: Tensor, by bn: BatchNorm, _ ctx: Context) -> Tensor {
+        precondition(fuses(after: bn, x.shape), "max pooling fuses 2×2 tiling windows after a batch norm with its ReLU")
+        let s = x.shape, ho = s.h / 2, wo = s.w / 2
+        inputShape = s
+        output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
+        if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+        argmax.withUnsafeMutableBufferPointer { am in
+            let xp = SendablePointer(x.data), yp = SendablePointer(output.data), ip = SendablePointer(am.baseAddress!)
+            let images = s.n, plane = s.plane, pooled = ho * wo, h = s.h, w = s.w
+            bn.forward(x, ctx) { c, scale, shift in
+                for image in 0..<images {
+                    let pl = c * images + image
+                    maxPool2x2Plane(xp.pointer + pl * plane, h: h, w: w, out: yp.pointer + pl * pooled,
+                                    index: ip.pointer + pl * pooled, affine: (scale, shift))
+                }
+            }
+        }
+        return output
+    }
+
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.pool) {
             let s = inputShape
@@ -175,9 +203,22 @@ private let poolLanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
 @inline(__always)
 private func maxPool2x2Plane(
     _ x: UnsafeMutablePointer<Float>, h: Int, w: Int, out: UnsafeMutablePointer<Float>,
-    index: UnsafeMutablePointer<Int32>
+    index: UnsafeMutablePointer<Int32>, affine: (scale: Float, shift: Float)? = nil
 ) {
     let wo = w / 2
+    // With `affine`, each input is first max(x·scale + shift, 0) (0 also for NaN), as
+    // `reluAffine` computes a batch norm's output: the same values, so the same winners.
+    let vScale = SIMD16<Float>(repeating: affine?.scale ?? 1), vShift = SIMD16<Float>(repeating: affine?.shift ?? 0)
+    @inline(__always) func input(_ v: SIMD16<Float>) -> SIMD16<Float> {
+        guard affine != nil else { return v }
+        let z = v * vScale + vShift
+        return z.replacing(with: 0, where: .!(z .> 0))
+    }
+    @inline(__always) func input(_ v: Float) -> Float {
+        guard let a = affine else { return v }
+        let z = v * a.scale + a.shift
+        return z > 0 ? z : 0
+    }
     // Lane j of a block of 8 outputs starting at output column ow reads plane offsets
     // base + {0, 1, w, w + 1} with base = 2·oh·w + 2·(ow + j).
     for oh in 0..<(h / 2) {
@@ -186,8 +227,8 @@ private func maxPool2x2Plane(
         // Eight outputs at a time: even and odd columns of two rows, strict > so the first of
         // ties in window order wins, as below.
         while ow + 8 <= wo {
-            let top = UnsafeRawPointer(r0 + 2 * ow).loadUnaligned(as: SIMD16<Float>.self)
-            let bottom = UnsafeRawPointer(r0 + w + 2 * ow).loadUnaligned(as: SIMD16<Float>.self)
+            let top = input(UnsafeRawPointer(r0 + 2 * ow).loadUnaligned(as: SIMD16<Float>.self))
+            let bottom = input(UnsafeRawPointer(r0 + w + 2 * ow).loadUnaligned(as: SIMD16<Float>.self))
             let base = SIMD8<Int32>(repeating: Int32(2 * oh * w + 2 * ow)) &+ poolLanes
             var best = top.evenHalf, at = base
             @inline(__always) func challenge(_ v: SIMD8<Float>, _ shift: Int) {
@@ -204,10 +245,11 @@ private func maxPool2x2Plane(
         }
         for ow in ow..<wo {
             let base = 2 * oh * w + 2 * ow
-            var best = r0[2 * ow], at = base
-            if r0[2 * ow + 1] > best { best = r0[2 * ow + 1]; at = base + 1 }
-            if r0[w + 2 * ow] > best { best = r0[w + 2 * ow]; at = base + w }
-            if r0[w + 2 * ow + 1] > best { best = r0[w + 2 * ow + 1]; at = base + w + 1 }
+            let a = input(r0[2 * ow]), b = input(r0[2 * ow + 1]), c = input(r0[w + 2 * ow]), d = input(r0[w + 2 * ow + 1])
+            var best = a, at = base
+            if b > best { best = b; at = base + 1 }
+            if c > best { best = c; at = base + w }
+            if d > best { best = d; at = base + w + 1 }
             out[oh * wo + ow] = best
             index[oh * wo + ow] = Int32(at)
         }

@@ -11,12 +11,30 @@ public final class Sequential: Layer {
     }
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
-        layers.reduce(x) { $1.forward($0, ctx) }
+        forward(layers[...], x, ctx)
     }
 
     /// The forward pass of all layers but the last.
     func forwardAllButLast(_ x: Tensor, _ ctx: Context) -> Tensor {
-        layers.dropLast().reduce(x) { $1.forward($0, ctx) }
+        forward(layers.dropLast(), x, ctx)
+    }
+
+    /// Runs `list` forward. A batch norm with its ReLU followed by a 2×2 max pooling that tiles
+    /// its output runs as one pass (`MaxPool2d.forward(normalizing:by:_:)`): the batch norm's
+    /// output is neither written nor read back.
+    private func forward(_ list: ArraySlice<Layer>, _ x: Tensor, _ ctx: Context) -> Tensor {
+        var y = x, i = list.startIndex
+        while i < list.endIndex {
+            if let bn = list[i] as? BatchNorm, i + 1 < list.endIndex, let pool = list[i + 1] as? MaxPool2d,
+               pool.fuses(after: bn, y.shape) {
+                y = pool.forward(normalizing: y, by: bn, ctx)
+                i += 2
+            } else {
+                y = list[i].forward(y, ctx)
+                i += 1
+            }
+        }
+        return y
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
