@@ -1,11 +1,13 @@
 import ArgumentParser
 import Comm
 import NN
+import Tensor
 
 extension ModelName: ExpressibleByArgument {}
 extension ConvolutionAlgorithm: ExpressibleByArgument {}
 extension SparseKernelMode: ExpressibleByArgument {}
 extension CommunicationThreadMode: ExpressibleByArgument {}
+extension SparseConvolution.Layout: ExpressibleByArgument {}
 
 /// The model a command works on: name, classes, input shape, MLP widths.
 struct ModelOptions: ParsableArguments {

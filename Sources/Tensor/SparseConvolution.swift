@@ -51,7 +51,7 @@ public final class SparseConvolution {
     /// Where the passes read and write activations: padded frames (any geometry), or the
     /// unpadded planes themselves (3×3, stride 1, padding 1, any H·W: no frame copies, outputs
     /// stored in place; see `stsp_plane_spmm`).
-    public enum Layout: Sendable { case automatic, frames, planes }
+    public enum Layout: String, CaseIterable, Sendable { case automatic, frames, planes }
     /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
     /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv
     /// --layout planes|frames`, forward and input gradient each, batch 128, 2 threads: 64 → 64 at

@@ -118,7 +118,7 @@ public final class BatchNorm: Layer {
     /// (reduced across ranks when set), running statistics, then `write(c, scale, shift)` for
     /// every channel — which produces the layer's output (`y = x·scale + shift`, or what a fused
     /// consumer makes of it: the residual sum, a max pooling). Keeps x for the backward.
-    func forward(_ x: Tensor, _ ctx: Context, write: @escaping @Sendable (_ c: Int, _ scale: Float, _ shift: Float) -> Void) {
+    func forward(_ x: Tensor, _ ctx: Context, write: @Sendable (_ c: Int, _ scale: Float, _ shift: Float) -> Void) {
         ctx.timed(.batchNorm) {
             input = x
             let s = x.shape

@@ -37,12 +37,9 @@ public final class MaxPool2d: Layer {
 
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.pool) {
-            let s = x.shape, g = geometry(s)
-            inputShape = s
-            let ho = g.outHeight, wo = g.outWidth
-            output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
+            let s = x.shape
+            let (ho, wo) = prepareOutput(for: s)
             let planes = s.c * s.n
-            if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
             if isTiling2x2(s) {
                 argmax.withUnsafeMutableBufferPointer { am in
                     let xp = SendablePointer(x.data), yp = SendablePointer(output.data)
@@ -71,6 +68,15 @@ public final class MaxPool2d: Layer {
         }
     }
 
+    /// Records the input shape, sizes the output and the winners' indices; the output's Ho, Wo.
+    private func prepareOutput(for s: Shape) -> (Int, Int) {
+        let g = geometry(s)
+        inputShape = s
+        output.reshape(Shape(n: s.n, c: s.c, h: g.outHeight, w: g.outWidth))
+        if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+        return (g.outHeight, g.outWidth)
+    }
+
     /// Whether this pooling takes `bn`'s output in `forward(normalizing:by:_:)` for inputs of
     /// shape `s`: 2×2 windows tiling the planes, after a batch norm with its ReLU.
     func fuses(after bn: BatchNorm, _ s: Shape) -> Bool { bn.relu && isTiling2x2(s) }
@@ -81,10 +87,8 @@ public final class MaxPool2d: Layer {
     /// which reads x.
     func forward(normalizing x: Tensor, by bn: BatchNorm, _ ctx: Context) -> Tensor {
         precondition(fuses(after: bn, x.shape), "max pooling fuses 2×2 tiling windows after a batch norm with its ReLU")
-        let s = x.shape, ho = s.h / 2, wo = s.w / 2
-        inputShape = s
-        output.reshape(Shape(n: s.n, c: s.c, h: ho, w: wo))
-        if argmax.count < output.count { argmax = Array(repeating: 0, count: output.count) }
+        let s = x.shape
+        let (ho, wo) = prepareOutput(for: s)
         argmax.withUnsafeMutableBufferPointer { am in
             let xp = SendablePointer(x.data), yp = SendablePointer(output.data), ip = SendablePointer(am.baseAddress!)
             let images = s.n, plane = s.plane, pooled = ho * wo, h = s.h, w = s.w

@@ -33,7 +33,7 @@ struct BenchConv: ParsableCommand {
     var isa: String?
 
     @Option(help: "Layout of the sparse passes: automatic (as training chooses), frames, or planes (3×3 stride-1 padding-1 layers on unpadded planes).")
-    var layout: String = "automatic"
+    var layout: SparseConvolution.Layout = .automatic
 
     @Flag(help: "Print one JSON object per shape instead of a table.")
     var json = false
@@ -65,18 +65,7 @@ struct BenchConv: ParsableCommand {
         _ = try selectedISA(isa)
     }
 
-    /// `--layout` as a `SparseConvolution.Layout`.
-    func parsedLayout() throws -> SparseConvolution.Layout {
-        switch layout {
-        case "automatic": return .automatic
-        case "frames": return .frames
-        case "planes": return .planes
-        default: throw InputError("--layout: '\(layout)' is not automatic, frames or planes")
-        }
-    }
-
     func run() throws {
-        _ = try parsedLayout()
         let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
         BLAS.threads = threadCount > 1 ? 1 : threadCount
         var rows: [Row] = []
@@ -163,7 +152,6 @@ struct BenchConv: ParsableCommand {
     func runSparse(dense: [Row], threads: Int) throws {
         let list = try parsedDensities(), variant = try selectedISA(isa)
         guard !list.isEmpty else { return }
-        let sparseLayout = try parsedLayout()
         var rows: [SparseRow] = []
         var rng = Xoshiro256(seed: 3)
         func random(_ shape: Shape) -> Tensor {
@@ -179,7 +167,7 @@ struct BenchConv: ParsableCommand {
             let mask = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { mask.deallocate() }
             let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: 3, stride: 1, padding: 1)
-            sparse.layout = sparseLayout
+            sparse.layout = layout
             for d in list {
                 for i in 0..<count { mask[i] = rng.nextDouble() < d ? 1 : 0 }
                 sparse.rebuild(mask: mask)
