@@ -83,7 +83,7 @@ extension Conv2d {
 
     /// Forward into `output` (shaped by the caller; no bias).
     func denseForward(_ x: Tensor, _ ctx: Context) {
-        let s = x.shape, g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane
+        let s = x.shape, g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane
         let y = SendablePointer(output.data), xp = SendablePointer(x.data), cin = inChannels, cout = outChannels
         if let kernel = directKernel(s, ctx) {
             directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, kernel: kernel, ctx)
@@ -103,7 +103,7 @@ extension Conv2d {
     /// `target = β·target + dY · col(X)ᵀ` (each worker into its partial, folded at the end).
     func denseWeightGradient(_ x: Tensor, _ dy: Tensor, into target: UnsafeMutablePointer<Float>, beta: Float,
                              _ ctx: Context) {
-        let s = x.shape, g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane, wCount = weight.count
+        let s = x.shape, g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane, wCount = weight.count
         if beta == 0 { target.update(repeating: 0, count: wCount) }
         let partials = ctx.workerPartials(count: wCount, target: target)
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data), cin = inChannels, cout = outChannels
@@ -143,7 +143,7 @@ extension Conv2d {
     /// `dx = col2im(Wᵀ · dY)` for an input of shape `s` (overwrites dx); the direct kernel runs
     /// the forward kernel on padded dY with the flipped, transposed weights.
     func denseInputGradient(_ dy: Tensor, into dx: UnsafeMutablePointer<Float>, inputShape s: Shape, _ ctx: Context) {
-        let g = geometry(s), n = s.n, plane = g.outPlane, cols = n * plane, inPlane = s.plane
+        let g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane, inPlane = s.plane
         let d = SendablePointer(dy.data), dxp = SendablePointer(dx), cin = inChannels, cout = outChannels
         if let kernel = directKernel(s, ctx) {
             directProduct(d, channels: cout, into: dxp, channels: cin, flipped: true, shape: s, kernel: kernel, ctx)

@@ -4,8 +4,9 @@ import Tensor
 /// 2-D convolution over channel-major activations. Dense passes (`Conv2d+DensePasses.swift`):
 /// im2col + one GEMM per chunk of images, or, for 3×3 stride-1 padding-1 layers with few
 /// channels, the direct kernel `Conv3x3`. With sparse kernels on, each pass is dense or sparse
-/// (`MaskedPasses`): a 1×1, stride-1, unpadded convolution as a `MaskedMatmul` over `n·H·W`
-/// columns (X is already the column matrix), any other as a `MaskedConvolution`.
+/// (`MaskedPasses`): a 1×1 unpadded convolution as a `MaskedMatmul` over `n·Ho·Wo` columns
+/// (X, or with stride s > 1 its copy subsampled to every s-th row and column, is the column
+/// matrix), any other as a `MaskedConvolution`.
 ///
 /// Weight (Cout, Cin, kh, kw), Kaiming-normal with fan-out (`std = √(2 / (Cout·kh·kw))`);
 /// optional bias (Cout), uniform ±1/√fan-in. Forward: `Y[Cout, n·Ho·Wo] = W · col(X)`.
@@ -20,6 +21,9 @@ public final class Conv2d: Layer {
     public let name: String
     let store: ParameterStore
     let output = Tensor()
+    /// A strided pointwise convolution's input at every `stride`-th row and column
+    /// (Cin, n, Ho, Wo): what its passes read, kept for the weight gradient.
+    private let subsampledInput = Tensor()
     private var matmul: MaskedMatmul?
     private var convolution: MaskedConvolution?
     /// Forward + backward seconds while profiling.
@@ -54,7 +58,26 @@ public final class Conv2d: Layer {
                      kernelW: kernelSize, stride: stride, padding: padding)
     }
 
-    var isPointwise: Bool { kernelSize == 1 && stride == 1 && padding == 0 }
+    /// A 1×1 unpadded convolution: a product with the (subsampled, if strided) input.
+    var isPointwise: Bool { kernelSize == 1 && padding == 0 }
+
+    /// The geometry the passes see for an input of shape `s` as they read it: a strided
+    /// pointwise convolution's passes read its subsampled input with stride 1.
+    func passGeometry(_ s: Shape) -> ConvGeometry {
+        isPointwise ? ConvGeometry(channels: s.c, height: s.h, width: s.w, kernelH: 1, kernelW: 1, stride: 1, padding: 0)
+            : geometry(s)
+    }
+
+    /// What the passes read for input `x`: `x` itself, or for a strided pointwise convolution
+    /// its subsampled copy (im2col of a 1×1 kernel with stride s).
+    private func passInput(_ x: Tensor, _ ctx: Context) -> Tensor {
+        guard isPointwise && stride > 1 else { return x }
+        let g = geometry(x.shape)
+        subsampledInput.reshape(Shape(n: x.shape.n, c: inChannels, h: g.outHeight, w: g.outWidth))
+        im2col(x.data, batch: x.shape.n, first: 0, count: x.shape.n, geometry: g, col: subsampledInput.data,
+               threads: ctx.threads)
+        return subsampledInput
+    }
 
     public func outputShape(for s: Shape) throws -> Shape {
         guard s.c == inChannels else {
@@ -93,8 +116,9 @@ public final class Conv2d: Layer {
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.conv, layerSeconds: &profiledSeconds) {
             input = x
-            let s = x.shape, g = geometry(s), cols = s.n * g.outPlane
-            output.reshape(Shape(n: s.n, c: outChannels, h: g.outHeight, w: g.outWidth))
+            let g = geometry(x.shape), cols = x.shape.n * g.outPlane
+            output.reshape(Shape(n: x.shape.n, c: outChannels, h: g.outHeight, w: g.outWidth))
+            let x = passInput(x, ctx), s = x.shape
             let dense = { self.denseForward(x, ctx) }
             switch sparsePasses(ctx) {
             case let m as MaskedMatmul:
@@ -112,8 +136,9 @@ public final class Conv2d: Layer {
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.conv, layerSeconds: &profiledSeconds) {
-            guard let x = input else { preconditionFailure("Conv2d.backward before forward") }
-            let s = x.shape, cols = s.n * geometry(s).outPlane, passes = sparsePasses(ctx)
+            guard let input else { preconditionFailure("Conv2d.backward before forward") }
+            let x = isPointwise && stride > 1 ? subsampledInput : input
+            let s = x.shape, cols = s.n * passGeometry(s).outPlane, passes = sparsePasses(ctx)
             let denseGradient = { (target: UnsafeMutablePointer<Float>, beta: Float) in
                 self.denseWeightGradient(x, dy, into: target, beta: beta, ctx)
             }
@@ -127,9 +152,11 @@ public final class Conv2d: Layer {
             }
             biasGradient(dy, cols: cols)
             store.onGradientReady?(weight)
-            let inputGradient = ctx.gradientBuffer(needsInputGradient ? s : Shape(n: 0, c: 0))
+            let inputGradient = ctx.gradientBuffer(needsInputGradient ? input.shape : Shape(n: 0, c: 0))
             if needsInputGradient {
-                let dx = inputGradient.data
+                // A strided pointwise convolution's gradient lands on the subsampled positions.
+                let subsampled = x !== input ? ctx.gradientBuffer(s) : nil
+                let dx = (subsampled ?? inputGradient).data
                 let dense = { self.denseInputGradient(dy, into: dx, inputShape: s, ctx) }
                 switch passes {
                 case let m as MaskedMatmul:
@@ -138,6 +165,12 @@ public final class Conv2d: Layer {
                     m.inputGradient(store, dy: dy.data, shape: s, outputPixels: cols, dx: dx, ctx, dense: dense)
                 default:
                     dense()
+                }
+                if let subsampled {
+                    inputGradient.zero()
+                    col2im(subsampled.data, batch: s.n, first: 0, count: s.n, geometry: geometry(input.shape),
+                           dx: inputGradient.data, threads: ctx.threads)
+                    ctx.release(subsampled)
                 }
             }
             ctx.release(dy)
