@@ -1,17 +1,39 @@
 import CSparseKernels
 import Dispatch
 
-/// The planes layout of `SparseConvolution` (3×3, stride 1, padding 1): which passes use it, the
-/// per-entry offsets and taps, the lane masks, and the weight gradient on planes.
+/// The planes layout of `SparseConvolution` (3×3, padding 1): which passes use it, the per-entry
+/// offsets and taps, the lane masks, and the passes on planes.
+///
+/// Stride 1 reads the input planes (H × W) as they are. Stride 2 (H and W even) reads a copy
+/// split into its four phases, each on the output grid Ho × Wo = H/2 × W/2: phase β = 2·(kh mod 2)
+/// + (kw mod 2) of channel c is plane `β·Cin + c`, `X'[β·Cin + c][n][i][j] = X[c][n][2i + 1 −
+/// kh mod 2][2j + 1 − kw mod 2]`, and tap (kh, kw) reads it shifted by (−1 if kh = 0 else 0,
+/// −1 if kw = 0 else 0) with that shift's lane masks — a stride-1 pass over the grid with 4·Cin
+/// input planes. Its input gradient is computed per phase (rows of the phase index, whose buckets
+/// are the same β) and interleaved into dX.
 extension SparseConvolution {
     /// Whether passes over `height × width` inputs run in the planes layout with kernel `isa`.
     public func usesPlanes(height: Int, width: Int, isa: KernelISA) -> Bool {
-        guard kernelSize == 3, stride == 1, padding == 1 else { return false }
+        guard kernelSize == 3, padding == 1,
+              stride == 1 || (stride == 2 && height % 2 == 0 && width % 2 == 0) else { return false }
+        let grid = planeGrid(height: height, width: width)
         switch layout {
         case .frames: return false
         case .planes: return true
-        case .automatic: return isa == .avx512 && (height * width <= 64 || index.density < 0.4)
+        case .automatic: return isa == .avx512 && (grid.height * grid.width <= 64 || index.density < 0.4)
         }
+    }
+
+    /// The grid the planes kernels run on for `height × width` inputs: the output's.
+    func planeGrid(height: Int, width: Int) -> (height: Int, width: Int) { (height / stride, width / stride) }
+
+    /// For weight column `c·9 + kh·3 + kw`: the staged plane its entries read and the tap
+    /// (shift and lane masks on the grid) they read it at.
+    private func planeEntry(column: Int) -> (plane: Int, tap: Int) {
+        let c = column / 9, t = column % 9
+        guard stride == 2 else { return (c, t) }
+        let kh = t / 3, kw = t % 3
+        return (((kh % 2) * 2 + kw % 2) * inChannels + c, (kh == 0 ? 0 : 3) + (kw == 0 ? 0 : 1))
     }
 
     /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
@@ -59,37 +81,121 @@ extension SparseConvolution {
         return UnsafePointer(dst.pointer)
     }
 
-    /// Entry offsets, taps and lane masks of the planes layout for `batch` images of
+    /// The planes the passes read for input `x` (`[Cin][batch][height][width]`): x itself, a copy
+    /// at `channelPitch`, or (stride 2) its phases at `channelPitch`, in `stagedInput`.
+    func stagedPlanes(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, threads: Int) -> UnsafePointer<Float> {
+        guard stride == 2 else {
+            return staged(x, channels: inChannels, plane: batch * height * width, into: stagedInput, threads: threads)
+        }
+        let grid = planeGrid(height: height, width: width), plane = batch * grid.height * grid.width
+        let pitch = channelPitch(plane: plane, channels: 4 * inChannels)
+        let dst = SendablePointer(stagedInput.reserve(4 * inChannels * pitch))
+        let src = SendablePointer(UnsafeMutablePointer(mutating: x)), cin = inChannels, images = batch
+        parallelChunks(cin, chunks: cin * batch * height * width > 1 << 16 ? threads : 1) { range in
+            for c in range {
+                for row in 0..<(images * height) {
+                    let from = src.pointer + (c * images * height + row) * width, i = row / 2
+                    // Input row 2i + 1 − βa: odd rows are phase βa = 0, even rows βa = 1.
+                    let rowPhase = 1 - row % 2
+                    for colPhase in 0..<2 {
+                        let to = dst.pointer + ((rowPhase * 2 + colPhase) * cin + c) * pitch + i * grid.width
+                        let first = 1 - colPhase
+                        for j in 0..<grid.width { to[j] = from[2 * j + first] }
+                    }
+                }
+            }
+        }
+        return UnsafePointer(dst.pointer)
+    }
+
+    /// Entry offsets, taps and lane masks of the planes layout for `batch` images on the grid
     /// `height × width` (recomputed only when the shape or the mask changed).
     func preparePlanes(batch: Int, height: Int, width: Int) {
         if let b = planesBuiltFor, b == (batch, height, width, generation) { return }
-        let plane = batch * height * width
-        // The input's channels at its pitch (forward, weight gradient), dY's at its own (input gradient).
-        let pitch = channelPitch(plane: plane, channels: inChannels)
+        let plane = batch * height * width, planesIn = stride * stride * inChannels
+        // The input's planes at their pitch (forward, weight gradient), dY's at its own (input gradient).
+        let pitch = channelPitch(plane: plane, channels: planesIn)
         let pitchT = channelPitch(plane: plane, channels: outChannels)
-        precondition((max(inChannels, outChannels) + 1) * max(pitch, pitchT) < Int(Int32.max),
+        precondition((max(planesIn, outChannels) + 1) * max(pitch, pitchT) < Int(Int32.max),
                      "sparse convolution planes are limited to 2^31 floats")
         let total = index.count
         let src = planeSource.reserve(total), tap = planeTap.reserve(total)
-        /// Offset of tap t (kh·3 + kw) from the output position.
+        /// Offset of tap t (kh·3 + kw on the grid) from the output position.
         func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
         for k in 0..<total {
-            let column = Int(index.source[k]), t = column % 9
-            src[k] = Int32(column / 9 * pitch + shift(t))
+            let (p, t) = planeEntry(column: Int(index.source[k]))
+            src[k] = Int32(p * pitch + shift(t))
             tap[k] = UInt8(t)
         }
-        // The input-gradient (phase) index: rows = input channels, entries (o, t) read dY at
-        // −shift(t), which is the flipped tap 8 − t.
+        // The input-gradient (phase) index: rows = input channels (of each phase), entries (o, t)
+        // read dY at −shift(t), which is the flipped tap 8 − t.
         let column = phaseColumn.pointer
         let srcT = planeSourceT.reserve(total), tapT = planeTapT.reserve(total)
         for e in 0..<total {
-            let c = Int(column[e]), t = c % 9
+            let c = Int(column[e]), t = planeEntry(column: c % 9).tap
             srcT[e] = Int32(c / 9 * pitchT - shift(t))
             tapT[e] = UInt8(8 - t)
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width), Int32(plane)))
         stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
         planesBuiltFor = (batch, height, width, generation)
+    }
+
+    /// The forward pass on planes: `y` stored in place on the grid.
+    func planeForward(
+        values vals: UnsafePointer<Float>,
+        input: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
+        y: UnsafeMutablePointer<Float>, isa: KernelISA, threads: Int
+    ) {
+        let grid = planeGrid(height: input.height, width: input.width)
+        preparePlanes(batch: input.batch, height: grid.height, width: grid.width)
+        let plane = input.batch * grid.height * grid.width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
+        let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
+        let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
+        let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
+        let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
+        forEachTileRange(plane: plane, threads: threads) { t0, t1 in
+            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer,
+                            Int32(grid.height), Int32(grid.width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
+        }
+    }
+
+    /// The input gradient on planes (values in phase-index order): stored in place at stride 1;
+    /// at stride 2 per phase into `phaseGradient`, then interleaved into `dx`.
+    func planeInputGradient(
+        values vals: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+        batch: Int, height: Int, width: Int, isa: KernelISA, threads: Int
+    ) {
+        let grid = planeGrid(height: height, width: width)
+        preparePlanes(batch: batch, height: grid.height, width: grid.width)
+        let plane = batch * grid.height * grid.width, rows = Int32(stride * stride * inChannels)
+        let isaCode = Int32(isa.rawValue)
+        let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(planeSourceT.pointer)
+        let tap = SendablePointer(planeTapT.pointer), m = SendablePointer(planeMasks.pointer)
+        let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
+        let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
+        let dp = SendablePointer(UnsafeMutablePointer(mutating: dys))
+        let out = SendablePointer(stride == 1 ? dx : phaseGradient.reserve(Int(rows) * plane))
+        forEachTileRange(plane: plane, threads: threads) { t0, t1 in
+            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer,
+                            Int32(grid.height), Int32(grid.width), Int32(plane), out.pointer, plane, 0, rows, t0, t1)
+        }
+        guard stride == 2 else { return }
+        // dX[c][n][2i + 1 − βa][2j + 1 − βb] = phase β's plane c at (n, i, j).
+        let to = SendablePointer(dx), cin = inChannels, gw = grid.width
+        parallelChunks(cin, chunks: cin * batch * height * width > 1 << 16 ? threads : 1) { range in
+            for c in range {
+                for row in 0..<(batch * height) {
+                    let dst = to.pointer + (c * batch * height + row) * width, i = row / 2, rowPhase = 1 - row % 2
+                    let odd = out.pointer + ((rowPhase * 2) * cin + c) * plane + i * gw
+                    let even = out.pointer + ((rowPhase * 2 + 1) * cin + c) * plane + i * gw
+                    for j in 0..<gw {
+                        dst[2 * j] = even[j]
+                        dst[2 * j + 1] = odd[j]
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `body(tile0, tile1)` over contiguous ranges of the `plane / 128` tiles on up to `threads` workers.
@@ -101,9 +207,10 @@ extension SparseConvolution {
 
     /// The groups of the planes weight gradient (`stsp_plane_sddmm`): each row's entries by tap
     /// (in index order within a tap), in groups of at most 8 of one tap; rebuilt after a mask change.
+    /// The taps are the planes' (`preparePlanes` first).
     func preparePlaneGroups() {
         if planeGroupsBuiltFor == generation { return }
-        let rows = outChannels, total = index.count
+        let rows = outChannels, total = index.count, tapOf = planeTap.pointer
         // Per row, Σ_t ⌈n_t / 8⌉ ≤ n / 8 + 9 groups.
         let capacity = total / 8 + 9 * rows + 1
         let rowGroups = planeRowGroups.reserve(rows + 1), entries = planeGroupEntries.reserve(8 * capacity)
@@ -115,10 +222,10 @@ extension SparseConvolution {
             let k0 = Int(index.rowStart[r]), k1 = Int(index.rowStart[r + 1])
             // Counting sort of the row's entries by tap.
             for t in 0...9 { start[t] = 0 }
-            for k in k0..<k1 { start[Int(index.source[k] % 9) + 1] += 1 }
+            for k in k0..<k1 { start[Int(tapOf[k]) + 1] += 1 }
             for t in 0..<9 { start[t + 1] += start[t] }
             for k in k0..<k1 {
-                let t = Int(index.source[k] % 9)
+                let t = Int(tapOf[k])
                 sorted[start[t]] = Int32(k)
                 start[t] += 1
             }
@@ -146,7 +253,8 @@ extension SparseConvolution {
         input: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int),
         into output: SampledOutput, isa: KernelISA, threads: Int
     ) {
-        let (_, x, batch, height, width) = input
+        let (_, x, batch, inputHeight, inputWidth) = input
+        let (height, width) = planeGrid(height: inputHeight, width: inputWidth)
         preparePlanes(batch: batch, height: height, width: width)
         preparePlaneGroups()
         let plane = batch * height * width, tiles = (plane + 127) / 128, chunk = 32

@@ -49,8 +49,8 @@ public final class SparseConvolution {
     private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     /// Where the passes read and write activations: padded frames (any geometry), or the
-    /// unpadded planes themselves (3×3, stride 1, padding 1, any H·W: no frame copies, outputs
-    /// stored in place; see `stsp_plane_spmm`).
+    /// unpadded planes themselves (3×3, padding 1, any H·W at stride 1, even H and W at stride 2
+    /// from a copy split into the four phases; outputs stored in place; see `stsp_plane_spmm`).
     public enum Layout: String, CaseIterable, Sendable { case automatic, frames, planes }
     /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
     /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv
@@ -79,7 +79,10 @@ public final class SparseConvolution {
     /// The input of the last forward or `loadInput` in the planes layout (read in place).
     /// `staged`: the planes the passes read (x itself, or a copy at `channelPitch`).
     var planeInput: (x: UnsafePointer<Float>, staged: UnsafePointer<Float>, batch: Int, height: Int, width: Int)?
-    let stagedInput = Buffer<Float>(), stagedGradient = Buffer<Float>()
+    /// `stagedInput`: the input copied at the channel pitch or split into phases; `stagedGradient`:
+    /// dY copied at its pitch; `phaseGradient`: a stride-2 input gradient per phase before it is
+    /// interleaved into dX.
+    let stagedInput = Buffer<Float>(), stagedGradient = Buffer<Float>(), phaseGradient = Buffer<Float>()
 
     public init(outChannels: Int, inChannels: Int, kernelSize: Int, stride: Int, padding: Int) {
         self.outChannels = outChannels
@@ -236,8 +239,7 @@ public final class SparseConvolution {
     public func loadInput(_ x: UnsafePointer<Float>, batch: Int, height: Int, width: Int, isa: KernelISA = .best,
                           threads: Int = 1) {
         if usesPlanes(height: height, width: width, isa: isa) {
-            let xs = staged(x, channels: inChannels, plane: batch * height * width, into: stagedInput, threads: threads)
-            planeInput = (x, xs, batch, height, width)
+            planeInput = (x, stagedPlanes(x, batch: batch, height: height, width: width, threads: threads), batch, height, width)
             loadedInput = nil
             return
         }
@@ -278,16 +280,7 @@ public final class SparseConvolution {
             vals = UnsafePointer(gathered)
         }
         if let input = planeInput {
-            preparePlanes(batch: batch, height: height, width: width)
-            let plane = batch * height * width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
-            let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
-            let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
-            let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
-            let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
-            forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer,
-                                Int32(height), Int32(width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
-            }
+            planeForward(values: vals, input: input, y: y, isa: isa, threads: threads)
             return
         }
         let f = frames!, frame = inputFrame.pointer
@@ -310,7 +303,8 @@ public final class SparseConvolution {
         dy: UnsafePointer<Float>, into output: SampledOutput, isa: KernelISA = .best, threads: Int = 1
     ) {
         if let input = planeInput {
-            if planesForWeightGradient(height: input.height, width: input.width) {
+            let grid = planeGrid(height: input.height, width: input.width)
+            if planesForWeightGradient(height: grid.height, width: grid.width) {
                 planeWeightGradient(dy: dy, input: input, into: output, isa: isa, threads: threads)
                 return
             }
@@ -358,17 +352,8 @@ public final class SparseConvolution {
         case .packed(let p): for e in 0..<total { vals[e] = p[Int(entry[e])] }
         }
         if usesPlanes(height: height, width: width, isa: isa) {
-            preparePlanes(batch: batch, height: height, width: width)
-            let plane = batch * height * width, cin = Int32(inChannels), isaCode = Int32(isa.rawValue)
-            let rs = SendablePointer(phaseRowStart.pointer), src = SendablePointer(planeSourceT.pointer)
-            let tap = SendablePointer(planeTapT.pointer), m = SendablePointer(planeMasks.pointer)
-            let v = SendablePointer(vals)
-            let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
-            let dp = SendablePointer(UnsafeMutablePointer(mutating: dys)), dxp = SendablePointer(dx)
-            forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-                stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer,
-                                Int32(height), Int32(width), Int32(plane), dxp.pointer, plane, 0, cin, t0, t1)
-            }
+            planeInputGradient(values: vals, dy: dy, dx: dx, batch: batch, height: height, width: width, isa: isa,
+                               threads: threads)
             return
         }
         let f = prepare(batch: batch, height: height, width: width, threads: threads)

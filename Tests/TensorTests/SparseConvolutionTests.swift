@@ -24,7 +24,7 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 3, cout: 4, k: 3, s: 2, p: 2, h: 7, w: 6, n: 2),
         // More frame positions than one weight-gradient chunk holds (6·31·31 > 4096).
         Case(cin: 2, cout: 3, k: 3, s: 1, p: 1, h: 30, w: 30, n: 6),
-        // Planes layout too (every 3×3, stride 1, padding 1 case): a partial last tile (8×8 × 3,
+        // Planes layout too (every 3×3, stride 1, padding 1 case and stride 2 with even sizes): a partial last tile (8×8 × 3,
         // 4×4 × 5, 2×2 × 7), several phases per image (16×16, 32×32), rows of 16 (8×16), more
         // tiles than one weight-gradient chunk (32×32 × 5); tiles that straddle images, each its
         // own phase (7×7 × 5, 14×14 × 2, and 7×6, 12×12, 30×30 above).
@@ -36,6 +36,13 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 2, cout: 3, k: 3, s: 1, p: 1, h: 32, w: 32, n: 5),
         Case(cin: 4, cout: 3, k: 3, s: 1, p: 1, h: 7, w: 7, n: 5),
         Case(cin: 3, cout: 2, k: 3, s: 1, p: 1, h: 14, w: 14, n: 2),
+        // Stride 2 on planes (even sizes: the input split into phases): grids 4×4 × 3, 7×7 × 2
+        // (tiles straddle images), 8×16 × 2, 2×2 × 5, 16×16 × 3 (several phases per image).
+        Case(cin: 4, cout: 6, k: 3, s: 2, p: 1, h: 8, w: 8, n: 3),
+        Case(cin: 3, cout: 5, k: 3, s: 2, p: 1, h: 14, w: 14, n: 2),
+        Case(cin: 2, cout: 3, k: 3, s: 2, p: 1, h: 16, w: 32, n: 2),
+        Case(cin: 5, cout: 3, k: 3, s: 2, p: 1, h: 4, w: 4, n: 5),
+        Case(cin: 2, cout: 4, k: 3, s: 2, p: 1, h: 32, w: 32, n: 3),
     ]
 
     private func mask(_ c: Case, pattern: String, rng: inout Xoshiro256) -> [Float] {
