@@ -13,12 +13,21 @@ public struct SendablePointer<T>: @unchecked Sendable {
 public func parallelChunks(
     _ count: Int, chunks: Int, _ body: @Sendable (Range<Int>) -> Void
 ) {
+    parallelNumberedChunks(count, chunks: chunks) { body($1) }
+}
+
+/// `parallelChunks` that also passes each chunk's number (0 ..< chunks, at most `chunks`
+/// running at once): for per-worker scratch.
+@inlinable
+public func parallelNumberedChunks(
+    _ count: Int, chunks: Int, _ body: @Sendable (_ chunk: Int, Range<Int>) -> Void
+) {
     let c = max(1, min(chunks, count))
     if c == 1 {
-        body(0..<count)
+        body(0, 0..<count)
         return
     }
     DispatchQueue.concurrentPerform(iterations: c) { k in
-        body((count * k / c)..<(count * (k + 1) / c))
+        body(k, (count * k / c)..<(count * (k + 1) / c))
     }
 }

@@ -308,14 +308,16 @@ final class InPlaceReLUTests: XCTestCase {
 }
 
 final class FusedPoolingTests: XCTestCase {
-    /// A batch norm with its ReLU followed by a 2×2 max pooling runs as one pass inside a
-    /// Sequential (the batch norm's output not written): output, input gradient, parameter
-    /// gradients and running statistics bit for bit those of the layers run one by one — in
-    /// training and evaluation, with and without a (one-rank) cross-rank reduction, and on a
-    /// plane the windows do not tile (not fused).
+    /// A batch norm with its ReLU followed by a 2×2 max pooling runs as one pass each way inside a
+    /// Sequential (neither the batch norm's output nor the pooling's input gradient written):
+    /// output, input gradient, parameter gradients and running statistics bit for bit those of
+    /// the layers run one by one — in training and evaluation, with and without a (one-rank)
+    /// cross-rank reduction, on two workers (16 × 4 × 32 × 32), and on a plane the windows do
+    /// not tile (not fused).
     func testBatchNormThenMaxPoolingEqualsTheLayersApart() {
         for (shape, mode) in [(Shape(n: 3, c: 3, h: 6, w: 20), "training"), (Shape(n: 3, c: 3, h: 6, w: 20), "reduced"),
-                              (Shape(n: 2, c: 3, h: 4, w: 4), "evaluation"), (Shape(n: 2, c: 3, h: 5, w: 6), "training")] {
+                              (Shape(n: 2, c: 3, h: 4, w: 4), "evaluation"), (Shape(n: 2, c: 3, h: 5, w: 6), "training"),
+                              (Shape(n: 16, c: 3, h: 32, w: 32), "training")] {
             var results: [[Float]] = []
             for fused in [true, false] {
                 let store = ParameterStore()
@@ -327,6 +329,7 @@ final class FusedPoolingTests: XCTestCase {
                 let bn = layers[1] as! BatchNorm
                 if mode == "reduced" { bn.crossReplicaSum = { _ in } }
                 let ctx = Context()
+                ctx.threads = 2
                 if mode == "evaluation" {
                     ctx.training = false
                     bn.setRunningStatistics(mean: [0.1, -0.2, 0.3, 0], variance: [0.5, 1.5, 2, 1])
@@ -338,7 +341,7 @@ final class FusedPoolingTests: XCTestCase {
                 let y = fused ? net.forward(x, ctx) : layers.reduce(x) { $1.forward($0, ctx) }
                 let dy = Tensor(y.shape)
                 for i in 0..<dy.count { dy.data[i] = rng.nextFloat() - 0.5 }
-                let dx = net.backward(dy, ctx)
+                let dx = fused ? net.backward(dy, ctx) : layers.reversed().reduce(dy) { $1.backward($0, ctx) }
                 results.append(Array(y.buffer) + Array(dx.buffer) + Array(store.gradients) + bn.runningMean + bn.runningVar)
             }
             let differing = zip(results[0], results[1]).filter { $0.bitPattern != $1.bitPattern }.count

@@ -188,16 +188,27 @@ public final class BatchNorm: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
+        defer { ctx.release(dy) }
+        let dyP = SendablePointer(dy.data), m = dy.shape.n * dy.shape.plane
+        return backward(ctx) { c, _ in UnsafePointer(dyP.pointer + c * m) }
+    }
+
+    /// The backward pass with dY given channel by channel: `gradient(c, scratch)` returns channel
+    /// c's N·H·W values, from dY itself or written into `scratch` (that many floats, one per
+    /// worker) — a fused max pooling expands its gradient there, so dY is never written whole.
+    func backward(
+        _ ctx: Context, gradient: @Sendable (_ c: Int, _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+    ) -> Tensor {
         ctx.timed(.batchNorm) {
             guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
             let s = x.shape
             let m = s.n * s.plane
             let inputGradient = ctx.gradientBuffer(s)
-            defer { ctx.release(dy) }
+            let scratch = ctx.workerScratch(count: m)
             // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
             // With a fused ReLU, dy is gated by [γ·x̂ + β > 0] (recomputed from x as forward did).
             var sums = [Double](repeating: 0, count: 2 * channels)
-            let xP = SendablePointer(x.data), dyP = SendablePointer(dy.data)
+            let xP = SendablePointer(x.data)
             let meanC = mean, invC = invStd, ch = channels, fused = relu
             let gamma = SendablePointer(gammaValues), beta = SendablePointer(betaValues)
             // Without a cross-rank reduction in training, each channel's dx follows its sums while
@@ -206,9 +217,9 @@ public final class BatchNorm: Layer {
             let dxP = SendablePointer(inputGradient.data), total = Float(m)
             sums.withUnsafeMutableBufferPointer { buf in
                 let sp = SendablePointer(buf.baseAddress!)
-                parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                parallelNumberedChunks(channels, chunks: ctx.chunks(for: s.count)) { worker, range in
                     for c in range {
-                        let d = dyP.pointer + c * m
+                        let d = gradient(c, scratch[worker].pointer)
                         let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c])
                         let (sdy, sdyx) = fused
                             ? gatedSumAndDot(d, xP.pointer + c * m, m, scale: scale, shift: shift)
@@ -234,11 +245,11 @@ public final class BatchNorm: Layer {
             }
             if !ctx.training {
                 // Evaluation mode is an affine map per channel: dx = γ / √(r_var + ε) · dy.
-                parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+                parallelNumberedChunks(channels, chunks: ctx.chunks(for: s.count)) { worker, range in
                     for c in range {
                         let k = gamma.pointer[c] * invC[c]
                         let (scale, shift) = Self.affine(gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c])
-                        let d = dyP.pointer + c * m, out = dxP.pointer + c * m, src = xP.pointer + c * m
+                        let d = gradient(c, scratch[worker].pointer), out = dxP.pointer + c * m, src = xP.pointer + c * m
                         var i = 0
                         if fused {
                             while i < m { out[i] = src[i] * scale + shift > 0 ? k * d[i] : 0; i &+= 1 }
@@ -256,9 +267,9 @@ public final class BatchNorm: Layer {
                 count = crossReplicaCount * m
             }
             let sumsC = sums, reduced = Float(count)
-            parallelChunks(channels, chunks: ctx.chunks(for: s.count)) { range in
+            parallelNumberedChunks(channels, chunks: ctx.chunks(for: s.count)) { worker, range in
                 for c in range {
-                    Self.inputGradient(x: xP.pointer + c * m, dy: dyP.pointer + c * m, dx: dxP.pointer + c * m, m,
+                    Self.inputGradient(x: xP.pointer + c * m, dy: gradient(c, scratch[worker].pointer), dx: dxP.pointer + c * m, m,
                                        gamma: gamma.pointer[c], beta: beta.pointer[c], mean: meanC[c], invStd: invC[c],
                                        meanDy: Float(sumsC[c]) / reduced, meanDyXhat: Float(sumsC[ch + c]) / reduced,
                                        relu: fused)

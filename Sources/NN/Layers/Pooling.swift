@@ -6,7 +6,7 @@ public final class MaxPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     private let output = Tensor()
     private var argmax: [Int32] = []
-    private var inputShape = Shape(n: 0, c: 0)
+    private(set) var inputShape = Shape(n: 0, c: 0)
 
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
         self.kernelSize = kernelSize
@@ -103,6 +103,62 @@ public final class MaxPool2d: Layer {
         return output
     }
 
+    /// The gradient of plane `pl` (channel · N + image) of a 2×2 tiling pooling's input (shape
+    /// `s`) from its output's gradient `dy` and `winners`: each input gets its window's gradient
+    /// where it won, else 0.
+    private static func expand2x2(_ dy: UnsafePointer<Float>, winners: UnsafePointer<Int32>, shape s: Shape, plane pl: Int,
+                                  into dst: UnsafeMutablePointer<Float>) {
+        let ho = s.h / 2, wo = s.w / 2
+        let d = dy + pl * ho * wo, idx = winners + pl * ho * wo
+        for oh in 0..<ho {
+            var ow = 0
+            // Eight outputs at a time; even and odd columns interleaved.
+            while ow + 8 <= wo {
+                let k = oh * wo + ow
+                let v = UnsafeRawPointer(d + k).loadUnaligned(as: SIMD8<Float>.self)
+                let winner = UnsafeRawPointer(idx + k).loadUnaligned(as: SIMD8<Int32>.self)
+                let base = SIMD8<Int32>(repeating: Int32(2 * oh * s.w + 2 * ow)) &+ poolLanes
+                @inline(__always) func row(_ r: Int) {
+                    let first = base &+ Int32(r * s.w)
+                    var pair = SIMD16<Float>()
+                    pair.evenHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first)
+                    pair.oddHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first &+ 1)
+                    UnsafeMutableRawPointer(dst + (2 * oh + r) * s.w + 2 * ow).storeBytes(of: pair, as: SIMD16<Float>.self)
+                }
+                row(0)
+                row(1)
+                ow += 8
+            }
+            for ow in ow..<wo {
+                let k = oh * wo + ow, at = Int(idx[k])
+                let base = 2 * oh * s.w + 2 * ow
+                let v = d[k]
+                dst[base] = at == base ? v : 0
+                dst[base + 1] = at == base + 1 ? v : 0
+                dst[base + s.w] = at == base + s.w ? v : 0
+                dst[base + s.w + 1] = at == base + s.w + 1 ? v : 0
+            }
+        }
+    }
+
+    /// The backward pass of `forward(normalizing:by:_:)`: the batch norm's, with each channel's
+    /// gradient expanded from this layer's `dy` into the batch norm's per-worker scratch (in
+    /// cache) as it reads it — the full-size gradient between the two is never written. The
+    /// same values as the two layers' backward passes apart.
+    func backward(_ dy: Tensor, throughNormalization bn: BatchNorm, _ ctx: Context) -> Tensor {
+        defer { ctx.release(dy) }
+        let s = inputShape
+        return argmax.withUnsafeBufferPointer { am in
+            let dp = SendablePointer(dy.data), ip = SendablePointer(UnsafeMutablePointer(mutating: am.baseAddress!))
+            return bn.backward(ctx) { c, scratch in
+                for image in 0..<s.n {
+                    Self.expand2x2(dp.pointer, winners: ip.pointer, shape: s, plane: c * s.n + image, into: scratch + image * s.plane)
+                }
+                return UnsafePointer(scratch)
+            }
+        }
+    }
+
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.pool) {
             let s = inputShape
@@ -110,44 +166,12 @@ public final class MaxPool2d: Layer {
             defer { ctx.release(dy) }
             if isTiling2x2(s) {
                 // Every input belongs to exactly one window: write all four, no zeroing pass.
-                let ho = s.h / 2, wo = s.w / 2
                 argmax.withUnsafeBufferPointer { am in
                     let dp = SendablePointer(dy.data), gp = SendablePointer(inputGradient.data)
                     let ip = SendablePointer(UnsafeMutablePointer(mutating: am.baseAddress!))
                     parallelChunks(s.c * s.n, chunks: ctx.chunks(for: s.count)) { range in
                         for pl in range {
-                            let d = dp.pointer + pl * ho * wo, idx = ip.pointer + pl * ho * wo
-                            let dst = gp.pointer + pl * s.plane
-                            for oh in 0..<ho {
-                                var ow = 0
-                                // Eight outputs at a time: each input gets its output's gradient
-                                // where it won, else 0; even and odd columns interleaved.
-                                while ow + 8 <= wo {
-                                    let k = oh * wo + ow
-                                    let v = UnsafeRawPointer(d + k).loadUnaligned(as: SIMD8<Float>.self)
-                                    let winner = UnsafeRawPointer(idx + k).loadUnaligned(as: SIMD8<Int32>.self)
-                                    let base = SIMD8<Int32>(repeating: Int32(2 * oh * s.w + 2 * ow)) &+ poolLanes
-                                    @inline(__always) func row(_ r: Int) {
-                                        let first = base &+ Int32(r * s.w)
-                                        var pair = SIMD16<Float>()
-                                        pair.evenHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first)
-                                        pair.oddHalf = SIMD8(repeating: 0).replacing(with: v, where: winner .== first &+ 1)
-                                        UnsafeMutableRawPointer(dst + (2 * oh + r) * s.w + 2 * ow).storeBytes(of: pair, as: SIMD16<Float>.self)
-                                    }
-                                    row(0)
-                                    row(1)
-                                    ow += 8
-                                }
-                                for ow in ow..<wo {
-                                    let k = oh * wo + ow, at = Int(idx[k])
-                                    let base = 2 * oh * s.w + 2 * ow
-                                    let v = d[k]
-                                    dst[base] = at == base ? v : 0
-                                    dst[base + 1] = at == base + 1 ? v : 0
-                                    dst[base + s.w] = at == base + s.w ? v : 0
-                                    dst[base + s.w + 1] = at == base + s.w + 1 ? v : 0
-                                }
-                            }
+                            Self.expand2x2(dp.pointer, winners: ip.pointer, shape: s, plane: pl, into: gp.pointer + pl * s.plane)
                         }
                     }
                 }

@@ -37,8 +37,21 @@ public final class Sequential: Layer {
         return y
     }
 
+    /// Runs the layers backward; a batch norm and max pooling that ran as one pass forward run
+    /// as one backward (`MaxPool2d.backward(_:throughNormalization:_:)`).
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        layers.reversed().reduce(dy) { $1.backward($0, ctx) }
+        var g = dy, i = layers.count - 1
+        while i >= 0 {
+            if i > 0, let pool = layers[i] as? MaxPool2d, let bn = layers[i - 1] as? BatchNorm,
+               pool.fuses(after: bn, pool.inputShape) {
+                g = pool.backward(g, throughNormalization: bn, ctx)
+                i -= 2
+            } else {
+                g = layers[i].backward(g, ctx)
+                i -= 1
+            }
+        }
+        return g
     }
 
     public var parameterRefs: [ParameterRef] { layers.flatMap(\.parameterRefs) }
