@@ -1,39 +1,49 @@
 import CSparseKernels
 import Dispatch
 
-/// The planes layout of `SparseConvolution` (3×3, padding 1): which passes use it, the per-entry
-/// offsets and taps, the lane masks, and the passes on planes.
+/// The planes layout of `SparseConvolution` (odd k×k kernels with padding k / 2, stride 1 or 2):
+/// which passes use it, the per-entry offsets and taps, the lane masks, and the passes on planes.
 ///
-/// Stride 1 reads the input planes (H × W) as they are. Stride 2 (H and W even) reads a copy
-/// split into its four phases, each on the output grid Ho × Wo = H/2 × W/2: phase β = 2·(kh mod 2)
-/// + (kw mod 2) of channel c is plane `β·Cin + c`, `X'[β·Cin + c][n][i][j] = X[c][n][2i + 1 −
-/// kh mod 2][2j + 1 − kw mod 2]`, and tap (kh, kw) reads it shifted by (−1 if kh = 0 else 0,
-/// −1 if kw = 0 else 0) with that shift's lane masks — a stride-1 pass over the grid with 4·Cin
-/// input planes. Its input gradient is computed per phase (rows of the phase index, whose buckets
-/// are the same β) and interleaved into dX.
+/// Stride 1 reads the input planes (H × W) as they are, tap (kh, kw) shifted by (kh − p, kw − p),
+/// p = k / 2. Stride 2 (H and W even) reads a copy split into its four phases, each on the output
+/// grid Ho × Wo = H/2 × W/2: phase β = 2·(kh mod 2) + (kw mod 2) of channel c is plane
+/// `β·Cin + c`, `X'[β·Cin + c][n][i][j] = X[c][n][2i + (kh − p) mod 2][2j + (kw − p) mod 2]`, and
+/// tap (kh, kw) reads it shifted by (⌊(kh − p) / 2⌋, ⌊(kw − p) / 2⌋) with that shift's lane masks —
+/// a stride-1 pass over the grid with 4·Cin input planes (3×3: shifts −1 and 0; ResNet-50's 7×7
+/// stem: −2 … 1). Its input gradient is computed per phase (rows of the phase index, whose
+/// buckets are the same β) and interleaved into dX.
 extension SparseConvolution {
     /// Whether passes over `height × width` inputs run in the planes layout with kernel `isa`.
+    /// `.automatic` (see `layout`) takes larger kernels always: ResNet-50's stem at density 0.42
+    /// (`bench conv --kernel 7 --stride 2 --shapes 3:64:224 --batch 32`, 2 threads) forward 41–44 ms
+    /// on planes against 50–51 on frames, input gradient 45–46 against 66–88.
     public func usesPlanes(height: Int, width: Int, isa: KernelISA) -> Bool {
-        guard kernelSize == 3, padding == 1,
+        guard kernelSize % 2 == 1, kernelSize <= 7, padding == kernelSize / 2,
               stride == 1 || (stride == 2 && height % 2 == 0 && width % 2 == 0) else { return false }
         let grid = planeGrid(height: height, width: width)
         switch layout {
         case .frames: return false
         case .planes: return true
-        case .automatic: return isa == .avx512 && (grid.height * grid.width <= 64 || index.density < 0.4)
+        case .automatic:
+            return isa == .avx512 && (grid.height * grid.width <= 64 || index.density < 0.4 || kernelSize > 3)
         }
     }
+
+    /// The largest shift of a tap on the grid (the lane masks cover shifts −reach … reach).
+    var planeReach: Int { stride == 1 ? padding : (padding + 1) / 2 }
 
     /// The grid the planes kernels run on for `height × width` inputs: the output's.
     func planeGrid(height: Int, width: Int) -> (height: Int, width: Int) { (height / stride, width / stride) }
 
-    /// For weight column `c·9 + kh·3 + kw`: the staged plane its entries read and the tap
-    /// (shift and lane masks on the grid) they read it at.
+    /// For weight column `c·k² + kh·k + kw`: the staged plane its entries read and the tap
+    /// (shift and lane masks on the grid, `(dh + reach)·(2·reach + 1) + dw + reach`) they read it at.
     private func planeEntry(column: Int) -> (plane: Int, tap: Int) {
-        let c = column / 9, t = column % 9
-        guard stride == 2 else { return (c, t) }
-        let kh = t / 3, kw = t % 3
-        return (((kh % 2) * 2 + kw % 2) * inChannels + c, (kh == 0 ? 0 : 3) + (kw == 0 ? 0 : 1))
+        let k = kernelSize, c = column / (k * k), kh = column % (k * k) / k, kw = column % k
+        let r = planeReach, side = 2 * r + 1
+        guard stride == 2 else { return (c, (kh - padding + r) * side + kw - padding + r) }
+        // ⌊(kh − p) / 2⌋ for kh − p ≥ −p.
+        func shift(_ i: Int) -> Int { (i - padding + 2 * padding) / 2 - padding }
+        return (((kh % 2) * 2 + kw % 2) * inChannels + c, (shift(kh) + r) * side + shift(kw) + r)
     }
 
     /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
@@ -43,9 +53,11 @@ extension SparseConvolution {
     /// 2 threads: density 0.1 planes 13–15 ms against 13–15 (64 → 64 at 32×32 … 512 → 512 at 4×4),
     /// 3.0 against 6.0 at 2×2; 0.317 37–46 against 32–35 at 32×32 … 8×8, 40 against 42 at 4×4,
     /// 9.2 against 15.6 at 2×2; batch 32, ResNet-50's 56×56 … 7×7 at 0.177 17–18 against 14–16,
-    /// at 0.087 8.6–9.7 against 8.2–9.7.
+    /// at 0.087 8.6–9.7 against 8.2–9.7. Larger kernels keep it on frames: ResNet-50's 7×7 stem
+    /// (`bench conv --kernel 7 --stride 2 --shapes 3:64:224 --batch 32`) 47–58 against 37–38 ms at
+    /// density 0.42, 31 against 23–24 at 0.2.
     func planesForWeightGradient(height: Int, width: Int) -> Bool {
-        layout == .planes || index.density < 0.2 || height * width <= 16
+        layout == .planes || kernelSize == 3 && (index.density < 0.2 || height * width <= 16)
     }
 
     /// Floats between channels of the planes the kernels read. A tile reads the same window of
@@ -90,16 +102,16 @@ extension SparseConvolution {
         let grid = planeGrid(height: height, width: width), plane = batch * grid.height * grid.width
         let pitch = channelPitch(plane: plane, channels: 4 * inChannels)
         let dst = SendablePointer(stagedInput.reserve(4 * inChannels * pitch))
-        let src = SendablePointer(UnsafeMutablePointer(mutating: x)), cin = inChannels, images = batch
+        let src = SendablePointer(UnsafeMutablePointer(mutating: x)), cin = inChannels, images = batch, p = padding
         parallelChunks(cin, chunks: cin * batch * height * width > 1 << 16 ? threads : 1) { range in
             for c in range {
                 for row in 0..<(images * height) {
                     let from = src.pointer + (c * images * height + row) * width, i = row / 2
-                    // Input row 2i + 1 − βa: odd rows are phase βa = 0, even rows βa = 1.
-                    let rowPhase = 1 - row % 2
+                    // Tap kh reads input row 2i + kh − p: rows of parity π are phase βa = (π + p) mod 2.
+                    let rowPhase = (row % 2 + p) % 2
                     for colPhase in 0..<2 {
                         let to = dst.pointer + ((rowPhase * 2 + colPhase) * cin + c) * pitch + i * grid.width
-                        let first = 1 - colPhase
+                        let first = (colPhase + p) % 2
                         for j in 0..<grid.width { to[j] = from[2 * j + first] }
                     }
                 }
@@ -120,24 +132,25 @@ extension SparseConvolution {
                      "sparse convolution planes are limited to 2^31 floats")
         let total = index.count
         let src = planeSource.reserve(total), tap = planeTap.reserve(total)
-        /// Offset of tap t (kh·3 + kw on the grid) from the output position.
-        func shift(_ t: Int) -> Int { (t / 3 - 1) * width + t % 3 - 1 }
+        /// Offset of tap t from the output position on the grid.
+        let r = planeReach, side = 2 * r + 1, taps = side * side
+        func shift(_ t: Int) -> Int { (t / side - r) * width + t % side - r }
         for k in 0..<total {
             let (p, t) = planeEntry(column: Int(index.source[k]))
             src[k] = Int32(p * pitch + shift(t))
             tap[k] = UInt8(t)
         }
         // The input-gradient (phase) index: rows = input channels (of each phase), entries (o, t)
-        // read dY at −shift(t), which is the flipped tap 8 − t.
-        let column = phaseColumn.pointer
+        // read dY at −shift(t), which is the flipped tap taps − 1 − t.
+        let column = phaseColumn.pointer, k2 = kernelSize * kernelSize
         let srcT = planeSourceT.reserve(total), tapT = planeTapT.reserve(total)
         for e in 0..<total {
-            let c = Int(column[e]), t = planeEntry(column: c % 9).tap
-            srcT[e] = Int32(c / 9 * pitchT - shift(t))
-            tapT[e] = UInt8(8 - t)
+            let c = Int(column[e]), t = planeEntry(column: c % k2).tap
+            srcT[e] = Int32(c / k2 * pitchT - shift(t))
+            tapT[e] = UInt8(taps - 1 - t)
         }
         let phases = Int(stsp_plane_phases(Int32(height), Int32(width), Int32(plane)))
-        stsp_plane_masks(Int32(height), Int32(width), Int32(plane), planeMasks.reserve((phases + 1) * 72))
+        stsp_plane_masks(Int32(height), Int32(width), Int32(plane), Int32(r), planeMasks.reserve((phases + 1) * taps * 8))
         planesBuiltFor = (batch, height, width, generation)
     }
 
@@ -152,10 +165,10 @@ extension SparseConvolution {
         let plane = input.batch * grid.height * grid.width, cout = Int32(outChannels), isaCode = Int32(isa.rawValue)
         let rs = SendablePointer(index.rowStart), src = SendablePointer(planeSource.pointer)
         let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
-        let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
+        let v = SendablePointer(UnsafeMutablePointer(mutating: vals)), reach = Int32(planeReach)
         let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
         forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer,
+            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer, reach,
                             Int32(grid.height), Int32(grid.width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
         }
     }
@@ -174,24 +187,24 @@ extension SparseConvolution {
         let tap = SendablePointer(planeTapT.pointer), m = SendablePointer(planeMasks.pointer)
         let v = SendablePointer(UnsafeMutablePointer(mutating: vals))
         let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
-        let dp = SendablePointer(UnsafeMutablePointer(mutating: dys))
+        let dp = SendablePointer(UnsafeMutablePointer(mutating: dys)), reach = Int32(planeReach)
         let out = SendablePointer(stride == 1 ? dx : phaseGradient.reserve(Int(rows) * plane))
         forEachTileRange(plane: plane, threads: threads) { t0, t1 in
-            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer,
+            stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer, reach,
                             Int32(grid.height), Int32(grid.width), Int32(plane), out.pointer, plane, 0, rows, t0, t1)
         }
         guard stride == 2 else { return }
-        // dX[c][n][2i + 1 − βa][2j + 1 − βb] = phase β's plane c at (n, i, j).
-        let to = SendablePointer(dx), cin = inChannels, gw = grid.width
+        // dX[c][n][2i + π][2j + π'] = plane c of phase β = (2·((π + p) mod 2) + (π' + p) mod 2) at (n, i, j).
+        let to = SendablePointer(dx), cin = inChannels, gw = grid.width, p = padding
         parallelChunks(cin, chunks: cin * batch * height * width > 1 << 16 ? threads : 1) { range in
             for c in range {
                 for row in 0..<(batch * height) {
-                    let dst = to.pointer + (c * batch * height + row) * width, i = row / 2, rowPhase = 1 - row % 2
-                    let odd = out.pointer + ((rowPhase * 2) * cin + c) * plane + i * gw
-                    let even = out.pointer + ((rowPhase * 2 + 1) * cin + c) * plane + i * gw
+                    let dst = to.pointer + (c * batch * height + row) * width, i = row / 2, rowPhase = (row % 2 + p) % 2
+                    let evenColumns = out.pointer + ((rowPhase * 2 + p % 2) * cin + c) * plane + i * gw
+                    let oddColumns = out.pointer + ((rowPhase * 2 + (1 + p) % 2) * cin + c) * plane + i * gw
                     for j in 0..<gw {
-                        dst[2 * j] = even[j]
-                        dst[2 * j + 1] = odd[j]
+                        dst[2 * j] = evenColumns[j]
+                        dst[2 * j + 1] = oddColumns[j]
                     }
                 }
             }
@@ -211,19 +224,21 @@ extension SparseConvolution {
     func preparePlaneGroups() {
         if planeGroupsBuiltFor == generation { return }
         let rows = outChannels, total = index.count, tapOf = planeTap.pointer
-        // Per row, Σ_t ⌈n_t / 8⌉ ≤ n / 8 + 9 groups.
-        let capacity = total / 8 + 9 * rows + 1
+        let side = 2 * planeReach + 1, tapCount = side * side
+        // Per row, Σ_t ⌈n_t / 8⌉ ≤ n / 8 + taps groups.
+        let capacity = total / 8 + tapCount * rows + 1
         let rowGroups = planeRowGroups.reserve(rows + 1), entries = planeGroupEntries.reserve(8 * capacity)
         let taps = planeGroupTap.reserve(capacity), counts = planeGroupCount.reserve(capacity)
-        var sorted = [Int32](repeating: 0, count: inChannels * 9), start = [Int](repeating: 0, count: 10)
+        var sorted = [Int32](repeating: 0, count: inChannels * kernelSize * kernelSize)
+        var start = [Int](repeating: 0, count: tapCount + 1)
         var g = 0
         for r in 0..<rows {
             rowGroups[r] = Int32(g)
             let k0 = Int(index.rowStart[r]), k1 = Int(index.rowStart[r + 1])
             // Counting sort of the row's entries by tap.
-            for t in 0...9 { start[t] = 0 }
+            for t in 0...tapCount { start[t] = 0 }
             for k in k0..<k1 { start[Int(tapOf[k]) + 1] += 1 }
-            for t in 0..<9 { start[t + 1] += start[t] }
+            for t in 0..<tapCount { start[t + 1] += start[t] }
             for k in k0..<k1 {
                 let t = Int(tapOf[k])
                 sorted[start[t]] = Int32(k)
@@ -231,7 +246,7 @@ extension SparseConvolution {
             }
             // start[t] is now the end of tap t's run.
             var i = 0
-            for t in 0..<9 {
+            for t in 0..<tapCount {
                 while i < start[t] {
                     let n = min(8, start[t] - i)
                     for j in 0..<8 { entries[8 * g + j] = sorted[i + (j < n ? j : 0)] }
@@ -264,12 +279,13 @@ extension SparseConvolution {
         let src = SendablePointer(planeSource.pointer), m = SendablePointer(planeMasks.pointer)
         let d = SendablePointer(UnsafeMutablePointer(mutating: dy)), xp = SendablePointer(UnsafeMutablePointer(mutating: x))
         let op = SendablePointer(out), pos = positions.map { SendablePointer($0) }, isaCode = Int32(isa.rawValue)
+        let reach = Int32(planeReach)
         let parts = threads > 1 && index.count * plane >= 1 << 16 ? threads : 1
         let bounds = index.balancedRowSplit(parts: parts)
         let run = { @Sendable (t: Int) in
             for t0 in Swift.stride(from: 0, to: tiles, by: chunk) {
                 stsp_plane_sddmm(isaCode, rg.pointer, ge.pointer, gt.pointer, gc.pointer, src.pointer, d.pointer, plane,
-                                 xp.pointer, m.pointer,
+                                 xp.pointer, m.pointer, reach,
                                  Int32(height), Int32(width), Int32(plane), op.pointer, pos?.pointer,
                                  Int32(bounds[t]), Int32(bounds[t + 1]), Int32(t0), Int32(min(tiles, t0 + chunk)))
             }

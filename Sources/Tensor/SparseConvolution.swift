@@ -49,11 +49,13 @@ public final class SparseConvolution {
     private let inputFrame = Buffer<Float>(), gradientFrame = Buffer<Float>(), scratch = Buffer<Float>()
 
     /// Where the passes read and write activations: padded frames (any geometry), or the
-    /// unpadded planes themselves (3×3, padding 1, any H·W at stride 1, even H and W at stride 2
-    /// from a copy split into the four phases; outputs stored in place; see `stsp_plane_spmm`).
+    /// unpadded planes themselves (odd k×k with padding k / 2 up to 7×7: any H·W at stride 1, even H
+    /// and W at stride 2 from a copy split into the four phases; outputs stored in place; see
+    /// `stsp_plane_spmm`).
     public enum Layout: String, CaseIterable, Sendable { case automatic, frames, planes }
-    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the images are
-    /// at most 8×8 or the density is below 0.4 (measured up to 0.317); else frames. `bench conv
+    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the kernel is
+    /// larger than 3×3, the images (the output grid) are at most 8×8 or the density is below 0.4
+    /// (measured up to 0.317); else frames. `bench conv
     /// --layout planes|frames`, forward and input gradient each, batch 128, 2 threads: 64 → 64 at
     /// 32×32 density 0.317 38–39 against 46–63 ms, 0.1 14–15 against 23–26, 0.01 5.5–6.4 against
     /// 7–10; 128 → 128 at 16×16 0.317 35 against 45–53, 0.1 14 against 17–20; 512 → 512 at 4×4

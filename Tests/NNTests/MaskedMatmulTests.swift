@@ -51,10 +51,11 @@ final class MaskedMatmulTests: XCTestCase {
     /// and im2col as the dense paths), 7×7 stride 2 padding 3, 1×1 stride 2 (a matmul over the
     /// subsampled input, even and odd sizes); bias on; the second forward uses the recorded choice.
     func testConvolutionPassesEqualTheDenseOnes() {
-        // (h, w): 8 × 8 and 4 × 4 with 8 images take the planes layout where it is chosen (stride 2: its phases).
+        // (h, w): 8 × 8 and 4 × 4 with 8 images take the planes layout where it is chosen (stride 2: its
+        // phases; the 7×7 stride-2 layer on 16 × 16: the stem's planes forward and input gradient).
         let cases: [(k: Int, s: Int, p: Int, batch: Int, h: Int, w: Int)] = [
             (1, 1, 0, 4, 5, 6), (1, 1, 0, 3, 20, 21), (3, 1, 1, 3, 8, 9), (3, 1, 1, 2, 7, 8),
-            (3, 2, 1, 3, 9, 10), (7, 2, 3, 2, 11, 12), (1, 2, 0, 2, 8, 9), (1, 2, 0, 3, 7, 7), (3, 1, 1, 8, 8, 8), (3, 1, 1, 8, 4, 4), (3, 2, 1, 8, 8, 8)]
+            (3, 2, 1, 3, 9, 10), (7, 2, 3, 2, 11, 12), (1, 2, 0, 2, 8, 9), (1, 2, 0, 3, 7, 7), (3, 1, 1, 8, 8, 8), (3, 1, 1, 8, 4, 4), (3, 2, 1, 8, 8, 8), (7, 2, 3, 4, 16, 16)]
         for c in cases {
             var rng = Xoshiro256(seed: 6)
             let shape = Shape(n: c.batch, c: 24, h: c.h, w: c.w)

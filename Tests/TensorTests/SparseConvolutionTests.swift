@@ -24,7 +24,7 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 3, cout: 4, k: 3, s: 2, p: 2, h: 7, w: 6, n: 2),
         // More frame positions than one weight-gradient chunk holds (6·31·31 > 4096).
         Case(cin: 2, cout: 3, k: 3, s: 1, p: 1, h: 30, w: 30, n: 6),
-        // Planes layout too (every 3×3, stride 1, padding 1 case and stride 2 with even sizes): a partial last tile (8×8 × 3,
+        // Planes layout too (every odd k×k with padding k / 2 at stride 1, and at stride 2 with even sizes): a partial last tile (8×8 × 3,
         // 4×4 × 5, 2×2 × 7), several phases per image (16×16, 32×32), rows of 16 (8×16), more
         // tiles than one weight-gradient chunk (32×32 × 5); tiles that straddle images, each its
         // own phase (7×7 × 5, 14×14 × 2, and 7×6, 12×12, 30×30 above).
@@ -43,6 +43,14 @@ final class SparseConvolutionTests: XCTestCase {
         Case(cin: 2, cout: 3, k: 3, s: 2, p: 1, h: 16, w: 32, n: 2),
         Case(cin: 5, cout: 3, k: 3, s: 2, p: 1, h: 4, w: 4, n: 5),
         Case(cin: 2, cout: 4, k: 3, s: 2, p: 1, h: 32, w: 32, n: 3),
+        // Larger kernels on planes (reach 2 and 3: 25 and 49 lane-mask taps): ResNet-50's 7×7
+        // stride-2 stem on even sizes (grid 8×8; 7×6, tiles straddling images), 5×5 and 7×7 at
+        // stride 1, 5×5 at stride 2.
+        Case(cin: 3, cout: 8, k: 7, s: 2, p: 3, h: 16, w: 16, n: 2),
+        Case(cin: 3, cout: 4, k: 7, s: 2, p: 3, h: 14, w: 12, n: 3),
+        Case(cin: 2, cout: 3, k: 5, s: 1, p: 2, h: 9, w: 9, n: 2),
+        Case(cin: 2, cout: 3, k: 7, s: 1, p: 3, h: 8, w: 8, n: 2),
+        Case(cin: 2, cout: 3, k: 5, s: 2, p: 2, h: 10, w: 10, n: 2),
     ]
 
     private func mask(_ c: Case, pattern: String, rng: inout Xoshiro256) -> [Float] {

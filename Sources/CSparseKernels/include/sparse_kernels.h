@@ -51,27 +51,32 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
 void stsp_pad_rows(int isa, const float *src, ptrdiff_t src_stride, int n, float *dst,
                    ptrdiff_t dst_stride, int lead, int width, int rows);
 
-// ---- 3×3, stride 1, padding 1 on unpadded planes [C][N·H·W] (no frame copies) -----------
-// Position p = (n·H + i)·W + j; tap t = kh·3 + kw of an entry reads src[k] + p with
-// src[k] = channel·ld + (kh − 1)·W + (kw − 1), zero where that pixel lies outside the image.
-// Positions run in tiles of 128; masks (from stsp_plane_masks) hold, per tile phase, tap and
-// vector of 16, the lanes that read inside the image. Tiles [tile0, tile1), rows [r0, r1).
+// ---- k×k convolutions on unpadded planes [C][N·H·W] (no frame copies) -------------------
+// Position p = (n·H + i)·W + j; an entry's tap t of reach R (shift dh = t / (2R + 1) − R,
+// dw = t mod (2R + 1) − R; (2R + 1)² taps) reads src[k] + p with src[k] = plane·ld + dh·W + dw,
+// zero where that pixel lies outside the image. A stride-1 k×k convolution with padding k / 2
+// is reach k / 2 with tap (kh, kw) at shift (kh − R, kw − R); a stride-2 one runs on the input's
+// phases (see SparseConvolution+Planes.swift). Positions run in tiles of 128; masks (from
+// stsp_plane_masks) hold, per tile phase, tap and vector of 16, the lanes that read inside the
+// image. Tiles [tile0, tile1), rows [r0, r1).
 
 /// Tile phases of `total` = N·H·W positions: the tiles whose masks differ before they repeat.
 /// H·W/128 when 128 divides H·W, 1 when H·W divides 128, else every tile is its own phase
 /// (⌈total/128⌉: tiles do not line up with images, ResNet-50's 56×56 … 7×7).
 int stsp_plane_phases(int height, int width, int total);
 
-/// Writes the (phases + 1)·9·8 lane masks for `total` = N·H·W positions (the extra phase: the
-/// last tile when it is partial, its lanes past `total` off).
-void stsp_plane_masks(int height, int width, int total, uint16_t *masks);
+/// Writes the (phases + 1)·(2·reach + 1)²·8 lane masks for `total` = N·H·W positions (the extra
+/// phase: the last tile when it is partial, its lanes past `total` off).
+void stsp_plane_masks(int height, int width, int total, int reach, uint16_t *masks);
 
 /// y[r·ldy + p] = Σ_{k ∈ row r} w[k] · x[src[k] + p] (masked by tap[k]; entries in index order,
 /// the order the frame kernels sum in) for the positions of the tiles, r0 ≤ r < r1: the forward
-/// pass, or the input gradient over the transposed index with flipped taps (8 − t, offsets negated).
+/// pass, or the input gradient over the transposed index with flipped taps ((2R + 1)² − 1 − t,
+/// offsets negated).
 void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                     const float *w, const float *x, const uint16_t *masks, int height, int width,
-                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1);
+                     const float *w, const float *x, const uint16_t *masks, int reach, int height,
+                     int width, int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
+                     int tile1);
 
 /// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by the tap) over
 /// the positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient. A row's
@@ -82,7 +87,7 @@ void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const 
 void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_entries,
                       const uint8_t *group_tap, const uint8_t *group_count, const int32_t *src,
                       const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
-                      int height, int width, int total, float *out, const int32_t *outpos, int r0,
-                      int r1, int tile0, int tile1);
+                      int reach, int height, int width, int total, float *out,
+                      const int32_t *outpos, int r0, int r1, int tile0, int tile1);
 
 #endif

@@ -3,13 +3,15 @@ import Foundation
 import NN
 import Tensor
 
-/// `sparsetrain bench conv`: forward + backward of single 3×3 convolutions (the shapes of
-/// ResNet-20 and VGG16 on CIFAR) with each variant of the direct kernel this CPU runs (AVX2,
-/// AVX-512) and with im2col + sgemm, side by side, timed in interleaved rounds;
-/// with `--densities`, the sparse convolution passes at those densities against the dense step.
+/// `sparsetrain bench conv`: forward + backward of single convolutions (by default 3×3 stride 1,
+/// the shapes of ResNet-20 and VGG16 on CIFAR; `--kernel` and `--stride` for others, such as
+/// ResNet-50's 7×7 stride-2 stem) with each variant of the direct kernel this CPU runs (AVX2,
+/// AVX-512; 3×3 stride 1 only) and with im2col + sgemm, side by side, timed in interleaved
+/// rounds; with `--densities`, the sparse convolution passes at those densities against the
+/// dense step.
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "conv", abstract: "Time 3×3 convolutions: direct kernel vs im2col + sgemm.")
+        commandName: "conv", abstract: "Time convolutions (3×3 by default): direct kernel vs im2col + sgemm, and the sparse passes.")
 
     /// Name of the small-image kernels (AVX-512, H·W divides 16) in the table.
     static let smallImages = "small images"
@@ -26,13 +28,19 @@ struct BenchConv: ParsableCommand {
     @Option(help: ArgumentHelp("Layers as CIN:COUT:SIZE, comma-separated (square inputs).", valueName: "list"))
     var shapes: String = "16:16:32,32:32:16,64:64:8,64:64:32,128:128:16,256:256:8,256:512:4,512:512:4,512:512:2"
 
+    @Option(help: "Kernel size (odd; padding kernel / 2).")
+    var kernel: Int = 3
+
+    @Option(help: "Stride (1 or 2).")
+    var stride: Int = 1
+
     @Option(help: ArgumentHelp("Also time the sparse passes at these densities, comma-separated.", valueName: "list"))
     var densities: String?
 
     @Option(help: "Kernel variant of the sparse passes: avx512, avx2 or portable. Default: the widest this CPU runs.")
     var isa: String?
 
-    @Option(help: "Layout of the sparse passes: automatic (as training chooses), frames, or planes (3×3 stride-1 padding-1 layers on unpadded planes).")
+    @Option(help: "Layout of the sparse passes: automatic (as training chooses), frames, or planes (unpadded planes; stride 2 on the input's phases, even sizes).")
     var layout: SparseConvolution.Layout = .automatic
 
     @Flag(help: "Print one JSON object per shape instead of a table.")
@@ -59,6 +67,11 @@ struct BenchConv: ParsableCommand {
 
     func validate() throws {
         guard batch > 0, steps > 0 else { throw InputError("--batch and --steps must be positive") }
+        guard kernel > 0, kernel % 2 == 1 else { throw InputError("--kernel must be an odd positive number") }
+        guard stride == 1 || stride == 2 else { throw InputError("--stride must be 1 or 2") }
+        if let small = try parseShapes().first(where: { $0.2 + 2 * (kernel / 2) < kernel }) {
+            throw InputError("--shapes: size \(small.2) is too small for a \(kernel)×\(kernel) kernel")
+        }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
         _ = try parseShapes()
         _ = try parsedDensities()
@@ -71,7 +84,8 @@ struct BenchConv: ParsableCommand {
         var rows: [Row] = []
         for (cin, cout, size) in try parseShapes() {
             let store = ParameterStore()
-            let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1)
+            let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: kernel, stride: stride,
+                              padding: kernel / 2)
             store.allocate(seed: 1)
             let x = Tensor(Shape(n: batch, c: cin, h: size, w: size))
             var rng = Xoshiro256(seed: 2)
@@ -118,7 +132,7 @@ struct BenchConv: ParsableCommand {
             try runSparse(dense: rows, threads: threadCount)
             return
         }
-        print("bench conv: 3×3 stride 1, forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
+        print("bench conv: \(kernel)×\(kernel) stride \(stride), forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
               + "OpenBLAS kernel \(BLAS.coreName)")
         let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages]
         var table = TextTable(["cin", "cout", "size", "gemm ms", "gemm GFLOP/s"] + kernels.map { "direct \($0) ms" }
@@ -160,13 +174,13 @@ struct BenchConv: ParsableCommand {
             return t
         }
         for r in dense {
-            let cin = r.in_channels, cout = r.out_channels, size = r.size, count = cout * cin * 9
-            let denseStep = min(r.gemm_ms, r.direct_ms ?? .infinity) / 1e3
-            let x = random(Shape(n: batch, c: cin, h: size, w: size)), dy = random(Shape(n: batch, c: cout, h: size, w: size))
+            let cin = r.in_channels, cout = r.out_channels, size = r.size, count = cout * cin * kernel * kernel
+            let denseStep = min(r.gemm_ms, r.direct_ms ?? .infinity) / 1e3, outSize = (size + 2 * (kernel / 2) - kernel) / stride + 1
+            let x = random(Shape(n: batch, c: cin, h: size, w: size)), dy = random(Shape(n: batch, c: cout, h: outSize, w: outSize))
             let w = random(Shape(n: 1, c: count)).data, out = Tensor(dy.shape), dx = Tensor(x.shape)
             let mask = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { mask.deallocate() }
-            let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: 3, stride: 1, padding: 1)
+            let sparse = SparseConvolution(outChannels: cout, inChannels: cin, kernelSize: kernel, stride: stride, padding: kernel / 2)
             sparse.layout = layout
             for d in list {
                 for i in 0..<count { mask[i] = rng.nextDouble() < d ? 1 : 0 }

@@ -1,9 +1,10 @@
 #include "sparse_kernels.h"
 
-// Sparse 3×3, stride-1, padding-1 convolution passes straight on unpadded planes [C][N·H·W]:
-// position p of a plane is pixel (n, i, j); tap t = kh·3 + kw reads p + (kh − 1)·W + (kw − 1),
-// and the lanes whose source pixel lies outside the image (or past the last position) are
-// masked to zero. Positions run in tiles of 128 (8 vectors of 16); a tile's masks depend only on
+// Sparse convolution passes straight on unpadded planes [C][N·H·W] (stride 1, or stride 2 on
+// the input's phases): position p of a plane is pixel (n, i, j); tap t of reach R (shift
+// (dh, dw) = (t / (2R + 1) − R, t mod (2R + 1) − R), (2R + 1)² taps) reads p + dh·W + dw, and
+// the lanes whose source pixel lies outside the image (or past the last position) are masked
+// to zero. Positions run in tiles of 128 (8 vectors of 16); a tile's masks depend only on
 // its phase (see stsp_plane_masks: where tiles and images do not line up, every tile is a phase),
 // so no padded frame is written and outputs are stored in place.
 
@@ -20,15 +21,15 @@ int stsp_plane_phases(int height, int width, int total) {
     return (total + TILE - 1) / TILE;
 }
 
-void stsp_plane_masks(int height, int width, int total, uint16_t *masks) {
+void stsp_plane_masks(int height, int width, int total, int reach, uint16_t *masks) {
     const int plane = height * width, phases = stsp_plane_phases(height, width, total);
-    const int tiles = (total + TILE - 1) / TILE;
+    const int tiles = (total + TILE - 1) / TILE, side = 2 * reach + 1, taps = side * side;
     for (int q = 0; q <= phases; q++) {
         // Phase q < phases: tiles whose first position is q·128 into an image (mod the plane);
         // q = phases: the last tile when it is partial.
         const int first = q < phases ? q * TILE : (tiles - 1) * TILE;
-        for (int t = 0; t < 9; t++) {
-            const int dh = t / 3 - 1, dw = t % 3 - 1;
+        for (int t = 0; t < taps; t++) {
+            const int dh = t / side - reach, dw = t % side - reach;
             for (int v = 0; v < 8; v++) {
                 unsigned bits = 0;
                 for (int l = 0; l < 16; l++) {
@@ -37,7 +38,7 @@ void stsp_plane_masks(int height, int width, int total, uint16_t *masks) {
                     const int inImage = p % plane, i = inImage / width + dh, j = inImage % width + dw;
                     if (i >= 0 && i < height && j >= 0 && j < width) bits |= 1u << l;
                 }
-                masks[(q * 9 + t) * 8 + v] = (uint16_t)bits;
+                masks[(q * taps + t) * 8 + v] = (uint16_t)bits;
             }
         }
     }
@@ -52,9 +53,9 @@ static unsigned valid_bits(int tile, int v, int total) {
 // ---- portable C ---------------------------------------------------------------------------
 
 static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                                const float *w, const float *x, const uint16_t *masks, int height,
-                                int width, int total, float *y, ptrdiff_t ldy, int r0, int r1,
-                                int tile0, int tile1) {
+                                const float *w, const float *x, const uint16_t *masks, int taps,
+                                int height, int width, int total, float *y, ptrdiff_t ldy, int r0,
+                                int r1, int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
@@ -62,7 +63,7 @@ static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, cons
         for (int r = r0; r < r1; r++) {
             float acc[TILE] = {0};
             for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
-                const uint16_t *m = masks + (q * 9 + tap[k]) * 8;
+                const uint16_t *m = masks + (q * taps + tap[k]) * 8;
                 const float *xr = x + src[k] + p0;
                 for (int b = 0; b < n; b++)
                     if (m[b / 16] >> (b % 16) & 1) acc[b] += w[k] * xr[b];
@@ -76,7 +77,7 @@ static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, cons
 static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group_entries,
                                  const uint8_t *group_tap, const uint8_t *group_count,
                                  const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x,
-                                 const uint16_t *masks, int height, int width, int total,
+                                 const uint16_t *masks, int taps, int height, int width, int total,
                                  float *out, const int32_t *outpos, int r0, int r1, int tile0,
                                  int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
@@ -89,7 +90,7 @@ static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group
                 for (int tile = tile0; tile < tile1; tile++) {
                     const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
                     const int n = total - p0 < TILE ? total - p0 : TILE;
-                    const uint16_t *m = masks + (q * 9 + group_tap[g]) * 8;
+                    const uint16_t *m = masks + (q * taps + group_tap[g]) * 8;
                     for (int b = 0; b < n; b++)
                         if (m[b / 16] >> (b % 16) & 1) s += d[p0 + b] * x[src[k] + p0 + b];
                 }
@@ -103,13 +104,13 @@ static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group
 #include "x86_common.h"
 
 static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                                     const float *w, const float *x, const uint16_t *masks,
+                                     const float *w, const float *x, const uint16_t *masks, int taps,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
                                      int r0, int r1, int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
-        const uint16_t *phase = masks + q * 9 * 8;
+        const uint16_t *phase = masks + q * taps * 8;
         __mmask16 store[8];
         for (int v = 0; v < 8; v++) store[v] = (__mmask16)valid_bits(tile, v, total);
         for (int r = r0; r < r1; r++) {
@@ -133,13 +134,13 @@ static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src,
 /// The dot products of one group's G entries (one tap: one mask per vector for all of them) with
 /// the dy row over the tiles, lane by lane as the portable kernel orders positions; G is 4 or 8.
 INLINE AVX512 void plane_group_avx512(const int G, const float *const xr[8], const float *d,
-                                      const uint16_t *masks, int tap, int phases, int tiles,
+                                      const uint16_t *masks, int taps, int tap, int phases, int tiles,
                                       int total, int tile0, int tile1, float s[8]) {
     __m512 acc[8];
     for (int i = 0; i < G; i++) acc[i] = _mm512_setzero_ps();
     for (int tile = tile0; tile < tile1; tile++) {
         const int p0 = tile * TILE;
-        const uint16_t *m = masks + (tile_phase(tile, tiles, total, phases) * 9 + tap) * 8;
+        const uint16_t *m = masks + (tile_phase(tile, tiles, total, phases) * taps + tap) * 8;
         for (int v = 0; v < 8; v++) {
             // The tap's lanes inside the image (and before `total`): neither row is read elsewhere.
             const __mmask16 k = (__mmask16)m[v];
@@ -155,9 +156,9 @@ INLINE AVX512 void plane_group_avx512(const int G, const float *const xr[8], con
 static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *group_entries,
                                       const uint8_t *group_tap, const uint8_t *group_count,
                                       const int32_t *src, const float *dy, ptrdiff_t lddy,
-                                      const float *x, const uint16_t *masks, int height, int width,
-                                      int total, float *out, const int32_t *outpos, int r0, int r1,
-                                      int tile0, int tile1) {
+                                      const float *x, const uint16_t *masks, int taps, int height,
+                                      int width, int total, float *out, const int32_t *outpos, int r0,
+                                      int r1, int tile0, int tile1) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
@@ -168,9 +169,9 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *
             for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];
             float s[8];
             if (count <= 4)
-                plane_group_avx512(4, xr, d, masks, group_tap[g], phases, tiles, total, tile0, tile1, s);
+                plane_group_avx512(4, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
             else
-                plane_group_avx512(8, xr, d, masks, group_tap[g], phases, tiles, total, tile0, tile1, s);
+                plane_group_avx512(8, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
             for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];
         }
     }
@@ -184,23 +185,26 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *
 #endif
 
 void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
-                     const float *w, const float *x, const uint16_t *masks, int height, int width,
-                     int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0, int tile1) {
+                     const float *w, const float *x, const uint16_t *masks, int reach, int height,
+                     int width, int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
+                     int tile1) {
+    const int taps = (2 * reach + 1) * (2 * reach + 1);
     if (isa == 2 && HAVE_AVX512)
-        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
     else
-        plane_spmm_portable(row_ptr, src, tap, w, x, masks, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_portable(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
 }
 
 void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_entries,
                       const uint8_t *group_tap, const uint8_t *group_count, const int32_t *src,
                       const float *dy, ptrdiff_t lddy, const float *x, const uint16_t *masks,
-                      int height, int width, int total, float *out, const int32_t *outpos, int r0,
-                      int r1, int tile0, int tile1) {
+                      int reach, int height, int width, int total, float *out,
+                      const int32_t *outpos, int r0, int r1, int tile0, int tile1) {
+    const int taps = (2 * reach + 1) * (2 * reach + 1);
     if (isa == 2 && HAVE_AVX512)
-        plane_sddmm_avx512(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, height,
-                           width, total, out, outpos, r0, r1, tile0, tile1);
+        plane_sddmm_avx512(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, taps,
+                           height, width, total, out, outpos, r0, r1, tile0, tile1);
     else
-        plane_sddmm_portable(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, height,
-                             width, total, out, outpos, r0, r1, tile0, tile1);
+        plane_sddmm_portable(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, taps,
+                             height, width, total, out, outpos, r0, r1, tile0, tile1);
 }
