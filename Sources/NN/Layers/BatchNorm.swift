@@ -190,21 +190,23 @@ public final class BatchNorm: Layer {
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
         defer { ctx.release(dy) }
         let dyP = SendablePointer(dy.data), m = dy.shape.n * dy.shape.plane
-        return backward(ctx) { c, _ in UnsafePointer(dyP.pointer + c * m) }
+        return backward(ctx, usesScratch: false) { c, _ in UnsafePointer(dyP.pointer + c * m) }
     }
 
     /// The backward pass with dY given channel by channel: `gradient(c, scratch)` returns channel
-    /// c's N·H·W values, from dY itself or written into `scratch` (that many floats, one per
-    /// worker) — a fused max pooling expands its gradient there, so dY is never written whole.
+    /// c's N·H·W values, from dY itself or (`usesScratch`) written into `scratch`, that many
+    /// floats per worker — a fused max pooling expands its gradient there, so dY is never
+    /// written whole.
     func backward(
-        _ ctx: Context, gradient: @Sendable (_ c: Int, _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+        _ ctx: Context, usesScratch: Bool,
+        gradient: @Sendable (_ c: Int, _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
     ) -> Tensor {
         ctx.timed(.batchNorm) {
             guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
             let s = x.shape
             let m = s.n * s.plane
             let inputGradient = ctx.gradientBuffer(s)
-            let scratch = ctx.workerScratch(count: m)
+            let scratch = usesScratch ? ctx.workerScratch(count: m) : Array(repeating: SendablePointer(inputGradient.data), count: ctx.threads)
             // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
             // With a fused ReLU, dy is gated by [γ·x̂ + β > 0] (recomputed from x as forward did).
             var sums = [Double](repeating: 0, count: 2 * channels)

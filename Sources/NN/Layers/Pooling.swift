@@ -150,7 +150,7 @@ public final class MaxPool2d: Layer {
         let s = inputShape
         return argmax.withUnsafeBufferPointer { am in
             let dp = SendablePointer(dy.data), ip = SendablePointer(UnsafeMutablePointer(mutating: am.baseAddress!))
-            return bn.backward(ctx) { c, scratch in
+            return bn.backward(ctx, usesScratch: true) { c, scratch in
                 for image in 0..<s.n {
                     Self.expand2x2(dp.pointer, winners: ip.pointer, shape: s, plane: c * s.n + image, into: scratch + image * s.plane)
                 }
