@@ -177,9 +177,108 @@ static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *
     }
 }
 
+// ---- AVX2 + FMA: 8 lanes per vector; a tile as two halves of 8 vectors ------------------------
+
+/// The ymm lane mask of 8 mask bits.
+INLINE AVX2 __m256i lanes8(unsigned bits) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), bit), bit);
+}
+
+/// Bits 8h ..< 8h + 8 of the 16-bit mask of vector v / 2 (the 8-lane vector v of a tile).
+INLINE unsigned half_bits(const uint16_t *m, int v) { return (unsigned)(m[v / 2] >> (8 * (v % 2))) & 0xFFu; }
+
+/// As plane_spmm_avx512 with 8-lane vectors: each tile's lane masks expanded once into vectors
+/// (taps × 16), then its two halves of 64 positions (8 accumulators each) over all rows.
+static AVX2 void plane_spmm_avx2(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
+                                 const float *w, const float *x, const uint16_t *masks, int taps,
+                                 int height, int width, int total, float *y, ptrdiff_t ldy, int r0,
+                                 int r1, int tile0, int tile1) {
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
+    __m256i lane[49 * 16], store[16];
+    for (int tile = tile0; tile < tile1; tile++) {
+        const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
+        const uint16_t *phase = masks + q * taps * 8;
+        for (int t = 0; t < taps; t++)
+            for (int v = 0; v < 16; v++) lane[t * 16 + v] = lanes8(half_bits(phase + t * 8, v));
+        const int full = p0 + TILE <= total;
+        for (int v = 0; v < 16; v++) {
+            const uint16_t valid = (uint16_t)valid_bits(tile, v / 2, total);
+            store[v] = lanes8(half_bits(&valid, v % 2));
+        }
+        for (int h = 0; h < 2; h++) {
+            for (int r = r0; r < r1; r++) {
+                __m256 acc[8];
+                for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
+                // Entries in index order, as the other kernels sum them: the same roundings.
+                for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
+                    const __m256i *m = lane + tap[k] * 16 + 8 * h;
+                    const __m256 wv = _mm256_broadcast_ss(w + k);
+                    const float *xr = x + src[k] + p0 + 64 * h;
+                    for (int v = 0; v < 8; v++)
+                        acc[v] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xr + 8 * v, m[v]), acc[v]);
+                }
+                float *yr = y + (ptrdiff_t)r * ldy + p0 + 64 * h;
+                // Masked stores only in a partial last tile (they are slow on some x86 cores).
+                if (full)
+                    for (int v = 0; v < 8; v++) _mm256_storeu_ps(yr + 8 * v, acc[v]);
+                else
+                    for (int v = 0; v < 8; v++) _mm256_maskstore_ps(yr + 8 * v, store[8 * h + v], acc[v]);
+            }
+        }
+    }
+}
+
+/// As plane_group_avx512 with 8-lane vectors.
+INLINE AVX2 void plane_group_avx2(const int G, const float *const xr[8], const float *d,
+                                  const uint16_t *masks, int taps, int tap, int phases, int tiles,
+                                  int total, int tile0, int tile1, float s[8]) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int tile = tile0; tile < tile1; tile++) {
+        const int p0 = tile * TILE;
+        const uint16_t *m = masks + (tile_phase(tile, tiles, total, phases) * taps + tap) * 8;
+        for (int v = 0; v < 16; v++) {
+            const __m256i k = lanes8(half_bits(m, v));
+            const int p = p0 + 8 * v;
+            const __m256 dv = _mm256_maskload_ps(d + p, k);
+            for (int i = 0; i < G; i++) acc[i] = _mm256_fmadd_ps(dv, _mm256_maskload_ps(xr[i] + p, k), acc[i]);
+        }
+    }
+    _mm256_storeu_ps(s, hsum8x8(acc));
+}
+
+static AVX2 void plane_sddmm_avx2(const int32_t *row_groups, const int32_t *group_entries,
+                                  const uint8_t *group_tap, const uint8_t *group_count,
+                                  const int32_t *src, const float *dy, ptrdiff_t lddy,
+                                  const float *x, const uint16_t *masks, int taps, int height,
+                                  int width, int total, float *out, const int32_t *outpos, int r0,
+                                  int r1, int tile0, int tile1) {
+    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
+    for (int r = r0; r < r1; r++) {
+        const float *d = dy + (ptrdiff_t)r * lddy;
+        for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {
+            const int count = group_count[g];
+            const int32_t *e = group_entries + 8 * g;
+            const float *xr[8];
+            for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];
+            float s[8];
+            if (count <= 4)
+                plane_group_avx2(4, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
+            else
+                plane_group_avx2(8, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
+            for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];
+        }
+    }
+}
+
 #define HAVE_AVX512 __builtin_cpu_supports("avx512f")
+#define HAVE_AVX2 (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 #else
 #define HAVE_AVX512 0
+#define HAVE_AVX2 0
+#define plane_spmm_avx2 plane_spmm_portable
+#define plane_sddmm_avx2 plane_sddmm_portable
 #define plane_spmm_avx512 plane_spmm_portable
 #define plane_sddmm_avx512 plane_sddmm_portable
 #endif
@@ -191,6 +290,8 @@ void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const 
     const int taps = (2 * reach + 1) * (2 * reach + 1);
     if (isa == 2 && HAVE_AVX512)
         plane_spmm_avx512(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
+    else if (isa >= 1 && HAVE_AVX2)
+        plane_spmm_avx2(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
     else
         plane_spmm_portable(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
 }
@@ -204,6 +305,9 @@ void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_e
     if (isa == 2 && HAVE_AVX512)
         plane_sddmm_avx512(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, taps,
                            height, width, total, out, outpos, r0, r1, tile0, tile1);
+    else if (isa >= 1 && HAVE_AVX2)
+        plane_sddmm_avx2(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, taps,
+                         height, width, total, out, outpos, r0, r1, tile0, tile1);
     else
         plane_sddmm_portable(row_groups, group_entries, group_tap, group_count, src, dy, lddy, x, masks, taps,
                              height, width, total, out, outpos, r0, r1, tile0, tile1);

@@ -25,7 +25,7 @@ extension SparseConvolution {
         case .frames: return false
         case .planes: return true
         case .automatic:
-            return isa == .avx512 && (grid.height * grid.width <= 64 || index.density < 0.4 || kernelSize > 3)
+            return isa != .portable && (grid.height * grid.width <= 64 || index.density < 0.4 || kernelSize > 3)
         }
     }
 
@@ -46,8 +46,8 @@ extension SparseConvolution {
         return (((kh % 2) * 2 + kw % 2) * inChannels + c, (shift(kh) + r) * side + shift(kw) + r)
     }
 
-    /// Whether the weight gradient of a planes-layout layer runs on the planes too: below density
-    /// 0.2, and for images of at most 16 pixels. Its products come in groups of one tap (one lane
+    /// Whether the weight gradient of a planes-layout layer with kernels `isa` runs on the planes
+    /// too: below density 0.2 (AVX2: 0.05), and for images of at most 16 pixels. Its products come in groups of one tap (one lane
     /// mask per vector for eight entries); the frames need a copy of the input on top of theirs.
     /// `bench conv --layout planes|automatic` (dW on frames, the copy not counted), batch 128,
     /// 2 threads: density 0.1 planes 13–15 ms against 13–15 (64 → 64 at 32×32 … 512 → 512 at 4×4),
@@ -55,9 +55,11 @@ extension SparseConvolution {
     /// 9.2 against 15.6 at 2×2; batch 32, ResNet-50's 56×56 … 7×7 at 0.177 17–18 against 14–16,
     /// at 0.087 8.6–9.7 against 8.2–9.7. Larger kernels keep it on frames: ResNet-50's 7×7 stem
     /// (`bench conv --kernel 7 --stride 2 --shapes 3:64:224 --batch 32`) 47–58 against 37–38 ms at
-    /// density 0.42, 31 against 23–24 at 0.2.
-    func planesForWeightGradient(height: Int, width: Int) -> Bool {
-        layout == .planes || kernelSize == 3 && (index.density < 0.2 || height * width <= 16)
+    /// density 0.42, 31 against 23–24 at 0.2. The AVX2 kernels (same commands with `--isa avx2`, on
+    /// the same Zen 4 host): 0.177 at 56×56 … 7×7 18–21 against 15–16 ms, 0.043 4.4–7.7 against
+    /// 4.6–7.3, batch 128 0.1 12–14 against 13–16, 0.01 0.4–4.7 against 1.1–5.5.
+    func planesForWeightGradient(height: Int, width: Int, isa: KernelISA) -> Bool {
+        layout == .planes || kernelSize == 3 && (index.density < (isa == .avx512 ? 0.2 : 0.05) || height * width <= 16)
     }
 
     /// Floats between channels of the planes the kernels read. A tile reads the same window of

@@ -53,13 +53,16 @@ public final class SparseConvolution {
     /// and W at stride 2 from a copy split into the four phases; outputs stored in place; see
     /// `stsp_plane_spmm`).
     public enum Layout: String, CaseIterable, Sendable { case automatic, frames, planes }
-    /// `.automatic`: planes where they apply, the AVX-512 kernels run, and either the kernel is
+    /// `.automatic`: planes where they apply, the AVX-512 or AVX2 kernels run, and either the kernel is
     /// larger than 3×3, the images (the output grid) are at most 8×8 or the density is below 0.4
     /// (measured up to 0.317); else frames. `bench conv
     /// --layout planes|frames`, forward and input gradient each, batch 128, 2 threads: 64 → 64 at
     /// 32×32 density 0.317 38–39 against 46–63 ms, 0.1 14–15 against 23–26, 0.01 5.5–6.4 against
     /// 7–10; 128 → 128 at 16×16 0.317 35 against 45–53, 0.1 14 against 17–20; 512 → 512 at 4×4
     /// 0.317 37–39 against 78–84, 0.1 14–15 against 28–34; at 2×2 0.1 3.5–4.4 against 10–11.
+    /// The AVX2 kernels (`--isa avx2`, the same Zen 4 host, batch 128): 0.317 47–50 against 52–80 ms
+    /// at 32×32 … 4×4, 12 against 29 at 2×2; 0.1 17–20 against 19–34; 0.01 0.6–9 against 4–15 (at
+    /// 32×32 8–9 against 7–15); batch 32, ResNet-50's 56×56 … 7×7 at 0.177 22–24 against 23–34.
     /// The planes kernels sum each output's entries in index order, as the frame kernels do, so
     /// forward and input gradient round alike in both layouts (summing them tap by tap moved a
     /// 52-step ResNet-20 run 9e-4 from the dense engine: ReLU units within rounding of zero flip;
@@ -306,7 +309,7 @@ public final class SparseConvolution {
     ) {
         if let input = planeInput {
             let grid = planeGrid(height: input.height, width: input.width)
-            if planesForWeightGradient(height: grid.height, width: grid.width) {
+            if planesForWeightGradient(height: grid.height, width: grid.width, isa: isa) {
                 planeWeightGradient(dy: dy, input: input, into: output, isa: isa, threads: threads)
                 return
             }
