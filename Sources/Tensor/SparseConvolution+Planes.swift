@@ -47,8 +47,9 @@ extension SparseConvolution {
     }
 
     /// Whether the weight gradient of a planes-layout layer with kernels `isa` runs on the planes
-    /// too: below density 0.2 (AVX2: 0.05), and for images of at most 16 pixels. Its products come in groups of one tap (one lane
-    /// mask per vector for eight entries); the frames need a copy of the input on top of theirs.
+    /// too: below density 0.2 (AVX2: 0.05), and for images of at most 16 pixels. Its products come
+    /// in groups of one tap (one lane mask per vector for eight entries); the frames need a copy of
+    /// the input on top of theirs.
     /// `bench conv --layout planes|automatic` (dW on frames, the copy not counted), batch 128,
     /// 2 threads: density 0.1 planes 13–15 ms against 13–15 (64 → 64 at 32×32 … 512 → 512 at 4×4),
     /// 3.0 against 6.0 at 2×2; 0.317 37–46 against 32–35 at 32×32 … 8×8, 40 against 42 at 4×4,
