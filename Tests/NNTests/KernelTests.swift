@@ -252,7 +252,8 @@ final class WorkerParallelTests: XCTestCase {
         BLAS.threads = 1
         for size in [4, 2] {
             var results: [[Float]] = []
-            for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.automatic, 1), (.automatic, 2)] {
+            // `.direct`: the small-image kernels; `.automatic` at 2×2: the pixel product.
+            for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.direct, 1), (.direct, 2), (.automatic, 1), (.automatic, 2)] {
                 let store = ParameterStore()
                 let conv = Conv2d("c", store: store, inChannels: 16, outChannels: 24, kernelSize: 3, padding: 1, bias: true)
                 store.allocate(seed: 5)
@@ -265,6 +266,27 @@ final class WorkerParallelTests: XCTestCase {
             }
             for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "size \(size) run \(k) vs gemm") }
         }
+    }
+
+    /// The pixel product (2×2 images as one GEMM over images) split among two workers (its
+    /// columns, and whole output channels of the weight gradient) equals the im2col path.
+    func testPixelProductOnTwoWorkersMatchesGemmPath() {
+        let savedThreads = BLAS.threads
+        defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
+        var results: [[Float]] = []
+        for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.automatic, 2)] {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: 32, outChannels: 48, kernelSize: 3, padding: 1, bias: true)
+            store.allocate(seed: 6)
+            let ctx = Context()
+            ctx.threads = workers
+            ctx.convolutionAlgorithm = algorithm
+            let shape = Shape(n: 16, c: 32, h: 2, w: 2)
+            XCTAssertEqual(conv.usesPixelProduct(shape, ctx), algorithm == .automatic)
+            results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 4, gradientPeriod: 3, steps: 2))
+        }
+        assertClose(results[0], results[1], "pixel product on two workers vs gemm")
     }
 
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;

@@ -51,7 +51,24 @@ final class LayerGradientTests: XCTestCase {
             store.allocate(seed: UInt64(i + 7))
             let ctx = Context()
             XCTAssertEqual(conv.directKernel(Shape(n: 3, c: c.cin, h: c.h, w: c.w), ctx), .smallImages)
-            GradientCheck().run(conv, store: store, input: Shape(n: 3, c: c.cin, h: c.h, w: c.w), seed: UInt64(i + 7))
+            // `.direct`: at 2×2 `.automatic` takes the pixel product.
+            GradientCheck(convolution: .direct).run(conv, store: store, input: Shape(n: 3, c: c.cin, h: c.h, w: c.w),
+                                                    seed: UInt64(i + 7))
+        }
+    }
+
+    /// 3×3 convolutions on images of at most 2×2 pixels as one product over images (every output
+    /// pixel against every input pixel through its tap): 2×2, 1×2, 2×1 and 1×1 images.
+    func testPixelProductConvolutionBackwardMatchesFiniteDifferences() {
+        for (i, c) in [(cin: 5, cout: 4, h: 2, w: 2, bias: true), (cin: 3, cout: 6, h: 1, w: 2, bias: false),
+                       (cin: 4, cout: 3, h: 2, w: 1, bias: false), (cin: 6, cout: 5, h: 1, w: 1, bias: true)].enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: 3,
+                              padding: 1, bias: c.bias)
+            store.allocate(seed: UInt64(i + 17))
+            let shape = Shape(n: 3, c: c.cin, h: c.h, w: c.w)
+            XCTAssertTrue(conv.usesPixelProduct(shape, Context()))
+            GradientCheck().run(conv, store: store, input: shape, seed: UInt64(i + 17))
         }
     }
 

@@ -85,6 +85,10 @@ extension Conv2d {
     func denseForward(_ x: Tensor, _ ctx: Context) {
         let s = x.shape, g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane
         let y = SendablePointer(output.data), xp = SendablePointer(x.data), cin = inChannels, cout = outChannels
+        if usesPixelProduct(s, ctx) {
+            pixelProductForward(x, ctx)
+            return
+        }
         if let kernel = directKernel(s, ctx) {
             directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, kernel: kernel, ctx)
             return
@@ -105,6 +109,10 @@ extension Conv2d {
                              _ ctx: Context) {
         let s = x.shape, g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane, wCount = weight.count
         if beta == 0 { target.update(repeating: 0, count: wCount) }
+        if usesPixelProduct(s, ctx) {
+            pixelProductWeightGradient(x, dy, into: target, ctx)
+            return
+        }
         let partials = ctx.workerPartials(count: wCount, target: target)
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data), cin = inChannels, cout = outChannels
         let kernel = directKernel(s, ctx)
@@ -145,6 +153,10 @@ extension Conv2d {
     func denseInputGradient(_ dy: Tensor, into dx: UnsafeMutablePointer<Float>, inputShape s: Shape, _ ctx: Context) {
         let g = passGeometry(s), n = s.n, plane = g.outPlane, cols = n * plane, inPlane = s.plane
         let d = SendablePointer(dy.data), dxp = SendablePointer(dx), cin = inChannels, cout = outChannels
+        if usesPixelProduct(s, ctx) {
+            pixelProductInputGradient(dy, into: dx, inputShape: s, ctx)
+            return
+        }
         if let kernel = directKernel(s, ctx) {
             directProduct(d, channels: cout, into: dxp, channels: cin, flipped: true, shape: s, kernel: kernel, ctx)
             return

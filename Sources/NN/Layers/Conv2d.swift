@@ -24,6 +24,10 @@ public final class Conv2d: Layer {
     /// A strided pointwise convolution's input at every `stride`-th row and column
     /// (Cin, n, Ho, Wo): what its passes read, kept for the weight gradient.
     private let subsampledInput = Tensor()
+    /// The pixel product's W' (kept from the forward pass for the input gradient) and its
+    /// activations image-major: input side (n × Cin·P), output side (n × Cout·P); see
+    /// `Conv2d+PixelProduct.swift`.
+    let pixelWeights = Tensor(), imageMajorInput = Tensor(), imageMajorOutput = Tensor()
     private var matmul: MaskedMatmul?
     private var convolution: MaskedConvolution?
     /// Forward + backward seconds while profiling.

@@ -15,6 +15,8 @@ struct BenchConv: ParsableCommand {
 
     /// Name of the small-image kernels (AVX-512, H·W divides 16) in the table.
     static let smallImages = "small images"
+    /// Name of the pixel product (3×3 on images of at most 2×2 as one GEMM over images) in the table.
+    static let pixelProduct = "pixel product"
 
     @Option(help: "Images per step.")
     var batch: Int = 128
@@ -115,11 +117,18 @@ struct BenchConv: ParsableCommand {
                 ctx.kernelISA = isa
                 if let name = directName(), !direct.contains(where: { $0.name == name }) { direct.append((name, isa)) }
             }
-            let seconds = interleavedMedianSeconds(runs: steps, [step(.gemm, .best)] + direct.map { step(.direct, $0.isa) })
+            // The pixel product (images of at most 2×2) runs under the automatic choice.
+            var timed = [step(.gemm, .best)] + direct.map { step(.direct, $0.isa) }
+            ctx.convolutionAlgorithm = .automatic
+            if conv.usesPixelProduct(x.shape, ctx) {
+                direct.append((BenchConv.pixelProduct, .best))
+                timed.append(step(.automatic, .best))
+            }
+            let seconds = interleavedMedianSeconds(runs: steps, timed)
             let gemmSeconds = seconds[0], directSeconds = seconds.dropFirst().min()
             ctx.convolutionAlgorithm = .automatic
             ctx.kernelISA = .best
-            let automatic = directName().map { "direct " + $0 } ?? "gemm"
+            let automatic = conv.usesPixelProduct(x.shape, ctx) ? BenchConv.pixelProduct : directName().map { "direct " + $0 } ?? "gemm"
             rows.append(Row(
                 in_channels: cin, out_channels: cout, size: size, gemm_ms: gemmSeconds * 1e3,
                 direct_ms: directSeconds.map { $0 * 1e3 }, speedup: directSeconds.map { gemmSeconds / $0 },
@@ -134,7 +143,7 @@ struct BenchConv: ParsableCommand {
         }
         print("bench conv: \(kernel)×\(kernel) stride \(stride), forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
               + "OpenBLAS kernel \(BLAS.coreName)")
-        let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages]
+        let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages, BenchConv.pixelProduct]
         var table = TextTable(["cin", "cout", "size", "gemm ms", "gemm GFLOP/s"] + kernels.map { "direct \($0) ms" }
                               + ["best direct GFLOP/s", "speedup", "automatic"])
         for r in rows {
