@@ -103,6 +103,37 @@ static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group
 #if defined(__x86_64__)
 #include "x86_common.h"
 
+/// Defines NAME: the weight gradient's walk over each row's groups of one tap (the first entry
+/// repeated in a group's unused slots), each group's dot products by GROUP with 4 or 8 slots.
+#define DEFINE_PLANE_SDDMM(NAME, ATTR, GROUP)                                                      \
+    static ATTR void NAME(const int32_t *row_groups, const int32_t *group_entries,                \
+                          const uint8_t *group_tap, const uint8_t *group_count,                   \
+                          const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x,    \
+                          const uint16_t *masks, int taps, int height, int width, int total,      \
+                          float *out, const int32_t *outpos, int r0, int r1, int tile0,           \
+                          int tile1) {                                                            \
+        const int phases = stsp_plane_phases(height, width, total);                               \
+        const int tiles = (total + TILE - 1) / TILE;                                              \
+        for (int r = r0; r < r1; r++) {                                                           \
+            const float *d = dy + (ptrdiff_t)r * lddy;                                            \
+            for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {                         \
+                const int count = group_count[g];                                                 \
+                const int32_t *e = group_entries + 8 * g;                                         \
+                const float *xr[8];                                                               \
+                for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];                \
+                float s[8];                                                                       \
+                if (count <= 4)                                                                   \
+                    GROUP(4, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0,       \
+                          tile1, s);                                                              \
+                else                                                                              \
+                    GROUP(8, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0,       \
+                          tile1, s);                                                              \
+                for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];        \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+
 static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                      const float *w, const float *x, const uint16_t *masks, int taps,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
@@ -153,29 +184,7 @@ INLINE AVX512 void plane_group_avx512(const int G, const float *const xr[8], con
     _mm256_storeu_ps(s, hsum16x8(acc));
 }
 
-static AVX512 void plane_sddmm_avx512(const int32_t *row_groups, const int32_t *group_entries,
-                                      const uint8_t *group_tap, const uint8_t *group_count,
-                                      const int32_t *src, const float *dy, ptrdiff_t lddy,
-                                      const float *x, const uint16_t *masks, int taps, int height,
-                                      int width, int total, float *out, const int32_t *outpos, int r0,
-                                      int r1, int tile0, int tile1) {
-    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
-    for (int r = r0; r < r1; r++) {
-        const float *d = dy + (ptrdiff_t)r * lddy;
-        for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {
-            const int count = group_count[g];
-            const int32_t *e = group_entries + 8 * g;
-            const float *xr[8];
-            for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];
-            float s[8];
-            if (count <= 4)
-                plane_group_avx512(4, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
-            else
-                plane_group_avx512(8, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
-            for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];
-        }
-    }
-}
+DEFINE_PLANE_SDDMM(plane_sddmm_avx512, AVX512, plane_group_avx512)
 
 // ---- AVX2 + FMA: 8 lanes per vector; a tile as two halves of 8 vectors ------------------------
 
@@ -248,29 +257,7 @@ INLINE AVX2 void plane_group_avx2(const int G, const float *const xr[8], const f
     _mm256_storeu_ps(s, hsum8x8(acc));
 }
 
-static AVX2 void plane_sddmm_avx2(const int32_t *row_groups, const int32_t *group_entries,
-                                  const uint8_t *group_tap, const uint8_t *group_count,
-                                  const int32_t *src, const float *dy, ptrdiff_t lddy,
-                                  const float *x, const uint16_t *masks, int taps, int height,
-                                  int width, int total, float *out, const int32_t *outpos, int r0,
-                                  int r1, int tile0, int tile1) {
-    const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
-    for (int r = r0; r < r1; r++) {
-        const float *d = dy + (ptrdiff_t)r * lddy;
-        for (int32_t g = row_groups[r]; g < row_groups[r + 1]; g++) {
-            const int count = group_count[g];
-            const int32_t *e = group_entries + 8 * g;
-            const float *xr[8];
-            for (int i = 0; i < 8; i++) xr[i] = x + src[e[i < count ? i : 0]];
-            float s[8];
-            if (count <= 4)
-                plane_group_avx2(4, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
-            else
-                plane_group_avx2(8, xr, d, masks, taps, group_tap[g], phases, tiles, total, tile0, tile1, s);
-            for (int i = 0; i < count; i++) out[outpos ? outpos[e[i]] : e[i]] += s[i];
-        }
-    }
-}
+DEFINE_PLANE_SDDMM(plane_sddmm_avx2, AVX2, plane_group_avx2)
 
 #define HAVE_AVX512 __builtin_cpu_supports("avx512f")
 #define HAVE_AVX2 (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))

@@ -219,6 +219,24 @@ final class WorkerParallelTests: XCTestCase {
         }
     }
 
+    /// Output, input gradient and weight gradient (`convolutionResults`) of a fresh 3×3 layer
+    /// (`cin` → `cout`, bias, weights from `seed`) on `shape` with `algorithm` on `workers`
+    /// (column budget `budget`); `check` sees the layer and its context first.
+    private func convolutionRun(
+        cin: Int, cout: Int, seed: UInt64, shape: Shape, _ algorithm: ConvolutionAlgorithm, workers: Int,
+        budget: Int = 1 << 20, inputSeed: UInt64, gradientPeriod: Int, check: (Conv2d, Context) -> Void
+    ) -> [Float] {
+        let store = ParameterStore()
+        let conv = Conv2d("c", store: store, inChannels: cin, outChannels: cout, kernelSize: 3, padding: 1, bias: true)
+        store.allocate(seed: seed)
+        let ctx = Context()
+        ctx.threads = workers
+        ctx.columnBudget = budget
+        ctx.convolutionAlgorithm = algorithm
+        check(conv, ctx)
+        return convolutionResults(conv, store, ctx, input: shape, inputSeed: inputSeed, gradientPeriod: gradientPeriod, steps: 2)
+    }
+
     /// The direct 3×3 kernel and im2col + sgemm give the same output, input gradient and weight
     /// gradient, on one and two workers and with chunks of one image.
     func testDirectConvolutionMatchesGemmPath() throws {
@@ -226,67 +244,50 @@ final class WorkerParallelTests: XCTestCase {
         let savedThreads = BLAS.threads
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
-        var results: [[Float]] = []
-        for (algorithm, workers, budget) in [(ConvolutionAlgorithm.gemm, 1, 1 << 20), (.direct, 1, 1 << 20),
-                                             (.direct, 2, 1), (.automatic, 2, 1 << 20)] {
-            let store = ParameterStore()
-            let conv = Conv2d("c", store: store, inChannels: 8, outChannels: 12, kernelSize: 3, padding: 1, bias: true)
-            store.allocate(seed: 4)
-            let ctx = Context()
-            ctx.threads = workers
-            ctx.columnBudget = budget
-            ctx.convolutionAlgorithm = algorithm
-            let shape = Shape(n: 7, c: 8, h: 6, w: 16)
-            XCTAssertEqual(conv.usesDirectKernel(shape, ctx), algorithm != .gemm)
-            results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 9, gradientPeriod: 11, steps: 2))
-        }
+        let shape = Shape(n: 7, c: 8, h: 6, w: 16)
+        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 20), (.direct, 1, 1 << 20), (.direct, 2, 1), (.automatic, 2, 1 << 20)]
+            .map { algorithm, workers, budget in
+                convolutionRun(cin: 8, cout: 12, seed: 4, shape: shape, algorithm, workers: workers, budget: budget,
+                               inputSeed: 9, gradientPeriod: 11) { conv, ctx in
+                    XCTAssertEqual(conv.usesDirectKernel(shape, ctx), algorithm != .gemm)
+                }
+            }
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "run \(k) vs gemm") }
     }
 
     /// The small-image kernels (AVX-512) and im2col + sgemm give the same results on 4×4 and
-    /// 2×2 inputs, on one and two workers.
+    /// 2×2 inputs, on one and two workers (`.direct`; at 2×2 `.automatic` takes the pixel product).
     func testSmallImageKernelsMatchGemmPath() throws {
         try XCTSkipUnless(Conv3x3.isSupported(.avx512), "no AVX-512 on this CPU: the small-image kernels are not run")
         let savedThreads = BLAS.threads
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
         for size in [4, 2] {
-            var results: [[Float]] = []
-            // `.direct`: the small-image kernels; `.automatic` at 2×2: the pixel product.
-            for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.direct, 1), (.direct, 2), (.automatic, 1), (.automatic, 2)] {
-                let store = ParameterStore()
-                let conv = Conv2d("c", store: store, inChannels: 16, outChannels: 24, kernelSize: 3, padding: 1, bias: true)
-                store.allocate(seed: 5)
-                let ctx = Context()
-                ctx.threads = workers
-                ctx.convolutionAlgorithm = algorithm
-                let shape = Shape(n: 7, c: 16, h: size, w: size)
-                XCTAssertEqual(conv.directKernel(shape, ctx), algorithm == .gemm ? nil : .smallImages)
-                results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 3, gradientPeriod: 5, steps: 2))
+            let shape = Shape(n: 7, c: 16, h: size, w: size)
+            let results = [(ConvolutionAlgorithm.gemm, 1), (.direct, 1), (.direct, 2)].map { algorithm, workers in
+                convolutionRun(cin: 16, cout: 24, seed: 5, shape: shape, algorithm, workers: workers, inputSeed: 3,
+                               gradientPeriod: 5) { conv, ctx in
+                    XCTAssertEqual(conv.directKernel(shape, ctx), algorithm == .gemm ? nil : .smallImages)
+                }
             }
             for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "size \(size) run \(k) vs gemm") }
         }
     }
 
-    /// The pixel product (2×2 images as one GEMM over images) split among two workers (its
-    /// columns, and whole output channels of the weight gradient) equals the im2col path.
-    func testPixelProductOnTwoWorkersMatchesGemmPath() {
+    /// The pixel product (images of at most 2×2 as one GEMM over images) on one worker and split
+    /// among two (its columns, and whole output channels of the weight gradient) equals im2col.
+    func testPixelProductMatchesGemmPath() {
         let savedThreads = BLAS.threads
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
-        var results: [[Float]] = []
-        for (algorithm, workers) in [(ConvolutionAlgorithm.gemm, 1), (.automatic, 2)] {
-            let store = ParameterStore()
-            let conv = Conv2d("c", store: store, inChannels: 32, outChannels: 48, kernelSize: 3, padding: 1, bias: true)
-            store.allocate(seed: 6)
-            let ctx = Context()
-            ctx.threads = workers
-            ctx.convolutionAlgorithm = algorithm
-            let shape = Shape(n: 16, c: 32, h: 2, w: 2)
-            XCTAssertEqual(conv.usesPixelProduct(shape, ctx), algorithm == .automatic)
-            results.append(convolutionResults(conv, store, ctx, input: shape, inputSeed: 4, gradientPeriod: 3, steps: 2))
+        let shape = Shape(n: 16, c: 32, h: 2, w: 2)
+        let results = [(ConvolutionAlgorithm.gemm, 1), (.automatic, 1), (.automatic, 2)].map { algorithm, workers in
+            convolutionRun(cin: 32, cout: 48, seed: 6, shape: shape, algorithm, workers: workers, inputSeed: 4,
+                           gradientPeriod: 3) { conv, ctx in
+                XCTAssertEqual(conv.usesPixelProduct(shape, ctx), algorithm == .automatic)
+            }
         }
-        assertClose(results[0], results[1], "pixel product on two workers vs gemm")
+        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "pixel product run \(k) vs gemm") }
     }
 
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;
