@@ -177,7 +177,7 @@ check "MLP prune-and-rewire on 4 ranks with non-blocking allreduces" \
 check "4 ranks with non-blocking allreduces equal 1 rank (MLP, prune-and-rewire, max |dw| <= 1e-5)" \
   "$st" compare "$runs/mlp-rigl-1/checkpoint.safetensors" "$runs/mlp-rigl-nb4/checkpoint.safetensors" --tolerance 1e-5
 same_as_one_rank "CNN with sync BN, IMP" cnn-imp cnnnet cnnimp
-# Sparse convolution kernels (3×3 and strided frames, 1×1 matmuls) against dense convolutions on
+# Sparse convolution kernels (3×3 on planes at stride 1 and 2 or on frames, 1×1 matmuls) against dense convolutions on
 # the masked weights: ResNet-20 with sync BN on 2 ranks, 52 steps of a fixed mask over 832
 # samples, then the short prune-and-rewire run above (2 mask changes; longer ones flip magnitude
 # ranks on rounding alone). The 52 steps run at lr 1e-12, far below a weight's last bit: they
@@ -194,8 +194,8 @@ for kernels in on off; do
 done
 check "sparse kernels equal the dense-masked engine (CNN, sync BN, 2 ranks, 52 steps, max |dw| <= 1e-5)" \
   "$st" compare "$runs/cnn-sk-on/checkpoint.safetensors" "$runs/cnn-sk-off/checkpoint.safetensors" --tolerance 1e-5
-# At density 0.03 every 3×3 stride-1 layer runs all three passes on unpadded planes where the
-# AVX-512 kernels run (frames elsewhere).
+# At density 0.03 every 3×3 layer (stride 1, and stride 2 on the input's phases) runs all three
+# passes on unpadded planes where the AVX-512 or AVX2 kernels run (frames elsewhere).
 for kernels in on off; do
   check "train CNN with sync BN on 2 ranks, density 0.03, 52 steps, sparse kernels $kernels" run2 train "${cnnnet[@]}" "${cnnlong[@]}" --set sparsity=0.97 --set sparse_kernels=$kernels --output "$runs/cnn-sk97-$kernels"
 done
