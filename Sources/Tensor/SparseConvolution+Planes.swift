@@ -112,11 +112,10 @@ extension SparseConvolution {
                     let from = src.pointer + (c * images * height + row) * width, i = row / 2
                     // Tap kh reads input row 2i + kh − p: rows of parity π are phase βa = (π + p) mod 2.
                     let rowPhase = (row % 2 + p) % 2
-                    for colPhase in 0..<2 {
-                        let to = dst.pointer + ((rowPhase * 2 + colPhase) * cin + c) * pitch + i * grid.width
-                        let first = (colPhase + p) % 2
-                        for j in 0..<grid.width { to[j] = from[2 * j + first] }
-                    }
+                    // Columns of parity π go to phase βb = (π + p) mod 2.
+                    let even = dst.pointer + ((rowPhase * 2 + p % 2) * cin + c) * pitch + i * grid.width
+                    let odd = dst.pointer + ((rowPhase * 2 + (1 + p) % 2) * cin + c) * pitch + i * grid.width
+                    deinterleave(from, even: even, odd: odd, count: grid.width)
                 }
             }
         }
@@ -205,10 +204,7 @@ extension SparseConvolution {
                     let dst = to.pointer + (c * batch * height + row) * width, i = row / 2, rowPhase = (row % 2 + p) % 2
                     let evenColumns = out.pointer + ((rowPhase * 2 + p % 2) * cin + c) * plane + i * gw
                     let oddColumns = out.pointer + ((rowPhase * 2 + (1 + p) % 2) * cin + c) * plane + i * gw
-                    for j in 0..<gw {
-                        dst[2 * j] = evenColumns[j]
-                        dst[2 * j + 1] = oddColumns[j]
-                    }
+                    interleave(even: evenColumns, odd: oddColumns, count: gw, into: dst)
                 }
             }
         }
@@ -294,5 +290,41 @@ extension SparseConvolution {
             }
         }
         if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
+    }
+}
+
+/// `even[j] = row[2j]`, `odd[j] = row[2j + 1]` for j < count, eight pairs per 16-float vector.
+@inline(__always)
+private func deinterleave(_ row: UnsafePointer<Float>, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>,
+                          count: Int) {
+    var j = 0
+    while j + 8 <= count {
+        let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
+        UnsafeMutableRawPointer(even + j).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(odd + j).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self)
+        j += 8
+    }
+    while j < count {
+        even[j] = row[2 * j]
+        odd[j] = row[2 * j + 1]
+        j += 1
+    }
+}
+
+/// `row[2j] = even[j]`, `row[2j + 1] = odd[j]` for j < count: the inverse of `deinterleave`.
+@inline(__always)
+private func interleave(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, count: Int, into row: UnsafeMutablePointer<Float>) {
+    var j = 0
+    while j + 8 <= count {
+        var v = SIMD16<Float>()
+        v.evenHalf = UnsafeRawPointer(even + j).loadUnaligned(as: SIMD8<Float>.self)
+        v.oddHalf = UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
+        j += 8
+    }
+    while j < count {
+        row[2 * j] = even[j]
+        row[2 * j + 1] = odd[j]
+        j += 1
     }
 }
