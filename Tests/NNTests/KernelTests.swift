@@ -290,6 +290,35 @@ final class WorkerParallelTests: XCTestCase {
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "pixel product run \(k) vs gemm") }
     }
 
+    /// A pixel-product input gradient after a forward pass that ran another way (here im2col;
+    /// in training a sparse pass) uses this step's weights, not W' from an earlier forward.
+    func testPixelProductInputGradientAfterAnotherForwardUsesCurrentWeights() {
+        let store = ParameterStore()
+        let conv = Conv2d("c", store: store, inChannels: 6, outChannels: 5, kernelSize: 3, padding: 1)
+        store.allocate(seed: 8)
+        let shape = Shape(n: 4, c: 6, h: 2, w: 2)
+        let x = Tensor(shape)
+        var rng = Xoshiro256(seed: 9)
+        for i in 0..<x.count { x.data[i] = rng.nextFloat() - 0.5 }
+        let ctx = Context()
+        func inputGradient(forward: ConvolutionAlgorithm, backward: ConvolutionAlgorithm) -> [Float] {
+            ctx.convolutionAlgorithm = forward
+            let y = conv.forward(x, ctx)
+            ctx.convolutionAlgorithm = backward
+            let dy = Tensor(y.shape)
+            for i in 0..<dy.count { dy.data[i] = Float(i % 7) * 0.1 - 0.3 }
+            let dx = conv.backward(dy, ctx)
+            defer { ctx.release(dx) }
+            return Array(dx.buffer)
+        }
+        _ = inputGradient(forward: .automatic, backward: .automatic)  // W' of the first weights
+        let w = store.value(conv.weight)
+        for i in 0..<conv.weight.count { w[i] *= -2 }
+        XCTAssertTrue(conv.usesPixelProduct(shape, Context()))
+        assertClose(inputGradient(forward: .gemm, backward: .gemm), inputGradient(forward: .gemm, backward: .automatic),
+                    "pixel-product input gradient after an im2col forward")
+    }
+
     /// Convolutions split the batch over workers that call single-threaded BLAS concurrently;
     /// the result must equal the one-worker result (up to summation order of the weight
     /// gradient partials).

@@ -28,6 +28,8 @@ public final class Conv2d: Layer {
     /// activations image-major: input side (n × Cin·P), output side (n × Cout·P); see
     /// `Conv2d+PixelProduct.swift`.
     let pixelWeights = Tensor(), imageMajorInput = Tensor(), imageMajorOutput = Tensor()
+    /// Whether `pixelWeights` holds this step's weights (built by this forward pass).
+    var pixelWeightsCurrent = false
     private var matmul: MaskedMatmul?
     private var convolution: MaskedConvolution?
     /// Forward + backward seconds while profiling.
@@ -120,6 +122,7 @@ public final class Conv2d: Layer {
     public func forward(_ x: Tensor, _ ctx: Context) -> Tensor {
         ctx.timed(.conv, layerSeconds: &profiledSeconds) {
             input = x
+            pixelWeightsCurrent = false
             let g = geometry(x.shape), cols = x.shape.n * g.outPlane
             output.reshape(Shape(n: x.shape.n, c: outChannels, h: g.outHeight, w: g.outWidth))
             let x = passInput(x, ctx), s = x.shape
