@@ -14,6 +14,8 @@ public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     case gemm
     /// The direct kernel wherever it applies (for tests and benchmarks).
     case direct
+    /// Winograd F(2×2, 3×3) for every 3×3, stride-1, padding-1 layer (for tests and benchmarks).
+    case winograd
 }
 
 /// Which direct 3×3 kernel a convolution runs (`Conv2d.directKernel`).
@@ -57,6 +59,8 @@ public final class Context {
     public private(set) var times: [LayerKind: Double] = [:]
     /// Largest im2col scratch per worker, in floats; a batch runs as chunks of images that fit.
     public var columnBudget = 1 << 20
+    /// Largest Winograd scratch per worker (transformed input and products), in floats.
+    public var transformBudget = 1 << 22
     /// How convolutions run: `.automatic` takes the direct 3×3 kernel where it applies and is
     /// faster (see `Conv2d.usesDirectKernel`), `.gemm` always im2col + sgemm.
     public var convolutionAlgorithm = ConvolutionAlgorithm.automatic

@@ -290,6 +290,31 @@ final class WorkerParallelTests: XCTestCase {
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "pixel product run \(k) vs gemm") }
     }
 
+    /// Winograd on one worker, on two, and with chunks of one image (transform budget 1), on
+    /// odd sizes, equals im2col; `.automatic` takes it from 64 channels (not below, nor on
+    /// images the pixel product takes).
+    func testWinogradMatchesGemmPath() {
+        let savedThreads = BLAS.threads
+        defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
+        let shape = Shape(n: 5, c: 6, h: 7, w: 9)
+        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 22), (.winograd, 1, 1 << 22), (.winograd, 2, 1 << 22), (.winograd, 2, 1)]
+            .map { algorithm, workers, budget in
+                convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
+                               gradientPeriod: 7) { conv, ctx in
+                    ctx.transformBudget = budget
+                    XCTAssertEqual(conv.usesWinograd(shape, ctx), algorithm == .winograd)
+                }
+            }
+        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "winograd run \(k) vs gemm") }
+        let store = ParameterStore(), ctx = Context()
+        let wide = Conv2d("w", store: store, inChannels: 128, outChannels: 256, kernelSize: 3, padding: 1)
+        let narrow = Conv2d("n", store: store, inChannels: 32, outChannels: 256, kernelSize: 3, padding: 1)
+        XCTAssertTrue(wide.usesWinograd(Shape(n: 2, c: 128, h: 8, w: 8), ctx))
+        XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 2, w: 2), ctx))
+        XCTAssertFalse(narrow.usesWinograd(Shape(n: 2, c: 32, h: 8, w: 8), ctx))
+    }
+
     /// A pixel-product input gradient after a forward pass that ran another way (here im2col;
     /// in training a sparse pass) uses this step's weights, not W' from an earlier forward.
     func testPixelProductInputGradientAfterAnotherForwardUsesCurrentWeights() {

@@ -89,6 +89,10 @@ extension Conv2d {
             pixelProductForward(x, ctx)
             return
         }
+        if usesWinograd(s, ctx) {
+            winogradProduct(x.data, channels: cin, into: output.data, channels: cout, flipped: false, shape: s, ctx)
+            return
+        }
         if let kernel = directKernel(s, ctx) {
             directProduct(xp, channels: cin, into: y, channels: cout, flipped: false, shape: s, kernel: kernel, ctx)
             return
@@ -111,6 +115,10 @@ extension Conv2d {
         if beta == 0 { target.update(repeating: 0, count: wCount) }
         if usesPixelProduct(s, ctx) {
             pixelProductWeightGradient(x, dy, into: target, ctx)
+            return
+        }
+        if usesWinograd(s, ctx) {
+            winogradWeightGradient(x, dy, into: target, ctx)
             return
         }
         let partials = ctx.workerPartials(count: wCount, target: target)
@@ -155,6 +163,10 @@ extension Conv2d {
         let d = SendablePointer(dy.data), dxp = SendablePointer(dx), cin = inChannels, cout = outChannels
         if usesPixelProduct(s, ctx) {
             pixelProductInputGradient(dy, into: dx, inputShape: s, ctx)
+            return
+        }
+        if usesWinograd(s, ctx) {
+            winogradProduct(dy.data, channels: cout, into: dx, channels: cin, flipped: true, shape: s, ctx)
             return
         }
         if let kernel = directKernel(s, ctx) {

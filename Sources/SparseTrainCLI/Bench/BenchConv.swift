@@ -17,6 +17,8 @@ struct BenchConv: ParsableCommand {
     static let smallImages = "small images"
     /// Name of the pixel product (3×3 on images of at most 2×2 as one GEMM over images) in the table.
     static let pixelProduct = "pixel product"
+    /// The Winograd F(2×2, 3×3) column's name.
+    static let winograd = "Winograd"
 
     @Option(help: "Images per step.")
     var batch: Int = 128
@@ -124,11 +126,17 @@ struct BenchConv: ParsableCommand {
                 direct.append((BenchConv.pixelProduct, .best))
                 timed.append(step(.automatic, .best))
             }
+            ctx.convolutionAlgorithm = .winograd
+            if conv.usesWinograd(x.shape, ctx) {
+                direct.append((BenchConv.winograd, .best))
+                timed.append(step(.winograd, .best))
+            }
             let seconds = interleavedMedianSeconds(runs: steps, timed)
             let gemmSeconds = seconds[0], directSeconds = seconds.dropFirst().min()
             ctx.convolutionAlgorithm = .automatic
             ctx.kernelISA = .best
-            let automatic = conv.usesPixelProduct(x.shape, ctx) ? BenchConv.pixelProduct : directName().map { "direct " + $0 } ?? "gemm"
+            let automatic = conv.usesPixelProduct(x.shape, ctx) ? BenchConv.pixelProduct
+                : conv.usesWinograd(x.shape, ctx) ? BenchConv.winograd : directName().map { "direct " + $0 } ?? "gemm"
             rows.append(Row(
                 in_channels: cin, out_channels: cout, size: size, gemm_ms: gemmSeconds * 1e3,
                 direct_ms: directSeconds.map { $0 * 1e3 }, speedup: directSeconds.map { gemmSeconds / $0 },
@@ -143,7 +151,8 @@ struct BenchConv: ParsableCommand {
         }
         print("bench conv: \(kernel)×\(kernel) stride \(stride), forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
               + "OpenBLAS kernel \(BLAS.coreName)")
-        let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages, BenchConv.pixelProduct]
+        let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages, BenchConv.pixelProduct,
+                       BenchConv.winograd]
         var table = TextTable(["cin", "cout", "size", "gemm ms", "gemm GFLOP/s"] + kernels.map { "direct \($0) ms" }
                               + ["best direct GFLOP/s", "speedup", "automatic"])
         for r in rows {
