@@ -298,7 +298,7 @@ final class WorkerParallelTests: XCTestCase {
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
         let shape = Shape(n: 5, c: 6, h: 7, w: 9)
-        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 22), (.winograd, 1, 1 << 22), (.winograd, 2, 1 << 22), (.winograd, 2, 1)]
+        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 21), (.winograd, 1, 1 << 21), (.winograd, 2, 1 << 21), (.winograd, 2, 1)]
             .map { algorithm, workers, budget in
                 convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
                                gradientPeriod: 7) { conv, ctx in

@@ -37,6 +37,8 @@ struct BenchStep: ParsableCommand {
 
     @Option(name: .customLong("column-mib"), help: "Largest im2col scratch per convolution, in MiB (images are processed in chunks that fit).")
     var columnMiB: Double?
+    @Option(name: .customLong("transform-mib"), help: "Largest Winograd scratch per worker, in MiB (transformed input and products of a chunk of images).")
+    var transformMiB: Double?
 
     @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
     var conv: ConvolutionAlgorithm = .automatic
@@ -67,6 +69,9 @@ struct BenchStep: ParsableCommand {
         }
         if againstDense && sparsity == 0 { throw InputError("--against-dense compares a sparse step with the dense one: give --sparsity") }
         if let t = threads, t < 1 { throw InputError("--threads must be at least 1") }
+        for (name, mib) in [("--column-mib", columnMiB), ("--transform-mib", transformMiB)] {
+            if let mib, !(mib > 0 && mib.isFinite) { throw InputError("\(name) must be a positive number of MiB, got \(mib)") }
+        }
         guard sparsity >= 0 && sparsity < 1 else { throw InputError("--sparsity must be in [0, 1), got \(sparsity)") }
         let rules = ["uniform", "erk", "er", "balanced", "pyramidal"]
         guard rules.contains(method) else { throw InputError("--method must be one of \(rules.joined(separator: ", ")), got '\(method)'") }
@@ -118,6 +123,7 @@ struct BenchStep: ParsableCommand {
         let net = try modelOptions.build()
         net.setThreads(threadCount)
         if let mib = columnMiB { net.ctx.columnBudget = max(1, Int(mib * 262_144)) }
+        if let mib = transformMiB { net.ctx.transformBudget = max(1, Int(mib * 262_144)) }
         net.ctx.convolutionAlgorithm = conv
         var rng = Xoshiro256(seed: 7)
         let images = (0..<(batch * net.imageSize)).map { _ in rng.nextFloat() * 2 - 1 }
@@ -281,6 +287,7 @@ struct BenchStep: ParsableCommand {
         if let i = modelOptions.input { arguments += ["--input", i] }
         if model == .mlp { arguments += ["--hidden"] + modelOptions.hidden.map(String.init) }
         if let mib = columnMiB { arguments += ["--column-mib", "\(mib)"] }
+        if let mib = transformMiB { arguments += ["--transform-mib", "\(mib)"] }
         let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         guard let rate = imagesPerSecond(running: binary, arguments) else {
             throw InputError("the dense reference run failed (\(binary) \(arguments.joined(separator: " ")))")
