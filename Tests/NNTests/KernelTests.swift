@@ -292,7 +292,7 @@ final class WorkerParallelTests: XCTestCase {
 
     /// Winograd on one worker, on two, and with chunks of one image (transform budget 1), on
     /// odd sizes, equals im2col; `.automatic` takes it from 64 channels (not below, nor on
-    /// images the pixel product takes).
+    /// images the pixel product takes, nor on images too large for the transform budget).
     func testWinogradMatchesGemmPath() {
         let savedThreads = BLAS.threads
         defer { BLAS.threads = savedThreads }
@@ -313,6 +313,9 @@ final class WorkerParallelTests: XCTestCase {
         XCTAssertTrue(wide.usesWinograd(Shape(n: 2, c: 128, h: 8, w: 8), ctx))
         XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 2, w: 2), ctx))
         XCTAssertFalse(narrow.usesWinograd(Shape(n: 2, c: 32, h: 8, w: 8), ctx))
+        // One 112×112 image's transforms (16·384·56² floats) exceed four budgets of 2²¹.
+        XCTAssertTrue(wide.usesWinograd(Shape(n: 2, c: 128, h: 56, w: 56), ctx))
+        XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 112, w: 112), ctx))
     }
 
     /// A pixel-product input gradient after a forward pass that ran another way (here im2col;

@@ -15,13 +15,16 @@ extension Conv2d {
 
     /// Whether the dense passes over inputs of shape `s` run Winograd: always under
     /// `.winograd`; under `.automatic` from `winogradChannelMinimum` channels on images larger
-    /// than the pixel product's.
+    /// than the pixel product's, as long as one image's transforms fit four transform budgets
+    /// (a chunk holds at least one image: VGG at 224×224 would take 100 MB per worker).
     public func usesWinograd(_ s: Shape, _ ctx: Context) -> Bool {
         guard kernelSize == 3, stride == 1, padding == 1 else { return false }
         switch ctx.convolutionAlgorithm {
         case .winograd: return true
         case .automatic:
+            let image = Winograd.scratchCount(inChannels: inChannels, outChannels: outChannels, count: 1, height: s.h, width: s.w)
             return min(inChannels, outChannels) >= Self.winogradChannelMinimum && !usesPixelProduct(s, ctx)
+                && image <= 4 * ctx.transformBudget
         case .gemm, .direct: return false
         }
     }
