@@ -22,6 +22,8 @@ public struct KernelReport: Sendable, Equatable {
     public var weightGradient: KernelPath?
     /// Forward + backward seconds of the layer while `ctx.profiling`, since it was built.
     public var seconds: Double
+    /// What its dense passes run (a convolution's algorithm: "Winograd", "direct", …; nil: GEMM).
+    public var denseAlgorithm: String? = nil
 }
 
 /// The dense-or-sparse passes of one masked weight: which path each pass takes, where the

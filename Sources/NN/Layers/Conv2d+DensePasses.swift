@@ -19,6 +19,14 @@ extension Conv2d {
         return (batch + chunks - 1) / max(1, chunks)
     }
 
+    /// What the dense passes run on pass inputs of shape `s`, as `bench step` names it.
+    func denseAlgorithm(_ s: Shape, _ ctx: Context) -> String {
+        if usesPixelProduct(s, ctx) { return "pixel product" }
+        if usesWinograd(s, ctx) { return "Winograd" }
+        if let kernel = directKernel(s, ctx) { return kernel == .smallImages ? "direct small images" : "direct" }
+        return isPointwise ? "GEMM" : "im2col + GEMM"
+    }
+
     /// Whether this layer runs a direct 3×3 kernel on inputs of shape `s` (see `directKernel`).
     public func usesDirectKernel(_ s: Shape, _ ctx: Context) -> Bool { directKernel(s, ctx) != nil }
 

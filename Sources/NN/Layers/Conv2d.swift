@@ -34,6 +34,8 @@ public final class Conv2d: Layer {
     private var convolution: MaskedConvolution?
     /// Forward + backward seconds while profiling.
     private var profiledSeconds = 0.0
+    /// What the dense passes of the last forward's input run (`denseAlgorithm`).
+    private var denseAlgorithmName: String?
     private unowned(unsafe) var input: Tensor?
 
     public init(
@@ -100,8 +102,10 @@ public final class Conv2d: Layer {
     public func weightFlops(for s: Shape) -> [(ref: ParameterRef, flops: Double)] { [(weight, forwardFlops(for: s))] }
 
     public var kernelReports: [KernelReport] {
-        [kernelReport(matmul ?? convolution, name: name, weight: weight, store: store,
-                      computesInputGradient: needsInputGradient, seconds: profiledSeconds)]
+        var report = kernelReport(matmul ?? convolution, name: name, weight: weight, store: store,
+                                  computesInputGradient: needsInputGradient, seconds: profiledSeconds)
+        report.denseAlgorithm = denseAlgorithmName
+        return [report]
     }
 
     public func refreshSparseKernels(_ ctx: Context) { _ = sparsePasses(ctx) }
@@ -126,6 +130,7 @@ public final class Conv2d: Layer {
             let g = geometry(x.shape), cols = x.shape.n * g.outPlane
             output.reshape(Shape(n: x.shape.n, c: outChannels, h: g.outHeight, w: g.outWidth))
             let x = passInput(x, ctx), s = x.shape
+            denseAlgorithmName = denseAlgorithm(s, ctx)
             let dense = { self.denseForward(x, ctx) }
             switch sparsePasses(ctx) {
             case let m as MaskedMatmul:

@@ -114,6 +114,8 @@ struct BenchStep: ParsableCommand {
     struct LayerRow: Codable {
         var name: String, density: Double
         var forward: String, input_gradient: String, weight_gradient: String
+        /// What the layer's dense passes run ("Winograd", "direct", "im2col + GEMM", "GEMM", …).
+        var dense_algorithm: String
         var ms: Double
     }
 
@@ -182,7 +184,7 @@ struct BenchStep: ParsableCommand {
         let layerRows = zip(net.body.kernelReports, layerSecondsBefore).map { r, before in
             LayerRow(name: r.name, density: r.density, forward: r.forward?.rawValue ?? "-",
                      input_gradient: r.inputGradient?.rawValue ?? "-", weight_gradient: r.weightGradient?.rawValue ?? "-",
-                     ms: (r.seconds - before) / timedSteps * 1e3)
+                     dense_algorithm: r.denseAlgorithm ?? "GEMM", ms: (r.seconds - before) / timedSteps * 1e3)
         }
         let report = Report(
             model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
@@ -221,9 +223,10 @@ struct BenchStep: ParsableCommand {
             + "forward FLOPs (ideal speed-up of that work \(fixed(1 / max(report.masked_flop_fraction, 1e-9), 1))x)")
         if !layerRows.isEmpty {
             print("masked layers (sparse kernels \(sparseKernels.rawValue), \(report.sparse_isa)):")
-            var layers = TextTable("layer", "density", "forward", "input grad", "weight grad", "ms/step")
+            var layers = TextTable("layer", "density", "forward", "input grad", "weight grad", "dense passes run", "ms/step")
             for r in layerRows {
-                layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, fixed(r.ms, 2))
+                layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, r.dense_algorithm,
+                           fixed(r.ms, 2))
             }
             print(layers.render())
         }
