@@ -16,6 +16,8 @@ public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
     case direct
     /// Winograd F(2×2, 3×3) for every 3×3, stride-1, padding-1 layer (for tests and benchmarks).
     case winograd
+    /// Winograd F(4×4, 3×3) for every 3×3, stride-1, padding-1 layer (for tests and benchmarks).
+    case winograd4
 }
 
 /// Which direct 3×3 kernel a convolution runs (`Conv2d.directKernel`).

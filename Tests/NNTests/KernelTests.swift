@@ -290,7 +290,7 @@ final class WorkerParallelTests: XCTestCase {
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "pixel product run \(k) vs gemm") }
     }
 
-    /// Winograd on one worker, on two, and with chunks of one image (transform budget 1), on
+    /// Winograd (2×2 and 4×4 tiles) on one worker, on two, and with chunks of one image (transform budget 1), on
     /// odd sizes, equals im2col; `.automatic` takes it from 64 channels (not below, nor on
     /// images the pixel product takes, nor on images too large for the transform budget).
     func testWinogradMatchesGemmPath() {
@@ -298,12 +298,13 @@ final class WorkerParallelTests: XCTestCase {
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
         let shape = Shape(n: 5, c: 6, h: 7, w: 9)
-        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 21), (.winograd, 1, 1 << 21), (.winograd, 2, 1 << 21), (.winograd, 2, 1)]
+        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 21), (.winograd, 1, 1 << 21), (.winograd, 2, 1 << 21), (.winograd, 2, 1),
+                       (.winograd4, 1, 1 << 21), (.winograd4, 2, 1)]
             .map { algorithm, workers, budget in
                 convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
                                gradientPeriod: 7) { conv, ctx in
                     ctx.transformBudget = budget
-                    XCTAssertEqual(conv.usesWinograd(shape, ctx), algorithm == .winograd)
+                    XCTAssertEqual(conv.usesWinograd(shape, ctx), algorithm != .gemm)
                 }
             }
         for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "winograd run \(k) vs gemm") }

@@ -72,17 +72,19 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
-    /// Winograd F(2×2, 3×3) inside a layer: even and odd sizes (tiles half outside the image).
+    /// Winograd F(2×2, 3×3) and F(4×4, 3×3) inside a layer: sizes with tiles partly outside the image.
     func testWinogradConvolutionBackwardMatchesFiniteDifferences() {
-        for (i, c) in [(cin: 4, cout: 3, h: 4, w: 6, bias: true), (cin: 3, cout: 5, h: 5, w: 3, bias: false)].enumerated() {
-            let store = ParameterStore()
-            let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: 3,
-                              padding: 1, bias: c.bias)
-            store.allocate(seed: UInt64(i + 27))
-            let shape = Shape(n: 3, c: c.cin, h: c.h, w: c.w), ctx = Context()
-            ctx.convolutionAlgorithm = .winograd
-            XCTAssertTrue(conv.usesWinograd(shape, ctx))
-            GradientCheck(convolution: .winograd).run(conv, store: store, input: shape, seed: UInt64(i + 27))
+        for algorithm in [ConvolutionAlgorithm.winograd, .winograd4] {
+            for (i, c) in [(cin: 4, cout: 3, h: 4, w: 6, bias: true), (cin: 3, cout: 5, h: 5, w: 3, bias: false)].enumerated() {
+                let store = ParameterStore()
+                let conv = Conv2d("c", store: store, inChannels: c.cin, outChannels: c.cout, kernelSize: 3,
+                                  padding: 1, bias: c.bias)
+                store.allocate(seed: UInt64(i + 27))
+                let shape = Shape(n: 3, c: c.cin, h: c.h, w: c.w), ctx = Context()
+                ctx.convolutionAlgorithm = algorithm
+                XCTAssertEqual(conv.winograd(shape, ctx)?.tile, algorithm == .winograd ? 2 : 4)
+                GradientCheck(convolution: algorithm).run(conv, store: store, input: shape, seed: UInt64(i + 27))
+            }
         }
     }
 

@@ -138,53 +138,57 @@ final class DirectConvolutionTests: XCTestCase {
         XCTAssertFalse(Conv3x3.smallImagesApply(outChannels: 8, height: 4, width: 4, widest: .avx2))
     }
 
-    /// Winograd F(2×2, 3×3) (portable C + sgemm, every CPU): odd heights and widths (a last
-    /// row or column of tiles half outside the image), 1×1 and 1×N images, a channel stride
-    /// larger than the batch's planes (a chunk of a larger batch), accumulation into dw.
+    /// Winograd F(2×2, 3×3) and F(4×4, 3×3) (portable C + sgemm, every CPU): sizes that leave
+    /// the last row or column of tiles partly outside the image, 1×1 and 1×N images, a channel
+    /// stride larger than the batch's planes (a chunk of a larger batch), accumulation into dw.
     func testWinogradMatchesNaiveLoops() {
         let cases = [Case(cin: 3, cout: 5, count: 2, h: 4, w: 4), Case(cin: 4, cout: 6, count: 3, h: 5, w: 7),
                      Case(cin: 7, cout: 3, count: 1, h: 1, w: 1), Case(cin: 2, cout: 4, count: 2, h: 1, w: 6),
-                     Case(cin: 6, cout: 2, count: 2, h: 9, w: 2), Case(cin: 16, cout: 8, count: 3, h: 8, w: 8)]
-        for (t, c) in cases.enumerated() {
-            var rng = Xoshiro256(seed: UInt64(t + 40))
-            let plane = c.h * c.w, cols = c.count * plane
-            let x = random(c.cin * cols, &rng), w = random(c.cout * c.cin * 9, &rng), dy = random(c.cout * cols, &rng)
-            let (expectedY, expectedDx, expectedDw) = naive(c, x: x, w: w, dy: dy)
-            var scratch = [Float](repeating: .nan, count: Winograd.scratchCount(
-                inChannels: c.cin, outChannels: c.cout, count: c.count, height: c.h, width: c.w))
-            var u = [Float](repeating: .nan, count: Winograd.weightCount(outChannels: max(c.cin, c.cout), inChannels: min(c.cin, c.cout)))
+                     Case(cin: 6, cout: 2, count: 2, h: 9, w: 2), Case(cin: 16, cout: 8, count: 3, h: 8, w: 8),
+                     Case(cin: 5, cout: 7, count: 2, h: 10, w: 6), Case(cin: 8, cout: 8, count: 2, h: 7, w: 7)]
+        for variant in [Winograd.f2x2, .f4x4] {
+            for (t, c) in cases.enumerated() {
+                let tag = "winograd \(variant.tile)x\(variant.tile) case \(t)"
+                var rng = Xoshiro256(seed: UInt64(t + 40))
+                let plane = c.h * c.w, cols = c.count * plane
+                let x = random(c.cin * cols, &rng), w = random(c.cout * c.cin * 9, &rng), dy = random(c.cout * cols, &rng)
+                let (expectedY, expectedDx, expectedDw) = naive(c, x: x, w: w, dy: dy)
+                var scratch = [Float](repeating: .nan, count: variant.scratchCount(
+                    inChannels: c.cin, outChannels: c.cout, count: c.count, height: c.h, width: c.w))
+                var u = [Float](repeating: .nan, count: variant.weightCount(outChannels: c.cout, inChannels: c.cin))
 
-            Winograd.transformWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, into: &u)
-            var y = [Float](repeating: .nan, count: c.cout * cols)
-            // The second image alone, reading and writing at the batch's channel strides.
-            if c.count > 1 {
-                x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-                    Winograd.forward(xp.baseAddress! + plane, xChannelStride: cols, inChannels: c.cin, count: 1,
-                                     height: c.h, width: c.w, transformedWeights: u, outChannels: c.cout,
-                                     y: yp.baseAddress! + plane, yChannelStride: cols, scratch: &scratch)
-                } }
-                for o in 0..<c.cout {
-                    close(Array(y[(o * cols + plane)..<(o * cols + 2 * plane)]),
-                          Array(expectedY[(o * cols + plane)..<(o * cols + 2 * plane)]), "winograd case \(t) one image")
+                variant.transformWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: false, into: &u)
+                var y = [Float](repeating: .nan, count: c.cout * cols)
+                // The second image alone, reading and writing at the batch's channel strides.
+                if c.count > 1 {
+                    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                        variant.forward(xp.baseAddress! + plane, xChannelStride: cols, inChannels: c.cin, count: 1,
+                                        height: c.h, width: c.w, transformedWeights: u, outChannels: c.cout,
+                                        y: yp.baseAddress! + plane, yChannelStride: cols, scratch: &scratch)
+                    } }
+                    for o in 0..<c.cout {
+                        close(Array(y[(o * cols + plane)..<(o * cols + 2 * plane)]),
+                              Array(expectedY[(o * cols + plane)..<(o * cols + 2 * plane)]), tag + " one image")
+                    }
                 }
+                variant.forward(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h, width: c.w,
+                                transformedWeights: u, outChannels: c.cout, y: &y, yChannelStride: cols, scratch: &scratch)
+                close(y, expectedY, tag + " forward")
+
+                variant.transformWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, into: &u)
+                var dx = [Float](repeating: .nan, count: c.cin * cols)
+                variant.forward(dy, xChannelStride: cols, inChannels: c.cout, count: c.count, height: c.h, width: c.w,
+                                transformedWeights: u, outChannels: c.cin, y: &dx, yChannelStride: cols, scratch: &scratch)
+                close(dx, expectedDx, tag + " input gradient")
+
+                var z = [Float](repeating: 0, count: variant.weightCount(outChannels: c.cout, inChannels: c.cin))
+                variant.accumulateWeightGradient(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h,
+                                                 width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, z: &z,
+                                                 scratch: &scratch)
+                var dw = [Float](repeating: 1, count: w.count)
+                variant.finishWeightGradient(z, outChannels: c.cout, inChannels: c.cin, into: &dw)
+                close(dw, expectedDw.map { $0 + 1 }, tag + " weight gradient")
             }
-            Winograd.forward(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h, width: c.w,
-                             transformedWeights: u, outChannels: c.cout, y: &y, yChannelStride: cols, scratch: &scratch)
-            close(y, expectedY, "winograd case \(t) forward")
-
-            Winograd.transformWeights(w, outChannels: c.cout, inChannels: c.cin, flipped: true, into: &u)
-            var dx = [Float](repeating: .nan, count: c.cin * cols)
-            Winograd.forward(dy, xChannelStride: cols, inChannels: c.cout, count: c.count, height: c.h, width: c.w,
-                             transformedWeights: u, outChannels: c.cin, y: &dx, yChannelStride: cols, scratch: &scratch)
-            close(dx, expectedDx, "winograd case \(t) input gradient")
-
-            var z = [Float](repeating: 0, count: Winograd.weightCount(outChannels: c.cout, inChannels: c.cin))
-            Winograd.accumulateWeightGradient(x, xChannelStride: cols, inChannels: c.cin, count: c.count, height: c.h,
-                                              width: c.w, dy: dy, dyChannelStride: cols, outChannels: c.cout, z: &z,
-                                              scratch: &scratch)
-            var dw = [Float](repeating: 1, count: w.count)
-            Winograd.finishWeightGradient(z, outChannels: c.cout, inChannels: c.cin, into: &dw)
-            close(dw, expectedDw.map { $0 + 1 }, "winograd case \(t) weight gradient")
         }
     }
 

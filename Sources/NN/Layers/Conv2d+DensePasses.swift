@@ -22,7 +22,7 @@ extension Conv2d {
     /// What the dense passes run on pass inputs of shape `s`, as `bench step` names it.
     func denseAlgorithm(_ s: Shape, _ ctx: Context) -> String {
         if usesPixelProduct(s, ctx) { return "pixel product" }
-        if usesWinograd(s, ctx) { return "Winograd" }
+        if let variant = winograd(s, ctx) { return "Winograd \(variant.tile)×\(variant.tile)" }
         if let kernel = directKernel(s, ctx) { return kernel == .smallImages ? "direct small images" : "direct" }
         return isPointwise ? "GEMM" : "im2col + GEMM"
     }
@@ -97,8 +97,8 @@ extension Conv2d {
             pixelProductForward(x, ctx)
             return
         }
-        if usesWinograd(s, ctx) {
-            winogradProduct(x.data, channels: cin, into: output.data, channels: cout, flipped: false, shape: s, ctx)
+        if let variant = winograd(s, ctx) {
+            winogradProduct(x.data, channels: cin, into: output.data, channels: cout, flipped: false, shape: s, variant, ctx)
             return
         }
         if let kernel = directKernel(s, ctx) {
@@ -125,8 +125,8 @@ extension Conv2d {
             pixelProductWeightGradient(x, dy, into: target, ctx)
             return
         }
-        if usesWinograd(s, ctx) {
-            winogradWeightGradient(x, dy, into: target, ctx)
+        if let variant = winograd(s, ctx) {
+            winogradWeightGradient(x, dy, into: target, variant, ctx)
             return
         }
         let partials = ctx.workerPartials(count: wCount, target: target)
@@ -173,8 +173,8 @@ extension Conv2d {
             pixelProductInputGradient(dy, into: dx, inputShape: s, ctx)
             return
         }
-        if usesWinograd(s, ctx) {
-            winogradProduct(dy.data, channels: cout, into: dx, channels: cin, flipped: true, shape: s, ctx)
+        if let variant = winograd(s, ctx) {
+            winogradProduct(dy.data, channels: cout, into: dx, channels: cin, flipped: true, shape: s, variant, ctx)
             return
         }
         if let kernel = directKernel(s, ctx) {

@@ -1,7 +1,7 @@
 import Tensor
 
-/// The dense passes of a 3×3, stride-1, padding-1 convolution by Winograd F(2×2, 3×3)
-/// (`Winograd`): the batch in chunks of images split among the workers, each transforming its
+/// The dense passes of a 3×3, stride-1, padding-1 convolution by Winograd F(2×2, 3×3) or
+/// F(4×4, 3×3) (`Winograd`): the batch in chunks of images split among the workers, each transforming its
 /// chunk into its own scratch and running the 16 position GEMMs single-threaded.
 extension Conv2d {
     /// The fewer of input and output channels from which `.automatic` runs Winograd: below it
@@ -13,26 +13,33 @@ extension Conv2d {
     /// 117 (im2col).
     public static let winogradChannelMinimum = 64
 
-    /// Whether the dense passes over inputs of shape `s` run Winograd: always under
-    /// `.winograd`; under `.automatic` from `winogradChannelMinimum` channels on images larger
-    /// than the pixel product's, as long as one image's transforms fit four transform budgets
-    /// (a chunk holds at least one image: VGG at 224×224 would take 100 MB per worker).
-    public func usesWinograd(_ s: Shape, _ ctx: Context) -> Bool {
-        guard kernelSize == 3, stride == 1, padding == 1 else { return false }
+    /// The Winograd variant the dense passes over inputs of shape `s` run, if any: F(2×2) under
+    /// `.winograd`, F(4×4) under `.winograd4`; under `.automatic` from `winogradChannelMinimum`
+    /// channels on images larger than the pixel product's, as long as one image's transforms
+    /// fit four transform budgets (a chunk holds at least one image: VGG at 224×224 would take
+    /// 100 MB per worker).
+    public func winograd(_ s: Shape, _ ctx: Context) -> Winograd? {
+        guard kernelSize == 3, stride == 1, padding == 1 else { return nil }
         switch ctx.convolutionAlgorithm {
-        case .winograd: return true
+        case .winograd: return .f2x2
+        case .winograd4: return .f4x4
         case .automatic:
-            let image = Winograd.scratchCount(inChannels: inChannels, outChannels: outChannels, count: 1, height: s.h, width: s.w)
-            return min(inChannels, outChannels) >= Self.winogradChannelMinimum && !usesPixelProduct(s, ctx)
-                && image <= 4 * ctx.transformBudget
-        case .gemm, .direct: return false
+            let variant = Winograd.f2x2
+            let image = variant.scratchCount(inChannels: inChannels, outChannels: outChannels, count: 1, height: s.h, width: s.w)
+            guard min(inChannels, outChannels) >= Self.winogradChannelMinimum, !usesPixelProduct(s, ctx),
+                  image <= 4 * ctx.transformBudget else { return nil }
+            return variant
+        case .gemm, .direct: return nil
         }
     }
 
+    /// Whether the dense passes over inputs of shape `s` run Winograd (`winograd(_:_:)`).
+    public func usesWinograd(_ s: Shape, _ ctx: Context) -> Bool { winograd(s, ctx) != nil }
+
     /// Images per chunk: one worker's transformed input and products fit the transform budget
     /// (`Context.transformBudget`), and the chunks divide evenly among the workers.
-    private func winogradChunk(_ s: Shape, inChannels cin: Int, outChannels cout: Int, _ ctx: Context) -> Int {
-        let perImage = Winograd.scratchCount(inChannels: cin, outChannels: cout, count: 1, height: s.h, width: s.w)
+    private func winogradChunk(_ s: Shape, _ variant: Winograd, inChannels cin: Int, outChannels cout: Int, _ ctx: Context) -> Int {
+        let perImage = variant.scratchCount(inChannels: cin, outChannels: cout, count: 1, height: s.h, width: s.w)
         return balancedChunk(batch: s.n, most: ctx.transformBudget / perImage, ctx)
     }
 
@@ -40,22 +47,22 @@ extension Conv2d {
     /// dY with the flipped, transposed kernels) over images of shape `s`. Overwrites out.
     func winogradProduct(
         _ src: UnsafePointer<Float>, channels inCount: Int, into out: UnsafeMutablePointer<Float>, channels outCount: Int,
-        flipped: Bool, shape s: Shape, _ ctx: Context
+        flipped: Bool, shape s: Shape, _ variant: Winograd, _ ctx: Context
     ) {
         let plane = s.plane, cols = s.n * plane, h = s.h, w = s.w
-        let u = SendablePointer(ctx.packedWeightScratch(count: Winograd.weightCount(outChannels: outCount, inChannels: inCount)))
+        let u = SendablePointer(ctx.packedWeightScratch(count: variant.weightCount(outChannels: outCount, inChannels: inCount)))
         let weights = SendablePointer(UnsafeMutablePointer(mutating: store.forwardWeight(weight)))
         let cout = outChannels, cin = inChannels
         parallelChunks(outCount, chunks: ctx.chunks(for: 9 * cin * cout)) { rows in
-            Winograd.transformWeights(weights.pointer, outChannels: cout, inChannels: cin, flipped: flipped, rows: rows,
+            variant.transformWeights(weights.pointer, outChannels: cout, inChannels: cin, flipped: flipped, rows: rows,
                                       into: u.pointer)
         }
-        let per = winogradChunk(s, inChannels: inCount, outChannels: outCount, ctx)
-        let scratch = ctx.workerScratch(count: Winograd.scratchCount(
+        let per = winogradChunk(s, variant, inChannels: inCount, outChannels: outCount, ctx)
+        let scratch = ctx.workerScratch(count: variant.scratchCount(
             inChannels: inCount, outChannels: outCount, count: per, height: h, width: w))
         let x = SendablePointer(UnsafeMutablePointer(mutating: src)), y = SendablePointer(out)
         ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
-            Winograd.forward(x.pointer + first * plane, xChannelStride: cols, inChannels: inCount, count: count,
+            variant.forward(x.pointer + first * plane, xChannelStride: cols, inChannels: inCount, count: count,
                              height: h, width: w, transformedWeights: u.pointer, outChannels: outCount,
                              y: y.pointer + first * plane, yChannelStride: cols, scratch: scratch[worker].pointer)
         }
@@ -63,24 +70,26 @@ extension Conv2d {
 
     /// `target += dW` by Winograd: each worker sums its chunks' 16 products `P[ξ]·V[ξ]ᵀ` in its
     /// scratch, the workers' sums are added, and the total is folded onto the 3×3 taps once.
-    func winogradWeightGradient(_ x: Tensor, _ dy: Tensor, into target: UnsafeMutablePointer<Float>, _ ctx: Context) {
+    func winogradWeightGradient(
+        _ x: Tensor, _ dy: Tensor, into target: UnsafeMutablePointer<Float>, _ variant: Winograd, _ ctx: Context
+    ) {
         let s = x.shape, plane = s.plane, cols = s.n * plane, h = s.h, w = s.w
-        let cin = inChannels, cout = outChannels, sums = Winograd.weightCount(outChannels: cout, inChannels: cin)
-        let per = winogradChunk(s, inChannels: cin, outChannels: cout, ctx)
-        let chunkCount = Winograd.scratchCount(inChannels: cin, outChannels: cout, count: per, height: h, width: w)
+        let cin = inChannels, cout = outChannels, sums = variant.weightCount(outChannels: cout, inChannels: cin)
+        let per = winogradChunk(s, variant, inChannels: cin, outChannels: cout, ctx)
+        let chunkCount = variant.scratchCount(inChannels: cin, outChannels: cout, count: per, height: h, width: w)
         let scratch = ctx.workerScratch(count: chunkCount + sums)
         for part in scratch { (part.pointer + chunkCount).update(repeating: 0, count: sums) }
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data)
         ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
             let own = scratch[worker].pointer
-            Winograd.accumulateWeightGradient(xp.pointer + first * plane, xChannelStride: cols, inChannels: cin, count: count,
+            variant.accumulateWeightGradient(xp.pointer + first * plane, xChannelStride: cols, inChannels: cin, count: count,
                                               height: h, width: w, dy: d.pointer + first * plane, dyChannelStride: cols,
                                               outChannels: cout, z: own + chunkCount, scratch: own)
         }
         let total = SendablePointer(scratch[0].pointer + chunkCount), dw = SendablePointer(target)
         for part in scratch.dropFirst() { axpy(sums, x: part.pointer + chunkCount, y: total.pointer) }
         parallelChunks(cout, chunks: ctx.chunks(for: 9 * cin * cout)) { rows in
-            Winograd.finishWeightGradient(total.pointer, outChannels: cout, inChannels: cin, rows: rows, into: dw.pointer)
+            variant.finishWeightGradient(total.pointer, outChannels: cout, inChannels: cin, rows: rows, into: dw.pointer)
         }
     }
 }

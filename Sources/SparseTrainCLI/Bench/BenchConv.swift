@@ -17,8 +17,8 @@ struct BenchConv: ParsableCommand {
     static let smallImages = "small images"
     /// Name of the pixel product (3×3 on images of at most 2×2 as one GEMM over images) in the table.
     static let pixelProduct = "pixel product"
-    /// The Winograd F(2×2, 3×3) column's name.
-    static let winograd = "Winograd"
+    /// The Winograd columns' names (F(2×2, 3×3), F(4×4, 3×3)).
+    static let winograd = "Winograd 2×2", winograd4 = "Winograd 4×4"
 
     @Option(help: "Images per step.")
     var batch: Int = 128
@@ -126,17 +126,20 @@ struct BenchConv: ParsableCommand {
                 direct.append((BenchConv.pixelProduct, .best))
                 timed.append(step(.automatic, .best))
             }
-            ctx.convolutionAlgorithm = .winograd
-            if conv.usesWinograd(x.shape, ctx) {
-                direct.append((BenchConv.winograd, .best))
-                timed.append(step(.winograd, .best))
+            for (algorithm, name) in [(ConvolutionAlgorithm.winograd, BenchConv.winograd), (.winograd4, BenchConv.winograd4)] {
+                ctx.convolutionAlgorithm = algorithm
+                if conv.usesWinograd(x.shape, ctx) {
+                    direct.append((name, .best))
+                    timed.append(step(algorithm, .best))
+                }
             }
             let seconds = interleavedMedianSeconds(runs: steps, timed)
             let gemmSeconds = seconds[0], directSeconds = seconds.dropFirst().min()
             ctx.convolutionAlgorithm = .automatic
             ctx.kernelISA = .best
             let automatic = conv.usesPixelProduct(x.shape, ctx) ? BenchConv.pixelProduct
-                : conv.usesWinograd(x.shape, ctx) ? BenchConv.winograd : directName().map { "direct " + $0 } ?? "gemm"
+                : conv.winograd(x.shape, ctx).map { $0.tile == 4 ? BenchConv.winograd4 : BenchConv.winograd }
+                ?? directName().map { "direct " + $0 } ?? "gemm"
             rows.append(Row(
                 in_channels: cin, out_channels: cout, size: size, gemm_ms: gemmSeconds * 1e3,
                 direct_ms: directSeconds.map { $0 * 1e3 }, speedup: directSeconds.map { gemmSeconds / $0 },
@@ -152,7 +155,7 @@ struct BenchConv: ParsableCommand {
         print("bench conv: \(kernel)×\(kernel) stride \(stride), forward + backward, batch \(batch), \(threadCount) thread(s), median of \(steps) interleaved rounds, "
               + "OpenBLAS kernel \(BLAS.coreName)")
         let kernels = [KernelISA.avx2.description, KernelISA.avx512.description, BenchConv.smallImages, BenchConv.pixelProduct,
-                       BenchConv.winograd]
+                       BenchConv.winograd, BenchConv.winograd4]
         var table = TextTable(["cin", "cout", "size", "gemm ms", "gemm GFLOP/s"] + kernels.map { "direct \($0) ms" }
                               + ["best direct GFLOP/s", "speedup", "automatic"])
         for r in rows {
