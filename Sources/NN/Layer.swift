@@ -62,7 +62,7 @@ public final class Context {
     /// Largest im2col scratch per worker, in floats; a batch runs as chunks of images that fit.
     public var columnBudget = 1 << 20
     /// Largest Winograd scratch per worker (transformed input and products), in floats.
-    public var transformBudget = 1 << 21
+    public var transformBudget = 1 << 23
     /// How convolutions run: `.automatic` takes the direct 3×3 kernel where it applies and is
     /// faster (see `Conv2d.usesDirectKernel`), `.gemm` always im2col + sgemm.
     public var convolutionAlgorithm = ConvolutionAlgorithm.automatic

@@ -298,8 +298,8 @@ final class WorkerParallelTests: XCTestCase {
         defer { BLAS.threads = savedThreads }
         BLAS.threads = 1
         let shape = Shape(n: 5, c: 6, h: 7, w: 9)
-        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 21), (.winograd, 1, 1 << 21), (.winograd, 2, 1 << 21), (.winograd, 2, 1),
-                       (.winograd4, 1, 1 << 21), (.winograd4, 2, 1)]
+        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 23), (.winograd, 1, 1 << 23), (.winograd, 2, 1 << 23), (.winograd, 2, 1),
+                       (.winograd4, 1, 1 << 23), (.winograd4, 2, 1)]
             .map { algorithm, workers, budget in
                 convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
                                gradientPeriod: 7) { conv, ctx in
@@ -314,9 +314,10 @@ final class WorkerParallelTests: XCTestCase {
         XCTAssertTrue(wide.usesWinograd(Shape(n: 2, c: 128, h: 8, w: 8), ctx))
         XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 2, w: 2), ctx))
         XCTAssertFalse(narrow.usesWinograd(Shape(n: 2, c: 32, h: 8, w: 8), ctx))
-        // One 112×112 image's transforms (16·384·56² floats) exceed four budgets of 2²¹.
-        XCTAssertTrue(wide.usesWinograd(Shape(n: 2, c: 128, h: 56, w: 56), ctx))
-        XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 112, w: 112), ctx))
+        // F(4×4) under the automatic choice; one 160×160 image's transforms (36·384·40² floats)
+        // exceed the budget of 2²³, one 96×96 image's (36·384·24²) do not.
+        XCTAssertEqual(wide.winograd(Shape(n: 2, c: 128, h: 96, w: 96), ctx), .f4x4)
+        XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 160, w: 160), ctx))
     }
 
     /// A pixel-product input gradient after a forward pass that ran another way (here im2col;

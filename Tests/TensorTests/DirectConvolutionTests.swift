@@ -139,13 +139,15 @@ final class DirectConvolutionTests: XCTestCase {
     }
 
     /// Winograd F(2×2, 3×3) and F(4×4, 3×3) (portable C + sgemm, every CPU): sizes that leave
-    /// the last row or column of tiles partly outside the image, 1×1 and 1×N images, a channel
-    /// stride larger than the batch's planes (a chunk of a larger batch), accumulation into dw.
+    /// the last row or column of tiles partly outside the image, 1×1 and 1×N images, widths
+    /// whose input transform goes by rows (≥ 2·M tiles) and by windows, a channel stride larger
+    /// than the batch's planes (a chunk of a larger batch), accumulation into dw.
     func testWinogradMatchesNaiveLoops() {
         let cases = [Case(cin: 3, cout: 5, count: 2, h: 4, w: 4), Case(cin: 4, cout: 6, count: 3, h: 5, w: 7),
                      Case(cin: 7, cout: 3, count: 1, h: 1, w: 1), Case(cin: 2, cout: 4, count: 2, h: 1, w: 6),
                      Case(cin: 6, cout: 2, count: 2, h: 9, w: 2), Case(cin: 16, cout: 8, count: 3, h: 8, w: 8),
-                     Case(cin: 5, cout: 7, count: 2, h: 10, w: 6), Case(cin: 8, cout: 8, count: 2, h: 7, w: 7)]
+                     Case(cin: 5, cout: 7, count: 2, h: 10, w: 6), Case(cin: 8, cout: 8, count: 2, h: 7, w: 7),
+                     Case(cin: 3, cout: 4, count: 2, h: 6, w: 33)]
         for variant in [Winograd.f2x2, .f4x4] {
             for (t, c) in cases.enumerated() {
                 let tag = "winograd \(variant.tile)x\(variant.tile) case \(t)"

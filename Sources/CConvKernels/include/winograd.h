@@ -9,7 +9,7 @@
 //   M = 2: Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1],
 //          Aᵀ = [1 1 1 0; 0 1 -1 -1]
 //   M = 4: the points 0, ±1, ±2, ∞ (Bᵀ, G, Aᵀ written out in winograd.c).
-// Transformed data is laid out [ξ][channel][tile], tile t = (n·⌈H/M⌉ + ty)·⌈W/M⌉ + tx, the
+// Transformed data is laid out [ξ][channel][tile], tile t = (ty·count + n)·⌈W/M⌉ + tx, the
 // positions `stwino_stride(channels·tiles)` floats apart (not a multiple of 4 KiB: the streams
 // a transform reads or writes would otherwise fall into the same cache sets).
 // Prefix: stwino_.

@@ -6,28 +6,30 @@ import Tensor
 extension Conv2d {
     /// The fewer of input and output channels from which `.automatic` runs Winograd: below it
     /// the GEMMs are too thin to pay for the transforms. `bench conv` (forward + backward, 2
-    /// threads, AVX-512 host), Winograd against the best direct kernel: batch 128, 16 → 16 at
-    /// 32×32 14.9 against 9.7 ms, 32 → 32 at 16×16 10.8 against 9.0, 64 → 64 at 8×8 8.4 against
-    /// 8.9, at 32×32 113 against 137, 128 → 128 at 16×16 88 against 142, 512 → 512 at 4×4 89
-    /// against 141; batch 32, 64 → 64 at 56×56 86 against 106, 256 → 256 at 14×14 64 against
-    /// 117 (im2col).
+    /// threads, AVX-512 host, ms), F(4×4) / F(2×2) / the best direct kernel: batch 128, 16 → 16
+    /// at 32×32 15.3 / 14.8 / 9.9, 32 → 32 at 16×16 8.1 / 12.4 / 9.2, 64 → 64 at 8×8 5.2 / 8.4 /
+    /// 9.1, at 32×32 92 / 111 / 138, 128 → 128 at 16×16 70 / 98 / 142, 256 → 256 at 8×8 61 / 85 /
+    /// 142, 512 → 512 at 4×4 84 / 92 / 139; batch 32, 64 → 64 at 56×56 71 / 84 / 107, 128 → 128
+    /// at 28×28 58 / 72 / 120 (im2col), 256 → 256 at 14×14 68 / 68 / 117 (im2col), 512 → 512 at
+    /// 7×7 71 / 97 / 120 (im2col). At 32 channels F(4×4) gains 12% but rounds less exactly
+    /// (its transforms multiply by up to 8 and divide by 24), so it starts at 64.
     public static let winogradChannelMinimum = 64
 
     /// The Winograd variant the dense passes over inputs of shape `s` run, if any: F(2×2) under
-    /// `.winograd`, F(4×4) under `.winograd4`; under `.automatic` from `winogradChannelMinimum`
-    /// channels on images larger than the pixel product's, as long as one image's transforms
-    /// fit four transform budgets (a chunk holds at least one image: VGG at 224×224 would take
-    /// 100 MB per worker).
+    /// `.winograd`, F(4×4) under `.winograd4`; under `.automatic` F(4×4) from
+    /// `winogradChannelMinimum` channels on images larger than the pixel product's, as long as
+    /// one image's transforms fit the transform budget (a chunk holds at least one image: VGG
+    /// at 224×224 would take 57 MB per worker).
     public func winograd(_ s: Shape, _ ctx: Context) -> Winograd? {
         guard kernelSize == 3, stride == 1, padding == 1 else { return nil }
         switch ctx.convolutionAlgorithm {
         case .winograd: return .f2x2
         case .winograd4: return .f4x4
         case .automatic:
-            let variant = Winograd.f2x2
+            let variant = Winograd.f4x4
             let image = variant.scratchCount(inChannels: inChannels, outChannels: outChannels, count: 1, height: s.h, width: s.w)
             guard min(inChannels, outChannels) >= Self.winogradChannelMinimum, !usesPixelProduct(s, ctx),
-                  image <= 4 * ctx.transformBudget else { return nil }
+                  image <= ctx.transformBudget else { return nil }
             return variant
         case .gemm, .direct: return nil
         }
@@ -36,11 +38,18 @@ extension Conv2d {
     /// Whether the dense passes over inputs of shape `s` run Winograd (`winograd(_:_:)`).
     public func usesWinograd(_ s: Shape, _ ctx: Context) -> Bool { winograd(s, ctx) != nil }
 
-    /// Images per chunk: one worker's transformed input and products fit the transform budget
+    /// Tiles a chunk aims at: enough columns for the GEMMs (and rows for the weight gradient's),
+    /// few enough that a chunk's transforms stay near the cache. `bench step --model vgg16`
+    /// (F(4×4), ms per layer): chunks of 32 tiles at 4×4 (an 8 MiB budget) 95 ms, 64 tiles 61;
+    /// at 32×32 448 tiles 94 ms, 1792 tiles 114.
+    static let winogradChunkTiles = 512
+
+    /// Images per chunk: about `winogradChunkTiles` tiles within the transform budget
     /// (`Context.transformBudget`), and the chunks divide evenly among the workers.
     private func winogradChunk(_ s: Shape, _ variant: Winograd, inChannels cin: Int, outChannels cout: Int, _ ctx: Context) -> Int {
         let perImage = variant.scratchCount(inChannels: cin, outChannels: cout, count: 1, height: s.h, width: s.w)
-        return balancedChunk(batch: s.n, most: ctx.transformBudget / perImage, ctx)
+        let tiles = variant.tiles(count: 1, height: s.h, width: s.w)
+        return balancedChunk(batch: s.n, most: min(ctx.transformBudget / perImage, max(1, Self.winogradChunkTiles / tiles)), ctx)
     }
 
     /// `out = W ⊛ src` (forward, `flipped` false) or `out = W̃ ⊛ src` (the input gradient from

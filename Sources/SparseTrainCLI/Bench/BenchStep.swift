@@ -37,7 +37,7 @@ struct BenchStep: ParsableCommand {
 
     @Option(name: .customLong("column-mib"), help: "Largest im2col scratch per convolution, in MiB (images are processed in chunks that fit).")
     var columnMiB: Double?
-    @Option(name: .customLong("transform-mib"), help: "Largest Winograd scratch per worker, in MiB (transformed input and products of a chunk of images).")
+    @Option(name: .customLong("transform-mib"), help: "Largest Winograd scratch per worker, in MiB (transformed input and products of a chunk of images; default 32).")
     var transformMiB: Double?
 
     @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
