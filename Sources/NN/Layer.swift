@@ -8,7 +8,8 @@ public enum LayerKind: String, CaseIterable, Sendable {
 
 /// Which convolution kernel layers use.
 public enum ConvolutionAlgorithm: String, CaseIterable, Sendable {
-    /// The direct 3×3 kernel where it applies and pays, im2col + sgemm elsewhere.
+    /// For 3×3 stride-1 layers the pixel product (≤ 2×2 pixels), Winograd F(4×4, 3×3) (from 64
+    /// channels) or the direct kernel where they apply and pay; im2col + sgemm elsewhere.
     case automatic
     /// im2col + sgemm everywhere.
     case gemm
@@ -63,8 +64,9 @@ public final class Context {
     public var columnBudget = 1 << 20
     /// Largest Winograd scratch per worker (transformed input and products), in floats.
     public var transformBudget = 1 << 23
-    /// How convolutions run: `.automatic` takes the direct 3×3 kernel where it applies and is
-    /// faster (see `Conv2d.usesDirectKernel`), `.gemm` always im2col + sgemm.
+    /// How convolutions run: `.automatic` takes the pixel product, Winograd or the direct 3×3
+    /// kernel where they apply and are faster (`Conv2d.denseAlgorithm`), `.gemm` always
+    /// im2col + sgemm.
     public var convolutionAlgorithm = ConvolutionAlgorithm.automatic
     /// Per-worker scratch (im2col columns) and partial weight gradients of workers 1…, shared
     /// by all layers.

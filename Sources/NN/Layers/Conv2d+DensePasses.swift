@@ -1,8 +1,8 @@
 import Tensor
 
 /// The dense passes of a convolution, each on its own (so that a masked layer can run any of
-/// them dense and the others sparse): im2col + GEMM per chunk of images, or the direct 3×3
-/// kernel where it applies and is faster.
+/// them dense and the others sparse): im2col + GEMM per chunk of images, or the pixel product,
+/// Winograd or the direct 3×3 kernel where they apply and are faster (`denseAlgorithm`).
 extension Conv2d {
     /// Images per chunk so one worker's column scratch stays within the context's budget
     /// (small enough to stay in cache between im2col and the GEMM that reads it).

@@ -2,8 +2,8 @@ import Foundation
 import Tensor
 
 /// 2-D convolution over channel-major activations. Dense passes (`Conv2d+DensePasses.swift`):
-/// im2col + one GEMM per chunk of images, or, for 3×3 stride-1 padding-1 layers with few
-/// channels, the direct kernel `Conv3x3`. With sparse kernels on, each pass is dense or sparse
+/// im2col + one GEMM per chunk of images, or for 3×3 stride-1 padding-1 layers the pixel
+/// product (images ≤ 2×2), Winograd (from 64 channels) or the direct kernel `Conv3x3`. With sparse kernels on, each pass is dense or sparse
 /// (`MaskedPasses`): a 1×1 unpadded convolution as a `MaskedMatmul` over `n·Ho·Wo` columns
 /// (X, or with stride s > 1 its copy subsampled to every s-th row and column, is the column
 /// matrix), any other as a `MaskedConvolution`.

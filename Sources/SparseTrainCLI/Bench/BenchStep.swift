@@ -40,7 +40,7 @@ struct BenchStep: ParsableCommand {
     @Option(name: .customLong("transform-mib"), help: "Largest Winograd scratch per worker, in MiB (transformed input and products of a chunk of images; default 32).")
     var transformMiB: Double?
 
-    @Option(help: "Convolution kernels: automatic (direct 3×3 kernel for small channel counts), gemm (im2col + sgemm everywhere) or direct.")
+    @Option(help: "Convolution kernels: automatic (3×3: Winograd F(4×4) from 64 channels, direct kernels below), gemm (im2col + sgemm everywhere), direct, winograd (F(2×2) wherever it applies) or winograd4 (F(4×4)).")
     var conv: ConvolutionAlgorithm = .automatic
 
     @Option(help: "Sparse kernels in masked linear and convolution layers: auto (per layer and pass, the faster as timed), on, off.")
