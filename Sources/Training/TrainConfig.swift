@@ -80,6 +80,9 @@ public struct TrainConfig: Equatable, Sendable {
     /// Sparse kernels in masked linear and convolution layers: auto (per layer and pass, the faster of dense and
     /// sparse as timed once per batch size and density), on, off.
     public var sparseKernels = "auto"
+    /// How dense convolution passes run (`ConvolutionAlgorithm`): automatic, gemm, direct,
+    /// winograd (F(2×2, 3×3)) or winograd4 (F(4×4, 3×3)).
+    public var convolution = "automatic"
     /// Progress line every this many steps.
     public var logEvery = 20
     /// How the mask changes during training: fixed, imp, rigl, str, edge-popup (see `AlgorithmSettings`).
@@ -111,7 +114,7 @@ public struct TrainConfig: Equatable, Sendable {
         "schedule", "milestones", "gamma", "min_lr", "warmup_epochs", "sparsity", "density_method", "ratios_from", "snip_batches",
         "synflow_shortcuts", "mask_draw",
         "flow", "allow_disconnected", "dense_first", "dense_last", "seed", "threads", "data_threads", "output", "checkpoint_every", "watchdog_seconds",
-        "bn", "comm_thread", "sparse_kernels", "log_every", "algorithm", "mask_from",
+        "bn", "comm_thread", "sparse_kernels", "convolution", "log_every", "algorithm", "mask_from",
     ] + AlgorithmSettings.allKeys
 
     /// Keys that say how a run is executed, not what it trains: a resumed run may change them,
@@ -244,6 +247,7 @@ public struct TrainConfig: Equatable, Sendable {
         case "bn": bn = string()
         case "comm_thread": commThread = onOff()
         case "sparse_kernels": sparseKernels = onOff()
+        case "convolution": convolution = string()
         case "log_every": logEvery = try int()
         case "algorithm": algorithm = string()
         case "mask_from": maskFrom = string()
@@ -308,6 +312,8 @@ public struct TrainConfig: Equatable, Sendable {
         try check(["local", "sync"].contains(bn), "bn must be local or sync")
         try check(["auto", "on", "off"].contains(commThread), "comm_thread must be auto, on or off; got '\(commThread)'")
         try check(SparseKernelMode(rawValue: sparseKernels) != nil, "sparse_kernels must be auto, on or off; got '\(sparseKernels)'")
+        try check(ConvolutionAlgorithm(rawValue: convolution) != nil,
+                  "convolution must be one of \(ConvolutionAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")); got '\(convolution)'")
         try check(logEvery >= 1, "log_every must be at least 1")
         try check(syntheticTrain > 0 && syntheticTest > 0, "synthetic_train and synthetic_test must be positive")
     }
@@ -328,7 +334,7 @@ public struct TrainConfig: Equatable, Sendable {
             ("synflow_shortcuts", q(synflowShortcuts)),
             ("mask_draw", q(maskDraw)), ("flow", q(flow)), ("allow_disconnected", "\(allowDisconnected)"), ("dense_first", "\(denseFirst)"), ("dense_last", "\(denseLast)"),
             ("seed", "\(seed)"), ("threads", "\(threads)"), ("data_threads", "\(dataThreads)"), ("output", q(output)),
-            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("comm_thread", q(commThread)), ("sparse_kernels", q(sparseKernels)), ("log_every", "\(logEvery)"),
+            ("checkpoint_every", "\(checkpointEvery)"), ("watchdog_seconds", "\(watchdogSeconds)"), ("bn", q(bn)), ("comm_thread", q(commThread)), ("sparse_kernels", q(sparseKernels)), ("convolution", q(convolution)), ("log_every", "\(logEvery)"),
             ("algorithm", q(algorithm)), ("mask_from", q(maskFrom)),
         ]
         lines += algorithmValues()

@@ -125,6 +125,7 @@ public final class Trainer {
             throw ConfigError(e.description)
         }
         network.setThreads(config.threads)
+        network.ctx.convolutionAlgorithm = ConvolutionAlgorithm(rawValue: config.convolution) ?? .automatic
         layers = MaskableLayer.all(in: network.store)
         loss = SoftmaxCrossEntropy(labelSmoothing: Float(config.labelSmoothing))
         sgd = SGD(momentum: Float(config.momentum), nesterov: config.nesterov, weightDecay: Float(config.weightDecay))

@@ -46,7 +46,8 @@ final class ConfigTests: XCTestCase {
                                       ("hidden", "[-5]", "hidden widths of the MLP must be at least 1"),
                                       ("hidden", "[0]", "hidden widths of the MLP must be at least 1"),
                                       ("width", "0", "width must be at least 1"),
-                                      ("synflow_shortcuts", "keep", "synflow_shortcuts must be dense or prune")] {
+                                      ("synflow_shortcuts", "keep", "synflow_shortcuts must be dense or prune"),
+                                      ("convolution", "fft", "convolution must be one of automatic, gemm, direct, winograd, winograd4")] {
             var bad = TrainConfig()
             XCTAssertNoThrow(try bad.apply(override: "\(key)=\(value)"))
             XCTAssertThrowsError(try bad.validate(worldSize: 2)) { XCTAssertTrue("\($0)".contains(message), "\(key): \($0)") }
