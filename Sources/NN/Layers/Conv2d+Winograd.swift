@@ -77,8 +77,8 @@ extension Conv2d {
         }
     }
 
-    /// `target += dW` by Winograd: each worker sums its chunks' 16 products `P[ξ]·V[ξ]ᵀ` in its
-    /// scratch, the workers' sums are added, and the total is folded onto the 3×3 taps once.
+    /// `target += dW` by Winograd: each worker sums its chunks' (M+2)² products `P[ξ]·V[ξ]ᵀ` in
+    /// its scratch, the workers' sums are added, and the total is folded onto the 3×3 taps once.
     func winogradWeightGradient(
         _ x: Tensor, _ dy: Tensor, into target: UnsafeMutablePointer<Float>, _ variant: Winograd, _ ctx: Context
     ) {
