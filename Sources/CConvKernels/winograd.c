@@ -6,42 +6,45 @@
 
 ptrdiff_t stwino_stride(ptrdiff_t floats) { return ((floats + 1023) & ~(ptrdiff_t)1023) + 16; }
 
+/// Inlined everywhere: the vector loops over tiles must see straight-line code to vectorise.
+#define INLINE static inline __attribute__((always_inline))
+
 static inline int tiles_along(int n, int m) { return (n + m - 1) / m; }
 
 // ---- one-dimensional transforms --------------------------------------------------------------
 // in:  t = Bᵀ d (window → positions)      kernel: u = G g (3 taps → positions)
 // out: y = Aᵀ m (positions → outputs)     out_adjoint: p = A e      kernel_adjoint: g = Gᵀ z
 
-static inline __attribute__((always_inline)) void in_2(const float d[4], float t[4]) {
+INLINE void in_2(const float d[4], float t[4]) {
     t[0] = d[0] - d[2];
     t[1] = d[1] + d[2];
     t[2] = d[2] - d[1];
     t[3] = d[1] - d[3];
 }
-static inline __attribute__((always_inline)) void kernel_2(const float g[3], float u[4]) {
+INLINE void kernel_2(const float g[3], float u[4]) {
     u[0] = g[0];
     u[1] = 0.5f * (g[0] + g[1] + g[2]);
     u[2] = 0.5f * (g[0] - g[1] + g[2]);
     u[3] = g[2];
 }
-static inline __attribute__((always_inline)) void out_2(const float m[4], float y[2]) {
+INLINE void out_2(const float m[4], float y[2]) {
     y[0] = m[0] + m[1] + m[2];
     y[1] = m[1] - m[2] - m[3];
 }
-static inline __attribute__((always_inline)) void out_adjoint_2(const float e[2], float p[4]) {
+INLINE void out_adjoint_2(const float e[2], float p[4]) {
     p[0] = e[0];
     p[1] = e[0] + e[1];
     p[2] = e[0] - e[1];
     p[3] = -e[1];
 }
-static inline __attribute__((always_inline)) void kernel_adjoint_2(const float z[4], float g[3]) {
+INLINE void kernel_adjoint_2(const float z[4], float g[3]) {
     g[0] = z[0] + 0.5f * (z[1] + z[2]);
     g[1] = 0.5f * (z[1] - z[2]);
     g[2] = 0.5f * (z[1] + z[2]) + z[3];
 }
 
 // F(4, 3) at the points 0, ±1, ±2 and ∞.
-static inline __attribute__((always_inline)) void in_4(const float d[6], float t[6]) {
+INLINE void in_4(const float d[6], float t[6]) {
     t[0] = 4 * d[0] - 5 * d[2] + d[4];
     t[1] = -4 * (d[1] + d[2]) + d[3] + d[4];
     t[2] = 4 * (d[1] - d[2]) - d[3] + d[4];
@@ -49,7 +52,7 @@ static inline __attribute__((always_inline)) void in_4(const float d[6], float t
     t[4] = 2 * (d[1] - d[3]) - d[2] + d[4];
     t[5] = 4 * d[1] - 5 * d[3] + d[5];
 }
-static inline __attribute__((always_inline)) void kernel_4(const float g[3], float u[6]) {
+INLINE void kernel_4(const float g[3], float u[6]) {
     u[0] = 0.25f * g[0];
     u[1] = (-1.0f / 6) * (g[0] + g[1] + g[2]);
     u[2] = (-1.0f / 6) * (g[0] - g[1] + g[2]);
@@ -57,14 +60,14 @@ static inline __attribute__((always_inline)) void kernel_4(const float g[3], flo
     u[4] = (1.0f / 24) * g[0] - (1.0f / 12) * g[1] + (1.0f / 6) * g[2];
     u[5] = g[2];
 }
-static inline __attribute__((always_inline)) void out_4(const float m[6], float y[4]) {
+INLINE void out_4(const float m[6], float y[4]) {
     const float a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
     y[0] = m[0] + a + c;
     y[1] = b + 2 * d;
     y[2] = a + 4 * c;
     y[3] = b + 8 * d + m[5];
 }
-static inline __attribute__((always_inline)) void out_adjoint_4(const float e[4], float p[6]) {
+INLINE void out_adjoint_4(const float e[4], float p[6]) {
     const float even = e[0] + e[2], odd = e[1] + e[3], even4 = e[0] + 4 * e[2], odd8 = 2 * e[1] + 8 * e[3];
     p[0] = e[0];
     p[1] = even + odd;
@@ -73,7 +76,7 @@ static inline __attribute__((always_inline)) void out_adjoint_4(const float e[4]
     p[4] = even4 - odd8;
     p[5] = e[3];
 }
-static inline __attribute__((always_inline)) void kernel_adjoint_4(const float z[6], float g[3]) {
+INLINE void kernel_adjoint_4(const float z[6], float g[3]) {
     g[0] = 0.25f * z[0] - (1.0f / 6) * (z[1] + z[2]) + (1.0f / 24) * (z[3] + z[4]);
     g[1] = (1.0f / 6) * (z[2] - z[1]) + (1.0f / 12) * (z[3] - z[4]);
     g[2] = (-1.0f / 6) * (z[1] + z[2]) + (1.0f / 6) * (z[3] + z[4]) + z[5];
@@ -95,7 +98,7 @@ enum { BLOCK = 128 };
     enum { R##M = M + 2 };                                                                        \
                                                                                                   \
     /* t = Bᵀ d B for one R×R window d. */                                                        \
-    static inline __attribute__((always_inline)) void window_##M(const float d[R##M][R##M], float t[R##M][R##M]) {               \
+    INLINE void window_##M(const float d[R##M][R##M], float t[R##M][R##M]) {                      \
         float e[R##M][R##M], col[R##M], out[R##M];                                                \
         UNROLL for (int r = 0; r < R##M; r++) in_##M(d[r], e[r]);                                 \
         UNROLL for (int b = 0; b < R##M; b++) {                                                   \
@@ -106,7 +109,7 @@ enum { BLOCK = 128 };
     }                                                                                             \
                                                                                                   \
     /* y = Aᵀ m A for one tile's R×R products m. */                                               \
-    static inline __attribute__((always_inline)) void tile_out_##M(const float m[R##M][R##M], float y[M][M]) {                   \
+    INLINE void tile_out_##M(const float m[R##M][R##M], float y[M][M]) {                          \
         float f[R##M][M], col[R##M], out[M];                                                      \
         UNROLL for (int a = 0; a < R##M; a++) out_##M(m[a], f[a]);                                \
         UNROLL for (int b = 0; b < M; b++) {                                                      \
@@ -117,9 +120,9 @@ enum { BLOCK = 128 };
     }                                                                                             \
                                                                                                   \
     /* p = A e Aᵀ for one tile's M×M block e of dY. */                                            \
-    static inline __attribute__((always_inline)) void tile_adjoint_##M(const float e[M][M], float p[R##M][R##M]) {               \
+    INLINE void tile_adjoint_##M(const float e[M][M], float p[R##M][R##M]) {                      \
         float h[M][R##M], col[M], out[R##M];                                                      \
-        UNROLL for (int r = 0; r < M; r++) out_adjoint_##M(e[r], h[r]);                            \
+        UNROLL for (int r = 0; r < M; r++) out_adjoint_##M(e[r], h[r]);                           \
         UNROLL for (int b = 0; b < R##M; b++) {                                                   \
             UNROLL for (int r = 0; r < M; r++) col[r] = h[r][b];                                  \
             out_adjoint_##M(col, out);                                                            \
@@ -127,7 +130,7 @@ enum { BLOCK = 128 };
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* Kernels i0 ≤ i < i0 + n of row o, BLOCK at a time: their taps copied to [tap][i], then    \
+    /* Kernels i0 ≤ i < i0 + n of row o, BLOCK at a time: their taps copied to [tap][i], then     \
        transformed with one vector loop over i. */                                                \
     static void weights_##M(const float *w, int cout, int cin, int flipped, int row0, int row1, float *u) { \
         const int cols = flipped ? cout : cin;                                                    \
@@ -137,7 +140,7 @@ enum { BLOCK = 128 };
             for (int i0 = 0; i0 < cols; i0 += BLOCK) {                                            \
                 const int n = cols - i0 < BLOCK ? cols - i0 : BLOCK;                              \
                 for (int i = 0; i < n; i++) {                                                     \
-                    const float *g = flipped ? w + ((ptrdiff_t)(i0 + i) * cin + o) * 9           \
+                    const float *g = flipped ? w + ((ptrdiff_t)(i0 + i) * cin + o) * 9            \
                                              : w + ((ptrdiff_t)o * cin + i0 + i) * 9;             \
                     for (int k = 0; k < 9; k++) taps[k][i] = g[flipped ? 8 - k : k];              \
                 }                                                                                 \
@@ -157,7 +160,7 @@ enum { BLOCK = 128 };
             }                                                                                     \
     }                                                                                             \
                                                                                                   \
-    static void input_##M(const float *x, ptrdiff_t x_channel_stride, int channels, int count,   \
+    static void input_##M(const float *x, ptrdiff_t x_channel_stride, int channels, int count,    \
                           int height, int width, float *v) {                                      \
         const int th = tiles_along(height, M), tw = tiles_along(width, M), row_tiles = count * tw; \
         const ptrdiff_t tiles = (ptrdiff_t)count * th * tw, plane = stwino_stride(channels * tiles); \
@@ -245,7 +248,7 @@ enum { BLOCK = 128 };
             }                                                                                     \
     }                                                                                             \
                                                                                                   \
-    static void output_gradient_##M(const float *dy, ptrdiff_t dy_channel_stride, int channels,  \
+    static void output_gradient_##M(const float *dy, ptrdiff_t dy_channel_stride, int channels,   \
                                     int count, int height, int width, float *p) {                 \
         const int th = tiles_along(height, M), tw = tiles_along(width, M), row_tiles = count * tw; \
         const ptrdiff_t tiles = (ptrdiff_t)count * th * tw, plane = stwino_stride(channels * tiles); \
@@ -277,7 +280,7 @@ enum { BLOCK = 128 };
             }                                                                                     \
     }                                                                                             \
                                                                                                   \
-    /* BLOCK weights at a time: Gᵀ z G with one vector loop over them into [tap][k], then added  \
+    /* BLOCK weights at a time: Gᵀ z G with one vector loop over them into [tap][k], then added   \
        to dw[k][tap]. */                                                                          \
     static void weight_gradient_##M(const float *z, int cout, int cin, int row0, int row1, float *dw) { \
         const ptrdiff_t plane = stwino_stride((ptrdiff_t)cout * cin), last = (ptrdiff_t)row1 * cin; \
@@ -298,7 +301,7 @@ enum { BLOCK = 128 };
                 }                                                                                 \
             }                                                                                     \
             for (int k = 0; k < n; k++)                                                           \
-                for (int j = 0; j < 9; j++) dw[(k0 + k) * 9 + j] += taps[j][k];                  \
+                for (int j = 0; j < 9; j++) dw[(k0 + k) * 9 + j] += taps[j][k];                   \
         }                                                                                         \
     }
 
