@@ -11,6 +11,16 @@ ptrdiff_t stwino_stride(ptrdiff_t floats) { return ((floats + 1023) & ~(ptrdiff_
 
 static inline int tiles_along(int n, int m) { return (n + m - 1) / m; }
 
+/// dst[(size·r + q)·stride] = img[h0 + r][w0 + q] for r, q < size, zero outside the image: one
+/// tile's window (or dY block) into a [position][tile] block.
+INLINE void read_block(const float *img, int height, int width, int h0, int w0, int size, float *dst, int stride) {
+    for (int r = 0; r < size; r++)
+        for (int q = 0; q < size; q++) {
+            const int h = h0 + r, wc = w0 + q;
+            dst[(size * r + q) * stride] = h >= 0 && h < height && wc >= 0 && wc < width ? img[(ptrdiff_t)h * width + wc] : 0;
+        }
+}
+
 // ---- one-dimensional transforms --------------------------------------------------------------
 // in:  t = Bᵀ d (window → positions)      kernel: u = G g (3 taps → positions)
 // out: y = Aᵀ m (positions → outputs)     out_adjoint: p = A e      kernel_adjoint: g = Gᵀ z
@@ -196,14 +206,7 @@ enum { BLOCK = 128 };
                     for (int k = 0; k < nu; k++) {                                                \
                         const int n = (u0 + k) / tw, tx = (u0 + k) % tw;                          \
                         const float *img = x + c * x_channel_stride + (ptrdiff_t)n * height * width; \
-                        for (int r = 0; r < R##M; r++) {                                          \
-                            const int h = M * ty - 1 + r;                                         \
-                            for (int q = 0; q < R##M; q++) {                                      \
-                                const int wc = M * tx - 1 + q;                                    \
-                                win[R##M * r + q][k] = h >= 0 && h < height && wc >= 0 && wc < width \
-                                    ? img[(ptrdiff_t)h * width + wc] : 0;                         \
-                            }                                                                     \
-                        }                                                                         \
+                        read_block(img, height, width, M * ty - 1, M * tx - 1, R##M, &win[0][k], BLOCK); \
                     }                                                                             \
                     float *o = out + u0;                                                          \
                     VECTORISE for (int k = 0; k < nu; k++) {                                      \
@@ -261,11 +264,7 @@ enum { BLOCK = 128 };
                     for (int k = 0; k < nu; k++) {                                                \
                         const int n = (u0 + k) / tw, tx = (u0 + k) % tw;                          \
                         const float *img = dy + o * dy_channel_stride + (ptrdiff_t)n * height * width; \
-                        for (int r = 0; r < M; r++)                                               \
-                            for (int b = 0; b < M; b++) {                                         \
-                                const int h = M * ty + r, wc = M * tx + b;                        \
-                                blk[M * r + b][k] = h < height && wc < width ? img[(ptrdiff_t)h * width + wc] : 0; \
-                            }                                                                     \
+                        read_block(img, height, width, M * ty, M * tx, M, &blk[0][k], BLOCK);     \
                     }                                                                             \
                     float *o0 = out + u0;                                                         \
                     VECTORISE for (int k = 0; k < nu; k++) {                                      \

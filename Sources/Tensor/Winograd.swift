@@ -66,13 +66,13 @@ public struct Winograd: Sendable, Equatable {
         stwino_output(k, m, Int32(outChannels), Int32(count), Int32(height), Int32(width), y, yChannelStride)
     }
 
-    /// `z[ξ] += P[ξ] · V[ξ]ᵀ` (`weightCount` floats) for `count` images: P the transformed
-    /// output gradient, V the transformed input. `finishWeightGradient` folds z (summed over
-    /// chunks and workers) onto the taps.
+    /// `z[ξ] += P[ξ] · V[ξ]ᵀ` (`weightCount` floats; `z[ξ] =` without `accumulate`) for `count`
+    /// images: P the transformed output gradient, V the transformed input.
+    /// `finishWeightGradient` folds z (summed over chunks and workers) onto the taps.
     public func accumulateWeightGradient(
         _ x: UnsafePointer<Float>, xChannelStride: Int, inChannels: Int, count: Int, height: Int, width: Int,
         dy: UnsafePointer<Float>, dyChannelStride: Int, outChannels: Int,
-        z: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>
+        z: UnsafeMutablePointer<Float>, accumulate: Bool = true, scratch: UnsafeMutablePointer<Float>
     ) {
         let t = tiles(count: count, height: height, width: width)
         let sv = Self.stride(inChannels * t), sp = Self.stride(outChannels * t), sz = Self.stride(outChannels * inChannels)
@@ -81,7 +81,7 @@ public struct Winograd: Sendable, Equatable {
         stwino_output_gradient(k, dy, dyChannelStride, Int32(outChannels), Int32(count), Int32(height), Int32(width), p)
         for xi in 0..<positions {
             gemm(.none, .transposed, m: outChannels, n: inChannels, k: t, a: p + xi * sp, lda: t,
-                 b: v + xi * sv, ldb: t, beta: 1, c: z + xi * sz, ldc: inChannels)
+                 b: v + xi * sv, ldb: t, beta: accumulate ? 1 : 0, c: z + xi * sz, ldc: inChannels)
         }
     }
 

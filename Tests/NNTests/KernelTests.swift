@@ -219,6 +219,17 @@ final class WorkerParallelTests: XCTestCase {
         }
     }
 
+    /// Computes `results` with one BLAS thread (each worker's GEMMs run single-threaded) and
+    /// asserts that every result equals the first (im2col + sgemm's).
+    func assertRunsMatchFirst(_ what: String, file: StaticString = #filePath, line: UInt = #line,
+                              _ results: () -> [[Float]]) {
+        let savedThreads = BLAS.threads
+        defer { BLAS.threads = savedThreads }
+        BLAS.threads = 1
+        let runs = results()
+        for (k, r) in runs.enumerated().dropFirst() { assertClose(runs[0], r, "\(what) run \(k) vs gemm", file: file, line: line) }
+    }
+
     /// Output, input gradient and weight gradient (`convolutionResults`) of a fresh 3×3 layer
     /// (`cin` → `cout`, bias, weights from `seed`) on `shape` with `algorithm` on `workers`
     /// (column budget `budget`); `check` sees the layer and its context first.
@@ -241,73 +252,65 @@ final class WorkerParallelTests: XCTestCase {
     /// gradient, on one and two workers and with chunks of one image.
     func testDirectConvolutionMatchesGemmPath() throws {
         try XCTSkipUnless(Conv3x3.isAvailable, "no AVX2/FMA on this CPU")
-        let savedThreads = BLAS.threads
-        defer { BLAS.threads = savedThreads }
-        BLAS.threads = 1
         let shape = Shape(n: 7, c: 8, h: 6, w: 16)
-        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 20), (.direct, 1, 1 << 20), (.direct, 2, 1), (.automatic, 2, 1 << 20)]
-            .map { algorithm, workers, budget in
-                convolutionRun(cin: 8, cout: 12, seed: 4, shape: shape, algorithm, workers: workers, budget: budget,
-                               inputSeed: 9, gradientPeriod: 11) { conv, ctx in
-                    XCTAssertEqual(conv.usesDirectKernel(shape, ctx), algorithm != .gemm)
+        assertRunsMatchFirst("direct") {
+            [(ConvolutionAlgorithm.gemm, 1, 1 << 20), (.direct, 1, 1 << 20), (.direct, 2, 1), (.automatic, 2, 1 << 20)]
+                .map { algorithm, workers, budget in
+                    convolutionRun(cin: 8, cout: 12, seed: 4, shape: shape, algorithm, workers: workers, budget: budget,
+                                   inputSeed: 9, gradientPeriod: 11) { conv, ctx in
+                        XCTAssertEqual(conv.usesDirectKernel(shape, ctx), algorithm != .gemm)
+                    }
                 }
-            }
-        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "run \(k) vs gemm") }
+        }
     }
 
     /// The small-image kernels (AVX-512) and im2col + sgemm give the same results on 4×4 and
     /// 2×2 inputs, on one and two workers (`.direct`; at 2×2 `.automatic` takes the pixel product).
     func testSmallImageKernelsMatchGemmPath() throws {
         try XCTSkipUnless(Conv3x3.isSupported(.avx512), "no AVX-512 on this CPU: the small-image kernels are not run")
-        let savedThreads = BLAS.threads
-        defer { BLAS.threads = savedThreads }
-        BLAS.threads = 1
         for size in [4, 2] {
             let shape = Shape(n: 7, c: 16, h: size, w: size)
-            let results = [(ConvolutionAlgorithm.gemm, 1), (.direct, 1), (.direct, 2)].map { algorithm, workers in
-                convolutionRun(cin: 16, cout: 24, seed: 5, shape: shape, algorithm, workers: workers, inputSeed: 3,
-                               gradientPeriod: 5) { conv, ctx in
-                    XCTAssertEqual(conv.directKernel(shape, ctx), algorithm == .gemm ? nil : .smallImages)
+            assertRunsMatchFirst("size \(size)") {
+                [(ConvolutionAlgorithm.gemm, 1), (.direct, 1), (.direct, 2)].map { algorithm, workers in
+                    convolutionRun(cin: 16, cout: 24, seed: 5, shape: shape, algorithm, workers: workers, inputSeed: 3,
+                                   gradientPeriod: 5) { conv, ctx in
+                        XCTAssertEqual(conv.directKernel(shape, ctx), algorithm == .gemm ? nil : .smallImages)
+                    }
                 }
             }
-            for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "size \(size) run \(k) vs gemm") }
         }
     }
 
     /// The pixel product (images of at most 2×2 as one GEMM over images) on one worker and split
     /// among two (its columns, and whole output channels of the weight gradient) equals im2col.
     func testPixelProductMatchesGemmPath() {
-        let savedThreads = BLAS.threads
-        defer { BLAS.threads = savedThreads }
-        BLAS.threads = 1
         let shape = Shape(n: 16, c: 32, h: 2, w: 2)
-        let results = [(ConvolutionAlgorithm.gemm, 1), (.automatic, 1), (.automatic, 2)].map { algorithm, workers in
-            convolutionRun(cin: 32, cout: 48, seed: 6, shape: shape, algorithm, workers: workers, inputSeed: 4,
-                           gradientPeriod: 3) { conv, ctx in
-                XCTAssertEqual(conv.usesPixelProduct(shape, ctx), algorithm == .automatic)
+        assertRunsMatchFirst("pixel product") {
+            [(ConvolutionAlgorithm.gemm, 1), (.automatic, 1), (.automatic, 2)].map { algorithm, workers in
+                convolutionRun(cin: 32, cout: 48, seed: 6, shape: shape, algorithm, workers: workers, inputSeed: 4,
+                               gradientPeriod: 3) { conv, ctx in
+                    XCTAssertEqual(conv.usesPixelProduct(shape, ctx), algorithm == .automatic)
+                }
             }
         }
-        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "pixel product run \(k) vs gemm") }
     }
 
     /// Winograd (2×2 and 4×4 tiles) on one worker, on two, and with chunks of one image (transform budget 1), on
     /// odd sizes, equals im2col; `.automatic` takes it from 64 channels (not below, nor on
     /// images the pixel product takes, nor on images too large for the transform budget).
     func testWinogradMatchesGemmPath() {
-        let savedThreads = BLAS.threads
-        defer { BLAS.threads = savedThreads }
-        BLAS.threads = 1
         let shape = Shape(n: 5, c: 6, h: 7, w: 9)
-        let results = [(ConvolutionAlgorithm.gemm, 1, 1 << 23), (.winograd, 1, 1 << 23), (.winograd, 2, 1 << 23), (.winograd, 2, 1),
-                       (.winograd4, 1, 1 << 23), (.winograd4, 2, 1)]
-            .map { algorithm, workers, budget in
-                convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
-                               gradientPeriod: 7) { conv, ctx in
-                    ctx.transformBudget = budget
-                    XCTAssertEqual(conv.usesWinograd(shape, ctx), algorithm != .gemm)
+        assertRunsMatchFirst("winograd") {
+            [(ConvolutionAlgorithm.gemm, 1, 1 << 23), (.winograd, 1, 1 << 23), (.winograd, 2, 1 << 23), (.winograd, 2, 1),
+             (.winograd4, 1, 1 << 23), (.winograd4, 2, 1)]
+                .map { algorithm, workers, budget in
+                    convolutionRun(cin: 6, cout: 10, seed: 7, shape: shape, algorithm, workers: workers, inputSeed: 5,
+                                   gradientPeriod: 7) { conv, ctx in
+                        ctx.transformBudget = budget
+                        XCTAssertEqual(conv.usesWinograd(shape, ctx), algorithm != .gemm)
+                    }
                 }
-            }
-        for (k, r) in results.enumerated().dropFirst() { assertClose(results[0], r, "winograd run \(k) vs gemm") }
+        }
         let store = ParameterStore(), ctx = Context()
         let wide = Conv2d("w", store: store, inChannels: 128, outChannels: 256, kernelSize: 3, padding: 1)
         let narrow = Conv2d("n", store: store, inChannels: 32, outChannels: 256, kernelSize: 3, padding: 1)
@@ -318,6 +321,28 @@ final class WorkerParallelTests: XCTestCase {
         // exceed the budget of 2²³, one 96×96 image's (36·384·24²) do not.
         XCTAssertEqual(wide.winograd(Shape(n: 2, c: 128, h: 96, w: 96), ctx), .f4x4)
         XCTAssertFalse(wide.usesWinograd(Shape(n: 2, c: 128, h: 160, w: 160), ctx))
+    }
+
+    /// A Winograd weight gradient over one image on two workers (one chunk: worker 1 idle) after
+    /// one over several (both workers' sums written) adds only the sums of this pass.
+    func testWinogradWeightGradientIgnoresIdleWorkers() {
+        func weightGradient(_ algorithm: ConvolutionAlgorithm, workers: Int) -> [Float] {
+            let store = ParameterStore()
+            let conv = Conv2d("c", store: store, inChannels: 4, outChannels: 6, kernelSize: 3, padding: 1)
+            store.allocate(seed: 9)
+            let ctx = Context()
+            ctx.threads = workers
+            ctx.convolutionAlgorithm = algorithm
+            var out: [Float] = []
+            for n in [4, 1] {
+                out = convolutionResults(conv, store, ctx, input: Shape(n: n, c: 4, h: 5, w: 6), inputSeed: 3,
+                                         gradientPeriod: 5, steps: 1)
+            }
+            return out
+        }
+        assertRunsMatchFirst("winograd after a larger batch") {
+            [weightGradient(.gemm, workers: 1), weightGradient(.winograd, workers: 2), weightGradient(.winograd4, workers: 2)]
+        }
     }
 
     /// A pixel-product input gradient after a forward pass that ran another way (here im2col;

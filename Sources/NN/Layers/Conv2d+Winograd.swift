@@ -78,7 +78,8 @@ extension Conv2d {
     }
 
     /// `target += dW` by Winograd: each worker sums its chunks' (M+2)² products `P[ξ]·V[ξ]ᵀ` in
-    /// its scratch, the workers' sums are added, and the total is folded onto the 3×3 taps once.
+    /// its scratch (its first chunk writes them, so nothing is zeroed), the sums of the workers
+    /// that ran are added, and the total is folded onto the 3×3 taps once.
     func winogradWeightGradient(
         _ x: Tensor, _ dy: Tensor, into target: UnsafeMutablePointer<Float>, _ variant: Winograd, _ ctx: Context
     ) {
@@ -87,16 +88,22 @@ extension Conv2d {
         let per = winogradChunk(s, variant, inChannels: cin, outChannels: cout, ctx)
         let chunkCount = variant.scratchCount(inChannels: cin, outChannels: cout, count: per, height: h, width: w)
         let scratch = ctx.workerScratch(count: chunkCount + sums)
-        for part in scratch { (part.pointer + chunkCount).update(repeating: 0, count: sums) }
+        let started = SendablePointer(UnsafeMutablePointer<Bool>.allocate(capacity: scratch.count))
+        started.pointer.initialize(repeating: false, count: scratch.count)
+        defer { started.pointer.deallocate() }
         let xp = SendablePointer(x.data), d = SendablePointer(dy.data)
         ctx.forEachChunk(of: s.n, size: per) { worker, first, count, _ in
             let own = scratch[worker].pointer
             variant.accumulateWeightGradient(xp.pointer + first * plane, xChannelStride: cols, inChannels: cin, count: count,
-                                              height: h, width: w, dy: d.pointer + first * plane, dyChannelStride: cols,
-                                              outChannels: cout, z: own + chunkCount, scratch: own)
+                                             height: h, width: w, dy: d.pointer + first * plane, dyChannelStride: cols,
+                                             outChannels: cout, z: own + chunkCount, accumulate: started.pointer[worker],
+                                             scratch: own)
+            started.pointer[worker] = true
         }
         let total = SendablePointer(scratch[0].pointer + chunkCount), dw = SendablePointer(target)
-        for part in scratch.dropFirst() { axpy(sums, x: part.pointer + chunkCount, y: total.pointer) }
+        for (worker, part) in scratch.enumerated().dropFirst() where started.pointer[worker] {
+            axpy(sums, x: part.pointer + chunkCount, y: total.pointer)
+        }
         parallelChunks(cout, chunks: ctx.chunks(for: 9 * cin * cout)) { rows in
             variant.finishWeightGradient(total.pointer, outChannels: cout, inChannels: cin, rows: rows, into: dw.pointer)
         }

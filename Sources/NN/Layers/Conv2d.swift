@@ -3,10 +3,10 @@ import Tensor
 
 /// 2-D convolution over channel-major activations. Dense passes (`Conv2d+DensePasses.swift`):
 /// im2col + one GEMM per chunk of images, or for 3×3 stride-1 padding-1 layers the pixel
-/// product (images ≤ 2×2), Winograd (from 64 channels) or the direct kernel `Conv3x3`. With sparse kernels on, each pass is dense or sparse
-/// (`MaskedPasses`): a 1×1 unpadded convolution as a `MaskedMatmul` over `n·Ho·Wo` columns
-/// (X, or with stride s > 1 its copy subsampled to every s-th row and column, is the column
-/// matrix), any other as a `MaskedConvolution`.
+/// product (images ≤ 2×2), Winograd (from 64 channels) or the direct kernel `Conv3x3`. With
+/// sparse kernels on, each pass is dense or sparse (`MaskedPasses`): a 1×1 unpadded convolution
+/// as a `MaskedMatmul` over `n·Ho·Wo` columns (X, or with stride s > 1 its copy subsampled to
+/// every s-th row and column, is the column matrix), any other as a `MaskedConvolution`.
 ///
 /// Weight (Cout, Cin, kh, kw), Kaiming-normal with fan-out (`std = √(2 / (Cout·kh·kw))`);
 /// optional bias (Cout), uniform ±1/√fan-in. Forward: `Y[Cout, n·Ho·Wo] = W · col(X)`.
