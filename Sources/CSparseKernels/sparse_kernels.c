@@ -24,16 +24,19 @@ static void spmm_portable(const int32_t *row_ptr, const int32_t *src, const int3
     }
 }
 
-static void sddmm_portable(const int32_t *row_ptr, const int32_t *src, const float *dy,
-                           ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
+static void sddmm_portable(const int32_t *row_ptr, ptrdiff_t block_stride, int blocks, const int32_t *src,
+                           const float *dy, ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
                            const int32_t *outpos, int r0, int r1) {
     for (int r = r0; r < r1; r++) {
         const float *d = dy + (ptrdiff_t)r * lddy;
-        for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
-            const float *xr = x + (ptrdiff_t)src[k] * ldx;
-            float s = 0;
-            for (int b = 0; b < n; b++) s += d[b] * xr[b];
-            out[outpos ? outpos[k] : k] += s;
+        for (int b = 0; b < blocks; b++) {
+            const int32_t *rp = row_ptr + b * block_stride;
+            for (int32_t k = rp[r]; k < rp[r + 1]; k++) {
+                const float *xr = x + (ptrdiff_t)src[k] * ldx;
+                float s = 0;
+                for (int i = 0; i < n; i++) s += d[i] * xr[i];
+                out[outpos ? outpos[k] : k] += s;
+            }
         }
     }
 }
@@ -185,11 +188,11 @@ INLINE AVX2 void scatter_tile8(const int P, int tail, const int32_t *src, int32_
 
 DEFINE_SCATTER(scatter_avx2, AVX2, scatter_tile8, 8)
 
-INLINE void add_results(float *out, const int32_t *outpos, int32_t k, const float *s, int count) {
+INLINE void add_results(float *out, const int32_t *outpos, const int32_t *e, const float *s, int count) {
     if (outpos)
-        for (int i = 0; i < count; i++) out[outpos[k + i]] += s[i];
+        for (int i = 0; i < count; i++) out[outpos[e[i]]] += s[i];
     else
-        for (int i = 0; i < count; i++) out[k + i] += s[i];
+        for (int i = 0; i < count; i++) out[e[i]] += s[i];
 }
 
 /// Dot products of one dy row with eight activation rows xr[0..8) (n floats each), summed
@@ -209,31 +212,39 @@ INLINE AVX2 void sddmm_group8(const float *d, const float *const xr[8], int full
     _mm256_storeu_ps(s, hsum8x8(acc));
 }
 
-/// Defines NAME: per row, groups of eight entries through GROUP, then the last 1–7 entries as
-/// one group (the first repeated in the unused slots): eight independent sums, not one serial
-/// chain per entry.
+/// Defines NAME: per row, its entries in `blocks` consecutive source blocks (row starts
+/// `block_stride` apart) taken eight at a time through GROUP, across block boundaries, then the
+/// last 1–7 as one group (the first repeated in the unused slots): eight independent sums, not
+/// one serial chain per entry, and no partial group per block however narrow the blocks are.
 #define DEFINE_SDDMM(NAME, ATTR, GROUP, WIDTH, MASK_T, MASK)                                      \
-    static ATTR void NAME(const int32_t *row_ptr, const int32_t *src, const float *dy,            \
-                          ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,       \
-                          const int32_t *outpos, int r0, int r1) {                                \
+    static ATTR void NAME(const int32_t *row_ptr, ptrdiff_t block_stride, int blocks,             \
+                          const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x,    \
+                          ptrdiff_t ldx, int n, float *out, const int32_t *outpos, int r0,        \
+                          int r1) {                                                               \
         const int full = n / (WIDTH) * (WIDTH), tail = n % (WIDTH);                               \
         const MASK_T tm = MASK(tail);                                                             \
         for (int r = r0; r < r1; r++) {                                                           \
             const float *d = dy + (ptrdiff_t)r * lddy;                                            \
-            int32_t k = row_ptr[r];                                                               \
-            const int32_t k1 = row_ptr[r + 1];                                                    \
             const float *xr[8];                                                                   \
+            int32_t e[8];                                                                         \
             float s[8];                                                                           \
-            for (; k + 8 <= k1; k += 8) {                                                         \
-                for (int i = 0; i < 8; i++) xr[i] = x + (ptrdiff_t)src[k + i] * ldx;              \
-                GROUP(d, xr, full, tail, tm, s);                                                  \
-                add_results(out, outpos, k, s, 8);                                                \
+            int count = 0;                                                                        \
+            for (int b = 0; b < blocks; b++) {                                                    \
+                const int32_t *rp = row_ptr + b * block_stride;                                   \
+                for (int32_t k = rp[r]; k < rp[r + 1]; k++) {                                     \
+                    e[count] = k;                                                                 \
+                    xr[count] = x + (ptrdiff_t)src[k] * ldx;                                      \
+                    if (++count == 8) {                                                           \
+                        GROUP(d, xr, full, tail, tm, s);                                          \
+                        add_results(out, outpos, e, s, 8);                                        \
+                        count = 0;                                                                \
+                    }                                                                             \
+                }                                                                                 \
             }                                                                                     \
-            if (k < k1) {                                                                         \
-                const int rest = k1 - k;                                                          \
-                for (int i = 0; i < 8; i++) xr[i] = x + (ptrdiff_t)src[k + (i < rest ? i : 0)] * ldx; \
+            if (count > 0) {                                                                      \
+                for (int i = count; i < 8; i++) xr[i] = xr[0];                                    \
                 GROUP(d, xr, full, tail, tm, s);                                                  \
-                add_results(out, outpos, k, s, rest);                                             \
+                add_results(out, outpos, e, s, count);                                            \
             }                                                                                     \
         }                                                                                         \
     }
@@ -330,12 +341,12 @@ void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const flo
     else scatter_portable(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
 }
 
-void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
-                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
-                const int32_t *outpos, int r0, int r1) {
-    if (isa == 2) sddmm_avx512(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
-    else if (isa == 1) sddmm_avx2(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
-    else sddmm_portable(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+void stsp_sddmm(int isa, const int32_t *row_ptr, ptrdiff_t block_stride, int blocks,
+                const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x, ptrdiff_t ldx,
+                int n, float *out, const int32_t *outpos, int r0, int r1) {
+    if (isa == 2) sddmm_avx512(row_ptr, block_stride, blocks, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+    else if (isa == 1) sddmm_avx2(row_ptr, block_stride, blocks, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+    else sddmm_portable(row_ptr, block_stride, blocks, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
 }
 
 #else
@@ -355,11 +366,11 @@ void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const flo
     scatter_portable(row_ptr, src, w, dy, lddy, n, dx, lddx, rows);
 }
 
-void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
-                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
-                const int32_t *outpos, int r0, int r1) {
+void stsp_sddmm(int isa, const int32_t *row_ptr, ptrdiff_t block_stride, int blocks,
+                const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x, ptrdiff_t ldx,
+                int n, float *out, const int32_t *outpos, int r0, int r1) {
     (void)isa;
-    sddmm_portable(row_ptr, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
+    sddmm_portable(row_ptr, block_stride, blocks, src, dy, lddy, x, ldx, n, out, outpos, r0, r1);
 }
 
 #endif

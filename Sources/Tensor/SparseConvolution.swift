@@ -330,7 +330,7 @@ public final class SparseConvolution {
         let bounds = index.balancedRowSplit(parts: parts)
         let run = { @Sendable (t: Int) in
             for (first, count) in chunks {
-                stsp_sddmm(isaCode, rs.pointer, src.pointer, d.pointer + first, ld, xf.pointer + first, 1, Int32(count),
+                stsp_sddmm(isaCode, rs.pointer, 0, 1, src.pointer, d.pointer + first, ld, xf.pointer + first, 1, Int32(count),
                            op.pointer, pos?.pointer, Int32(bounds[t]), Int32(bounds[t + 1]))
             }
         }

@@ -66,21 +66,39 @@ public final class SparseIndex {
     /// Active fraction of the weight.
     public var density: Double { Double(count) / Double(max(1, weightRows * weightColumns)) }
 
-    /// Source-block width for `entries` active weights: the narrowest power of two from 64
-    /// sources (all of them when fewer) with at least 12 entries per row and block on average. A
-    /// block's activation rows are what the kernels re-read from cache while its rows run; each
-    /// block costs every row one load and store of its outputs. `bench kernels --threads 1`
-    /// (forward ms by width; 2 threads are too noisy on the 2-vCPU hosts): 256 × 1024 at n = 6272,
-    /// density 0.24, 16.2 at 64 against 18.8 at 128 and 20.2 at 256; 1024 × 256 at 0.24 16.8 at 64
-    /// against 22.7 / 25.1, at 0.12 9.3 at 128 against 12.2 at 64 and 12.8 at 256; 4096 × 4096 at
+    /// Source-block width for `entries` active weights: 32 sources where a row still has 9
+    /// entries per block on average (density ≥ 0.28), else the narrowest power of two from 64
+    /// sources (all of them when fewer) with at least 12. A block's activation rows are what the
+    /// kernels re-read from cache while its rows run; each block costs every row one load and
+    /// store of its outputs. `bench kernels --threads 1` (forward ms by width; 2 threads are too
+    /// noisy on the 2-vCPU hosts): 256 × 1024 at n = 6272, density 0.24, 16.2 at 64 against 18.8
+    /// at 128 and 20.2 at 256 (and 15.6–19.5 at 32); 1024 × 256 at 0.24 16.8 at 64 against 22.7 /
+    /// 25.1 (16.7 at 32), at 0.12 9.3 at 128 against 12.2 at 64 and 12.8 at 256; 4096 × 4096 at
     /// batch 128, 0.1 9.5 at 128 against 10.4–10.6 at 256 and 10.6 at 64, 0.05 5.0 at 256 against
-    /// 6.6 at 128, 0.01 1.34 at 2048 against 1.45 at 1024. The weight gradient is no slower.
+    /// 6.6 at 128, 0.01 1.34 at 2048 against 1.45 at 1024. At 32: ResNet-50's 1×1 layers at
+    /// n = 25088, 128 × 512 at 0.48 30.9 against 40.0–40.2 at 64, 512 × 128 30.3–30.4 against
+    /// 38.8–38.9, 128 × 256 at 0.57 19.6 against 25.4, 256 × 512 at 0.29 37.2–37.6 against 42.0.
+    /// The weight gradient takes consecutive blocks together (`sampledProductBlocks`): no slower.
     public static func blockWidth(sources: Int, rows: Int, entries: Int) -> Int {
+        let perSource = Double(entries) / Double(max(sources, 1)) / Double(max(rows, 1))
+        if 32 < sources && 32 * perSource >= 9 { return 32 }
+        return sampledProductWidth(sources: sources, rows: rows, entries: entries)
+    }
+
+    /// Sources the weight gradient (`stsp_sddmm`) takes together, in consecutive blocks: the
+    /// narrowest power of two from 64 sources (all of them when fewer) with at least 12 entries
+    /// per row on average. Its products run eight entries at a time.
+    public static func sampledProductWidth(sources: Int, rows: Int, entries: Int) -> Int {
         guard entries > 0 else { return max(sources, 1) }
         let perSource = Double(entries) / Double(max(sources, 1)) / Double(max(rows, 1))
         var width = 64
         while width < sources && Double(width) * perSource < 12 { width *= 2 }
         return min(width, max(sources, 1))
+    }
+
+    /// Consecutive blocks the weight gradient takes together (see `sampledProductWidth`).
+    public var sampledProductBlocks: Int {
+        max(1, Self.sampledProductWidth(sources: sources, rows: rows, entries: count) / max(blockWidth, 1))
     }
 
     /// Rebuilds the index from a 0/1 mask (row-major, `weightRows × weightColumns`; non-zero =

@@ -113,13 +113,14 @@ public enum SparseKernels {
         case .packed(let g): (out, positions) = (g, index.rowMajorPosition)
         }
         let op = SendablePointer(out), oo = SendablePointer(positions)
-        let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
+        let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks, group = index.sampledProductBlocks
         let chunks = columnChunks(n, chunk: weightGradientColumnChunk)
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
             for (c0, cn) in chunks {
-                for b in 0..<blocks {
-                    stsp_sddmm(isaCode, rs.pointer + b &* rows, src.pointer, dp.pointer + c0, lddy, xp.pointer + c0, ldx,
-                               Int32(cn), op.pointer, oo.pointer, Int32(r0), Int32(r1))
+                for b in Swift.stride(from: 0, to: blocks, by: group) {
+                    stsp_sddmm(isaCode, rs.pointer + b &* rows, rows, Int32(min(group, blocks - b)), src.pointer,
+                               dp.pointer + c0, lddy, xp.pointer + c0, ldx, Int32(cn), op.pointer, oo.pointer,
+                               Int32(r0), Int32(r1))
                 }
             }
         }

@@ -292,11 +292,13 @@ final class SparseKernelTests: XCTestCase {
     }
 
     func testBlockWidthFollowsTheDensity() {
-        // The narrowest power of two from 64 with ≥ 12 entries per row and block.
+        // 32 with ≥ 9 entries per row and block, else the narrowest power of two from 64 with ≥ 12.
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 10), 128)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 20), 256)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 4096 * 4096 / 100), 2048)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 1024, rows: 256, entries: 1024 * 256 / 4), 64)
+        XCTAssertEqual(SparseIndex.blockWidth(sources: 512, rows: 128, entries: 512 * 128 / 2), 32)
+        XCTAssertEqual(SparseIndex.sampledProductWidth(sources: 512, rows: 128, entries: 512 * 128 / 2), 64)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 300, rows: 10, entries: 30), 300)
         XCTAssertEqual(SparseIndex.blockWidth(sources: 4096, rows: 4096, entries: 0), 4096)
     }

@@ -31,10 +31,11 @@ void stsp_scatter(int isa, const int32_t *row_ptr, const int32_t *src, const flo
 
 /// Sampled product at the index's entries only:
 /// out[outpos ? outpos[k] : k] += Σ_b dy[r·lddy + b] · x[src[k]·ldx + b] for every entry k of
-/// rows r0 ≤ r < r1 (the weight gradient of the forward index: dW at the mask's positions).
-void stsp_sddmm(int isa, const int32_t *row_ptr, const int32_t *src, const float *dy,
-                ptrdiff_t lddy, const float *x, ptrdiff_t ldx, int n, float *out,
-                const int32_t *outpos, int r0, int r1);
+/// rows r0 ≤ r < r1 in `blocks` consecutive source blocks, whose row starts lie `block_stride`
+/// apart in row_ptr (the weight gradient of the forward index: dW at the mask's positions).
+void stsp_sddmm(int isa, const int32_t *row_ptr, ptrdiff_t block_stride, int blocks,
+                const int32_t *src, const float *dy, ptrdiff_t lddy, const float *x, ptrdiff_t ldx,
+                int n, float *out, const int32_t *outpos, int r0, int r1);
 
 /// Gathers a weight into index order for j0 ≤ j < j1: v = w[offset[j]], dst1[entry1[j]] = v and,
 /// when dst2 is not NULL, dst2[entry2[j]] = v (offsets ascending: the active weights in
