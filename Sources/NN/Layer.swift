@@ -133,6 +133,14 @@ public final class Context {
         if pooled.contains(id) { references[id, default: 0] += 1 }
     }
 
+    /// Whether `t` is a pooled gradient held by one reference only: its holder may overwrite it
+    /// with its own result (element by element) and hand it on instead of taking a new buffer,
+    /// whose first writes would each read a cache line from memory before writing it.
+    public func isSoleReference(_ t: Tensor) -> Bool {
+        let id = ObjectIdentifier(t)
+        return pooled.contains(id) && references[id] == 1
+    }
+
     /// Drops a reference; the buffer returns to the pool at zero (no effect on other tensors).
     public func release(_ t: Tensor) {
         let id = ObjectIdentifier(t)

@@ -172,6 +172,36 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    /// Batch norm's input gradient written over dy (a pooled gradient nothing else holds) equals
+    /// the one written to a new buffer, bit for bit: with and without the ReLU, training and
+    /// evaluation, sizes that leave a tail after the 16-wide vectors.
+    func testBatchNormBackwardInPlaceEqualsNewBuffer() {
+        for (relu, training) in [(true, true), (false, true), (true, false)] {
+            let shape = Shape(n: 3, c: 4, h: 5, w: 7)
+            let store = ParameterStore()
+            let bn = BatchNorm("bn", store: store, channels: shape.c, relu: relu)
+            store.allocate(seed: 3)
+            for i in 0..<shape.c { store.values[i] = 0.5 + Float(i) * 0.4 - (i % 2 == 1 ? 1.3 : 0) }
+            var rng = Xoshiro256(seed: 6)
+            let x = Tensor(shape), apart = Tensor(shape)
+            for i in 0..<x.count { x.data[i] = rng.nextFloat() * 2 - 1; apart.data[i] = rng.nextFloat() * 2 - 1 }
+            let ctx = Context()
+            ctx.training = training
+            _ = bn.forward(x, ctx)
+            let pooled = ctx.gradientBuffer(shape)
+            pooled.data.update(from: apart.data, count: x.count)
+            XCTAssertTrue(ctx.isSoleReference(pooled) && !ctx.isSoleReference(apart))
+            let fresh = bn.backward(apart, ctx), overwritten = bn.backward(pooled, ctx)
+            XCTAssertTrue(overwritten === pooled, "the pooled dy is overwritten (relu \(relu), training \(training))")
+            XCTAssertFalse(fresh === apart)
+            withExtendedLifetime((fresh, overwritten)) {
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: fresh.data, count: x.count)),
+                               Array(UnsafeBufferPointer(start: overwritten.data, count: x.count)),
+                               "relu \(relu), training \(training)")
+            }
+        }
+    }
+
     /// A residual block's last batch norm with the shortcut and the ReLU in its own pass gives bit
     /// for bit what the batch norm, the sum and the ReLU give one after the other: training per
     /// channel, training with a (one-rank) cross-rank reduction, and evaluation.

@@ -188,24 +188,27 @@ public final class BatchNorm: Layer {
     }
 
     public func backward(_ dy: Tensor, _ ctx: Context) -> Tensor {
-        defer { ctx.release(dy) }
+        // dx overwrites dy when nothing else reads it (each element after its own reads).
+        let inPlace = ctx.isSoleReference(dy)
+        defer { if !inPlace { ctx.release(dy) } }
         let dyP = SendablePointer(dy.data), m = dy.shape.n * dy.shape.plane
-        return backward(ctx, usesScratch: false) { c, _ in UnsafePointer(dyP.pointer + c * m) }
+        return backward(ctx, usesScratch: false, into: inPlace ? dy : nil) { c, _ in UnsafePointer(dyP.pointer + c * m) }
     }
 
     /// The backward pass with dY given channel by channel: `gradient(c, scratch)` returns channel
     /// c's N·H·W values, from dY itself or (`usesScratch`) written into `scratch`, that many
     /// floats per worker — a fused max pooling expands its gradient there, so dY is never
-    /// written whole.
+    /// written whole. The input gradient goes `into` that tensor (dY itself, which then must not be
+    /// read elsewhere) or a new gradient buffer.
     func backward(
-        _ ctx: Context, usesScratch: Bool,
+        _ ctx: Context, usesScratch: Bool, into target: Tensor? = nil,
         gradient: @Sendable (_ c: Int, _ scratch: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
     ) -> Tensor {
         ctx.timed(.batchNorm) {
             guard let x = input else { preconditionFailure("BatchNorm.backward before forward") }
             let s = x.shape
             let m = s.n * s.plane
-            let inputGradient = ctx.gradientBuffer(s)
+            let inputGradient = target ?? ctx.gradientBuffer(s)
             let scratch = usesScratch ? ctx.workerScratch(count: m) : Array(repeating: SendablePointer(inputGradient.data), count: ctx.threads)
             // Σdy and Σdy·x̂ per channel; Σdy·x̂ = (Σdy·x − μ·Σdy)·invStd.
             // With a fused ReLU, dy is gated by [γ·x̂ + β > 0] (recomputed from x as forward did).
@@ -306,10 +309,23 @@ public final class BatchNorm: Layer {
     static func inputGradient(x src: UnsafePointer<Float>, dy d: UnsafePointer<Float>, dx out: UnsafeMutablePointer<Float>,
                               _ m: Int, gamma: Float, beta: Float, mean mu: Float, invStd inv: Float,
                               meanDy sdy: Float, meanDyXhat sdyx: Float, relu: Bool) {
+        // Explicit vectors: dx may be dy itself, which would stop the compiler's own
+        // vectorisation (its overlap check fails) — each vector is read before it is written.
+        typealias V = SIMD16<Float>
         let k = gamma * inv
+        let vk = V(repeating: k), vsdy = V(repeating: sdy), vmu = V(repeating: mu), vinv = V(repeating: inv)
+        let vsdyx = V(repeating: sdyx)
+        let rx = UnsafeRawPointer(src), rd = UnsafeRawPointer(d), ro = UnsafeMutableRawPointer(out)
         var i = 0
         if relu {
             let (scale, shift) = affine(gamma: gamma, beta: beta, mean: mu, invStd: inv)
+            let vscale = V(repeating: scale), vshift = V(repeating: shift)
+            while i &+ 16 <= m {
+                let v = rx.loadUnaligned(fromByteOffset: i &* 4, as: V.self)
+                let g = rd.loadUnaligned(fromByteOffset: i &* 4, as: V.self).replacing(with: 0, where: .!(v * vscale + vshift .> 0))
+                ro.storeBytes(of: vk * (g - vsdy - (v - vmu) * vinv * vsdyx), toByteOffset: i &* 4, as: V.self)
+                i &+= 16
+            }
             while i < m {
                 let v = src[i]
                 let g = v * scale + shift > 0 ? d[i] : 0
@@ -317,6 +333,12 @@ public final class BatchNorm: Layer {
                 i &+= 1
             }
         } else {
+            while i &+ 16 <= m {
+                let xhat = (rx.loadUnaligned(fromByteOffset: i &* 4, as: V.self) - vmu) * vinv
+                ro.storeBytes(of: vk * (rd.loadUnaligned(fromByteOffset: i &* 4, as: V.self) - vsdy - xhat * vsdyx),
+                              toByteOffset: i &* 4, as: V.self)
+                i &+= 16
+            }
             while i < m {
                 let xhat = (src[i] - mu) * inv
                 out[i] = k * (d[i] - sdy - xhat * sdyx)

@@ -85,8 +85,10 @@ public final class ResidualBlock: Layer {
         let dShort = shortcut?.backward(sumGradient, ctx) ?? sumGradient
         let dMain = main.backward(sumGradient, ctx)
         return ctx.timed(.add) {
-            let inputGradient = ctx.gradientBuffer(dMain.shape)
-            defer { ctx.release(dMain); ctx.release(dShort) }
+            // The sum overwrites the main branch's gradient when nothing else reads it.
+            let inPlace = dMain !== dShort && ctx.isSoleReference(dMain)
+            let inputGradient = inPlace ? dMain : ctx.gradientBuffer(dMain.shape)
+            defer { if !inPlace { ctx.release(dMain) }; ctx.release(dShort) }
             let a = SendablePointer(dMain.data), b = SendablePointer(dShort.data)
             let o = SendablePointer(inputGradient.data)
             let gate = gatesInputGradient ? input.map { SendablePointer($0.data) } : nil
