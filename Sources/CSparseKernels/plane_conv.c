@@ -1,4 +1,5 @@
 #include "sparse_kernels.h"
+#include <stdint.h>
 
 // Sparse convolution passes straight on unpadded planes [C][N·H·W] (stride 1, or stride 2 on
 // the input's phases): position p of a plane is pixel (n, i, j); tap t of reach R (shift
@@ -55,7 +56,8 @@ static unsigned valid_bits(int tile, int v, int total) {
 static void plane_spmm_portable(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                 const float *w, const float *x, const uint16_t *masks, int taps,
                                 int height, int width, int total, float *y, ptrdiff_t ldy, int r0,
-                                int r1, int tile0, int tile1) {
+                                int r1, int tile0, int tile1, int stream) {
+    (void)stream;
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
@@ -137,13 +139,14 @@ static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group
 static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                      const float *w, const float *x, const uint16_t *masks, int taps,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
-                                     int r0, int r1, int tile0, int tile1) {
+                                     int r0, int r1, int tile0, int tile1, int stream) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const uint16_t *phase = masks + q * taps * 8;
         __mmask16 store[8];
         for (int v = 0; v < 8; v++) store[v] = (__mmask16)valid_bits(tile, v, total);
+        const int full = p0 + TILE <= total;
         for (int r = r0; r < r1; r++) {
             __m512 acc[8];
             for (int v = 0; v < 8; v++) acc[v] = _mm512_setzero_ps();
@@ -157,9 +160,13 @@ static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src,
                     acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)m[v], xr + 16 * v), acc[v]);
             }
             float *yr = y + (ptrdiff_t)r * ldy + p0;
-            for (int v = 0; v < 8; v++) _mm512_mask_storeu_ps(yr + 16 * v, store[v], acc[v]);
+            if (stream && full && ((uintptr_t)yr & 63) == 0)
+                for (int v = 0; v < 8; v++) _mm512_stream_ps(yr + 16 * v, acc[v]);
+            else
+                for (int v = 0; v < 8; v++) _mm512_mask_storeu_ps(yr + 16 * v, store[v], acc[v]);
         }
     }
+    if (stream) _mm_sfence();
 }
 
 /// The dot products of one group's G entries (one tap: one mask per vector for all of them) with
@@ -202,7 +209,7 @@ INLINE unsigned half_bits(const uint16_t *m, int v) { return (unsigned)(m[v / 2]
 static AVX2 void plane_spmm_avx2(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                  const float *w, const float *x, const uint16_t *masks, int taps,
                                  int height, int width, int total, float *y, ptrdiff_t ldy, int r0,
-                                 int r1, int tile0, int tile1) {
+                                 int r1, int tile0, int tile1, int stream) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
     __m256i lane[49 * 16], store[16];
     for (int tile = tile0; tile < tile1; tile++) {
@@ -229,13 +236,16 @@ static AVX2 void plane_spmm_avx2(const int32_t *row_ptr, const int32_t *src, con
                 }
                 float *yr = y + (ptrdiff_t)r * ldy + p0 + 64 * h;
                 // Masked stores only in a partial last tile (they are slow on some x86 cores).
-                if (full)
+                if (full && stream && ((uintptr_t)yr & 31) == 0)
+                    for (int v = 0; v < 8; v++) _mm256_stream_ps(yr + 8 * v, acc[v]);
+                else if (full)
                     for (int v = 0; v < 8; v++) _mm256_storeu_ps(yr + 8 * v, acc[v]);
                 else
                     for (int v = 0; v < 8; v++) _mm256_maskstore_ps(yr + 8 * v, store[8 * h + v], acc[v]);
             }
         }
     }
+    if (stream) _mm_sfence();
 }
 
 /// As plane_group_avx512 with 8-lane vectors.
@@ -273,14 +283,14 @@ DEFINE_PLANE_SDDMM(plane_sddmm_avx2, AVX2, plane_group_avx2)
 void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                      const float *w, const float *x, const uint16_t *masks, int reach, int height,
                      int width, int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
-                     int tile1) {
+                     int tile1, int stream) {
     const int taps = (2 * reach + 1) * (2 * reach + 1);
     if (isa == 2 && HAVE_AVX512)
-        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_avx512(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1, stream);
     else if (isa >= 1 && HAVE_AVX2)
-        plane_spmm_avx2(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_avx2(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1, stream);
     else
-        plane_spmm_portable(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1);
+        plane_spmm_portable(row_ptr, src, tap, w, x, masks, taps, height, width, total, y, ldy, r0, r1, tile0, tile1, stream);
 }
 
 void stsp_plane_sddmm(int isa, const int32_t *row_groups, const int32_t *group_entries,

@@ -169,9 +169,10 @@ extension SparseConvolution {
         let tap = SendablePointer(planeTap.pointer), m = SendablePointer(planeMasks.pointer)
         let v = SendablePointer(UnsafeMutablePointer(mutating: vals)), reach = Int32(planeReach)
         let xp = SendablePointer(UnsafeMutablePointer(mutating: input.staged)), yp = SendablePointer(y)
+        let stream: Int32 = plane * outChannels * MemoryLayout<Float>.stride >= streamedOutputBytes ? 1 : 0
         forEachTileRange(plane: plane, threads: threads) { t0, t1 in
             stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, xp.pointer, m.pointer, reach,
-                            Int32(grid.height), Int32(grid.width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1)
+                            Int32(grid.height), Int32(grid.width), Int32(plane), yp.pointer, plane, 0, cout, t0, t1, stream)
         }
     }
 
@@ -191,9 +192,10 @@ extension SparseConvolution {
         let dys = staged(dy, channels: outChannels, plane: plane, into: stagedGradient, threads: threads)
         let dp = SendablePointer(UnsafeMutablePointer(mutating: dys)), reach = Int32(planeReach)
         let out = SendablePointer(stride == 1 ? dx : phaseGradient.reserve(Int(rows) * plane))
+        let stream: Int32 = plane * Int(rows) * MemoryLayout<Float>.stride >= streamedOutputBytes ? 1 : 0
         forEachTileRange(plane: plane, threads: threads) { t0, t1 in
             stsp_plane_spmm(isaCode, rs.pointer, src.pointer, tap.pointer, v.pointer, dp.pointer, m.pointer, reach,
-                            Int32(grid.height), Int32(grid.width), Int32(plane), out.pointer, plane, 0, rows, t0, t1)
+                            Int32(grid.height), Int32(grid.width), Int32(plane), out.pointer, plane, 0, rows, t0, t1, stream)
         }
         guard stride == 2 else { return }
         // dX[c][n][2i + π][2j + π'] = plane c of phase β = (2·((π + p) mod 2) + (π' + p) mod 2) at (n, i, j).

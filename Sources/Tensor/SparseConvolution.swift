@@ -27,6 +27,13 @@ public final class SparseConvolution {
     /// `bench conv` (4 alternating runs): 512→512 at 4×4, density 0.1, 35–45 ms with 64 → 24–27
     /// ms; 2×2 12–17 → 8–11 ms; 256→256 at 8×8 24–37 → 16–27 ms; 64→64 at 32×32 22–31 → 17–21 ms.
     static let weightGradientPositions = 4096
+    /// Outputs of the planes passes from this many bytes up are written with non-temporal
+    /// stores (`stsp_plane_spmm`'s `stream`): a plain store first reads each output line from
+    /// memory. VGG16-BN at uniform 0.99 (`bench step`, 2 threads, alternating runs): its 3 → 64
+    /// layer 2.0 → 0.9–1.1 ms per step, 64 → 64 at 32×32 (33.5 MB outputs) 16.7–18.1 → 13.5–15.1,
+    /// the 16.8 MB and 8.4 MB outputs 5–15% faster at a threshold of 8 MiB than at 32 MiB; the
+    /// step 97.7–110.9 → 90.8–96.3 ms. Below 8 MiB no difference could be told from the noise.
+    public var streamedOutputBytes = 8 << 20
 
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).

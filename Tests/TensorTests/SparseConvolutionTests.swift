@@ -138,6 +138,44 @@ final class SparseConvolutionTests: XCTestCase {
         }
     }
 
+    /// The planes passes with every output written by non-temporal stores (`streamedOutputBytes`
+    /// 0) equal those with plain stores, bit for bit, on cache-line-aligned outputs: rows on a
+    /// vector (8×8 × 4 images: 256 positions; stride 2 on 16×16 × 2), rows off it (7×7 × 3: 147,
+    /// plain stores), and a partial last tile (6×6 × 5: 180).
+    func testStreamedPlanesOutputsEqualPlainStores() {
+        var rng = Xoshiro256(seed: 33)
+        for isa in KernelISA.allCases.filter({ $0.isSupported && $0 != .portable }) {
+            for c in [Case(cin: 6, cout: 10, k: 3, s: 1, p: 1, h: 8, w: 8, n: 4), Case(cin: 6, cout: 10, k: 3, s: 2, p: 1, h: 16, w: 16, n: 2),
+                      Case(cin: 5, cout: 7, k: 3, s: 1, p: 1, h: 7, w: 7, n: 3), Case(cin: 5, cout: 7, k: 3, s: 1, p: 1, h: 6, w: 6, n: 5)] {
+                let m = mask(c, pattern: "50%", rng: &rng)
+                let w = m.indices.map { _ in rng.nextFloat() * 2 - 1 }
+                let conv = SparseConvolution(outChannels: c.cout, inChannels: c.cin, kernelSize: c.k, stride: c.s, padding: c.p)
+                m.withUnsafeBufferPointer { conv.rebuild(mask: $0.baseAddress!) }
+                conv.layout = .planes
+                XCTAssertTrue(conv.usesPlanes(height: c.h, width: c.w, isa: isa))
+                let inCount = c.cin * c.n * c.h * c.w, outCount = conv.outputCount(batch: c.n, height: c.h, width: c.w)
+                let x = allocateAlignedFloats(inCount), dy = allocateAlignedFloats(outCount)
+                for i in 0..<inCount { x[i] = rng.nextFloat() * 2 - 1 }
+                for i in 0..<outCount { dy[i] = rng.nextFloat() * 2 - 1 }
+                var results: [[Float]] = []
+                for streamed in [false, true] {
+                    conv.streamedOutputBytes = streamed ? 0 : Int.max
+                    let y = allocateAlignedFloats(outCount), dx = allocateAlignedFloats(inCount)
+                    w.withUnsafeBufferPointer { wp in
+                        conv.forward(weights: wp.baseAddress!, x: x, batch: c.n, height: c.h, width: c.w, y: y, isa: isa, threads: 2)
+                        conv.inputGradient(weights: wp.baseAddress!, dy: dy, dx: dx, batch: c.n, height: c.h, width: c.w,
+                                           isa: isa, threads: 2)
+                    }
+                    results.append(Array(UnsafeBufferPointer(start: y, count: outCount)) + Array(UnsafeBufferPointer(start: dx, count: inCount)))
+                    y.deallocate(); dx.deallocate()
+                }
+                XCTAssertEqual(results[0], results[1], "\(isa) \(c)")
+                XCTAssertFalse(results[0].contains { $0.isNaN })
+                x.deallocate(); dy.deallocate()
+            }
+        }
+    }
+
     /// A mask change rebuilt by several workers (index rows counted and filled in parallel, the
     /// input-gradient index sorted in parallel, entry offsets looked up in parallel), or from the
     /// active positions instead of the mask, gives the same indices as one worker scanning the

@@ -73,11 +73,12 @@ void stsp_plane_masks(int height, int width, int total, int reach, uint16_t *mas
 /// y[r·ldy + p] = Σ_{k ∈ row r} w[k] · x[src[k] + p] (masked by tap[k]; entries in index order,
 /// the order the frame kernels sum in) for the positions of the tiles, r0 ≤ r < r1: the forward
 /// pass, or the input gradient over the transposed index with flipped taps ((2R + 1)² − 1 − t,
-/// offsets negated).
+/// offsets negated). With `stream`, full tiles whose row starts on a vector are written with
+/// non-temporal stores (no read of each output line before it is written), fenced at the end.
 void stsp_plane_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                      const float *w, const float *x, const uint16_t *masks, int reach, int height,
                      int width, int total, float *y, ptrdiff_t ldy, int r0, int r1, int tile0,
-                     int tile1);
+                     int tile1, int stream);
 
 /// out[outpos ? outpos[k] : k] += Σ_p dy[r·lddy + p] · x[src[k] + p] (masked by the tap) over
 /// the positions of the tiles, for every entry of rows r0 ≤ r < r1: the weight gradient. A row's
