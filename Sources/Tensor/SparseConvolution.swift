@@ -27,13 +27,15 @@ public final class SparseConvolution {
     /// `bench conv` (4 alternating runs): 512→512 at 4×4, density 0.1, 35–45 ms with 64 → 24–27
     /// ms; 2×2 12–17 → 8–11 ms; 256→256 at 8×8 24–37 → 16–27 ms; 64→64 at 32×32 22–31 → 17–21 ms.
     static let weightGradientPositions = 4096
-    /// Outputs of the planes passes from this many bytes up are written with non-temporal
-    /// stores (`stsp_plane_spmm`'s `stream`): a plain store first reads each output line from
-    /// memory. VGG16-BN at uniform 0.99 (`bench step`, 2 threads, alternating runs): its 3 → 64
-    /// layer 2.0 → 0.9–1.1 ms per step, 64 → 64 at 32×32 (33.5 MB outputs) 16.7–18.1 → 13.5–15.1,
-    /// the 16.8 MB and 8.4 MB outputs 5–15% faster at a threshold of 8 MiB than at 32 MiB; the
-    /// step 97.7–110.9 → 90.8–96.3 ms. Below 8 MiB no difference could be told from the noise.
-    public var streamedOutputBytes = 8 << 20
+    /// Outputs of the planes passes from this many bytes up (more than a core's L2 holds) are
+    /// written with non-temporal stores (`stsp_plane_spmm`'s `stream`): a plain store first reads
+    /// each output line from memory. VGG16-BN at uniform 0.99 (`bench step`, 2 threads,
+    /// alternating runs): its 3 → 64 layer 2.0 → 0.9–1.1 ms per step, 64 → 64 at 32×32 (33.5 MB
+    /// outputs) 16.7–18.1 → 13.5–15.1, the step 97.7–110.9 → 90.8–96.3 ms. Two 1-thread processes
+    /// side by side (as two ranks on this 2-core host share its L3), ResNet-20 at 0.99 and batch
+    /// 64 each: 47–49 ms per step with a threshold of 8 MiB, 42–44 with 1 MiB (its 4 MiB outputs),
+    /// 43 with 0; one 2-thread process: no difference from 0 to 8 MiB that the noise shows.
+    public var streamedOutputBytes = 1 << 20
 
     private var frames: ConvolutionFrames?
     /// Frames of the input in `inputFrame` (nil: none loaded).
