@@ -76,18 +76,33 @@ void stsp_gather(const int32_t *offset, const float *w, const int32_t *entry1, f
 
 #if defined(__x86_64__)
 #include "x86_common.h"
-/// Entries ahead whose activation rows are prefetched.
-#define PREFETCH_DISTANCE 16
+
+/// The region the next product reads (see stsp_spmm): `rows` rows of `n` floats, `ld` apart.
+struct ahead {
+    const float *x;
+    ptrdiff_t ld;
+    int rows, n;
+};
+
+/// Prefetches into L2 row i's share (of `count` rows) of the lines of region `a`.
+static inline void prefetch_share(struct ahead a, int i, int count) {
+    if (!a.x || count <= 0) return;
+    const long per_row = (a.n + 15) / 16, total = (long)a.rows * per_row;
+    const long first = total * i / count, last = total * (i + 1) / count;
+    for (long l = first; l < last; l++)
+        _mm_prefetch((const char *)(a.x + (l / per_row) * a.ld) + 64 * (l % per_row), _MM_HINT_T1);
+}
 
 /// Defines NAME: for each row, full tiles of 8 vectors of WIDTH floats, then the rest as P < 8
 /// vectors and a masked tail, with P a constant in each call so TILE unrolls.
 #define DEFINE_SPMM(NAME, ATTR, TILE, WIDTH)                                                      \
     static ATTR void NAME(const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,       \
                           const float *w, const float *x, ptrdiff_t ldx, int n, float *y,         \
-                          ptrdiff_t ldy, int r0, int r1, int accumulate) {                        \
+                          ptrdiff_t ldy, int r0, int r1, int accumulate, struct ahead next) {     \
         for (int r = r0; r < r1; r++) {                                                           \
             const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];                                   \
             float *yr = y + (ptrdiff_t)r * ldy;                                                   \
+            prefetch_share(next, r - r0, r1 - r0);                                                \
             int b = 0;                                                                            \
             for (; n - b >= 8 * (WIDTH); b += 8 * (WIDTH))                                        \
                 TILE(8, 0, src, wpos, k0, k1, w, x + b, ldx, yr + b, accumulate);                 \
@@ -153,11 +168,6 @@ INLINE AVX2 void spmm_tile8(const int P, int tail, const int32_t *src, const int
     for (int p = 0; p < P; p++) acc[p] = accumulate ? _mm256_loadu_ps(yr + 8 * p) : _mm256_setzero_ps();
     if (tail) acc[P] = accumulate ? _mm256_maskload_ps(yr + 8 * P, tm) : _mm256_setzero_ps();
     for (int32_t k = k0; k < k1; k++) {
-        // The activation rows are read in index order, which no hardware prefetcher predicts.
-        if (k + PREFETCH_DISTANCE < k1) {
-            const char *next = (const char *)(x + (ptrdiff_t)src[k + PREFETCH_DISTANCE] * ldx);
-            for (int p = 0; p < P + (tail != 0); p += 2) _mm_prefetch(next + 32 * p, _MM_HINT_T0);
-        }
         const __m256 v = _mm256_broadcast_ss(wpos ? w + wpos[k] : w + k);
         const float *xr = x + (ptrdiff_t)src[k] * ldx;
         for (int p = 0; p < P; p++) acc[p] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr + 8 * p), acc[p]);
@@ -261,10 +271,6 @@ INLINE AVX512 void spmm_tile16(const int P, int tail, const int32_t *src, const 
     for (int p = 0; p < P; p++) acc[p] = accumulate ? _mm512_loadu_ps(yr + 16 * p) : _mm512_setzero_ps();
     if (tail) acc[P] = accumulate ? _mm512_maskz_loadu_ps(tm, yr + 16 * P) : _mm512_setzero_ps();
     for (int32_t k = k0; k < k1; k++) {
-        if (k + PREFETCH_DISTANCE < k1) {
-            const char *next = (const char *)(x + (ptrdiff_t)src[k + PREFETCH_DISTANCE] * ldx);
-            for (int p = 0; p < P + (tail != 0); p++) _mm_prefetch(next + 64 * p, _MM_HINT_T0);
-        }
         const __m512 v = _mm512_set1_ps(wpos ? w[wpos[k]] : w[k]);
         const float *xr = x + (ptrdiff_t)src[k] * ldx;
         for (int p = 0; p < P; p++) acc[p] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * p), acc[p]);
@@ -328,9 +334,10 @@ int stsp_isa_supported(int isa) {
 
 void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
                const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
-               int r0, int r1, int accumulate) {
-    if (isa == 2) spmm_avx512(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
-    else if (isa == 1) spmm_avx2(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
+               int r0, int r1, int accumulate, const float *ahead, int ahead_rows, int ahead_n) {
+    const struct ahead next = {ahead, ldx, ahead_rows, ahead_n};
+    if (isa == 2) spmm_avx512(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate, next);
+    else if (isa == 1) spmm_avx2(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate, next);
     else spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
 }
 
@@ -355,8 +362,8 @@ int stsp_isa_supported(int isa) { return isa == 0; }
 
 void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
                const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
-               int r0, int r1, int accumulate) {
-    (void)isa;
+               int r0, int r1, int accumulate, const float *ahead, int ahead_rows, int ahead_n) {
+    (void)isa; (void)ahead; (void)ahead_rows; (void)ahead_n;
     spmm_portable(row_ptr, src, wpos, w, x, ldx, n, y, ldy, r0, r1, accumulate);
 }
 

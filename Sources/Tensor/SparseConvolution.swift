@@ -306,7 +306,7 @@ public final class SparseConvolution {
         forEachItem(chunks.count, area: cout * (chunks.first?.1 ?? 0), threads: threads) { out, i in
             let (first, count) = chunks[i]
             stsp_spmm(isaCode, rs.pointer, src.pointer, nil, v.pointer, xf.pointer + first, 1, Int32(count),
-                      out, count, 0, Int32(cout), 0)
+                      out, count, 0, Int32(cout), 0, nil, 0, 0)
             f.storeOutput(out, channels: cout, first: first, count: count, into: yp.pointer)
         }
     }
@@ -386,7 +386,7 @@ public final class SparseConvolution {
         forEachItem(items.count, area: cin * (chunks.first?.1 ?? 0), threads: threads) { out, i in
             let (a, b, first, count) = items[i]
             stsp_spmm(isaCode, rs.pointer + (a * s + b) * cin, src.pointer, nil, v.pointer, df.pointer + first, 1,
-                      Int32(count), out, count, 0, Int32(cin), 0)
+                      Int32(count), out, count, 0, Int32(cin), 0, nil, 0, 0)
             f.storeInputGradient(out, channels: cin, phase: a, b, first: first, count: count, into: dxp.pointer)
         }
     }

@@ -38,7 +38,8 @@ public final class SparseIndex {
     private var rowPrefix: UnsafeMutablePointer<Int>
     private var capacity = 0, startCapacity = 0
     /// Sources of the index (columns of W for `.rows`, rows of W for `.columns`).
-    private var sources: Int { orientation == .rows ? weightColumns : weightRows }
+    /// Columns of the index's rows: inputs for `.rows`, outputs for `.columns`.
+    var sources: Int { orientation == .rows ? weightColumns : weightRows }
 
     public init(weightRows: Int, weightColumns: Int, orientation: Orientation) {
         precondition(weightRows * weightColumns <= Int(Int32.max), "a sparse index holds at most 2^31 weights")

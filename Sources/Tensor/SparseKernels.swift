@@ -60,12 +60,20 @@ public enum SparseKernels {
         let wp = SendablePointer(UnsafeMutablePointer(mutating: w))
         let xp = SendablePointer(UnsafeMutablePointer(mutating: x)), yp = SendablePointer(y)
         let isaCode = Int32(isa.rawValue), rows = index.rows, blocks = index.blocks
+        let width = index.blockWidth, sources = index.sources
         let chunks = columnChunks(n)
         forEachRowRun(index, work: index.count &* n, threads: threads) { r0, r1 in
-            for (c0, cn) in chunks {
+            for (c, (c0, cn)) in chunks.enumerated() {
                 for b in 0..<blocks {
+                    // The next call's activation rows: the next block's, or the next chunk's first.
+                    let (nextBlock, nextChunk) = b + 1 < blocks ? (b + 1, c) : (0, c + 1)
+                    let ahead = nextChunk < chunks.count && (nextBlock, nextChunk) != (b, c)
+                        ? (xp.pointer + nextBlock * width * ldx + chunks[nextChunk].0, min(width, sources - nextBlock * width),
+                           chunks[nextChunk].1)
+                        : (nil, 0, 0)
                     stsp_spmm(isaCode, rs.pointer + b &* rows, src.pointer, wo?.pointer, wp.pointer, xp.pointer + c0, ldx,
-                              Int32(cn), yp.pointer + c0, ldy, Int32(r0), Int32(r1), accumulate || b > 0 ? 1 : 0)
+                              Int32(cn), yp.pointer + c0, ldy, Int32(r0), Int32(r1), accumulate || b > 0 ? 1 : 0,
+                              ahead.0, Int32(ahead.1), Int32(ahead.2))
                 }
             }
         }

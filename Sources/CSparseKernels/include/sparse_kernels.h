@@ -18,9 +18,13 @@ int stsp_isa_supported(int isa);
 /// y[r·ldy + b] (= or, with accumulate ≠ 0, +=) Σ_{k ∈ row r} w[wpos[k]] · x[src[k]·ldx + b]
 /// for r0 ≤ r < r1, 0 ≤ b < n. Rows with no entry get 0 (or keep y). With wpos NULL the
 /// values are in index order: w[k].
+/// `ahead` (NULL: none): the region the next call reads, `ahead_rows` rows of `ahead_n` floats
+/// `ldx` apart; each row r takes its share of those lines and prefetches them into L2, so the
+/// next call finds its activation rows there instead of waiting on each first touch (the rows
+/// are read in index order, which no hardware prefetcher follows).
 void stsp_spmm(int isa, const int32_t *row_ptr, const int32_t *src, const int32_t *wpos,
                const float *w, const float *x, ptrdiff_t ldx, int n, float *y, ptrdiff_t ldy,
-               int r0, int r1, int accumulate);
+               int r0, int r1, int accumulate, const float *ahead, int ahead_rows, int ahead_n);
 
 /// Transposed product by scattering over one block of a row index, values in index order:
 /// dx[src[k]·lddx + b] += w[k] · dy[r·lddy + b] for every entry k of rows 0 ≤ r < rows,
