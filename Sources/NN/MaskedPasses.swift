@@ -24,6 +24,15 @@ public struct KernelReport: Sendable, Equatable {
     public var seconds: Double
     /// What its dense passes run (a convolution's algorithm: "Winograd", "direct", …; nil: GEMM).
     public var denseAlgorithm: String? = nil
+    /// Per pass (forward, input gradient, weight gradient): both paths as timed when this layer
+    /// chose between them (`auto`), or nil (not timed by this layer: a fixed mode, a choice
+    /// restored from a checkpoint, a layer that runs dense untimed).
+    public var timed: [PassTiming?] = [nil, nil, nil]
+}
+
+/// One pass of a masked layer timed both ways (the faster of two runs each), in seconds.
+public struct PassTiming: Sendable, Equatable {
+    public var dense: Double, sparse: Double
 }
 
 /// The dense-or-sparse passes of one masked weight: which path each pass takes, where the
@@ -45,6 +54,8 @@ class MaskedPasses {
     private var builtGeneration = -1
     /// Paths of the last step, per pass.
     private(set) var lastPaths: [KernelPath?] = [nil, nil, nil]
+    /// Per pass: the timings of the last choice this layer made (see `KernelReport.timed`).
+    private var timings: [PassTiming?] = [nil, nil, nil]
 
     init(name: String, weight: ParameterRef) {
         self.name = name
@@ -162,6 +173,7 @@ class MaskedPasses {
             }
             let choice: KernelPath = bestSparse < 0.9 * bestDense ? .sparse : .dense
             ctx.kernelChoices[key] = choice
+            timings[pass.rawValue] = PassTiming(dense: bestDense, sparse: bestSparse)
             return choice
         }
     }
@@ -175,7 +187,7 @@ class MaskedPasses {
     /// The report of the last step.
     func report(seconds: Double) -> KernelReport {
         KernelReport(name: name, density: density, forward: lastPaths[0], inputGradient: lastPaths[1],
-                     weightGradient: lastPaths[2], seconds: seconds)
+                     weightGradient: lastPaths[2], seconds: seconds, timed: timings)
     }
 }
 

@@ -35,6 +35,17 @@ final class MaskedMatmulTests: XCTestCase {
                 XCTAssertEqual(layer.kernelReports.first?.forward, .sparse)
                 XCTAssertEqual(layer.kernelReports.first?.weightGradient, .sparse)
                 XCTAssertEqual(layer.kernelReports.first?.inputGradient, .sparse)
+                XCTAssertEqual(layer.kernelReports.first?.timed, [nil, nil, nil], "a fixed mode times nothing")
+            }
+            if mode == .auto, let report = layer.kernelReports.first {
+                // Each pass was timed both ways, and took the path the rule gives for those times.
+                let paths = [report.forward, report.inputGradient, report.weightGradient]
+                for (pass, (t, path)) in zip(report.timed, paths).enumerated() {
+                    guard let t else { XCTFail("pass \(pass) not timed"); continue }
+                    XCTAssertGreaterThan(t.dense, 0)
+                    XCTAssertGreaterThan(t.sparse, 0)
+                    XCTAssertEqual(path, t.sparse < 0.9 * t.dense ? .sparse : .dense, "pass \(pass)")
+                }
             }
         }
         let dense = results[.off]!

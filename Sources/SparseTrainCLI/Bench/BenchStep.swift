@@ -117,6 +117,21 @@ struct BenchStep: ParsableCommand {
         /// What the layer's dense passes run ("Winograd", "direct", "im2col + GEMM", "GEMM", …).
         var dense_algorithm: String
         var ms: Double
+        /// Per pass, both paths as timed when the layer chose between them (`auto`; nil: not timed).
+        var forward_timed: TimedPass?, input_gradient_timed: TimedPass?, weight_gradient_timed: TimedPass?
+    }
+
+    struct TimedPass: Codable {
+        var sparse_ms: Double, dense_ms: Double
+        init?(_ t: PassTiming?) {
+            guard let t else { return nil }
+            (sparse_ms, dense_ms) = (t.sparse * 1e3, t.dense * 1e3)
+        }
+        /// "path (sparse ms | dense ms)", or the path alone when the pass was not timed.
+        static func cell(_ path: String, _ t: TimedPass?) -> String {
+            guard let t else { return path }
+            return "\(path) (\(fixed(t.sparse_ms, 1)) | \(fixed(t.dense_ms, 1)))"
+        }
     }
 
     func run() throws {
@@ -184,7 +199,9 @@ struct BenchStep: ParsableCommand {
         let layerRows = zip(net.body.kernelReports, layerSecondsBefore).map { r, before in
             LayerRow(name: r.name, density: r.density, forward: r.forward?.rawValue ?? "-",
                      input_gradient: r.inputGradient?.rawValue ?? "-", weight_gradient: r.weightGradient?.rawValue ?? "-",
-                     dense_algorithm: r.denseAlgorithm ?? "GEMM", ms: (r.seconds - before) / timedSteps * 1e3)
+                     dense_algorithm: r.denseAlgorithm ?? "GEMM", ms: (r.seconds - before) / timedSteps * 1e3,
+                     forward_timed: TimedPass(r.timed[0]), input_gradient_timed: TimedPass(r.timed[1]),
+                     weight_gradient_timed: TimedPass(r.timed[2]))
         }
         let report = Report(
             model: model.rawValue, batch: batch, threads: threadCount, convolution: conv.rawValue, parameters: net.store.count,
@@ -225,10 +242,15 @@ struct BenchStep: ParsableCommand {
             print("masked layers (sparse kernels \(sparseKernels.rawValue), \(report.sparse_isa)):")
             var layers = TextTable("layer", "density", "forward", "input grad", "weight grad", "dense passes run", "ms/step")
             for r in layerRows {
-                layers.add(r.name, fixed(r.density, 4), r.forward, r.input_gradient, r.weight_gradient, r.dense_algorithm,
-                           fixed(r.ms, 2))
+                layers.add(r.name, fixed(r.density, 4), TimedPass.cell(r.forward, r.forward_timed),
+                           TimedPass.cell(r.input_gradient, r.input_gradient_timed),
+                           TimedPass.cell(r.weight_gradient, r.weight_gradient_timed), r.dense_algorithm, fixed(r.ms, 2))
             }
             print(layers.render())
+            if layerRows.contains(where: { $0.forward_timed ?? $0.input_gradient_timed ?? $0.weight_gradient_timed != nil }) {
+                print("(sparse ms | dense ms): the pass timed both ways when the layer chose its path (the faster of two runs "
+                    + "each, in the first step); sparse is taken when at least 10% faster")
+            }
         }
         if let ratio = report.speedup_vs_dense {
             print("this engine dense (sparsity 0, same model and options) in this run, \(rounds) round(s) interleaved with the "
