@@ -137,35 +137,65 @@ static void plane_sddmm_portable(const int32_t *row_groups, const int32_t *group
     }
 
 
+/// Lanes 0, 1, …, 31: `ramp + s` is the permutation that takes lanes s … s + 15 of two
+/// consecutive vectors.
+static const int32_t ramp[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+
+/// acc[v] += w · xr[16v …] over the lanes of the tap's masks `lo` (vectors 0–3) and `hi` (4–7),
+/// reading nine aligned vectors from xr rounded down to 64 bytes and shifting them into place
+/// (a tap's shift puts most of its unaligned loads across two cache lines, which costs a second
+/// L1 access each). The caller guarantees those nine vectors lie inside the buffer.
+INLINE AVX512 void fma_shifted(__m512 acc[8], __m512 wv, const float *xr, uint64_t lo, uint64_t hi) {
+    const float *base = (const float *)((uintptr_t)xr & ~(uintptr_t)63);
+    const __m512i idx = _mm512_loadu_si512(ramp + (((uintptr_t)xr & 63) >> 2));
+    __m512 a = _mm512_load_ps(base);
+    for (int v = 0; v < 8; v++) {
+        const __m512 b = _mm512_load_ps(base + 16 * (v + 1));
+        const __mmask16 m = (__mmask16)((v < 4 ? lo : hi) >> 16 * (v & 3));
+        acc[v] = _mm512_mask3_fmadd_ps(wv, _mm512_permutex2var_ps(a, idx, b), acc[v], m);
+        a = b;
+    }
+}
+
+/// As fma_shifted with masked unaligned loads (masked-off lanes are not read: the loads may
+/// start before the plane or end past it).
+INLINE AVX512 void fma_masked(__m512 acc[8], __m512 wv, const float *xr, uint64_t lo, uint64_t hi) {
+    for (int v = 0; v < 4; v++)
+        acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(lo >> 16 * v), xr + 16 * v), acc[v]);
+    for (int v = 0; v < 4; v++)
+        acc[4 + v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(hi >> 16 * v), xr + 64 + 16 * v), acc[4 + v]);
+}
+
 static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,
                                      const float *w, const float *x, const uint16_t *masks, int taps,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
                                      int r0, int r1, int tile0, int tile1, int stream) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
+    // Tiles whose shifted aligned reads (up to a tap's reach plus 15 floats before the tile and
+    // after it) stay inside every plane: the others read through masked loads.
+    int reach = 0;
+    while ((2 * reach + 1) * (2 * reach + 1) < taps) reach++;
+    const int margin = reach * (width + 1) + 15;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const uint16_t *phase = masks + q * taps * 8;
         __mmask16 store[8];
         for (int v = 0; v < 8; v++) store[v] = (__mmask16)valid_bits(tile, v, total);
         const int full = p0 + TILE <= total;
+        const int inside = p0 >= margin && p0 + TILE + margin <= total;
         for (int r = r0; r < r1; r++) {
             __m512 acc[8];
             for (int v = 0; v < 8; v++) acc[v] = _mm512_setzero_ps();
-            // Entries in index order, as the frame kernels sum them: the same roundings.
+            // Entries in index order, as the frame kernels sum them: the same roundings. A tap's
+            // eight lane masks come in two 64-bit loads, not eight 16-bit mask loads.
             for (int32_t k = row_ptr[r]; k < row_ptr[r + 1]; k++) {
-                // The tap's eight lane masks in two 64-bit loads, not eight 16-bit mask loads (one
-                // load slot per FMA is what this loop is bound by): `bench conv`-shaped harness, 64 → 64
-                // at 56×56 density 0.177, 34.4 → 31.3 ms; 128 → 128 at 28×28 0.087, 18.6 → 17.0.
                 uint64_t lo, hi;
                 memcpy(&lo, phase + tap[k] * 8, 8);
                 memcpy(&hi, phase + tap[k] * 8 + 4, 8);
                 const __m512 wv = _mm512_set1_ps(w[k]);
-                // Masked-off lanes are not read: the loads may start before the plane or end past it.
-                const float *xr = x + src[k] + p0;
-                for (int v = 0; v < 4; v++)
-                    acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(lo >> 16 * v), xr + 16 * v), acc[v]);
-                for (int v = 0; v < 4; v++)
-                    acc[4 + v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(hi >> 16 * v), xr + 64 + 16 * v), acc[4 + v]);
+                if (inside) fma_shifted(acc, wv, x + src[k] + p0, lo, hi);
+                else fma_masked(acc, wv, x + src[k] + p0, lo, hi);
             }
             float *yr = y + (ptrdiff_t)r * ldy + p0;
             if (stream && full && ((uintptr_t)yr & 63) == 0)
