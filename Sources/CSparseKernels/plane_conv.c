@@ -172,18 +172,20 @@ static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src,
                                      int height, int width, int total, float *y, ptrdiff_t ldy,
                                      int r0, int r1, int tile0, int tile1, int stream) {
     const int phases = stsp_plane_phases(height, width, total), tiles = (total + TILE - 1) / TILE;
-    // Tiles whose shifted aligned reads (up to a tap's reach plus 15 floats before the tile and
-    // after it) stay inside every plane: the others read through masked loads.
+    // Tiles whose shifted aligned reads stay inside every plane: a tap reaches reach·(width + 1)
+    // positions either way, the first aligned vector starts up to 15 floats before the tap's
+    // first position and the ninth ends up to 16 after its last. The others read through masked
+    // loads.
     int reach = 0;
     while ((2 * reach + 1) * (2 * reach + 1) < taps) reach++;
-    const int margin = reach * (width + 1) + 15;
+    const int margin = reach * (width + 1) + 16;
     for (int tile = tile0; tile < tile1; tile++) {
         const int q = tile_phase(tile, tiles, total, phases), p0 = tile * TILE;
         const uint16_t *phase = masks + q * taps * 8;
         __mmask16 store[8];
         for (int v = 0; v < 8; v++) store[v] = (__mmask16)valid_bits(tile, v, total);
         const int full = p0 + TILE <= total;
-        const int inside = p0 >= margin && p0 + TILE + margin <= total;
+        const int inside = p0 + 1 >= margin && p0 + TILE + margin <= total;
         for (int r = r0; r < r1; r++) {
             __m512 acc[8];
             for (int v = 0; v < 8; v++) acc[v] = _mm512_setzero_ps();
