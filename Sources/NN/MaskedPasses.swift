@@ -49,6 +49,8 @@ public struct PassTiming: Sendable, Equatable {
 class MaskedPasses {
     /// In `.auto` mode a weight denser than this runs dense without timing.
     static let alwaysDenseAbove = 0.5
+    /// In `.auto` mode a pass runs sparse when its sparse time is below this fraction of its dense time.
+    static let sparseBelowDenseFraction = 0.9
     let name: String
     let weight: ParameterRef
     private var builtGeneration = -1
@@ -171,7 +173,7 @@ class MaskedPasses {
                 bestDense = min(bestDense, seconds(dense))
                 bestSparse = min(bestSparse, seconds(sparse))
             }
-            let choice: KernelPath = bestSparse < 0.9 * bestDense ? .sparse : .dense
+            let choice: KernelPath = bestSparse < Self.sparseBelowDenseFraction * bestDense ? .sparse : .dense
             ctx.kernelChoices[key] = choice
             timings[pass.rawValue] = PassTiming(dense: bestDense, sparse: bestSparse)
             return choice
