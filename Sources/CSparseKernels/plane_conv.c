@@ -161,10 +161,10 @@ INLINE AVX512 void fma_shifted(__m512 acc[8], __m512 wv, const float *xr, uint64
 /// As fma_shifted with masked unaligned loads (masked-off lanes are not read: the loads may
 /// start before the plane or end past it).
 INLINE AVX512 void fma_masked(__m512 acc[8], __m512 wv, const float *xr, uint64_t lo, uint64_t hi) {
-    for (int v = 0; v < 4; v++)
-        acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(lo >> 16 * v), xr + 16 * v), acc[v]);
-    for (int v = 0; v < 4; v++)
-        acc[4 + v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps((__mmask16)(hi >> 16 * v), xr + 64 + 16 * v), acc[4 + v]);
+    for (int v = 0; v < 8; v++) {
+        const __mmask16 m = (__mmask16)((v < 4 ? lo : hi) >> 16 * (v & 3));
+        acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, xr + 16 * v), acc[v]);
+    }
 }
 
 static AVX512 void plane_spmm_avx512(const int32_t *row_ptr, const int32_t *src, const uint8_t *tap,

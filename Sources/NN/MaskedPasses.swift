@@ -33,6 +33,10 @@ public struct KernelReport: Sendable, Equatable {
 /// One pass of a masked layer timed both ways (the faster of two runs each), in seconds.
 public struct PassTiming: Sendable, Equatable {
     public var dense: Double, sparse: Double
+    /// In `.auto` mode a pass runs sparse when its sparse time is below this fraction of its dense time.
+    public static let sparseBelowDenseFraction = 0.9
+    /// The path `.auto` takes for these times.
+    public var path: KernelPath { sparse < Self.sparseBelowDenseFraction * dense ? .sparse : .dense }
 }
 
 /// The dense-or-sparse passes of one masked weight: which path each pass takes, where the
@@ -49,8 +53,6 @@ public struct PassTiming: Sendable, Equatable {
 class MaskedPasses {
     /// In `.auto` mode a weight denser than this runs dense without timing.
     static let alwaysDenseAbove = 0.5
-    /// In `.auto` mode a pass runs sparse when its sparse time is below this fraction of its dense time.
-    static let sparseBelowDenseFraction = 0.9
     let name: String
     let weight: ParameterRef
     private var builtGeneration = -1
@@ -173,10 +175,10 @@ class MaskedPasses {
                 bestDense = min(bestDense, seconds(dense))
                 bestSparse = min(bestSparse, seconds(sparse))
             }
-            let choice: KernelPath = bestSparse < Self.sparseBelowDenseFraction * bestDense ? .sparse : .dense
-            ctx.kernelChoices[key] = choice
-            timings[pass.rawValue] = PassTiming(dense: bestDense, sparse: bestSparse)
-            return choice
+            let timing = PassTiming(dense: bestDense, sparse: bestSparse)
+            ctx.kernelChoices[key] = timing.path
+            timings[pass.rawValue] = timing
+            return timing.path
         }
     }
 

@@ -67,7 +67,7 @@ public enum SparseKernels {
                 for b in 0..<blocks {
                     // The next call's activation rows: the next block's, or the next chunk's first.
                     let (nextBlock, nextChunk) = b + 1 < blocks ? (b + 1, c) : (0, c + 1)
-                    let ahead = nextChunk < chunks.count && (nextBlock, nextChunk) != (b, c)
+                    let ahead = nextChunk < chunks.count
                         ? (xp.pointer + nextBlock * width * ldx + chunks[nextChunk].0, min(width, sources - nextBlock * width),
                            chunks[nextChunk].1)
                         : (nil, 0, 0)

@@ -44,7 +44,7 @@ final class MaskedMatmulTests: XCTestCase {
                     guard let t else { XCTFail("pass \(pass) not timed"); continue }
                     XCTAssertGreaterThan(t.dense, 0)
                     XCTAssertGreaterThan(t.sparse, 0)
-                    XCTAssertEqual(path, t.sparse < MaskedPasses.sparseBelowDenseFraction * t.dense ? .sparse : .dense, "pass \(pass)")
+                    XCTAssertEqual(path, t.sparse < PassTiming.sparseBelowDenseFraction * t.dense ? .sparse : .dense, "pass \(pass)")
                 }
             }
         }

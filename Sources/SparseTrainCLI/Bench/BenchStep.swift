@@ -249,7 +249,8 @@ struct BenchStep: ParsableCommand {
             print(layers.render())
             if layerRows.contains(where: { $0.forward_timed ?? $0.input_gradient_timed ?? $0.weight_gradient_timed != nil }) {
                 print("(sparse ms | dense ms): the pass timed both ways when the layer chose its path (the faster of two runs "
-                    + "each, in the first step); sparse is taken when at least 10% faster")
+                    + "each, in the first step); sparse is taken when at least "
+                    + "\(fixed(100 * (1 - PassTiming.sparseBelowDenseFraction), 0))% faster")
             }
         }
         if let ratio = report.speedup_vs_dense {
