@@ -222,6 +222,23 @@ INLINE AVX2 void sddmm_group8(const float *d, const float *const xr[8], int full
     _mm256_storeu_ps(s, hsum8x8(acc));
 }
 
+/// Rows ahead whose results' lines the weight gradient prefetches: each row's sums are added
+/// into `out` (a packed gradient of millions of entries lies in L3 or memory), and waiting on
+/// those lines stalled the kernel.
+#define SDDMM_OUT_AHEAD 4
+
+/// Prefetches the lines of `out` that row r's entries in blocks [0, blocks) add into: from its
+/// first entry's position to its last one's (one run in the packed row-major order), at most 8.
+INLINE void prefetch_outputs(float *out, const int32_t *outpos, const int32_t *row_ptr,
+                             ptrdiff_t block_stride, int blocks, int r) {
+    const int32_t k0 = row_ptr[r], k1 = row_ptr[(blocks - 1) * block_stride + r + 1] - 1;
+    if (k1 < k0) return;
+    const char *first = (const char *)(out + (outpos ? outpos[k0] : k0));
+    const char *last = (const char *)(out + (outpos ? outpos[k1] : k1));
+    if (last < first || last - first > 7 * 64) last = first;
+    for (const char *p = first; p <= last + 63; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+}
+
 /// Defines NAME: per row, its entries in `blocks` consecutive source blocks (row starts
 /// `block_stride` apart) taken eight at a time through GROUP, across block boundaries, then the
 /// last 1–7 as one group (the first repeated in the unused slots): eight independent sums, not
@@ -235,6 +252,8 @@ INLINE AVX2 void sddmm_group8(const float *d, const float *const xr[8], int full
         const MASK_T tm = MASK(tail);                                                             \
         for (int r = r0; r < r1; r++) {                                                           \
             const float *d = dy + (ptrdiff_t)r * lddy;                                            \
+            if (r + SDDMM_OUT_AHEAD < r1)                                                         \
+                prefetch_outputs(out, outpos, row_ptr, block_stride, blocks, r + SDDMM_OUT_AHEAD); \
             const float *xr[8];                                                                   \
             int32_t e[8];                                                                         \
             float s[8];                                                                           \
